@@ -1,0 +1,54 @@
+//! Windowed metrics of a job file: group, window, aggregate, filter, and write each metric's rows
+//! (and its late events) to its sinks.
+
+use std::sync::Arc;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::{Filter, Map};
+
+use super::write_rows;
+use crate::job::{Job, MetricSpec};
+use crate::operators::aggregate::FieldAggregates;
+use crate::operators::window::WindowAggregate;
+use crate::record::{Event, Key, Record, Value};
+use crate::stats::{CountInto, Stats};
+
+/// Builds one metric over `events`; returns the flushed streams of its sinks.
+pub fn build_metric<'scope>(
+    events: StreamVec<'scope, u64, Event<Record>>,
+    job: &Job,
+    metric: &MetricSpec,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
+    let group_by = metric.group_by.clone();
+    let aggregates = FieldAggregates(metric.aggregates.iter().map(|(_, kind, field)| (*kind, *field)).collect());
+    let (results, late) = events.window_aggregate(
+        metric.window,
+        metric.lateness,
+        move |record: &Record| group_by.iter().map(|i| record[*i].clone()).collect::<Key>(),
+        aggregates,
+    );
+    let having = metric.having.clone();
+    let rows = results
+        .map(|result| -> Record {
+            let mut row = Vec::with_capacity(result.key.len() + 2 + result.value.len());
+            row.extend(result.key);
+            row.push(Value::Int(result.start));
+            row.push(Value::Int(result.end));
+            row.extend(result.value);
+            row.into_boxed_slice()
+        })
+        .filter(move |row| having.iter().all(|c| c.holds(row)))
+        .count_into(stats, |s| &s.windows_out);
+    let mut flushed = Vec::new();
+    for &sink in &metric.sinks {
+        flushed.push(write_rows(rows.clone(), &job.sinks[sink], &metric.columns)?);
+    }
+    let late = late.count_into(stats, |s| &s.late);
+    if let Some(sink) = metric.late_sink {
+        let schema = &job.sources[metric.source].schema;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name.to_string()).collect();
+        flushed.push(write_rows(late.map(|event| event.data), &job.sinks[sink], &columns)?);
+    }
+    Ok(flushed)
+}

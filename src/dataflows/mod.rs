@@ -1,0 +1,147 @@
+//! Dataflows: the compiler from a job file to a timely dataflow, and the built-in graphs.
+
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
+use crate::record::{DeadLetter, Event, Record};
+use crate::sinks::Encode;
+use crate::sinks::file::{FileTarget, WriteFile};
+use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
+use crate::sinks::kafka::WriteKafka;
+use crate::sources::file::FileReader;
+use crate::sources::generator::GeneratorReader;
+use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
+use crate::sources::{SourceOptions, event_source};
+use crate::stats::{CountInto, Stats};
+
+/// How a job is run, beyond what its file says.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Where Kafka sources start.
+    pub start: StartFrom,
+    /// Stop Kafka sources at the end offsets seen at start-up.
+    pub until_end: bool,
+    /// Set to stop reading and drain.
+    pub stop: Arc<AtomicBool>,
+    /// Counters for progress displays.
+    pub stats: Arc<Stats>,
+}
+
+/// Builds `job` into `scope` on this worker. The returned probe is done once every source has
+/// ended and every sink has flushed.
+pub fn build_job(
+    scope: Scope<'_, u64>,
+    job: &Job,
+    options: &RunOptions,
+) -> anyhow::Result<ProbeHandle<u64>> {
+    let flushed_probe = ProbeHandle::new();
+    let mut events = Vec::new();
+    let mut dead = Vec::new();
+    for source in &job.sources {
+        let (e, d) = source_stream(scope, job, source, options, &flushed_probe)?;
+        events.push(e.count_into(&options.stats, |s| &s.events_in));
+        dead.push(d);
+    }
+    let mut flushed = Vec::new();
+    let dead = scope.concatenate(dead);
+    let dead = dead.count_into(&options.stats, |s| &s.dead_letters);
+    flushed.push(match job.dead_letter {
+        Some(sink) => write_dead_letters(dead, &job.sinks[sink])?,
+        None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false })?,
+    });
+    for metric in &job.metrics {
+        flushed.extend(metrics::build_metric(
+            events[metric.source].clone(),
+            job,
+            metric,
+            &options.stats,
+        )?);
+    }
+    scope.concatenate(flushed).probe_with(&flushed_probe);
+    Ok(flushed_probe)
+}
+
+fn source_stream<'scope>(
+    scope: Scope<'scope, u64>,
+    job: &Job,
+    source: &SourceSpec,
+    options: &RunOptions,
+    flushed: &ProbeHandle<u64>,
+) -> anyhow::Result<(StreamVec<'scope, u64, Event<Record>>, StreamVec<'scope, u64, DeadLetter>)> {
+    let source_options = SourceOptions {
+        out_of_orderness: source.out_of_orderness,
+        idle_timeout: source.idle_timeout,
+        tick: job.tick,
+        commit_interval: job.commit_interval,
+        stop: Arc::clone(&options.stop),
+    };
+    let (index, peers) = (scope.index(), scope.peers());
+    let schema = Arc::clone(&source.schema);
+    let name = &source.name;
+    let flushed = flushed.clone();
+    Ok(match &source.kind {
+        SourceKind::Kafka { properties, topics } => {
+            let config = KafkaSourceConfig {
+                properties: properties.clone(),
+                topics: topics.clone(),
+                start: options.start,
+                until_end: options.until_end,
+            };
+            let reader = KafkaReader::open(&config, schema, index, peers, Arc::clone(&options.stats))
+                .with_context(|| format!("source `{name}`"))?;
+            event_source(scope, name, reader, source_options, flushed)
+        }
+        SourceKind::File { paths, splits } => {
+            let reader = FileReader::open(paths, *splits, schema, index, peers)
+                .with_context(|| format!("source `{name}`"))?;
+            event_source(scope, name, reader, source_options, flushed)
+        }
+        SourceKind::Generator(config) => {
+            let reader = GeneratorReader::new(config.clone(), schema, index);
+            event_source(scope, name, reader, source_options, flushed)
+        }
+    })
+}
+
+fn write_dead_letters<'scope>(
+    dead: StreamVec<'scope, u64, DeadLetter>,
+    sink: &SinkSpec,
+) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+    match &sink.kind {
+        SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
+        SinkKind::File(target) => Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false })?),
+    }
+}
+
+/// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns.
+pub fn write_rows<'scope>(
+    rows: StreamVec<'scope, u64, Record>,
+    sink: &SinkSpec,
+    columns: &[String],
+) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+    let index = |name: &String| columns.iter().position(|c| c == name).expect("checked by the job loader");
+    let written: Vec<(String, usize)> = match &sink.columns {
+        Some(names) => names.iter().map(|n| (n.clone(), index(n))).collect(),
+        None => columns.iter().cloned().zip(0..).collect(),
+    };
+    let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index));
+    write_with(rows, sink, encoder)
+}
+
+fn write_with<'scope, E: Encode<Record>>(
+    rows: StreamVec<'scope, u64, Record>,
+    sink: &SinkSpec,
+    encoder: E,
+) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+    match &sink.kind {
+        SinkKind::Kafka(config) => rows.write_kafka(config, encoder),
+        SinkKind::File(target) => Ok(rows.write_file(target.clone(), encoder)?),
+    }
+}

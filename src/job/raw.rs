@@ -1,0 +1,106 @@
+//! The job file as written: the TOML shape, with spans kept for error messages.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string with where it stood in the file.
+pub type Text = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub job: Spanned<JobSection>,
+    #[serde(default)]
+    pub sources: Vec<Spanned<SourceSection>>,
+    #[serde(default)]
+    pub metrics: Vec<Spanned<MetricSection>>,
+    #[serde(default)]
+    pub sinks: Vec<Spanned<SinkSection>>,
+}
+
+/// `[job]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    pub name: Text,
+    pub tick: Option<Text>,
+    pub commit_interval: Option<Text>,
+    pub dead_letter: Option<Text>,
+}
+
+/// One `[[sources]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    pub name: Text,
+    pub kind: Text,
+    pub format: Option<Text>,
+    pub schema: Spanned<IndexMap<String, Text>>,
+    pub event_time: Text,
+    pub out_of_orderness: Option<Text>,
+    pub idle_timeout: Option<Text>,
+    // kafka
+    pub brokers: Option<Text>,
+    pub topics: Option<Spanned<Vec<Text>>>,
+    pub group: Option<Text>,
+    #[serde(default)]
+    pub properties: IndexMap<String, Text>,
+    // file
+    pub paths: Option<Spanned<Vec<Text>>>,
+    pub splits: Option<Spanned<i64>>,
+    // generator
+    pub seed: Option<Spanned<i64>>,
+    pub count: Option<Spanned<i64>>,
+    pub rate: Option<Spanned<i64>>,
+    pub accounts: Option<Spanned<i64>>,
+    pub merchants: Option<Spanned<i64>>,
+    pub disorder: Option<Text>,
+    pub paced: Option<bool>,
+}
+
+/// One `[[metrics]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSection {
+    pub name: Text,
+    pub source: Text,
+    #[serde(default)]
+    pub group_by: Vec<Text>,
+    pub window: Spanned<WindowSection>,
+    pub allowed_lateness: Option<Text>,
+    pub aggregates: Spanned<IndexMap<String, Text>>,
+    pub having: Option<Text>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
+    pub late_sink: Option<Text>,
+}
+
+/// A metric's `window`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSection {
+    pub kind: Text,
+    pub size: Option<Text>,
+    pub slide: Option<Text>,
+    pub gap: Option<Text>,
+}
+
+/// One `[[sinks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    pub name: Text,
+    pub kind: Text,
+    pub format: Option<Text>,
+    pub key: Option<Text>,
+    pub columns: Option<Spanned<Vec<Text>>>,
+    // kafka
+    pub brokers: Option<Text>,
+    pub topic: Option<Text>,
+    #[serde(default)]
+    pub properties: IndexMap<String, Text>,
+    // file
+    pub path: Option<Text>,
+}

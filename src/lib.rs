@@ -1,0 +1,20 @@
+//! Eddy: a stream-processing dataflow engine on timely dataflow.
+//!
+//! Events arrive from Kafka topics, files or the built-in generator ([`sources`]), are stamped
+//! with event time and watermarks, flow through [`operators`] assembled by [`dataflows`], and
+//! leave through [`sinks`]. A job is described by a TOML file ([`job`]).
+
+pub mod dataflows;
+pub mod demo;
+pub mod job;
+pub mod operators;
+pub mod produce;
+pub mod record;
+pub mod run;
+pub mod sinks;
+pub mod sources;
+pub mod stats;
+
+pub use operators::aggregate::{Aggregate, AggregateKind, FieldAggregates};
+pub use operators::window::{WindowAggregate, WindowResult, WindowSpec};
+pub use record::{DeadLetter, Event, Record, Schema, Value};

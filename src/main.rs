@@ -1,0 +1,266 @@
+//! The `eddy` command line: run, check, demo and produce.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use eddy::dataflows::RunOptions;
+use eddy::demo::{DemoOptions, demo};
+use eddy::job::Job;
+use eddy::produce::{ProduceOptions, produce};
+use eddy::run::{ClusterArgs, run_job};
+use eddy::sources::generator::GeneratorConfig;
+use eddy::sources::kafka::StartFrom;
+use eddy::stats::Stats;
+
+/// Eddy: stream processing on timely dataflow. Reads events from Kafka, files or a generator,
+/// computes windowed metrics in event time, and writes results to Kafka or files.
+#[derive(Parser)]
+#[command(name = "eddy", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job file until its sources end (files, generators, `--until-end`) or Ctrl-C.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Where Kafka sources start: committed, earliest, latest, or an RFC 3339 time to
+        /// reprocess history from.
+        #[arg(long, default_value = "committed")]
+        from: StartFrom,
+        /// Stop Kafka sources at the end offsets seen at start-up (a backfill) instead of
+        /// following the topics.
+        #[arg(long)]
+        until_end: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Validate job files: every error with file, line and field; exit status 2 on any.
+    Check {
+        /// The job files.
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+    },
+    /// Run the demo on an in-process Kafka-protocol cluster: generator, metrics job, Kafka
+    /// sinks, live progress. Nothing to install.
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Stop after this long (e.g. 30s); default: at Ctrl-C.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Transactions per second fed into the cluster.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Partitions of the input topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// The load generator: write generated card transactions (JSON) into a Kafka topic.
+    Produce {
+        /// Bootstrap brokers, host:port[,host:port…].
+        #[arg(long)]
+        brokers: String,
+        /// The topic written.
+        #[arg(long)]
+        topic: String,
+        /// How many transactions (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Transactions per second; with --unpaced, only spaces their event times.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Produce as fast as possible instead of at --rate.
+        #[arg(long)]
+        unpaced: bool,
+        /// Random seed: the same seed produces the same transactions.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Distinct accounts.
+        #[arg(long, default_value_t = 100_000)]
+        accounts: u64,
+        /// Distinct merchants.
+        #[arg(long, default_value_t = 5_000)]
+        merchants: u64,
+        /// Event times lag their nominal time by up to this much (e.g. 2s).
+        #[arg(long, value_parser = parse_duration, default_value = "2s")]
+        disorder: Duration,
+        /// Event time of the first transaction, epoch ms (default: now).
+        #[arg(long)]
+        start_ms: Option<u64>,
+        /// Replace every n-th message by malformed JSON.
+        #[arg(long)]
+        malformed_every: Option<u64>,
+        /// A librdkafka property, key=value (repeatable).
+        #[arg(long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<jiff::SignedDuration>()
+        .map_err(|e| e.to_string())
+        .and_then(|d| Duration::try_from(d).map_err(|e| e.to_string()))
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+/// Sets `stop` at the first Ctrl-C; a second one exits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let result = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("eddy: stopping (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = result {
+        tracing::warn!("Ctrl-C will not stop gracefully: {e}");
+    }
+    stop
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { jobs } => {
+            let mut failed = false;
+            for path in jobs {
+                match Job::load(&path) {
+                    Ok(_) => println!("{}: ok", path.display()),
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        failed = true;
+                    }
+                }
+            }
+            return if failed { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+        Command::Run {
+            job,
+            from,
+            until_end,
+            cluster,
+            ..
+        } => {
+            let job = match Job::load(&job) {
+                Ok(job) => job,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            let stats = Arc::new(Stats::default());
+            let options = RunOptions {
+                start: from,
+                until_end,
+                stop: stop_on_ctrl_c(),
+                stats: Arc::clone(&stats),
+            };
+            let result = run_job(job, &cluster, options, Duration::from_secs(5), |stats, elapsed| {
+                tracing::info!(
+                    elapsed = ?elapsed,
+                    events = Stats::get(&stats.events_in),
+                    windows = Stats::get(&stats.windows_out),
+                    late = Stats::get(&stats.late),
+                    dead_letters = Stats::get(&stats.dead_letters),
+                    lag = stats.consumer_lag.load(Ordering::Relaxed),
+                    "progress"
+                );
+            });
+            if result.is_ok() {
+                eprintln!(
+                    "eddy: done: {} events, {} window results, {} late, {} dead-lettered",
+                    Stats::get(&stats.events_in),
+                    Stats::get(&stats.windows_out),
+                    Stats::get(&stats.late),
+                    Stats::get(&stats.dead_letters),
+                );
+            }
+            result
+        }
+        Command::Demo {
+            duration,
+            rate,
+            partitions,
+            cluster,
+            ..
+        } => demo(
+            &DemoOptions {
+                duration,
+                rate,
+                partitions,
+            },
+            &cluster,
+            stop_on_ctrl_c(),
+        ),
+        Command::Produce {
+            brokers,
+            topic,
+            count,
+            rate,
+            unpaced,
+            seed,
+            accounts,
+            merchants,
+            disorder,
+            start_ms,
+            malformed_every,
+            mut properties,
+        } => {
+            properties.insert(0, ("bootstrap.servers".into(), brokers));
+            let start_ms = start_ms.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond() as u64);
+            let options = ProduceOptions {
+                properties,
+                topic,
+                generator: GeneratorConfig {
+                    seed,
+                    count,
+                    rate,
+                    accounts,
+                    merchants,
+                    disorder_ms: disorder.as_millis() as u64,
+                    start_ms,
+                    paced: !unpaced,
+                },
+                malformed_every,
+            };
+            let produced = AtomicU64::new(0);
+            produce(&options, &stop_on_ctrl_c(), &produced).map(|n| eprintln!("eddy: produced {n}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eddy: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

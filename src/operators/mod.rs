@@ -1,0 +1,7 @@
+//! Operators: reusable dataflow building blocks, as extension traits on timely streams. They
+//! know nothing of sources or sinks.
+
+pub mod aggregate;
+pub mod decode;
+pub mod watermark;
+pub mod window;

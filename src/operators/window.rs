@@ -1,0 +1,464 @@
+//! Event-time windows: tumbling, hopping and session windows, aggregated per key.
+//!
+//! A window `[s, e)` fires once, when the input frontier reaches `e + lateness`; a record counts in
+//! every window it belongs to that is still open *by its own stamp* (`Event::frontier < e +
+//! lateness`), and goes to the late output when none is (DESIGN §3). Tumbling and hopping windows
+//! fold each record once, into a pane of `gcd(size, slide)`, and combine panes when a window fires.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash};
+use std::rc::Rc;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::{Deserialize, Serialize};
+use timely::ExchangeData;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+
+use super::aggregate::Aggregate;
+use crate::record::Event;
+
+/// The shape of the windows, in milliseconds of event time. Windows are aligned to the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// Consecutive windows of `size`.
+    Tumbling {
+        /// Window length.
+        size: u64,
+    },
+    /// Windows of `size` starting every `slide`.
+    Hopping {
+        /// Window length.
+        size: u64,
+        /// Distance between window starts.
+        slide: u64,
+    },
+    /// Per key, records closer than `gap` share a window `[first, last + gap)`.
+    Session {
+        /// Inactivity that closes a session.
+        gap: u64,
+    },
+}
+
+/// One fired window of one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult<K, O> {
+    /// The group-by key.
+    pub key: K,
+    /// Window start, epoch ms (inclusive).
+    pub start: i64,
+    /// Window end, epoch ms (exclusive).
+    pub end: i64,
+    /// The aggregate.
+    pub value: O,
+}
+
+/// Windowed aggregation of an event stream.
+pub trait WindowAggregate<'scope, D> {
+    /// Groups events by `key`, aggregates each key's windows with `aggregate`, and emits one
+    /// [`WindowResult`] per key and window at the window's end (plus `lateness` ms), at the timely
+    /// time of that end. Returns the results and the late events (those whose every window had
+    /// closed by their stamp).
+    #[allow(clippy::type_complexity)]
+    fn window_aggregate<K, F, A>(
+        self,
+        spec: WindowSpec,
+        lateness: u64,
+        key: F,
+        aggregate: A,
+    ) -> (
+        StreamVec<'scope, u64, WindowResult<K, A::Output>>,
+        StreamVec<'scope, u64, Event<D>>,
+    )
+    where
+        K: Hash + Eq + Clone + 'static,
+        F: Fn(&D) -> K + 'static,
+        A: Aggregate<D>,
+        A::Output: 'static;
+}
+
+impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
+    for StreamVec<'scope, u64, Event<D>>
+{
+    fn window_aggregate<K, F, A>(
+        self,
+        spec: WindowSpec,
+        lateness: u64,
+        key: F,
+        aggregate: A,
+    ) -> (
+        StreamVec<'scope, u64, WindowResult<K, A::Output>>,
+        StreamVec<'scope, u64, Event<D>>,
+    )
+    where
+        K: Hash + Eq + Clone + 'static,
+        F: Fn(&D) -> K + 'static,
+        A: Aggregate<D>,
+        A::Output: 'static,
+    {
+        let key = Rc::new(key);
+        let route = {
+            let key = Rc::clone(&key);
+            move |event: &Event<D>| FxBuildHasher.hash_one(key(&event.data))
+        };
+        let mut builder = OperatorBuilder::new(format!("Window({spec:?})"), self.scope());
+        let mut input = builder.new_input(self, Exchange::new(route));
+        let (results, results_stream) = builder.new_output();
+        let (late, late_stream) = builder.new_output();
+        let mut results = OutputBuilder::from(results);
+        let mut late = OutputBuilder::from(late);
+
+        builder.build(move |_initial_capabilities| {
+            let mut state = WindowState::<K, A::State>::new(spec, lateness);
+            // One capability per pending fire time (window end + lateness).
+            let mut pending = BTreeMap::<u64, Capability<u64>>::new();
+            let mut late_events = Vec::new();
+            let mut fired = Vec::new();
+            move |frontiers| {
+                let mut results = results.activate();
+                let mut late = late.activate();
+                input.for_each(|cap, data| {
+                    for event in data.drain(..) {
+                        let on_time = state.insert(key(&event.data), &event, &aggregate, |fire| {
+                            pending
+                                .entry(fire)
+                                .or_insert_with(|| cap.delayed(&fire, 0));
+                        });
+                        if !on_time {
+                            late_events.push(event);
+                        }
+                    }
+                    if !late_events.is_empty() {
+                        late.session(&cap).give_container(&mut late_events);
+                    }
+                });
+                let upto = frontiers[0].frontier().first().copied();
+                while let Some(entry) = pending.first_entry() {
+                    if upto.is_some_and(|f| *entry.key() > f) {
+                        break;
+                    }
+                    let (fire, cap) = entry.remove_entry();
+                    state.fire(fire, &aggregate, |result| fired.push(result));
+                    results.session(&cap).give_container(&mut fired);
+                }
+                state.release(upto);
+            }
+        });
+        (results_stream, late_stream)
+    }
+}
+
+/// The keyed window contents of one operator instance.
+enum WindowState<K, S> {
+    Panes(Panes<K, S>),
+    Sessions(Sessions<K, S>),
+}
+
+impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
+    fn new(spec: WindowSpec, lateness: u64) -> Self {
+        let lateness = lateness as i64;
+        match spec {
+            WindowSpec::Tumbling { size } => Self::Panes(Panes::new(size, size, lateness)),
+            WindowSpec::Hopping { size, slide } => Self::Panes(Panes::new(size, slide, lateness)),
+            WindowSpec::Session { gap } => Self::Sessions(Sessions {
+                gap: gap as i64,
+                lateness,
+                by_key: FxHashMap::default(),
+                by_fire: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Folds `event` into its open windows, calling `register` with the fire time of each window it
+    /// may have opened or extended. Returns false when the event is late for all its windows.
+    #[inline]
+    fn insert<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        key: K,
+        event: &Event<D>,
+        aggregate: &A,
+        register: impl FnMut(u64),
+    ) -> bool {
+        match self {
+            Self::Panes(panes) => panes.insert(key, event, aggregate, register),
+            Self::Sessions(sessions) => sessions.insert(key, event, aggregate, register),
+        }
+    }
+
+    /// Emits the windows whose fire time is `fire`.
+    fn fire<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        fire: u64,
+        aggregate: &A,
+        emit: impl FnMut(WindowResult<K, A::Output>),
+    ) {
+        match self {
+            Self::Panes(panes) => panes.fire(fire, aggregate, emit),
+            Self::Sessions(sessions) => sessions.fire(fire, aggregate, emit),
+        }
+    }
+
+    /// Frees state that no window open at frontier `upto` (or none, at the end) needs.
+    fn release(&mut self, upto: Option<u64>) {
+        if let Self::Panes(panes) = self {
+            panes.release(upto);
+        }
+    }
+}
+
+/// Tumbling and hopping windows, folded per pane of `gcd(size, slide)`.
+struct Panes<K, S> {
+    size: i64,
+    slide: i64,
+    pane: i64,
+    lateness: i64,
+    /// Per-pane state, ordered by pane start; only a few panes are live at once.
+    panes: Vec<(i64, FxHashMap<K, S>)>,
+    /// Per-window state of records that were late for some of their windows but not all.
+    partial: BTreeMap<i64, FxHashMap<K, S>>,
+    /// The (first open, last) window starts whose fire times were last registered.
+    registered: Option<(i64, i64)>,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl<K: Hash + Eq + Clone, S> Panes<K, S> {
+    fn new(size: u64, slide: u64, lateness: i64) -> Self {
+        let (size, slide) = (size as i64, slide as i64);
+        Panes {
+            size,
+            slide,
+            pane: gcd(size, slide),
+            lateness,
+            panes: Vec::new(),
+            partial: BTreeMap::new(),
+            registered: None,
+        }
+    }
+
+    fn fire_time(&self, start: i64) -> u64 {
+        (start + self.size + self.lateness) as u64
+    }
+
+    #[inline]
+    fn insert<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        key: K,
+        event: &Event<D>,
+        aggregate: &A,
+        mut register: impl FnMut(u64),
+    ) -> bool {
+        let t = event.time as i64;
+        let stamp = event.frontier as i64;
+        let last = t - t.rem_euclid(self.slide);
+        let mut oldest = last;
+        while oldest - self.slide > t - self.size {
+            oldest -= self.slide;
+        }
+        // The oldest window still open for this record: its fire time must exceed the stamp.
+        let mut first_open = oldest;
+        while first_open <= last && self.fire_time(first_open) as i64 <= stamp {
+            first_open += self.slide;
+        }
+        if first_open > last {
+            return false;
+        }
+        if self.registered != Some((first_open, last)) {
+            for start in (first_open..=last).step_by(self.slide as usize) {
+                register(self.fire_time(start));
+            }
+            self.registered = Some((first_open, last));
+        }
+        if first_open != oldest {
+            // Late for its oldest windows only: fold it into the open ones directly.
+            for start in (first_open..=last).step_by(self.slide as usize) {
+                let states = self.partial.entry(start).or_default();
+                let state = states.entry(key.clone()).or_insert_with(|| aggregate.init());
+                aggregate.add(state, &event.data);
+            }
+            return true;
+        }
+        let pane = t - t.rem_euclid(self.pane);
+        let at = match self.panes.iter().rposition(|(start, _)| *start <= pane) {
+            Some(i) if self.panes[i].0 == pane => i,
+            found => {
+                let at = found.map_or(0, |i| i + 1);
+                self.panes.insert(at, (pane, FxHashMap::default()));
+                at
+            }
+        };
+        let state = self.panes[at].1.entry(key).or_insert_with(|| aggregate.init());
+        aggregate.add(state, &event.data);
+        true
+    }
+
+    fn fire<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        fire: u64,
+        aggregate: &A,
+        mut emit: impl FnMut(WindowResult<K, A::Output>),
+    ) {
+        self.registered = None;
+        let end = fire as i64 - self.lateness;
+        let start = end - self.size;
+        let mut emit_all = |states: FxHashMap<K, S>| {
+            for (key, state) in states {
+                emit(WindowResult {
+                    key,
+                    start,
+                    end,
+                    value: aggregate.finish(&state),
+                });
+            }
+        };
+        if self.pane == self.size {
+            // Tumbling: the window is one pane, and nothing else needs it.
+            if let Some(i) = self.panes.iter().position(|(s, _)| *s == start) {
+                emit_all(self.panes.remove(i).1);
+            }
+            if let Some(partial) = self.partial.remove(&start) {
+                emit_all(partial);
+            }
+            return;
+        }
+        let mut merged = self.partial.remove(&start).unwrap_or_default();
+        for (_, pane) in self
+            .panes
+            .iter()
+            .filter(|(s, _)| (start..end).contains(s))
+        {
+            for (key, state) in pane {
+                match merged.get_mut(key) {
+                    Some(into) => aggregate.merge(into, state),
+                    None => {
+                        let mut into = aggregate.init();
+                        aggregate.merge(&mut into, state);
+                        merged.insert(key.clone(), into);
+                    }
+                }
+            }
+        }
+        emit_all(merged);
+    }
+
+    fn release(&mut self, upto: Option<u64>) {
+        let Some(upto) = upto else {
+            self.panes.clear();
+            self.partial.clear();
+            return;
+        };
+        // Windows whose fire time is at most `upto` have fired; the first still open starts at
+        // the least multiple of the slide with `start + size + lateness > upto`.
+        let bound = upto as i64 - self.size - self.lateness + 1;
+        let first_open = bound + (self.slide - bound.rem_euclid(self.slide)) % self.slide;
+        let pane = self.pane;
+        self.panes.retain(|(start, _)| start + pane > first_open);
+        self.partial.retain(|start, _| *start >= first_open);
+    }
+}
+
+/// Session windows: per key, the open sessions, and which keys have a session ending at a time.
+struct Sessions<K, S> {
+    gap: i64,
+    lateness: i64,
+    by_key: FxHashMap<K, Vec<Session<S>>>,
+    /// Fire time → keys with a session that may end then (entries go stale as sessions grow).
+    by_fire: BTreeMap<u64, Vec<K>>,
+}
+
+struct Session<S> {
+    start: i64,
+    end: i64,
+    state: S,
+}
+
+impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
+    fn insert<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        key: K,
+        event: &Event<D>,
+        aggregate: &A,
+        mut register: impl FnMut(u64),
+    ) -> bool {
+        let t = event.time as i64;
+        let stamp = event.frontier as i64;
+        let lateness = self.lateness;
+        let sessions = self.by_key.entry(key.clone()).or_default();
+        let open = |s: &Session<S>| s.end + lateness > stamp;
+        // Flink's rule: windows that touch merge; merging may reach further sessions.
+        let (mut start, mut end) = (t, t + self.gap);
+        let mut previous_end = None;
+        loop {
+            let mut grew = false;
+            for s in sessions.iter().filter(|s| open(s)) {
+                if s.start <= end && s.end >= start && (s.start < start || s.end > end) {
+                    start = start.min(s.start);
+                    end = end.max(s.end);
+                    grew = true;
+                }
+                if s.start <= end && s.end >= start {
+                    previous_end = previous_end.max(Some(s.end));
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        if end + lateness <= stamp {
+            if sessions.is_empty() {
+                self.by_key.remove(&key);
+            }
+            return false;
+        }
+        let mut state = aggregate.init();
+        sessions.retain_mut(|s| {
+            let merge = open(s) && s.start <= end && s.end >= start;
+            if merge {
+                aggregate.merge(&mut state, &s.state);
+            }
+            !merge
+        });
+        aggregate.add(&mut state, &event.data);
+        sessions.push(Session { start, end, state });
+        if previous_end != Some(end) {
+            let fire = (end + lateness) as u64;
+            register(fire);
+            self.by_fire.entry(fire).or_default().push(key);
+        }
+        true
+    }
+
+    fn fire<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        fire: u64,
+        aggregate: &A,
+        mut emit: impl FnMut(WindowResult<K, A::Output>),
+    ) {
+        let lateness = self.lateness;
+        for key in self.by_fire.remove(&fire).unwrap_or_default() {
+            let Some(sessions) = self.by_key.get_mut(&key) else {
+                continue;
+            };
+            sessions.retain(|s| {
+                let due = (s.end + lateness) as u64 <= fire;
+                if due {
+                    emit(WindowResult {
+                        key: key.clone(),
+                        start: s.start,
+                        end: s.end,
+                        value: aggregate.finish(&s.state),
+                    });
+                }
+                !due
+            });
+            if sessions.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! A JSON-lines or CSV file (or standard output) as a sink. Worker 0 writes everything, so a
+//! job's output is one file whatever the number of workers.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use timely::ExchangeData;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use super::Encode;
+
+/// Where a file sink writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileTarget {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A file, created or truncated when the job starts.
+    Path(PathBuf),
+}
+
+/// Writes a stream to a file.
+pub trait WriteFile<'scope, D> {
+    /// Writes every item as one line, flushing whenever the input frontier advances; the returned
+    /// stream's frontier passes a time once its lines are flushed.
+    fn write_file<E: Encode<D>>(
+        self,
+        target: FileTarget,
+        encoder: E,
+    ) -> io::Result<StreamVec<'scope, u64, ()>>;
+}
+
+impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D> {
+    fn write_file<E: Encode<D>>(
+        self,
+        target: FileTarget,
+        encoder: E,
+    ) -> io::Result<StreamVec<'scope, u64, ()>> {
+        let writes = self.scope().index() == 0;
+        let mut out: Option<BufWriter<Box<dyn Write>>> = if writes {
+            let w: Box<dyn Write> = match &target {
+                FileTarget::Stdout => Box::new(io::stdout()),
+                FileTarget::Stderr => Box::new(io::stderr()),
+                FileTarget::Path(path) => Box::new(File::create(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?),
+            };
+            let mut w = BufWriter::with_capacity(1 << 20, w);
+            if let Some(line) = encoder.preamble() {
+                writeln!(w, "{line}")?;
+            }
+            Some(w)
+        } else {
+            None
+        };
+        let mut line = Vec::new();
+        Ok(self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &D| 0),
+            "FileSink",
+            move |_cap, _info| {
+                let mut frontier = Vec::new();
+                move |(input, input_frontier), _output| {
+                    let Some(w) = out.as_mut() else {
+                        input.for_each(|_, data| data.clear());
+                        return;
+                    };
+                    input.for_each(|_, data| {
+                        for item in data.drain(..) {
+                            line.clear();
+                            encoder.value(&item, &mut line);
+                            line.push(b'\n');
+                            w.write_all(&line).expect("writing the file sink");
+                        }
+                    });
+                    if *input_frontier.frontier() != frontier[..] {
+                        frontier = input_frontier.frontier().to_vec();
+                        w.flush().expect("flushing the file sink");
+                    }
+                }
+            },
+        ))
+    }
+}

@@ -1,0 +1,133 @@
+//! Encodings of rows and dead letters: JSON objects, CSV lines, and Kafka messages with
+//! provenance headers.
+
+use serde::{Deserialize, Serialize};
+
+use super::Encode;
+use crate::record::{DeadLetter, Record};
+
+/// How rows are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// One JSON object per row.
+    #[default]
+    Json,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+/// Writes chosen columns of a row, as JSON or CSV, keyed by one column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowEncoder {
+    format: Format,
+    /// (name, index in the row) of each column written.
+    columns: Vec<(String, usize)>,
+    /// The row index of the key column.
+    key: Option<usize>,
+    /// Pre-rendered `"name":` prefixes for JSON.
+    json_names: Vec<Vec<u8>>,
+}
+
+impl RowEncoder {
+    /// An encoder writing `columns` (name and row index) in `format`, keyed by row index `key`.
+    pub fn new(format: Format, columns: Vec<(String, usize)>, key: Option<usize>) -> Self {
+        let json_names = columns
+            .iter()
+            .map(|(name, _)| {
+                let mut prefix = serde_json::to_vec(name).expect("a string encodes");
+                prefix.push(b':');
+                prefix
+            })
+            .collect();
+        RowEncoder {
+            format,
+            columns,
+            key,
+            json_names,
+        }
+    }
+}
+
+impl Encode<Record> for RowEncoder {
+    fn value(&self, row: &Record, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json => {
+                out.push(b'{');
+                for (i, ((_, index), name)) in self.columns.iter().zip(&self.json_names).enumerate()
+                {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(name);
+                    row[*index].write_json(out);
+                }
+                out.push(b'}');
+            }
+            Format::Csv => {
+                for (i, (_, index)) in self.columns.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    row[*index].write_csv(out);
+                }
+            }
+        }
+    }
+
+    fn key(&self, row: &Record, out: &mut Vec<u8>) -> bool {
+        let Some(index) = self.key else {
+            return false;
+        };
+        match &row[index] {
+            crate::record::Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+            other => other.write_json(out),
+        }
+        true
+    }
+
+    fn preamble(&self) -> Option<String> {
+        (self.format == Format::Csv).then(|| {
+            let names: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
+            names.join(",")
+        })
+    }
+}
+
+/// Dead letters as Kafka messages: the original payload, with `eddy.error`,
+/// `eddy.source.topic`, `eddy.source.partition` and `eddy.source.offset` headers; in files,
+/// one JSON object per dead letter with the same facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadLetterEncoder {
+    /// Write the raw payload (with headers) rather than a JSON object.
+    pub raw: bool,
+}
+
+impl Encode<DeadLetter> for DeadLetterEncoder {
+    fn value(&self, letter: &DeadLetter, out: &mut Vec<u8>) {
+        if self.raw {
+            out.extend_from_slice(&letter.payload);
+        } else {
+            serde_json::to_writer(
+                out,
+                &serde_json::json!({
+                    "error": letter.error,
+                    "topic": letter.topic,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "payload": String::from_utf8_lossy(&letter.payload),
+                }),
+            )
+            .expect("writing to a Vec cannot fail");
+        }
+    }
+
+    fn headers(&self, letter: &DeadLetter) -> Vec<(&'static str, String)> {
+        vec![
+            ("eddy.error", letter.error.clone()),
+            ("eddy.source.topic", letter.topic.clone()),
+            ("eddy.source.partition", letter.partition.to_string()),
+            ("eddy.source.offset", letter.offset.to_string()),
+        ]
+    }
+}

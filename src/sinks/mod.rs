@@ -1,0 +1,25 @@
+//! Sinks: where results go. Every sink is an operator that returns a *flushed* stream, whose
+//! frontier passes a time only once everything the sink received at that time is durable; the
+//! sources commit their positions behind a probe on those streams (at-least-once).
+
+pub mod file;
+pub mod format;
+pub mod kafka;
+
+/// How a sink turns an item into bytes.
+pub trait Encode<D>: 'static {
+    /// Writes `item` as one message or line (without a newline).
+    fn value(&self, item: &D, out: &mut Vec<u8>);
+    /// Writes the message key of `item`; returns false when it has none.
+    fn key(&self, _item: &D, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// Message headers of `item`.
+    fn headers(&self, _item: &D) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// A first line for files, such as a CSV header.
+    fn preamble(&self) -> Option<String> {
+        None
+    }
+}

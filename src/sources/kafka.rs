@@ -1,0 +1,315 @@
+//! Kafka topics as a source: a statically assigned consumer per worker (each partition of each
+//! topic belongs to exactly one worker of all processes), batched polling, schema-driven decoding,
+//! and offsets committed only once the sinks have flushed what was derived from them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{ReadBatch, ReadStatus, Reader};
+use crate::record::{DeadLetter, Record, Schema};
+use crate::stats::Stats;
+
+const BATCH: usize = 8192;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a source starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The consumer group's committed offsets (the earliest offset where none is committed).
+    Committed,
+    /// The beginning of each partition.
+    Earliest,
+    /// The end of each partition: only new messages.
+    Latest,
+    /// The first message at or after this event time (epoch ms, by the message timestamp).
+    Time(i64),
+}
+
+impl std::str::FromStr for StartFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "committed" => StartFrom::Committed,
+            "earliest" => StartFrom::Earliest,
+            "latest" => StartFrom::Latest,
+            time => StartFrom::Time(
+                time.parse::<jiff::Timestamp>()
+                    .map_err(|e| {
+                        format!("expected committed, earliest, latest or an RFC 3339 time: {e}")
+                    })?
+                    .as_millisecond(),
+            ),
+        })
+    }
+}
+
+/// What a Kafka source reads and how.
+#[derive(Clone, Debug)]
+pub struct KafkaSourceConfig {
+    /// librdkafka properties, passed verbatim (`bootstrap.servers`, `group.id`, TLS, SASL, …).
+    pub properties: Vec<(String, String)>,
+    /// The topics to read.
+    pub topics: Vec<String>,
+    /// Where to start.
+    pub start: StartFrom,
+    /// Stop at the end offsets seen at start-up instead of following the topics.
+    pub until_end: bool,
+}
+
+/// Forwards librdkafka's statistics (consumer lag) into the job's [`Stats`].
+pub struct LagContext {
+    stats: Arc<Stats>,
+    last: std::sync::atomic::AtomicI64,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        let previous = self.last.swap(lag, Ordering::Relaxed);
+        self.stats
+            .consumer_lag
+            .fetch_add(lag - previous, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// One worker's consumer and the partitions it owns.
+pub struct KafkaReader {
+    consumer: BaseConsumer<LagContext>,
+    schema: Arc<Schema>,
+    /// (topic, partition) per local partition index.
+    partitions: Vec<(String, i32)>,
+    index: HashMap<(String, i32), usize>,
+    /// Next offset to read per partition.
+    positions: Vec<i64>,
+    committed: Vec<i64>,
+    /// End offsets when reading `until_end`.
+    ends: Option<Vec<i64>>,
+    finished: Vec<bool>,
+}
+
+/// Builds a librdkafka configuration from verbatim properties over our defaults.
+pub fn client_config(defaults: &[(&str, &str)], properties: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in defaults {
+        config.set(*k, *v);
+    }
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    config.set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+impl KafkaReader {
+    /// Connects worker `index` of `peers` and assigns it its share of the topics' partitions.
+    pub fn open(
+        config: &KafkaSourceConfig,
+        schema: Arc<Schema>,
+        index: usize,
+        peers: usize,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<KafkaReader> {
+        let consumer: BaseConsumer<LagContext> = client_config(
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("fetch.queue.backoff.ms", "5"),
+                ("statistics.interval.ms", "1000"),
+            ],
+            &config.properties,
+        )
+        .create_with_context(LagContext {
+            stats,
+            last: Default::default(),
+        })
+        .context("creating the Kafka consumer")?;
+
+        let mut all = Vec::new();
+        for topic in &config.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .with_context(|| format!("reading the metadata of topic `{topic}`"))?;
+            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                bail!("topic `{topic}` not found");
+            };
+            if let Some(err) = t.error() {
+                bail!("topic `{topic}`: {:?}", rdkafka::types::RDKafkaRespErr::from(err));
+            }
+            let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+            ids.sort();
+            all.extend(ids.into_iter().map(|p| (topic.clone(), p)));
+        }
+        let partitions: Vec<(String, i32)> = super::owned_partitions(all.len(), index, peers)
+            .map(|i| all[i].clone())
+            .collect();
+
+        let mut bounds = Vec::new();
+        for (topic, p) in &partitions {
+            bounds.push(
+                consumer
+                    .fetch_watermarks(topic, *p, TIMEOUT)
+                    .with_context(|| format!("reading the offsets of {topic}/{p}"))?,
+            );
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in &partitions {
+            tpl.add_partition(topic, *p);
+        }
+        let resolved = match config.start {
+            StartFrom::Committed => consumer
+                .committed_offsets(tpl, TIMEOUT)
+                .context("reading the committed offsets")?,
+            StartFrom::Time(ms) => {
+                let mut times = TopicPartitionList::new();
+                for (topic, p) in &partitions {
+                    times.add_partition_offset(topic, *p, Offset::Offset(ms))?;
+                }
+                consumer
+                    .offsets_for_times(times, TIMEOUT)
+                    .context("looking up offsets for the start time")?
+            }
+            StartFrom::Earliest | StartFrom::Latest => tpl,
+        };
+        let latest_on_reset = config
+            .properties
+            .iter()
+            .any(|(k, v)| k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end"));
+        let mut assignment = TopicPartitionList::new();
+        let mut positions = Vec::new();
+        for (i, (topic, p)) in partitions.iter().enumerate() {
+            let (low, high) = bounds[i];
+            let found = resolved.find_partition(topic, *p).map(|e| e.offset());
+            let start = match (config.start, found) {
+                (StartFrom::Earliest, _) => low,
+                (StartFrom::Latest, _) => high,
+                (_, Some(Offset::Offset(n))) => n.clamp(low, high),
+                (StartFrom::Time(_), _) => high,
+                (_, _) if latest_on_reset => high,
+                _ => low,
+            };
+            assignment.add_partition_offset(topic, *p, Offset::Offset(start))?;
+            positions.push(start);
+        }
+        consumer.assign(&assignment).context("assigning partitions")?;
+        let ends = config
+            .until_end
+            .then(|| bounds.iter().map(|(_, high)| *high).collect::<Vec<_>>());
+        tracing::info!(worker = index, ?partitions, ?positions, "Kafka source assigned");
+        Ok(KafkaReader {
+            consumer,
+            schema,
+            index: partitions.iter().cloned().zip(0..).collect(),
+            committed: positions.clone(),
+            finished: vec![false; positions.len()],
+            positions,
+            partitions,
+            ends,
+        })
+    }
+}
+
+impl Reader<Record> for KafkaReader {
+    /// The next offset of each partition.
+    type Position = Vec<i64>;
+
+    fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
+    fn read(&mut self, batch: &mut ReadBatch<Record>) -> ReadStatus {
+        let mut status = ReadStatus::Waiting;
+        while batch.events.len() + batch.dead.len() < BATCH {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!("Kafka consumer: {e}; retrying");
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            status = ReadStatus::Ready;
+            let key = (message.topic().to_owned(), message.partition());
+            let Some(&p) = self.index.get(&key) else {
+                continue;
+            };
+            let offset = message.offset();
+            if self.finished[p] || offset < self.positions[p] {
+                continue;
+            }
+            self.positions[p] = offset + 1;
+            let payload = message.payload().unwrap_or_default();
+            match self.schema.decode(payload) {
+                Ok((time, record)) => batch.events.push((p, time, record)),
+                Err(e) => batch.dead.push(DeadLetter {
+                    error: if payload.is_empty() {
+                        "empty payload".into()
+                    } else {
+                        e.0
+                    },
+                    topic: key.0,
+                    partition: key.1,
+                    offset,
+                    payload: payload.to_vec(),
+                }),
+            }
+        }
+        // Partitions that started at their end are reported here on the first read.
+        if let Some(ends) = &self.ends {
+            for (p, done) in self.finished.iter_mut().enumerate() {
+                if !*done && self.positions[p] >= ends[p] {
+                    *done = true;
+                    batch.finished.push(p);
+                }
+            }
+            if self.finished.iter().all(|d| *d) {
+                return ReadStatus::Done;
+            }
+        }
+        status
+    }
+
+    fn position(&self) -> Vec<i64> {
+        self.positions.clone()
+    }
+
+    fn commit(&mut self, position: &Vec<i64>, last: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, (topic, partition)) in self.partitions.iter().enumerate() {
+            if position[p] > self.committed[p] {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(position[p]))
+                    .expect("a valid offset");
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        let mode = if last {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => self.committed.clone_from(position),
+            Err(e) => tracing::warn!("committing offsets failed (will retry): {e}"),
+        }
+    }
+}

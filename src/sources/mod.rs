@@ -1,0 +1,202 @@
+//! Sources: where events come from, and the one timely operator that turns any [`Reader`] into a
+//! stream of stamped [`Event`]s with event-time progress and a dead-letter output.
+
+pub mod file;
+pub mod generator;
+pub mod kafka;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use crate::operators::watermark::Watermarks;
+use crate::record::{DeadLetter, Event};
+
+/// What one call to [`Reader::read`] produced.
+#[derive(Debug)]
+pub struct ReadBatch<D> {
+    /// Decoded events as `(partition, event time, datum)`, partitions numbered from 0 per reader.
+    pub events: Vec<(usize, u64, D)>,
+    /// Inputs that did not decode.
+    pub dead: Vec<DeadLetter>,
+    /// Partitions that reached their end during this call.
+    pub finished: Vec<usize>,
+}
+
+impl<D> Default for ReadBatch<D> {
+    fn default() -> Self {
+        ReadBatch {
+            events: Vec::new(),
+            dead: Vec::new(),
+            finished: Vec::new(),
+        }
+    }
+}
+
+/// Whether a reader has more input right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// More may be read at once.
+    Ready,
+    /// Nothing is available now; try again shortly.
+    Waiting,
+    /// Every partition has ended.
+    Done,
+}
+
+/// One worker's share of a source: some partitions, read in batches.
+pub trait Reader<D>: 'static {
+    /// A resumable position in all of this reader's partitions (offsets, for Kafka).
+    type Position: Clone + 'static;
+    /// How many partitions this reader owns.
+    fn partitions(&self) -> usize;
+    /// Reads the next batch into `batch`.
+    fn read(&mut self, batch: &mut ReadBatch<D>) -> ReadStatus;
+    /// The position after everything read so far.
+    fn position(&self) -> Self::Position;
+    /// Records that all output derived from input before `position` has been flushed by every
+    /// sink, so a restart may resume there.
+    fn commit(&mut self, position: &Self::Position, last: bool);
+}
+
+/// The event-time and delivery settings of a source.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// D: how far behind the highest event time seen a record may still arrive.
+    pub out_of_orderness: Duration,
+    /// A partition silent for longer no longer holds the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// Timely timestamps are event-time frontiers truncated to this many milliseconds.
+    pub tick: u64,
+    /// How often processed positions are committed.
+    pub commit_interval: Duration,
+    /// When set, the source stops reading and the job drains.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Reads `reader` into a stream of events stamped per DESIGN §3, and a stream of dead letters.
+///
+/// The source's capability follows the worker watermark (truncated to the tick). Positions are
+/// committed once `flushed` (a probe on every sink) has passed the time the data was sent at.
+pub fn event_source<'scope, D, R>(
+    scope: Scope<'scope, u64>,
+    name: &str,
+    mut reader: R,
+    options: SourceOptions,
+    flushed: ProbeHandle<u64>,
+) -> (StreamVec<'scope, u64, Event<D>>, StreamVec<'scope, u64, DeadLetter>)
+where
+    D: Clone + 'static,
+    R: Reader<D>,
+{
+    let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address);
+    let (events, events_stream) = builder.new_output();
+    let (dead, dead_stream) = builder.new_output();
+    let mut events = OutputBuilder::from(events);
+    let mut dead = OutputBuilder::from(dead);
+
+    builder.build_reschedule(move |mut capabilities| {
+        let mut dead_cap = capabilities.pop();
+        let mut events_cap = capabilities.pop();
+        let mut watermarks = Watermarks::new(
+            reader.partitions(),
+            options.out_of_orderness,
+            options.idle_timeout,
+            Instant::now(),
+        );
+        if reader.partitions() == 0 {
+            (events_cap, dead_cap) = (None, None);
+        }
+        let mut batch = ReadBatch::default();
+        let mut stamped = Vec::new();
+        // Positions reached by the data sent at each time, awaiting the sinks.
+        let mut uncommitted = VecDeque::<(u64, R::Position)>::new();
+        let mut last_commit = Instant::now();
+        move |_frontiers| {
+            let Some(cap) = events_cap.as_mut() else {
+                // Finished reading: stay alive until the sinks have flushed, then commit.
+                if flushed.done() {
+                    if let Some((_, position)) = uncommitted.pop_back() {
+                        reader.commit(&position, true);
+                    }
+                    return false;
+                }
+                activator.activate_after(Duration::from_millis(5));
+                return true;
+            };
+            let now = Instant::now();
+            let status = if options.stop.load(Ordering::Relaxed) {
+                ReadStatus::Done
+            } else {
+                reader.read(&mut batch)
+            };
+            let time = *cap.time();
+            if !batch.events.is_empty() {
+                stamped.extend(batch.events.drain(..).map(|(partition, t, data)| Event {
+                    time: t,
+                    frontier: watermarks.stamp(partition, t, now),
+                    data,
+                }));
+                events.activate().session(&*cap).give_container(&mut stamped);
+            }
+            if !batch.dead.is_empty() {
+                let dead_cap = dead_cap.as_ref().expect("held with the events capability");
+                dead.activate()
+                    .session(dead_cap)
+                    .give_container(&mut batch.dead);
+            }
+            for partition in batch.finished.drain(..) {
+                watermarks.finish(partition);
+            }
+            match uncommitted.back_mut() {
+                Some((t, position)) if *t == time => *position = reader.position(),
+                _ => uncommitted.push_back((time, reader.position())),
+            }
+            if last_commit.elapsed() >= options.commit_interval {
+                let mut safe = None;
+                while uncommitted
+                    .front()
+                    .is_some_and(|(t, _)| !flushed.less_equal(t))
+                {
+                    safe = uncommitted.pop_front();
+                }
+                if let Some((_, position)) = safe {
+                    reader.commit(&position, false);
+                }
+                last_commit = now;
+            }
+            if status == ReadStatus::Done || watermarks.all_finished() {
+                (events_cap, dead_cap) = (None, None);
+                activator.activate();
+                return true;
+            }
+            let frontier = watermarks.frontier(now);
+            let next = frontier - frontier % options.tick;
+            if next > time {
+                cap.downgrade(&next);
+                if let Some(c) = dead_cap.as_mut() {
+                    c.downgrade(&next);
+                }
+            }
+            match status {
+                ReadStatus::Ready => activator.activate(),
+                _ => activator.activate_after(Duration::from_millis(2)),
+            }
+            true
+        }
+    });
+    (events_stream, dead_stream)
+}
+
+/// The partitions of `total` that worker `index` of `peers` owns: a stable round-robin, so each
+/// partition belongs to exactly one worker over all processes.
+pub fn owned_partitions(total: usize, index: usize, peers: usize) -> impl Iterator<Item = usize> {
+    (index..total).step_by(peers)
+}
