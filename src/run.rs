@@ -75,11 +75,14 @@ pub fn run_job(
         }
         Ok(())
     });
+    let outcomes = match result {
+        Ok(guards) => guards.join(),
+        Err(e) => vec![Err(format!("starting the timely workers: {e}"))],
+    };
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     reporter.thread().unpark();
     let _ = reporter.join();
-    let guards = result.map_err(|e| anyhow!("starting the timely workers: {e}"))?;
-    for outcome in guards.join() {
+    for outcome in outcomes {
         outcome.map_err(|e| anyhow!("a worker failed: {e}"))??;
     }
     Ok(())

@@ -528,7 +528,14 @@ impl Checker<'_> {
             "file" => {
                 let paths = match &s.paths {
                     Some(p) if !p.get_ref().is_empty() => {
-                        p.get_ref().iter().map(|p| self.relative(p.get_ref())).collect()
+                        let field = format!("{field}.paths");
+                        p.get_ref()
+                            .iter()
+                            .map(|p| {
+                                let path = self.expand(p, field.clone());
+                                self.relative(&path)
+                            })
+                            .collect()
                     }
                     _ => {
                         self.error(s.kind.span(), format!("{field}.paths"), "a file source needs at least one path");
@@ -619,7 +626,10 @@ impl Checker<'_> {
                 SinkKind::Kafka(KafkaSinkConfig { properties, topic })
             }
             "file" => match &s.path {
-                Some(p) => SinkKind::File(FileTarget::Path(self.relative(p.get_ref()))),
+                Some(p) => {
+                    let path = self.expand(p, format!("{field}.path"));
+                    SinkKind::File(FileTarget::Path(self.relative(&path)))
+                }
                 None => {
                     self.error(s.kind.span(), format!("{field}.path"), "a file sink needs a `path`");
                     return None;

@@ -66,7 +66,8 @@ pub struct KafkaSourceConfig {
     pub until_end: bool,
 }
 
-/// Forwards librdkafka's statistics (consumer lag) into the job's [`Stats`].
+/// Forwards librdkafka's statistics into the job's [`Stats`]: the consumer lag, as messages
+/// between what the source has read and the end of its partitions.
 pub struct LagContext {
     stats: Arc<Stats>,
     last: std::sync::atomic::AtomicI64,
@@ -78,8 +79,8 @@ impl ClientContext for LagContext {
             .topics
             .values()
             .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
+            .filter(|p| p.partition >= 0 && p.hi_offset >= 0 && p.app_offset >= 0)
+            .map(|p| (p.hi_offset - p.app_offset).max(0))
             .sum();
         let previous = self.last.swap(lag, Ordering::Relaxed);
         self.stats
