@@ -42,7 +42,11 @@ pub struct DemoOptions {
 }
 
 /// Runs the demo until `stop` is set or the duration passes.
-pub fn demo(options: &DemoOptions, cluster: &ClusterArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn demo(
+    options: &DemoOptions,
+    cluster: &ClusterArgs,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let mock = MockCluster::new(1).context("starting the in-process Kafka cluster")?;
     let brokers = mock.bootstrap_servers();
     for topic in TOPICS {
@@ -103,21 +107,27 @@ pub fn demo(options: &DemoOptions, cluster: &ClusterArgs, stop: Arc<AtomicBool>)
     };
     let mut last = (0, 0);
     let shown = Arc::clone(&produced);
-    run_job(job, cluster, run, Duration::from_secs(1), move |stats, elapsed| {
-        let (p, c) = (shown.load(Ordering::Relaxed), Stats::get(&stats.events_in));
-        eprintln!(
-            "{:>5.0}s  produced {p:>10} ({:>7}/s)  processed {c:>10} ({:>7}/s)  lag {:>7}  \
+    run_job(
+        job,
+        cluster,
+        run,
+        Duration::from_secs(1),
+        move |stats, elapsed| {
+            let (p, c) = (shown.load(Ordering::Relaxed), Stats::get(&stats.events_in));
+            eprintln!(
+                "{:>5.0}s  produced {p:>10} ({:>7}/s)  processed {c:>10} ({:>7}/s)  lag {:>7}  \
              windows {:>8}  late {:>5}  dead-lettered {:>6}",
-            elapsed.as_secs_f64(),
-            p - last.0,
-            c - last.1,
-            stats.consumer_lag.load(Ordering::Relaxed),
-            Stats::get(&stats.windows_out),
-            Stats::get(&stats.late),
-            Stats::get(&stats.dead_letters),
-        );
-        last = (p, c);
-    })?;
+                elapsed.as_secs_f64(),
+                p - last.0,
+                c - last.1,
+                stats.consumer_lag.load(Ordering::Relaxed),
+                Stats::get(&stats.windows_out),
+                Stats::get(&stats.late),
+                Stats::get(&stats.dead_letters),
+            );
+            last = (p, c);
+        },
+    )?;
     stop.store(true, Ordering::Relaxed);
     let sent = producer
         .join()

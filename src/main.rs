@@ -143,8 +143,7 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -161,7 +160,11 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            return if failed { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if failed {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
         Command::Run {
             job,
@@ -184,17 +187,23 @@ fn main() -> ExitCode {
                 stop: stop_on_ctrl_c(),
                 stats: Arc::clone(&stats),
             };
-            let result = run_job(job, &cluster, options, Duration::from_secs(5), |stats, elapsed| {
-                tracing::info!(
-                    elapsed = ?elapsed,
-                    events = Stats::get(&stats.events_in),
-                    windows = Stats::get(&stats.windows_out),
-                    late = Stats::get(&stats.late),
-                    dead_letters = Stats::get(&stats.dead_letters),
-                    lag = stats.consumer_lag.load(Ordering::Relaxed),
-                    "progress"
-                );
-            });
+            let result = run_job(
+                job,
+                &cluster,
+                options,
+                Duration::from_secs(5),
+                |stats, elapsed| {
+                    tracing::info!(
+                        elapsed = ?elapsed,
+                        events = Stats::get(&stats.events_in),
+                        windows = Stats::get(&stats.windows_out),
+                        late = Stats::get(&stats.late),
+                        dead_letters = Stats::get(&stats.dead_letters),
+                        lag = stats.consumer_lag.load(Ordering::Relaxed),
+                        "progress"
+                    );
+                },
+            );
             if result.is_ok() {
                 eprintln!(
                     "eddy: done: {} events, {} window results, {} late, {} dead-lettered",
@@ -236,7 +245,8 @@ fn main() -> ExitCode {
             mut properties,
         } => {
             properties.insert(0, ("bootstrap.servers".into(), brokers));
-            let start_ms = start_ms.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond() as u64);
+            let start_ms =
+                start_ms.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond() as u64);
             let options = ProduceOptions {
                 properties,
                 topic,

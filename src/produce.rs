@@ -25,9 +25,17 @@ pub struct ProduceOptions {
 }
 
 /// Produces until the generator ends or `stop` is set; counts messages in `produced`.
-pub fn produce(options: &ProduceOptions, stop: &AtomicBool, produced: &AtomicU64) -> anyhow::Result<u64> {
+pub fn produce(
+    options: &ProduceOptions,
+    stop: &AtomicBool,
+    produced: &AtomicU64,
+) -> anyhow::Result<u64> {
     let producer: BaseProducer = client_config(
-        &[("linger.ms", "5"), ("batch.num.messages", "10000"), ("enable.idempotence", "true")],
+        &[
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("enable.idempotence", "true"),
+        ],
         &options.properties,
     )
     .create()
@@ -42,7 +50,10 @@ pub fn produce(options: &ProduceOptions, stop: &AtomicBool, produced: &AtomicU64
             payload.clear();
             key.clear();
             sent += 1;
-            if options.malformed_every.is_some_and(|n| sent % n == 0) {
+            if options
+                .malformed_every
+                .is_some_and(|n| sent.is_multiple_of(n))
+            {
                 payload.extend_from_slice(br#"{"txn_id":"broken","account_id":"#);
             } else {
                 serde_json::to_writer(&mut payload, txn)?;
@@ -66,6 +77,8 @@ pub fn produce(options: &ProduceOptions, stop: &AtomicBool, produced: &AtomicU64
             producer.poll(wait.min(Duration::from_millis(50)));
         }
     }
-    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing the producer")?;
     Ok(sent)
 }

@@ -21,7 +21,13 @@ pub fn build_metric<'scope>(
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let group_by = metric.group_by.clone();
-    let aggregates = FieldAggregates(metric.aggregates.iter().map(|(_, kind, field)| (*kind, *field)).collect());
+    let aggregates = FieldAggregates(
+        metric
+            .aggregates
+            .iter()
+            .map(|(_, kind, field)| (*kind, *field))
+            .collect(),
+    );
     let (results, late) = events.window_aggregate(
         metric.window,
         metric.lateness,
@@ -48,7 +54,11 @@ pub fn build_metric<'scope>(
     if let Some(sink) = metric.late_sink {
         let schema = &job.sources[metric.source].schema;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name.to_string()).collect();
-        flushed.push(write_rows(late.map(|event| event.data), &job.sinks[sink], &columns)?);
+        flushed.push(write_rows(
+            late.map(|event| event.data),
+            &job.sinks[sink],
+            &columns,
+        )?);
     }
     Ok(flushed)
 }

@@ -68,13 +68,19 @@ pub fn build_job(
     Ok(flushed_probe)
 }
 
+/// A source's events and dead letters.
+type SourceStreams<'scope> = (
+    StreamVec<'scope, u64, Event<Record>>,
+    StreamVec<'scope, u64, DeadLetter>,
+);
+
 fn source_stream<'scope>(
     scope: Scope<'scope, u64>,
     job: &Job,
     source: &SourceSpec,
     options: &RunOptions,
     flushed: &ProbeHandle<u64>,
-) -> anyhow::Result<(StreamVec<'scope, u64, Event<Record>>, StreamVec<'scope, u64, DeadLetter>)> {
+) -> anyhow::Result<SourceStreams<'scope>> {
     let source_options = SourceOptions {
         out_of_orderness: source.out_of_orderness,
         idle_timeout: source.idle_timeout,
@@ -94,8 +100,9 @@ fn source_stream<'scope>(
                 start: options.start,
                 until_end: options.until_end,
             };
-            let reader = KafkaReader::open(&config, schema, index, peers, Arc::clone(&options.stats))
-                .with_context(|| format!("source `{name}`"))?;
+            let reader =
+                KafkaReader::open(&config, schema, index, peers, Arc::clone(&options.stats))
+                    .with_context(|| format!("source `{name}`"))?;
             event_source(scope, name, reader, source_options, flushed)
         }
         SourceKind::File { paths, splits } => {
@@ -116,7 +123,9 @@ fn write_dead_letters<'scope>(
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     match &sink.kind {
         SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
-        SinkKind::File(target) => Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false })?),
+        SinkKind::File(target) => {
+            Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false })?)
+        }
     }
 }
 
@@ -126,7 +135,12 @@ pub fn write_rows<'scope>(
     sink: &SinkSpec,
     columns: &[String],
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
-    let index = |name: &String| columns.iter().position(|c| c == name).expect("checked by the job loader");
+    let index = |name: &String| {
+        columns
+            .iter()
+            .position(|c| c == name)
+            .expect("checked by the job loader")
+    };
     let written: Vec<(String, usize)> = match &sink.columns {
         Some(names) => names.iter().map(|n| (n.clone(), index(n))).collect(),
         None => columns.iter().cloned().zip(0..).collect(),

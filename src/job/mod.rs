@@ -310,7 +310,10 @@ impl Checker<'_> {
                 self.error(
                     text.span(),
                     field,
-                    format!("`{}` is not a duration such as \"2s\" or \"10ms\": {e}", text.get_ref()),
+                    format!(
+                        "`{}` is not a duration such as \"2s\" or \"10ms\": {e}",
+                        text.get_ref()
+                    ),
                 );
                 default
             }
@@ -319,7 +322,9 @@ impl Checker<'_> {
 
     fn millis(&mut self, text: &Option<raw::Text>, field: String) -> Option<u64> {
         let t = text.as_ref()?;
-        let d = self.duration(text, field.clone(), Duration::ZERO).as_millis() as u64;
+        let d = self
+            .duration(text, field.clone(), Duration::ZERO)
+            .as_millis() as u64;
         if d == 0 {
             self.error(t.span(), field, "must be at least 1ms");
             return None;
@@ -378,9 +383,7 @@ impl Checker<'_> {
 
     fn job(&mut self, file: raw::JobFile) -> Job {
         let section = file.job.get_ref();
-        let tick = self
-            .millis(&section.tick, "job.tick".into())
-            .unwrap_or(10);
+        let tick = self.millis(&section.tick, "job.tick".into()).unwrap_or(10);
         let commit_interval = self.duration(
             &section.commit_interval,
             "job.commit_interval".into(),
@@ -434,12 +437,23 @@ impl Checker<'_> {
                 .late_sink
                 .as_ref()
                 .and_then(|s| sink_index(self, s, format!("{field}.late_sink")));
-            if let Some(metric) = self.metric(m, &field, source, &sources[source].schema, sinks_of, late_sink) {
+            if let Some(metric) = self.metric(
+                m,
+                &field,
+                source,
+                &sources[source].schema,
+                sinks_of,
+                late_sink,
+            ) {
                 metrics.push(metric);
             }
         }
         if file.metrics.is_empty() {
-            self.error(file.job.span(), "metrics", "the job computes nothing: add a [[metrics]] section");
+            self.error(
+                file.job.span(),
+                "metrics",
+                "the job computes nothing: add a [[metrics]] section",
+            );
         }
         self.check_sink_columns(&file, &sinks, &metrics, &sources, dead_letter);
         Job {
@@ -458,7 +472,11 @@ impl Checker<'_> {
         if let Some(format) = &s.format
             && format.get_ref() != "json"
         {
-            self.error(format.span(), format!("{field}.format"), "only `json` is supported");
+            self.error(
+                format.span(),
+                format!("{field}.format"),
+                "only `json` is supported",
+            );
         }
         let mut fields = Vec::new();
         for (name, ty) in s.schema.get_ref() {
@@ -472,7 +490,9 @@ impl Checker<'_> {
                     self.error(
                         ty.span(),
                         format!("{field}.schema.{name}"),
-                        format!("unknown type `{other}`: expected int, float, string, bool or timestamp"),
+                        format!(
+                            "unknown type `{other}`: expected int, float, string, bool or timestamp"
+                        ),
                     );
                     continue;
                 }
@@ -495,10 +515,13 @@ impl Checker<'_> {
             format!("{field}.out_of_orderness"),
             Duration::ZERO,
         );
-        let idle_timeout = s
-            .idle_timeout
-            .as_ref()
-            .map(|_| self.duration(&s.idle_timeout, format!("{field}.idle_timeout"), Duration::ZERO));
+        let idle_timeout = s.idle_timeout.as_ref().map(|_| {
+            self.duration(
+                &s.idle_timeout,
+                format!("{field}.idle_timeout"),
+                Duration::ZERO,
+            )
+        });
         let kind = match s.kind.get_ref().as_str() {
             "kafka" => {
                 let mut properties = Vec::new();
@@ -507,11 +530,19 @@ impl Checker<'_> {
                         "bootstrap.servers".into(),
                         self.expand(b, format!("{field}.brokers")),
                     )),
-                    None => self.error(s.kind.span(), format!("{field}.brokers"), "a kafka source needs `brokers`"),
+                    None => self.error(
+                        s.kind.span(),
+                        format!("{field}.brokers"),
+                        "a kafka source needs `brokers`",
+                    ),
                 }
                 match &s.group {
                     Some(g) => properties.push(("group.id".into(), g.get_ref().clone())),
-                    None => self.error(s.kind.span(), format!("{field}.group"), "a kafka source needs a consumer `group`"),
+                    None => self.error(
+                        s.kind.span(),
+                        format!("{field}.group"),
+                        "a kafka source needs a consumer `group`",
+                    ),
                 }
                 properties.extend(self.properties(&s.properties, &field));
                 let topics = match &s.topics {
@@ -519,7 +550,11 @@ impl Checker<'_> {
                         t.get_ref().iter().map(|t| t.get_ref().clone()).collect()
                     }
                     _ => {
-                        self.error(s.kind.span(), format!("{field}.topics"), "a kafka source needs at least one topic");
+                        self.error(
+                            s.kind.span(),
+                            format!("{field}.topics"),
+                            "a kafka source needs at least one topic",
+                        );
                         Vec::new()
                     }
                 };
@@ -538,7 +573,11 @@ impl Checker<'_> {
                             .collect()
                     }
                     _ => {
-                        self.error(s.kind.span(), format!("{field}.paths"), "a file source needs at least one path");
+                        self.error(
+                            s.kind.span(),
+                            format!("{field}.paths"),
+                            "a file source needs at least one path",
+                        );
                         Vec::new()
                     }
                 };
@@ -551,14 +590,22 @@ impl Checker<'_> {
                         self.error(
                             s.schema.span(),
                             format!("{field}.schema.{}", f.name),
-                            format!("the generator has no field `{}`: it makes {}", f.name, generator::FIELDS.join(", ")),
+                            format!(
+                                "the generator has no field `{}`: it makes {}",
+                                f.name,
+                                generator::FIELDS.join(", ")
+                            ),
                         );
                     }
                 }
-                let disorder = self.duration(&s.disorder, format!("{field}.disorder"), Duration::ZERO);
+                let disorder =
+                    self.duration(&s.disorder, format!("{field}.disorder"), Duration::ZERO);
                 SourceKind::Generator(GeneratorConfig {
                     seed: s.seed.as_ref().map_or(42, |v| *v.get_ref() as u64),
-                    count: s.count.as_ref().map(|_| self.positive(&s.count, format!("{field}.count"), 1)),
+                    count: s
+                        .count
+                        .as_ref()
+                        .map(|_| self.positive(&s.count, format!("{field}.count"), 1)),
                     rate: self.positive(&s.rate, format!("{field}.rate"), 10_000),
                     accounts: self.positive(&s.accounts, format!("{field}.accounts"), 100_000),
                     merchants: self.positive(&s.merchants, format!("{field}.merchants"), 5_000),
@@ -601,7 +648,11 @@ impl Checker<'_> {
             Some("csv") => Format::Csv,
             Some(other) => {
                 let span = s.format.as_ref().unwrap().span();
-                self.error(span, format!("{field}.format"), format!("unknown format `{other}`: expected json or csv"));
+                self.error(
+                    span,
+                    format!("{field}.format"),
+                    format!("unknown format `{other}`: expected json or csv"),
+                );
                 Format::Json
             }
         };
@@ -613,13 +664,21 @@ impl Checker<'_> {
                         "bootstrap.servers".into(),
                         self.expand(b, format!("{field}.brokers")),
                     )),
-                    None => self.error(s.kind.span(), format!("{field}.brokers"), "a kafka sink needs `brokers`"),
+                    None => self.error(
+                        s.kind.span(),
+                        format!("{field}.brokers"),
+                        "a kafka sink needs `brokers`",
+                    ),
                 }
                 properties.extend(self.properties(&s.properties, &field));
                 let topic = match &s.topic {
                     Some(t) => t.get_ref().clone(),
                     None => {
-                        self.error(s.kind.span(), format!("{field}.topic"), "a kafka sink needs a `topic`");
+                        self.error(
+                            s.kind.span(),
+                            format!("{field}.topic"),
+                            "a kafka sink needs a `topic`",
+                        );
                         String::new()
                     }
                 };
@@ -631,7 +690,11 @@ impl Checker<'_> {
                     SinkKind::File(FileTarget::Path(self.relative(&path)))
                 }
                 None => {
-                    self.error(s.kind.span(), format!("{field}.path"), "a file sink needs a `path`");
+                    self.error(
+                        s.kind.span(),
+                        format!("{field}.path"),
+                        "a file sink needs a `path`",
+                    );
                     return None;
                 }
             },
@@ -723,7 +786,11 @@ impl Checker<'_> {
             }
         };
         let lateness = self
-            .duration(&m.allowed_lateness, format!("{field}.allowed_lateness"), Duration::ZERO)
+            .duration(
+                &m.allowed_lateness,
+                format!("{field}.allowed_lateness"),
+                Duration::ZERO,
+            )
             .as_millis() as u64;
         let mut aggregates = Vec::new();
         for (name, spec) in m.aggregates.get_ref() {
@@ -734,19 +801,36 @@ impl Checker<'_> {
                         (AggregateKind::Count, None) => schema.time_index(),
                         (_, Some(arg)) => match schema.index_of(arg) {
                             Some(i) => {
-                                let numeric = matches!(schema.fields()[i].ty, FieldType::Int | FieldType::Float);
-                                if matches!(kind, AggregateKind::Sum | AggregateKind::Avg) && !numeric {
-                                    self.error(spec.span(), afield.clone(), format!("`{arg}` is not numeric"));
+                                let numeric = matches!(
+                                    schema.fields()[i].ty,
+                                    FieldType::Int | FieldType::Float
+                                );
+                                if matches!(kind, AggregateKind::Sum | AggregateKind::Avg)
+                                    && !numeric
+                                {
+                                    self.error(
+                                        spec.span(),
+                                        afield.clone(),
+                                        format!("`{arg}` is not numeric"),
+                                    );
                                 }
                                 i
                             }
                             None => {
-                                self.error(spec.span(), afield.clone(), format!("`{arg}` is not a field of the source schema"));
+                                self.error(
+                                    spec.span(),
+                                    afield.clone(),
+                                    format!("`{arg}` is not a field of the source schema"),
+                                );
                                 0
                             }
                         },
                         (_, None) => {
-                            self.error(spec.span(), afield.clone(), "this function needs a field, e.g. sum(amount)");
+                            self.error(
+                                spec.span(),
+                                afield.clone(),
+                                "this function needs a field, e.g. sum(amount)",
+                            );
                             0
                         }
                     };
@@ -757,7 +841,11 @@ impl Checker<'_> {
             columns.push(name.clone());
         }
         if aggregates.is_empty() && m.aggregates.get_ref().is_empty() {
-            self.error(m.aggregates.span(), format!("{field}.aggregates"), "declare at least one aggregate");
+            self.error(
+                m.aggregates.span(),
+                format!("{field}.aggregates"),
+                "declare at least one aggregate",
+            );
         }
         let having = match &m.having {
             None => Vec::new(),
@@ -770,7 +858,11 @@ impl Checker<'_> {
             },
         };
         if m.sinks.is_empty() {
-            self.error(m.name.span(), format!("{field}.sinks"), "the results go nowhere: name at least one sink");
+            self.error(
+                m.name.span(),
+                format!("{field}.sinks"),
+                "the results go nowhere: name at least one sink",
+            );
         }
         (self.errors.len() == errors_before).then(|| MetricSpec {
             name: m.name.get_ref().clone(),
@@ -799,37 +891,80 @@ impl Checker<'_> {
         for m in metrics {
             for &s in &m.sinks {
                 writers[s].push(format!("metric `{}`", m.name));
-                self.check_columns(file, &sinks[s], &m.columns, &format!("the results of `{}`", m.name));
+                self.check_columns(
+                    file,
+                    &sinks[s],
+                    &m.columns,
+                    &format!("the results of `{}`", m.name),
+                );
             }
             if let Some(s) = m.late_sink {
                 writers[s].push(format!("the late events of `{}`", m.name));
-                let names: Vec<String> =
-                    sources[m.source].schema.fields().iter().map(|f| f.name.to_string()).collect();
-                self.check_columns(file, &sinks[s], &names, &format!("the events of `{}`", sources[m.source].name));
+                let names: Vec<String> = sources[m.source]
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name.to_string())
+                    .collect();
+                self.check_columns(
+                    file,
+                    &sinks[s],
+                    &names,
+                    &format!("the events of `{}`", sources[m.source].name),
+                );
             }
         }
         if let Some(s) = dead_letter {
             writers[s].push("dead letters".into());
         }
         for (i, (sink, writers)) in sinks.iter().zip(&writers).enumerate() {
-            let span = file.sinks.iter().find(|s| *s.get_ref().name.get_ref() == sink.name).map_or(0..0, |s| s.span());
+            let span = file
+                .sinks
+                .iter()
+                .find(|s| *s.get_ref().name.get_ref() == sink.name)
+                .map_or(0..0, |s| s.span());
             if matches!(sink.kind, SinkKind::File(_)) && writers.len() > 1 {
-                self.error(span, format!("sinks[{i}]"), format!("a file sink takes one output, but {} write to it", writers.join(" and ")));
+                self.error(
+                    span,
+                    format!("sinks[{i}]"),
+                    format!(
+                        "a file sink takes one output, but {} write to it",
+                        writers.join(" and ")
+                    ),
+                );
             }
         }
     }
 
-    fn check_columns(&mut self, file: &raw::JobFile, sink: &SinkSpec, available: &[String], what: &str) {
-        let raw = file.sinks.iter().enumerate().find(|(_, s)| *s.get_ref().name.get_ref() == sink.name);
+    fn check_columns(
+        &mut self,
+        file: &raw::JobFile,
+        sink: &SinkSpec,
+        available: &[String],
+        what: &str,
+    ) {
+        let raw = file
+            .sinks
+            .iter()
+            .enumerate()
+            .find(|(_, s)| *s.get_ref().name.get_ref() == sink.name);
         let Some((i, raw)) = raw else { return };
         let raw = raw.get_ref();
-        let named = raw.columns.iter().flat_map(|c| c.get_ref().iter()).chain(raw.key.iter());
+        let named = raw
+            .columns
+            .iter()
+            .flat_map(|c| c.get_ref().iter())
+            .chain(raw.key.iter());
         for column in named {
             if !available.contains(column.get_ref()) {
                 self.error(
                     column.span(),
                     format!("sinks[{i}]"),
-                    format!("`{}` is not a column of {what}: {}", column.get_ref(), available.join(", ")),
+                    format!(
+                        "`{}` is not a column of {what}: {}",
+                        column.get_ref(),
+                        available.join(", ")
+                    ),
                 );
             }
         }
@@ -883,13 +1018,17 @@ fn parse_having(text: &str, columns: &[String]) -> Result<Vec<Condition>, String
             .filter_map(|(s, op)| part.find(s).map(|at| (at, *s, *op)))
             .min_by_key(|(at, s, _)| (*at, std::cmp::Reverse(s.len())))
         else {
-            return Err(format!("condition {} `{part}` has no comparison (>=, <=, ==, !=, >, <)", n + 1));
+            return Err(format!(
+                "condition {} `{part}` has no comparison (>=, <=, ==, !=, >, <)",
+                n + 1
+            ));
         };
         let name = part[..at].trim();
         let literal = part[at + symbol.len()..].trim();
-        let column = columns.iter().position(|c| c == name).ok_or_else(|| {
-            format!("`{name}` is not an output column: {}", columns.join(", "))
-        })?;
+        let column = columns
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| format!("`{name}` is not an output column: {}", columns.join(", ")))?;
         let value = if let Ok(i) = literal.parse::<i64>() {
             Value::Int(i)
         } else if let Ok(f) = literal.parse::<f64>() {

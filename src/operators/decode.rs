@@ -253,11 +253,15 @@ mod tests {
         );
         let wrong_type = err(br#"{"account_id":"x","amount_cents":1,"ts":1}"#);
         assert!(
-            wrong_type.starts_with("field `account_id`: invalid type: string \"x\", expected an integer"),
+            wrong_type
+                .starts_with("field `account_id`: invalid type: string \"x\", expected an integer"),
             "{wrong_type}"
         );
         assert!(err(br#"{"account_id":7,"#).starts_with("invalid JSON: "));
         assert!(err(b"[1,2]").starts_with("invalid JSON: invalid type: sequence"));
-        assert!(err(br#"{"account_id":7,"amount_cents":1,"ts":"yesterday"}"#).starts_with("field `ts`: `yesterday` is not an RFC 3339 time"));
+        assert!(
+            err(br#"{"account_id":7,"amount_cents":1,"ts":"yesterday"}"#)
+                .starts_with("field `ts`: `yesterday` is not an RFC 3339 time")
+        );
     }
 }

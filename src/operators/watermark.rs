@@ -47,7 +47,9 @@ impl Watermarks {
     }
 
     fn partition_frontier(&self, clock: &PartitionClock) -> u64 {
-        clock.max_seen_plus_one.saturating_sub(self.out_of_orderness)
+        clock
+            .max_seen_plus_one
+            .saturating_sub(self.out_of_orderness)
     }
 
     /// Accounts for a record of `partition` at event time `time`, returning the stamp it carries:
@@ -56,7 +58,9 @@ impl Watermarks {
     #[inline]
     pub fn stamp(&mut self, partition: usize, time: u64, now: Instant) -> u64 {
         let clock = &mut self.clocks[partition];
-        let before = clock.max_seen_plus_one.saturating_sub(self.out_of_orderness);
+        let before = clock
+            .max_seen_plus_one
+            .saturating_sub(self.out_of_orderness);
         clock.max_seen_plus_one = clock.max_seen_plus_one.max(time + 1);
         clock.last_active = now;
         before.max(self.emitted)

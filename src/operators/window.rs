@@ -4,6 +4,11 @@
 //! every window it belongs to that is still open *by its own stamp* (`Event::frontier < e +
 //! lateness`), and goes to the late output when none is (DESIGN §3). Tumbling and hopping windows
 //! fold each record once, into a pane of `gcd(size, slide)`, and combine panes when a window fires.
+//!
+//! The operator holds its output capability at the earliest timely time of any input it still
+//! retains, and emits a window at the earliest time of its contents. So a probe downstream passes
+//! a time only once everything derived from input up to that time has been emitted: sources
+//! commit their offsets behind it without losing the contents of open windows.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
@@ -113,23 +118,37 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
 
         builder.build(move |_initial_capabilities| {
             let mut state = WindowState::<K, A::State>::new(spec, lateness);
-            // One capability per pending fire time (window end + lateness).
-            let mut pending = BTreeMap::<u64, Capability<u64>>::new();
+            // Fire time (window end + lateness) → earliest input time of its contents.
+            let mut pending = BTreeMap::<u64, u64>::new();
+            // A capability at the earliest input time of any retained content.
+            let mut held: Option<Capability<u64>> = None;
             let mut late_events = Vec::new();
             let mut fired = Vec::new();
             move |frontiers| {
                 let mut results = results.activate();
                 let mut late = late.activate();
                 input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    state.new_message();
+                    let mut retained = false;
                     for event in data.drain(..) {
-                        let on_time = state.insert(key(&event.data), &event, &aggregate, |fire| {
-                            pending
-                                .entry(fire)
-                                .or_insert_with(|| cap.delayed(&fire, 0));
-                        });
+                        let on_time = state.insert(
+                            key(&event.data),
+                            &event,
+                            time,
+                            &aggregate,
+                            |fire, since| {
+                                let earliest = pending.entry(fire).or_insert(since);
+                                *earliest = (*earliest).min(since);
+                                retained = true;
+                            },
+                        );
                         if !on_time {
                             late_events.push(event);
                         }
+                    }
+                    if retained && held.as_ref().is_none_or(|h| *h.time() > time) {
+                        held = Some(cap.delayed(&time, 0));
                     }
                     if !late_events.is_empty() {
                         late.session(&cap).give_container(&mut late_events);
@@ -140,11 +159,24 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     if upto.is_some_and(|f| *entry.key() > f) {
                         break;
                     }
-                    let (fire, cap) = entry.remove_entry();
+                    let (fire, since) = entry.remove_entry();
                     state.fire(fire, &aggregate, |result| fired.push(result));
-                    results.session(&cap).give_container(&mut fired);
+                    if !fired.is_empty() {
+                        let held = held.as_ref().expect("retained contents hold a capability");
+                        results
+                            .session(&held.delayed(&since))
+                            .give_container(&mut fired);
+                    }
                 }
                 state.release(upto);
+                match pending.values().min() {
+                    Some(earliest) => {
+                        if let Some(h) = held.as_mut() {
+                            h.downgrade(earliest);
+                        }
+                    }
+                    None => held = None,
+                }
             }
         });
         (results_stream, late_stream)
@@ -172,19 +204,29 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
         }
     }
 
-    /// Folds `event` into its open windows, calling `register` with the fire time of each window it
-    /// may have opened or extended. Returns false when the event is late for all its windows.
+    /// Starts a new input message: registrations are no longer known to cover its time.
+    fn new_message(&mut self) {
+        if let Self::Panes(panes) = self {
+            panes.registered = None;
+        }
+    }
+
+    /// Folds `event`, which arrived in a message of timely time `time`, into its open windows,
+    /// calling `register(fire, since)` for the windows whose contents it joins (at least once per
+    /// message): `since` is the earliest input time of those contents. Returns false when the
+    /// event is late for all its windows.
     #[inline]
     fn insert<D, A: Aggregate<D, State = S>>(
         &mut self,
         key: K,
         event: &Event<D>,
+        time: u64,
         aggregate: &A,
-        register: impl FnMut(u64),
+        register: impl FnMut(u64, u64),
     ) -> bool {
         match self {
-            Self::Panes(panes) => panes.insert(key, event, aggregate, register),
-            Self::Sessions(sessions) => sessions.insert(key, event, aggregate, register),
+            Self::Panes(panes) => panes.insert(key, event, time, aggregate, register),
+            Self::Sessions(sessions) => sessions.insert(key, event, time, aggregate, register),
         }
     }
 
@@ -219,7 +261,7 @@ struct Panes<K, S> {
     panes: Vec<(i64, FxHashMap<K, S>)>,
     /// Per-window state of records that were late for some of their windows but not all.
     partial: BTreeMap<i64, FxHashMap<K, S>>,
-    /// The (first open, last) window starts whose fire times were last registered.
+    /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
 }
 
@@ -250,8 +292,9 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         &mut self,
         key: K,
         event: &Event<D>,
+        time: u64,
         aggregate: &A,
-        mut register: impl FnMut(u64),
+        mut register: impl FnMut(u64, u64),
     ) -> bool {
         let t = event.time as i64;
         let stamp = event.frontier as i64;
@@ -270,7 +313,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         }
         if self.registered != Some((first_open, last)) {
             for start in (first_open..=last).step_by(self.slide as usize) {
-                register(self.fire_time(start));
+                register(self.fire_time(start), time);
             }
             self.registered = Some((first_open, last));
         }
@@ -278,7 +321,9 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             // Late for its oldest windows only: fold it into the open ones directly.
             for start in (first_open..=last).step_by(self.slide as usize) {
                 let states = self.partial.entry(start).or_default();
-                let state = states.entry(key.clone()).or_insert_with(|| aggregate.init());
+                let state = states
+                    .entry(key.clone())
+                    .or_insert_with(|| aggregate.init());
                 aggregate.add(state, &event.data);
             }
             return true;
@@ -292,7 +337,10 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
                 at
             }
         };
-        let state = self.panes[at].1.entry(key).or_insert_with(|| aggregate.init());
+        let state = self.panes[at]
+            .1
+            .entry(key)
+            .or_insert_with(|| aggregate.init());
         aggregate.add(state, &event.data);
         true
     }
@@ -327,11 +375,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             return;
         }
         let mut merged = self.partial.remove(&start).unwrap_or_default();
-        for (_, pane) in self
-            .panes
-            .iter()
-            .filter(|(s, _)| (start..end).contains(s))
-        {
+        for (_, pane) in self.panes.iter().filter(|(s, _)| (start..end).contains(s)) {
             for (key, state) in pane {
                 match merged.get_mut(key) {
                     Some(into) => aggregate.merge(into, state),
@@ -374,6 +418,8 @@ struct Sessions<K, S> {
 struct Session<S> {
     start: i64,
     end: i64,
+    /// The earliest input time of its contents.
+    since: u64,
     state: S,
 }
 
@@ -382,8 +428,9 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
         &mut self,
         key: K,
         event: &Event<D>,
+        time: u64,
         aggregate: &A,
-        mut register: impl FnMut(u64),
+        mut register: impl FnMut(u64, u64),
     ) -> bool {
         let t = event.time as i64;
         let stamp = event.frontier as i64;
@@ -392,7 +439,6 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
         let open = |s: &Session<S>| s.end + lateness > stamp;
         // Flink's rule: windows that touch merge; merging may reach further sessions.
         let (mut start, mut end) = (t, t + self.gap);
-        let mut previous_end = None;
         loop {
             let mut grew = false;
             for s in sessions.iter().filter(|s| open(s)) {
@@ -400,9 +446,6 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
                     start = start.min(s.start);
                     end = end.max(s.end);
                     grew = true;
-                }
-                if s.start <= end && s.end >= start {
-                    previous_end = previous_end.max(Some(s.end));
                 }
             }
             if !grew {
@@ -416,18 +459,27 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
             return false;
         }
         let mut state = aggregate.init();
+        let mut since = time;
+        let mut previous_end = None;
         sessions.retain_mut(|s| {
             let merge = open(s) && s.start <= end && s.end >= start;
             if merge {
                 aggregate.merge(&mut state, &s.state);
+                since = since.min(s.since);
+                previous_end = previous_end.max(Some(s.end));
             }
             !merge
         });
         aggregate.add(&mut state, &event.data);
-        sessions.push(Session { start, end, state });
+        sessions.push(Session {
+            start,
+            end,
+            since,
+            state,
+        });
+        let fire = (end + lateness) as u64;
+        register(fire, since);
         if previous_end != Some(end) {
-            let fire = (end + lateness) as u64;
-            register(fire);
             self.by_fire.entry(fire).or_default().push(key);
         }
         true

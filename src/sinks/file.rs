@@ -43,13 +43,14 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
     ) -> io::Result<StreamVec<'scope, u64, ()>> {
         let writes = self.scope().index() == 0;
         let mut out: Option<BufWriter<Box<dyn Write>>> = if writes {
-            let w: Box<dyn Write> = match &target {
-                FileTarget::Stdout => Box::new(io::stdout()),
-                FileTarget::Stderr => Box::new(io::stderr()),
-                FileTarget::Path(path) => Box::new(File::create(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                })?),
-            };
+            let w: Box<dyn Write> =
+                match &target {
+                    FileTarget::Stdout => Box::new(io::stdout()),
+                    FileTarget::Stderr => Box::new(io::stderr()),
+                    FileTarget::Path(path) => Box::new(File::create(path).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?),
+                };
             let mut w = BufWriter::with_capacity(1 << 20, w);
             if let Some(line) = encoder.preamble() {
                 writeln!(w, "{line}")?;
@@ -59,30 +60,32 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
             None
         };
         let mut line = Vec::new();
-        Ok(self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Exchange::new(|_: &D| 0),
-            "FileSink",
-            move |_cap, _info| {
-                let mut frontier = Vec::new();
-                move |(input, input_frontier), _output| {
-                    let Some(w) = out.as_mut() else {
-                        input.for_each(|_, data| data.clear());
-                        return;
-                    };
-                    input.for_each(|_, data| {
-                        for item in data.drain(..) {
-                            line.clear();
-                            encoder.value(&item, &mut line);
-                            line.push(b'\n');
-                            w.write_all(&line).expect("writing the file sink");
+        Ok(
+            self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(|_: &D| 0),
+                "FileSink",
+                move |_cap, _info| {
+                    let mut frontier = Vec::new();
+                    move |(input, input_frontier), _output| {
+                        let Some(w) = out.as_mut() else {
+                            input.for_each(|_, data| data.clear());
+                            return;
+                        };
+                        input.for_each(|_, data| {
+                            for item in data.drain(..) {
+                                line.clear();
+                                encoder.value(&item, &mut line);
+                                line.push(b'\n');
+                                w.write_all(&line).expect("writing the file sink");
+                            }
+                        });
+                        if *input_frontier.frontier() != frontier[..] {
+                            frontier = input_frontier.frontier().to_vec();
+                            w.flush().expect("flushing the file sink");
                         }
-                    });
-                    if *input_frontier.frontier() != frontier[..] {
-                        frontier = input_frontier.frontier().to_vec();
-                        w.flush().expect("flushing the file sink");
                     }
-                }
-            },
-        ))
+                },
+            ),
+        )
     }
 }

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
@@ -102,9 +102,7 @@ impl<'scope, D: 'static> WriteKafka<'scope, D> for StreamVec<'scope, u64, D> {
                         let Some(time) = cap.least().copied() else {
                             return;
                         };
-                        if !held.contains_key(&time) {
-                            held.insert(time, cap.delayed(&time, 0));
-                        }
+                        held.entry(time).or_insert_with(|| cap.delayed(&time, 0));
                         *producer
                             .context()
                             .in_flight

@@ -204,7 +204,12 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         let mut expected = Vec::new();
         for i in 0..1000u64 {
-            writeln!(file, "{{\"ts\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 37) as usize)).unwrap();
+            writeln!(
+                file,
+                "{{\"ts\":{i},\"pad\":\"{}\"}}",
+                "x".repeat((i % 37) as usize)
+            )
+            .unwrap();
             expected.push(i);
         }
         writeln!(file, "not json").unwrap();

@@ -232,7 +232,13 @@ mod tests {
         let a = collect(config());
         assert_eq!(a.len(), 10_000);
         assert_eq!(a, collect(config()));
-        assert_ne!(a, collect(GeneratorConfig { seed: 8, ..config() }));
+        assert_ne!(
+            a,
+            collect(GeneratorConfig {
+                seed: 8,
+                ..config()
+            })
+        );
         let mut max_seen = 0;
         for t in &a {
             assert!(t.ts + 500 >= max_seen, "disorder beyond the bound");

@@ -153,7 +153,7 @@ impl KafkaReader {
                 bail!("topic `{topic}` not found");
             };
             if let Some(err) = t.error() {
-                bail!("topic `{topic}`: {:?}", rdkafka::types::RDKafkaRespErr::from(err));
+                bail!("topic `{topic}`: {:?}", err);
             }
             let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
             ids.sort();
@@ -190,10 +190,9 @@ impl KafkaReader {
             }
             StartFrom::Earliest | StartFrom::Latest => tpl,
         };
-        let latest_on_reset = config
-            .properties
-            .iter()
-            .any(|(k, v)| k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end"));
+        let latest_on_reset = config.properties.iter().any(|(k, v)| {
+            k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end")
+        });
         let mut assignment = TopicPartitionList::new();
         let mut positions = Vec::new();
         for (i, (topic, p)) in partitions.iter().enumerate() {
@@ -210,11 +209,18 @@ impl KafkaReader {
             assignment.add_partition_offset(topic, *p, Offset::Offset(start))?;
             positions.push(start);
         }
-        consumer.assign(&assignment).context("assigning partitions")?;
+        consumer
+            .assign(&assignment)
+            .context("assigning partitions")?;
         let ends = config
             .until_end
             .then(|| bounds.iter().map(|(_, high)| *high).collect::<Vec<_>>());
-        tracing::info!(worker = index, ?partitions, ?positions, "Kafka source assigned");
+        tracing::info!(
+            worker = index,
+            ?partitions,
+            ?positions,
+            "Kafka source assigned"
+        );
         Ok(KafkaReader {
             consumer,
             schema,

@@ -89,7 +89,10 @@ pub fn event_source<'scope, D, R>(
     mut reader: R,
     options: SourceOptions,
     flushed: ProbeHandle<u64>,
-) -> (StreamVec<'scope, u64, Event<D>>, StreamVec<'scope, u64, DeadLetter>)
+) -> (
+    StreamVec<'scope, u64, Event<D>>,
+    StreamVec<'scope, u64, DeadLetter>,
+)
 where
     D: Clone + 'static,
     R: Reader<D>,
@@ -144,7 +147,10 @@ where
                     frontier: watermarks.stamp(partition, t, now),
                     data,
                 }));
-                events.activate().session(&*cap).give_container(&mut stamped);
+                events
+                    .activate()
+                    .session(&*cap)
+                    .give_container(&mut stamped);
             }
             if !batch.dead.is_empty() {
                 let dead_cap = dead_cap.as_ref().expect("held with the events capability");
