@@ -114,9 +114,10 @@ pub fn demo(
         Duration::from_secs(1),
         move |stats, elapsed| {
             let (p, c) = (shown.load(Ordering::Relaxed), Stats::get(&stats.events_in));
+            let p99 = stats.latency_quantile(0.99).unwrap_or_default();
             eprintln!(
-                "{:>5.0}s  produced {p:>10} ({:>7}/s)  processed {c:>10} ({:>7}/s)  lag {:>7}  \
-             windows {:>8}  late {:>5}  dead-lettered {:>6}",
+                "{:>5.0}s  produced {p:>9} ({:>6}/s)  processed {c:>9} ({:>6}/s)  lag {:>6}  \
+                 windows {:>6}  late {:>4}  dead-lettered {:>5}  latency p99 {:>5.1}s",
                 elapsed.as_secs_f64(),
                 p - last.0,
                 c - last.1,
@@ -124,6 +125,7 @@ pub fn demo(
                 Stats::get(&stats.windows_out),
                 Stats::get(&stats.late),
                 Stats::get(&stats.dead_letters),
+                p99.as_secs_f64(),
             );
             last = (p, c);
         },

@@ -112,6 +112,10 @@ enum Command {
     },
 }
 
+/// mimalloc: per-event allocations (records, keys) are the engine's most frequent calls.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<jiff::SignedDuration>()
         .map_err(|e| e.to_string())

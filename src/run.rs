@@ -1,5 +1,6 @@
 //! Running a job on timely workers: one process or a cluster, with a progress report.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread;
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use crate::dataflows::{RunOptions, build_job};
+use crate::dataflows::{JobProbes, RunOptions, build_job};
 use crate::job::Job;
 use crate::stats::Stats;
 
@@ -46,6 +47,35 @@ impl ClusterArgs {
     }
 }
 
+/// Measures, per worker, how long after the sources' frontier passes a time the sinks' flushed
+/// frontier passes it too.
+#[derive(Default)]
+struct LatencyTracker {
+    /// Source frontier advances not yet flushed: (frontier, when it was first seen).
+    ingested: VecDeque<(u64, Instant)>,
+}
+
+impl LatencyTracker {
+    fn observe(&mut self, probes: &JobProbes, stats: &Stats) {
+        let now = Instant::now();
+        let frontier = |probe: &timely::dataflow::ProbeHandle<u64>| {
+            probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
+        };
+        let ingested = frontier(&probes.ingested);
+        if self.ingested.back().is_none_or(|(t, _)| *t < ingested) {
+            self.ingested.push_back((ingested, now));
+        }
+        let flushed = frontier(&probes.flushed);
+        while let Some(&(t, since)) = self.ingested.front() {
+            if t > flushed {
+                break;
+            }
+            stats.record_latency(now - since);
+            self.ingested.pop_front();
+        }
+    }
+}
+
 /// Runs `job` to completion (bounded sources) or until `options.stop` is set, calling `report`
 /// every `interval` with the live counters.
 pub fn run_job(
@@ -69,9 +99,17 @@ pub fn run_job(
         })
     };
     let result = timely::execute(config, move |worker| -> anyhow::Result<()> {
-        let probe = worker.dataflow::<u64, _, _>(|scope| build_job(scope, &job, &options))?;
-        while !probe.done() {
+        let dataflow = worker.next_dataflow_index();
+        let probes = worker.dataflow::<u64, _, _>(|scope| build_job(scope, &job, &options))?;
+        let mut latency = LatencyTracker::default();
+        while !probes.flushed.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));
+            latency.observe(&probes, &options.stats);
+            if probes.halted.get() == probes.sources {
+                // Stopped: every source has committed what was flushed.
+                worker.drop_dataflow(dataflow);
+                break;
+            }
         }
         Ok(())
     });

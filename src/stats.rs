@@ -1,13 +1,16 @@
 //! Live counters of a running job, shared by its workers and read by progress displays.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::core::Inspect;
 
 /// Counters a job updates as it runs; every field only grows except `consumer_lag`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Events decoded by the sources.
     pub events_in: AtomicU64,
@@ -17,10 +20,26 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Window results emitted.
     pub windows_out: AtomicU64,
-    /// Records written by the sinks.
-    pub records_out: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
+    /// End-to-end latency in microseconds: from the moment the sources have emitted everything
+    /// up to an event time until every sink has flushed what derives from it.
+    pub latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            events_in: Default::default(),
+            dead_letters: Default::default(),
+            late: Default::default(),
+            windows_out: Default::default(),
+            consumer_lag: Default::default(),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
+            ),
+        }
+    }
 }
 
 impl Stats {
@@ -32,6 +51,22 @@ impl Stats {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Records one end-to-end latency.
+    pub fn record_latency(&self, latency: Duration) {
+        let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.latency
+            .lock()
+            .unwrap()
+            .record(micros)
+            .expect("clamped into bounds");
+    }
+
+    /// The latency at quantile `q` (0..=1), if any was recorded.
+    pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        let histogram = self.latency.lock().unwrap();
+        (!histogram.is_empty()).then(|| Duration::from_micros(histogram.value_at_quantile(q)))
     }
 }
 

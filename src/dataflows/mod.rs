@@ -2,6 +2,8 @@
 
 pub mod metrics;
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -28,25 +30,43 @@ pub struct RunOptions {
     pub start: StartFrom,
     /// Stop Kafka sources at the end offsets seen at start-up.
     pub until_end: bool,
-    /// Set to stop reading and drain.
+    /// Set to stop: sources commit what the sinks have flushed, and the job ends without
+    /// emitting windows that are still open.
     pub stop: Arc<AtomicBool>,
     /// Counters for progress displays.
     pub stats: Arc<Stats>,
 }
 
-/// Builds `job` into `scope` on this worker. The returned probe is done once every source has
-/// ended and every sink has flushed.
+/// Progress of a built job.
+#[derive(Clone)]
+pub struct JobProbes {
+    /// How many sources this worker has.
+    pub sources: usize,
+    /// How many of them have halted after a stop.
+    pub halted: Rc<Cell<usize>>,
+    /// What the sources have emitted.
+    pub ingested: ProbeHandle<u64>,
+    /// What every sink has flushed; done once the sources have ended and everything is flushed.
+    pub flushed: ProbeHandle<u64>,
+}
+
+/// Builds `job` into `scope` on this worker.
 pub fn build_job(
     scope: Scope<'_, u64>,
     job: &Job,
     options: &RunOptions,
-) -> anyhow::Result<ProbeHandle<u64>> {
+) -> anyhow::Result<JobProbes> {
     let flushed_probe = ProbeHandle::new();
+    let ingested = ProbeHandle::new();
+    let halted = Rc::new(Cell::new(0));
     let mut events = Vec::new();
     let mut dead = Vec::new();
     for source in &job.sources {
-        let (e, d) = source_stream(scope, job, source, options, &flushed_probe)?;
-        events.push(e.count_into(&options.stats, |s| &s.events_in));
+        let (e, d) = source_stream(scope, job, source, options, &flushed_probe, &halted)?;
+        events.push(
+            e.count_into(&options.stats, |s| &s.events_in)
+                .probe_with(&ingested),
+        );
         dead.push(d);
     }
     let mut flushed = Vec::new();
@@ -65,7 +85,12 @@ pub fn build_job(
         )?);
     }
     scope.concatenate(flushed).probe_with(&flushed_probe);
-    Ok(flushed_probe)
+    Ok(JobProbes {
+        sources: job.sources.len(),
+        halted,
+        ingested,
+        flushed: flushed_probe,
+    })
 }
 
 /// A source's events and dead letters.
@@ -80,6 +105,7 @@ fn source_stream<'scope>(
     source: &SourceSpec,
     options: &RunOptions,
     flushed: &ProbeHandle<u64>,
+    halted: &Rc<Cell<usize>>,
 ) -> anyhow::Result<SourceStreams<'scope>> {
     let source_options = SourceOptions {
         out_of_orderness: source.out_of_orderness,
@@ -87,6 +113,7 @@ fn source_stream<'scope>(
         tick: job.tick,
         commit_interval: job.commit_interval,
         stop: Arc::clone(&options.stop),
+        halted: Rc::clone(halted),
     };
     let (index, peers) = (scope.index(), scope.peers());
     let schema = Arc::clone(&source.schema);
@@ -110,8 +137,8 @@ fn source_stream<'scope>(
                 .with_context(|| format!("source `{name}`"))?;
             event_source(scope, name, reader, source_options, flushed)
         }
-        SourceKind::Generator(config) => {
-            let reader = GeneratorReader::new(config.clone(), schema, index);
+        SourceKind::Generator { config, partitions } => {
+            let reader = GeneratorReader::new(config.clone(), *partitions, &schema, index, peers);
             event_source(scope, name, reader, source_options, flushed)
         }
     })

@@ -70,8 +70,13 @@ pub enum SourceKind {
         /// Partitions per file.
         splits: usize,
     },
-    /// The built-in transaction generator.
-    Generator(GeneratorConfig),
+    /// The built-in transaction generator, as `partitions` independent streams.
+    Generator {
+        /// What it generates.
+        config: GeneratorConfig,
+        /// Partitions, dealt to the workers.
+        partitions: u64,
+    },
 }
 
 /// A windowed metric: group, window, aggregate, filter, write.
@@ -600,19 +605,22 @@ impl Checker<'_> {
                 }
                 let disorder =
                     self.duration(&s.disorder, format!("{field}.disorder"), Duration::ZERO);
-                SourceKind::Generator(GeneratorConfig {
-                    seed: s.seed.as_ref().map_or(42, |v| *v.get_ref() as u64),
-                    count: s
-                        .count
-                        .as_ref()
-                        .map(|_| self.positive(&s.count, format!("{field}.count"), 1)),
-                    rate: self.positive(&s.rate, format!("{field}.rate"), 10_000),
-                    accounts: self.positive(&s.accounts, format!("{field}.accounts"), 100_000),
-                    merchants: self.positive(&s.merchants, format!("{field}.merchants"), 5_000),
-                    disorder_ms: disorder.as_millis() as u64,
-                    start_ms: 1_700_000_000_000,
-                    paced: s.paced.unwrap_or(false),
-                })
+                SourceKind::Generator {
+                    config: GeneratorConfig {
+                        seed: s.seed.as_ref().map_or(42, |v| *v.get_ref() as u64),
+                        count: s
+                            .count
+                            .as_ref()
+                            .map(|_| self.positive(&s.count, format!("{field}.count"), 1)),
+                        rate: self.positive(&s.rate, format!("{field}.rate"), 10_000),
+                        accounts: self.positive(&s.accounts, format!("{field}.accounts"), 100_000),
+                        merchants: self.positive(&s.merchants, format!("{field}.merchants"), 5_000),
+                        disorder_ms: disorder.as_millis() as u64,
+                        start_ms: 1_700_000_000_000,
+                        paced: s.paced.unwrap_or(false),
+                    },
+                    partitions: self.positive(&s.partitions, format!("{field}.partitions"), 1),
+                }
             }
             other => {
                 self.error(

@@ -57,6 +57,7 @@ pub struct SourceSection {
     pub accounts: Option<Spanned<i64>>,
     pub merchants: Option<Spanned<i64>>,
     pub disorder: Option<Text>,
+    pub partitions: Option<Spanned<i64>>,
     pub paced: Option<bool>,
 }
 

@@ -4,6 +4,7 @@
 
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::record::{Record, Value};
 
@@ -105,8 +106,12 @@ impl FieldAggregates {
     }
 }
 
+/// The states of a job's aggregates, inline for up to four so that a window's state is one
+/// allocation-free value in its hash map.
+pub type AggregateStates = SmallVec<[AggregateState; 4]>;
+
 impl Aggregate<Record> for FieldAggregates {
-    type State = Vec<AggregateState>;
+    type State = AggregateStates;
     type Output = Vec<Value>;
 
     fn init(&self) -> Self::State {
@@ -133,15 +138,16 @@ impl Aggregate<Record> for FieldAggregates {
         use AggregateState::*;
         for ((kind, _), (a, b)) in self.0.iter().zip(into.iter_mut().zip(from)) {
             match (a, b) {
-                (Count(x), Count(y)) => *x += y,
+                (Count(x), Count(y)) | (IntSum(x), IntSum(y)) => *x = x.wrapping_add(*y),
+                (FloatSum(x), FloatSum(y)) => *x += y,
                 (Mean(s, n), Mean(t, m)) => {
                     *s += t;
                     *n += m;
                 }
                 (Distinct(x), Distinct(y)) => x.extend(y.iter().cloned()),
-                (a, IntSum(y)) => Self::fold(*kind, a, &Value::Int(*y)),
-                (a, FloatSum(y)) => Self::fold(*kind, a, &Value::Float(*y)),
-                (a, Extreme(v)) => Self::fold(*kind, a, v),
+                (a @ FloatSum(_), IntSum(y)) => Self::fold(*kind, a, &Value::Int(*y)),
+                (a @ IntSum(_), FloatSum(y)) => Self::fold(*kind, a, &Value::Float(*y)),
+                (a @ Extreme(_), Extreme(v)) => Self::fold(*kind, a, v),
                 (a, b) => unreachable!("mismatched aggregate states {a:?} and {b:?}"),
             }
         }

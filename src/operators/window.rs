@@ -374,7 +374,15 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             }
             return;
         }
+        // The panes before `start + slide` belong to no later window: the first becomes the
+        // base of the merge, taken whole.
         let mut merged = self.partial.remove(&start).unwrap_or_default();
+        let oldest = start..start + self.slide;
+        if merged.is_empty()
+            && let Some(i) = self.panes.iter().position(|(s, _)| oldest.contains(s))
+        {
+            merged = self.panes.remove(i).1;
+        }
         for (_, pane) in self.panes.iter().filter(|(s, _)| (start..end).contains(s)) {
             for (key, state) in pane {
                 match merged.get_mut(key) {

@@ -30,19 +30,20 @@ pub const FIELDS: [&str; 6] = [
 
 const BATCH: usize = 8192;
 
-/// A card transaction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A card transaction. Identifiers are kept as numbers and rendered as `t<seq>` and `m<k>` only
+/// when a field is read or the transaction is written as JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transaction {
-    /// `t<sequence number>`.
-    pub txn_id: CompactString,
+    /// Sequence number (`txn_id` is `t<seq>`).
+    pub seq: u64,
     /// The card account.
     pub account_id: i64,
     /// Amount in cents.
     pub amount_cents: i64,
-    /// `m<merchant number>`.
-    pub merchant: CompactString,
+    /// Merchant number (`merchant` is `m<k>`).
+    pub merchant: u32,
     /// ISO 3166 alpha-2 country.
-    pub country: CompactString,
+    pub country: &'static str,
     /// Event time, epoch milliseconds.
     pub ts: u64,
 }
@@ -51,14 +52,28 @@ impl Transaction {
     /// The value of field `name` (one of [`FIELDS`]).
     pub fn field(&self, name: &str) -> Value {
         match name {
-            "txn_id" => Value::Str(self.txn_id.clone()),
+            "txn_id" => Value::Str(format_compact!("t{}", self.seq)),
             "account_id" => Value::Int(self.account_id),
             "amount_cents" => Value::Int(self.amount_cents),
-            "merchant" => Value::Str(self.merchant.clone()),
-            "country" => Value::Str(self.country.clone()),
+            "merchant" => Value::Str(format_compact!("m{}", self.merchant)),
+            "country" => Value::Str(CompactString::const_new(self.country)),
             "ts" => Value::Int(self.ts as i64),
             _ => Value::Null,
         }
+    }
+}
+
+impl Serialize for Transaction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Transaction", 6)?;
+        s.serialize_field("txn_id", &format_compact!("t{}", self.seq))?;
+        s.serialize_field("account_id", &self.account_id)?;
+        s.serialize_field("amount_cents", &self.amount_cents)?;
+        s.serialize_field("merchant", &format_compact!("m{}", self.merchant))?;
+        s.serialize_field("country", self.country)?;
+        s.serialize_field("ts", &self.ts)?;
+        s.end()
     }
 }
 
@@ -83,36 +98,56 @@ pub struct GeneratorConfig {
     pub paced: bool,
 }
 
-/// An endless (or `count`-long) sequence of transactions.
+/// The transactions of one partition: sequence numbers `partition, partition + partitions, …`,
+/// each partition with its own random stream (partition 0 of 1 is the whole sequence).
 pub struct Generator {
     config: GeneratorConfig,
     rng: ChaCha8Rng,
     amounts: LogNormal<f64>,
+    /// The next sequence number.
     next: u64,
+    step: u64,
+    /// Transactions produced so far.
+    produced: u64,
     started: Instant,
 }
 
 impl Generator {
-    /// A generator of the transactions `config` describes.
+    /// The whole sequence `config` describes.
     pub fn new(config: GeneratorConfig) -> Generator {
+        Generator::partition(config, 0, 1)
+    }
+
+    /// Partition `partition` of `partitions` of the sequence `config` describes.
+    pub fn partition(config: GeneratorConfig, partition: u64, partitions: u64) -> Generator {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        rng.set_stream(partition);
         Generator {
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            rng,
             amounts: LogNormal::new(3000f64.ln(), 1.1).expect("valid log-normal parameters"),
             config,
-            next: 0,
+            next: partition,
+            step: partitions.max(1),
+            produced: 0,
             started: Instant::now(),
         }
     }
 
+    /// This partition's share of the transactions per second.
+    fn rate(&self) -> f64 {
+        self.config.rate as f64 / self.step as f64
+    }
+
     /// How many transactions may be produced now: all remaining, or those due by wall time.
     fn due(&self) -> u64 {
-        let remaining = self.config.count.map_or(u64::MAX, |c| c - self.next);
+        let remaining = self.config.count.map_or(u64::MAX, |c| {
+            c.saturating_sub(self.next).div_ceil(self.step)
+        });
         if !self.config.paced {
             return remaining;
         }
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let due = (elapsed * self.config.rate as f64) as u64;
-        due.saturating_sub(self.next).min(remaining)
+        let due = (self.started.elapsed().as_secs_f64() * self.rate()) as u64;
+        due.saturating_sub(self.produced).min(remaining)
     }
 
     /// Whether every transaction has been produced.
@@ -125,7 +160,7 @@ impl Generator {
         if !self.config.paced {
             return Duration::ZERO;
         }
-        let at = Duration::from_secs_f64((self.next + 1) as f64 / self.config.rate as f64);
+        let at = Duration::from_secs_f64((self.produced + 1) as f64 / self.rate());
         at.saturating_sub(self.started.elapsed())
     }
 
@@ -134,38 +169,45 @@ impl Generator {
         let n = self.due().min(max as u64);
         for _ in 0..n {
             let seq = self.next;
-            self.next += 1;
+            self.next += self.step;
+            self.produced += 1;
             let nominal = self.config.start_ms + seq * 1000 / self.config.rate.max(1);
             let jitter = self.rng.random_range(0..=self.config.disorder_ms);
             let amount = self.amounts.sample(&mut self.rng).clamp(100.0, 500_000.0) as i64;
             f(Transaction {
-                txn_id: format_compact!("t{seq}"),
+                seq,
                 account_id: self.rng.random_range(0..self.config.accounts.max(1)) as i64,
                 amount_cents: amount,
-                merchant: format_compact!(
-                    "m{}",
-                    self.rng.random_range(0..self.config.merchants.max(1))
-                ),
-                country: COUNTRIES[self.rng.random_range(0..COUNTRIES.len())].into(),
+                merchant: self.rng.random_range(0..self.config.merchants.max(1)) as u32,
+                country: COUNTRIES[self.rng.random_range(0..COUNTRIES.len())],
                 ts: nominal.saturating_sub(jitter),
             });
         }
     }
 }
 
-/// The generator as a one-partition source of records shaped by a job's schema (no JSON on the
-/// way: this is the engine's ceiling). Worker 0 owns the partition.
+/// The generator as a source of records shaped by a job's schema (no JSON on the way: this is the
+/// engine's ceiling). Its partitions are dealt to the workers like a topic's.
 pub struct GeneratorReader {
-    generator: Option<Generator>,
-    schema: std::sync::Arc<Schema>,
+    generators: Vec<Generator>,
+    /// The generator field of each schema field.
+    fields: Vec<CompactString>,
 }
 
 impl GeneratorReader {
-    /// The generator for worker `index` (only worker 0 generates).
-    pub fn new(config: GeneratorConfig, schema: std::sync::Arc<Schema>, index: usize) -> Self {
+    /// The partitions of `partitions` that worker `index` of `peers` owns.
+    pub fn new(
+        config: GeneratorConfig,
+        partitions: u64,
+        schema: &Schema,
+        index: usize,
+        peers: usize,
+    ) -> Self {
         GeneratorReader {
-            generator: (index == 0).then(|| Generator::new(config)),
-            schema,
+            generators: super::owned_partitions(partitions as usize, index, peers)
+                .map(|p| Generator::partition(config.clone(), p as u64, partitions))
+                .collect(),
+            fields: schema.fields().iter().map(|f| f.name.clone()).collect(),
         }
     }
 }
@@ -175,26 +217,32 @@ impl Reader<Record> for GeneratorReader {
     type Position = ();
 
     fn partitions(&self) -> usize {
-        usize::from(self.generator.is_some())
+        self.generators.len()
     }
 
     fn read(&mut self, batch: &mut ReadBatch<Record>) -> ReadStatus {
-        let Some(generator) = self.generator.as_mut() else {
-            return ReadStatus::Done;
-        };
-        let schema = &self.schema;
-        generator.take(BATCH, |txn| {
-            let record: Record = schema.fields().iter().map(|f| txn.field(&f.name)).collect();
-            batch.events.push((0, txn.ts, record));
-        });
-        if generator.finished() {
-            batch.finished.push(0);
-            ReadStatus::Done
-        } else if generator.wait() > Duration::ZERO {
-            ReadStatus::Waiting
-        } else {
-            ReadStatus::Ready
+        let fields = &self.fields;
+        let mut status = ReadStatus::Done;
+        let share = BATCH / self.generators.len().max(1);
+        for (partition, generator) in self.generators.iter_mut().enumerate() {
+            if generator.finished() {
+                continue;
+            }
+            generator.take(share, |txn| {
+                let record: Record = fields.iter().map(|f| txn.field(f)).collect();
+                batch.events.push((partition, txn.ts, record));
+            });
+            if generator.finished() {
+                batch.finished.push(partition);
+            } else if generator.wait() > Duration::ZERO {
+                if status == ReadStatus::Done {
+                    status = ReadStatus::Waiting;
+                }
+            } else {
+                status = ReadStatus::Ready;
+            }
         }
+        status
     }
 
     fn position(&self) {}

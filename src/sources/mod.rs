@@ -5,7 +5,9 @@ pub mod file;
 pub mod generator;
 pub mod kafka;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -75,14 +77,20 @@ pub struct SourceOptions {
     pub tick: u64,
     /// How often processed positions are committed.
     pub commit_interval: Duration,
-    /// When set, the source stops reading and the job drains.
+    /// When set, the source commits what has been flushed and halts (see [`event_source`]).
     pub stop: Arc<AtomicBool>,
+    /// Counts the sources of this worker that have halted after a stop.
+    pub halted: Rc<Cell<usize>>,
 }
 
 /// Reads `reader` into a stream of events stamped per DESIGN §3, and a stream of dead letters.
 ///
 /// The source's capability follows the worker watermark (truncated to the tick). Positions are
 /// committed once `flushed` (a probe on every sink) has passed the time the data was sent at.
+/// When the reader ends, the source closes its streams (every open window fires) and commits its
+/// final position once everything is flushed. When `options.stop` is set instead, it commits only
+/// what is flushed and halts with its streams open, counting itself in `options.halted`: the
+/// worker then drops the dataflow, so a stop never emits a window with part of its input.
 pub fn event_source<'scope, D, R>(
     scope: Scope<'scope, u64>,
     name: &str,
@@ -122,7 +130,20 @@ where
         // Positions reached by the data sent at each time, awaiting the sinks.
         let mut uncommitted = VecDeque::<(u64, R::Position)>::new();
         let mut last_commit = Instant::now();
+        let mut halted = false;
         move |_frontiers| {
+            if halted {
+                return false;
+            }
+            if options.stop.load(Ordering::Relaxed) {
+                // Stop without closing the stream, which would fire open windows with part of
+                // their input: commit what the sinks have flushed and let the worker drop the
+                // dataflow. A restart resumes from there and recomputes the rest in full.
+                commit_flushed(&mut reader, &mut uncommitted, &flushed, true);
+                halted = true;
+                options.halted.set(options.halted.get() + 1);
+                return false;
+            }
             let Some(cap) = events_cap.as_mut() else {
                 // Finished reading: stay alive until the sinks have flushed, then commit.
                 if flushed.done() {
@@ -135,11 +156,7 @@ where
                 return true;
             };
             let now = Instant::now();
-            let status = if options.stop.load(Ordering::Relaxed) {
-                ReadStatus::Done
-            } else {
-                reader.read(&mut batch)
-            };
+            let status = reader.read(&mut batch);
             let time = *cap.time();
             if !batch.events.is_empty() {
                 stamped.extend(batch.events.drain(..).map(|(partition, t, data)| Event {
@@ -166,16 +183,7 @@ where
                 _ => uncommitted.push_back((time, reader.position())),
             }
             if last_commit.elapsed() >= options.commit_interval {
-                let mut safe = None;
-                while uncommitted
-                    .front()
-                    .is_some_and(|(t, _)| !flushed.less_equal(t))
-                {
-                    safe = uncommitted.pop_front();
-                }
-                if let Some((_, position)) = safe {
-                    reader.commit(&position, false);
-                }
+                commit_flushed(&mut reader, &mut uncommitted, &flushed, false);
                 last_commit = now;
             }
             if status == ReadStatus::Done || watermarks.all_finished() {
@@ -199,6 +207,26 @@ where
         }
     });
     (events_stream, dead_stream)
+}
+
+/// Commits the latest position whose data the sinks have flushed (sent at a time the `flushed`
+/// probe has passed).
+fn commit_flushed<D, R: Reader<D>>(
+    reader: &mut R,
+    uncommitted: &mut VecDeque<(u64, R::Position)>,
+    flushed: &ProbeHandle<u64>,
+    last: bool,
+) {
+    let mut safe = None;
+    while uncommitted
+        .front()
+        .is_some_and(|(t, _)| !flushed.less_equal(t))
+    {
+        safe = uncommitted.pop_front();
+    }
+    if let Some((_, position)) = safe {
+        reader.commit(&position, last);
+    }
 }
 
 /// The partitions of `total` that worker `index` of `peers` owns: a stable round-robin, so each

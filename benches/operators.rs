@@ -1,0 +1,120 @@
+//! Criterion micro-benchmarks of the operators: the window operator (tumbling, hopping, session)
+//! on one worker, and schema-driven JSON decoding.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use eddy::record::{Field, FieldType};
+use eddy::{
+    AggregateKind, Event, FieldAggregates, Record, Schema, Value, WindowAggregate, WindowSpec,
+};
+use timely::dataflow::InputHandle;
+use timely::dataflow::operators::Probe;
+
+const EVENTS: u64 = 200_000;
+
+/// Events over 10 000 keys, 10 per millisecond of event time, with up to 2 s of disorder.
+fn events() -> Vec<Event<Record>> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut max_plus_one = 0u64;
+    (0..EVENTS)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let time = 1_700_000_000_000 + i / 10 - x % 2_000;
+            let frontier = max_plus_one.saturating_sub(2_000);
+            max_plus_one = max_plus_one.max(time + 1);
+            let record: Record = vec![
+                Value::Int((x >> 20) as i64 % 10_000),
+                Value::Int((x % 50_000) as i64),
+            ]
+            .into();
+            Event {
+                time,
+                frontier,
+                data: record,
+            }
+        })
+        .collect()
+}
+
+fn window(c: &mut Criterion) {
+    let input = events();
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    for (name, spec) in [
+        ("tumbling_60s", WindowSpec::Tumbling { size: 60_000 }),
+        (
+            "hopping_60s_10s",
+            WindowSpec::Hopping {
+                size: 60_000,
+                slide: 10_000,
+            },
+        ),
+        ("session_5s", WindowSpec::Session { gap: 5_000 }),
+    ] {
+        group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
+            b.iter(|| {
+                let input = input.clone();
+                timely::execute_directly(move |worker| {
+                    let mut handle = InputHandle::new();
+                    let probe = worker.dataflow::<u64, _, _>(|scope| {
+                        let (results, _late) = handle.to_stream(scope).window_aggregate(
+                            spec,
+                            0,
+                            |r: &Record| r[0].clone(),
+                            FieldAggregates(vec![
+                                (AggregateKind::Count, 0),
+                                (AggregateKind::Sum, 1),
+                                (AggregateKind::Max, 1),
+                            ]),
+                        );
+                        results.probe().0
+                    });
+                    for chunk in input.chunks(8192) {
+                        let frontier = chunk[0].frontier - chunk[0].frontier % 10;
+                        if frontier > *handle.time() {
+                            handle.advance_to(frontier);
+                        }
+                        handle.send_batch(&mut chunk.to_vec());
+                        worker.step();
+                    }
+                    handle.close();
+                    while !probe.done() {
+                        worker.step();
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let field = |name: &str, ty| Field {
+        name: name.into(),
+        ty,
+        required: true,
+    };
+    let schema = Schema::new(
+        vec![
+            field("account_id", FieldType::Int),
+            field("amount_cents", FieldType::Int),
+            field("ts", FieldType::Timestamp),
+        ],
+        "ts",
+    )
+    .unwrap();
+    let line = br#"{"txn_id":"t17","account_id":70457,"amount_cents":852,"merchant":"m4425","country":"PT","ts":1699999998798}"#;
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("json_line_3_of_6_fields", |b| {
+        b.iter(|| schema.decode(black_box(line)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, window, decode);
+criterion_main!(benches);

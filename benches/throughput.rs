@@ -1,0 +1,179 @@
+//! The throughput harness: events/s and end-to-end latency of the built-in dataflows, engine-only
+//! (from the in-memory generator) and through Kafka (librdkafka's in-process cluster), on 1 and 2
+//! workers, printed as one Markdown table.
+//!
+//! `cargo bench --bench throughput`; `EDDY_BENCH_EVENTS` sets the engine-only event count
+//! (default 2 000 000); the Kafka runs read 480 000 events pre-produced into 16 partitions (the
+//! in-process cluster keeps about 5 MiB per partition).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eddy::dataflows::RunOptions;
+use eddy::job::Job;
+use eddy::produce::{ProduceOptions, produce};
+use eddy::run::{ClusterArgs, run_job};
+use eddy::sources::generator::GeneratorConfig;
+use eddy::sources::kafka::StartFrom;
+use eddy::stats::Stats;
+use rdkafka::mocking::MockCluster;
+
+const KAFKA_EVENTS: u64 = 480_000;
+const KAFKA_PARTITIONS: i32 = 16;
+
+/// The metrics job of the common workload's Q1 (tumbling 60 s per account: count, sum, max),
+/// reading `source` and writing CSV to /dev/null.
+fn metrics_job(source: &str) -> String {
+    format!(
+        r#"[job]
+name = "bench-metrics"
+
+[[sources]]
+name = "transactions"
+{source}
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ account_id = "int", amount_cents = "int", ts = "timestamp" }}
+
+[[metrics]]
+name = "per_account"
+source = "transactions"
+group_by = ["account_id"]
+window = {{ kind = "tumbling", size = "60s" }}
+aggregates = {{ count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }}
+sinks = ["null"]
+
+[[sinks]]
+name = "null"
+kind = "file"
+path = "/dev/null"
+format = "csv"
+"#
+    )
+}
+
+struct Measured {
+    events: u64,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs a job, timing from its first ingested event to its last.
+fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
+    let stats = Arc::new(Stats::default());
+    let options = RunOptions {
+        start: StartFrom::Earliest,
+        until_end,
+        stop: Arc::new(AtomicBool::new(false)),
+        stats: Arc::clone(&stats),
+    };
+    let cluster = ClusterArgs {
+        workers,
+        processes: 1,
+        process: 0,
+        hostfile: None,
+    };
+    // (first time events were seen, last time their count grew)
+    let span = Arc::new(Mutex::new((None::<Instant>, None::<Instant>, 0u64)));
+    let seen = Arc::clone(&span);
+    let started = Instant::now();
+    run_job(
+        job,
+        &cluster,
+        options,
+        Duration::from_millis(5),
+        move |stats, _| {
+            let events = Stats::get(&stats.events_in);
+            let mut span = seen.lock().unwrap();
+            if events > span.2 {
+                let now = Instant::now();
+                span.0.get_or_insert(now);
+                span.1 = Some(now);
+                span.2 = events;
+            }
+        },
+    )
+    .expect("the job runs");
+    let (first, last, _) = *span.lock().unwrap();
+    let seconds = match (first, last) {
+        (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
+        _ => started.elapsed().as_secs_f64(),
+    };
+    Measured {
+        events: Stats::get(&stats.events_in),
+        seconds,
+        p50: stats.latency_quantile(0.5).unwrap_or_default(),
+        p99: stats.latency_quantile(0.99).unwrap_or_default(),
+    }
+}
+
+fn row(dataflow: &str, path: &str, workers: usize, m: &Measured) {
+    println!(
+        "| {dataflow} | {path} | {workers} | {} | {:.2} | {:.0} k | {:.0} | {:.0} |",
+        m.events,
+        m.seconds,
+        m.events as f64 / m.seconds / 1e3,
+        m.p50.as_secs_f64() * 1e3,
+        m.p99.as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    let events: u64 = std::env::var("EDDY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    println!(
+        "| dataflow | path | workers | events | seconds | events/s | latency p50 ms | latency p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+
+    let generator = format!(
+        "kind = \"generator\"\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
+    );
+    for workers in [1, 2] {
+        let job = Job::parse(Path::new("bench.toml"), &metrics_job(&generator)).expect("valid job");
+        row(
+            "metrics (Q1)",
+            "engine (generator)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+
+    let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
+    let brokers = mock.bootstrap_servers();
+    mock.create_topic("bench", KAFKA_PARTITIONS, 1)
+        .expect("topic created");
+    let feed = ProduceOptions {
+        properties: vec![("bootstrap.servers".into(), brokers.clone())],
+        topic: "bench".into(),
+        generator: GeneratorConfig {
+            seed: 42,
+            count: Some(KAFKA_EVENTS),
+            rate: 10_000,
+            accounts: 100_000,
+            merchants: 5_000,
+            disorder_ms: 2_000,
+            start_ms: 1_700_000_000_000,
+            paced: false,
+        },
+        malformed_every: None,
+    };
+    produce(&feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
+    for workers in [1, 2] {
+        let source = format!(
+            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-{workers}\""
+        );
+        let job = Job::parse(Path::new("bench.toml"), &metrics_job(&source)).expect("valid job");
+        row(
+            "metrics (Q1)",
+            "Kafka (in-process cluster, JSON)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+}
