@@ -1,9 +1,12 @@
 //! Criterion micro-benchmarks of the operators: the window operator (tumbling, hopping, session)
-//! on one worker, and schema-driven JSON decoding.
+//! on one worker, watermark stamping, aggregate folding and merging, and schema-driven JSON
+//! decoding.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use eddy::Aggregate;
+use eddy::operators::watermark::Watermarks;
 use eddy::record::{Field, FieldType};
 use eddy::{
     AggregateKind, Event, FieldAggregates, Record, Schema, Value, WindowAggregate, WindowSpec,
@@ -116,5 +119,42 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, window, decode);
+fn watermark(c: &mut Criterion) {
+    let now = std::time::Instant::now();
+    let mut group = c.benchmark_group("watermark");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("stamp_4_partitions", |b| {
+        let mut marks = Watermarks::new(4, std::time::Duration::from_secs(2), None, now);
+        let mut t = 1_700_000_000_000u64;
+        b.iter(|| {
+            t += 1;
+            black_box(marks.stamp((t % 4) as usize, t - t % 1_500, now))
+        })
+    });
+    group.finish();
+}
+
+fn aggregate(c: &mut Criterion) {
+    let aggs = FieldAggregates(vec![
+        (AggregateKind::Count, 0),
+        (AggregateKind::Sum, 1),
+        (AggregateKind::Max, 1),
+    ]);
+    let record: Record = vec![Value::Int(7), Value::Int(1234)].into();
+    let mut group = c.benchmark_group("aggregate");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("add_count_sum_max", |b| {
+        let mut state = aggs.init();
+        b.iter(|| aggs.add(&mut state, black_box(&record)))
+    });
+    group.bench_function("merge_count_sum_max", |b| {
+        let mut state = aggs.init();
+        let mut other = aggs.init();
+        aggs.add(&mut other, &record);
+        b.iter(|| aggs.merge(&mut state, black_box(&other)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, window, watermark, aggregate, decode);
 criterion_main!(benches);

@@ -70,12 +70,7 @@ fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
         stop: Arc::new(AtomicBool::new(false)),
         stats: Arc::clone(&stats),
     };
-    let cluster = ClusterArgs {
-        workers,
-        processes: 1,
-        process: 0,
-        hostfile: None,
-    };
+    let cluster = ClusterArgs::local(workers);
     // (first time events were seen, last time their count grew)
     let span = Arc::new(Mutex::new((None::<Instant>, None::<Instant>, 0u64)));
     let seen = Arc::clone(&span);

@@ -30,6 +30,16 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// `workers` threads in this one process.
+    pub fn local(workers: usize) -> Self {
+        ClusterArgs {
+            workers,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
+    }
+
     /// The timely configuration these options describe.
     pub fn config(&self) -> anyhow::Result<timely::Config> {
         let mut args = vec![

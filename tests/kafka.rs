@@ -328,12 +328,7 @@ fn run(
         (name == "BROKERS").then(|| brokers.to_string())
     })
     .unwrap_or_else(|e| panic!("the test's job file is invalid:\n{e}"));
-    let cluster = ClusterArgs {
-        workers,
-        processes: 1,
-        process: 0,
-        hostfile: None,
-    };
+    let cluster = ClusterArgs::local(workers);
     // A job that never ends is stopped (and the test fails) rather than hanging the test run.
     let finished = Arc::new(AtomicBool::new(false));
     let timed_out = Arc::new(AtomicBool::new(false));

@@ -375,15 +375,32 @@ impl Checker<'_> {
         out
     }
 
-    fn properties(
+    /// The librdkafka properties of a Kafka source or sink: `bootstrap.servers` from `brokers`,
+    /// then its `properties` verbatim, with `${VAR}` expanded.
+    fn kafka_properties(
         &mut self,
+        kind: &raw::Text,
+        brokers: &Option<raw::Text>,
         properties: &indexmap::IndexMap<String, raw::Text>,
         field: &str,
     ) -> Vec<(String, String)> {
-        properties
-            .iter()
-            .map(|(k, v)| (k.clone(), self.expand(v, format!("{field}.properties.{k}"))))
-            .collect()
+        let mut all = Vec::new();
+        match brokers {
+            Some(b) => all.push((
+                "bootstrap.servers".into(),
+                self.expand(b, format!("{field}.brokers")),
+            )),
+            None => self.error(
+                kind.span(),
+                format!("{field}.brokers"),
+                "a kafka source or sink needs `brokers`",
+            ),
+        }
+        for (k, v) in properties {
+            let value = self.expand(v, format!("{field}.properties.{k}"));
+            all.push((k.clone(), value));
+        }
+        all
     }
 
     fn job(&mut self, file: raw::JobFile) -> Job {
@@ -529,18 +546,8 @@ impl Checker<'_> {
         });
         let kind = match s.kind.get_ref().as_str() {
             "kafka" => {
-                let mut properties = Vec::new();
-                match &s.brokers {
-                    Some(b) => properties.push((
-                        "bootstrap.servers".into(),
-                        self.expand(b, format!("{field}.brokers")),
-                    )),
-                    None => self.error(
-                        s.kind.span(),
-                        format!("{field}.brokers"),
-                        "a kafka source needs `brokers`",
-                    ),
-                }
+                let mut properties =
+                    self.kafka_properties(&s.kind, &s.brokers, &s.properties, &field);
                 match &s.group {
                     Some(g) => properties.push(("group.id".into(), g.get_ref().clone())),
                     None => self.error(
@@ -549,7 +556,6 @@ impl Checker<'_> {
                         "a kafka source needs a consumer `group`",
                     ),
                 }
-                properties.extend(self.properties(&s.properties, &field));
                 let topics = match &s.topics {
                     Some(t) if !t.get_ref().is_empty() => {
                         t.get_ref().iter().map(|t| t.get_ref().clone()).collect()
@@ -666,19 +672,7 @@ impl Checker<'_> {
         };
         let kind = match s.kind.get_ref().as_str() {
             "kafka" => {
-                let mut properties = Vec::new();
-                match &s.brokers {
-                    Some(b) => properties.push((
-                        "bootstrap.servers".into(),
-                        self.expand(b, format!("{field}.brokers")),
-                    )),
-                    None => self.error(
-                        s.kind.span(),
-                        format!("{field}.brokers"),
-                        "a kafka sink needs `brokers`",
-                    ),
-                }
-                properties.extend(self.properties(&s.properties, &field));
+                let properties = self.kafka_properties(&s.kind, &s.brokers, &s.properties, &field);
                 let topic = match &s.topic {
                     Some(t) => t.get_ref().clone(),
                     None => {

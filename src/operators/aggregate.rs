@@ -58,8 +58,8 @@ pub enum AggregateState {
     Extreme(Value),
     /// Sum and count of the values seen.
     Mean(f64, i64),
-    /// The values seen.
-    Distinct(FxHashSet<Value>),
+    /// The values seen (boxed: the other states are a few words).
+    Distinct(Box<FxHashSet<Value>>),
 }
 
 /// Aggregate functions over record fields: `(function, field index)` pairs; the field of `Count`

@@ -263,7 +263,12 @@ struct Panes<K, S> {
     partial: BTreeMap<i64, FxHashMap<K, S>>,
     /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
+    /// Emptied maps kept for reuse.
+    spare: Vec<FxHashMap<K, S>>,
 }
+
+/// How many emptied maps a window operator keeps for reuse.
+const SPARE_MAPS: usize = 8;
 
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -280,6 +285,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             panes: Vec::new(),
             partial: BTreeMap::new(),
             registered: None,
+            spare: Vec::new(),
         }
     }
 
@@ -333,7 +339,8 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(i) if self.panes[i].0 == pane => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                self.panes.insert(at, (pane, FxHashMap::default()));
+                let map = self.spare.pop().unwrap_or_default();
+                self.panes.insert(at, (pane, map));
                 at
             }
         };
@@ -354,34 +361,18 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         self.registered = None;
         let end = fire as i64 - self.lateness;
         let start = end - self.size;
-        let mut emit_all = |states: FxHashMap<K, S>| {
-            for (key, state) in states {
-                emit(WindowResult {
-                    key,
-                    start,
-                    end,
-                    value: aggregate.finish(&state),
-                });
-            }
+        let mut merged = match self.partial.remove(&start) {
+            Some(partial) => partial,
+            None => self.spare.pop().unwrap_or_default(),
         };
-        if self.pane == self.size {
-            // Tumbling: the window is one pane, and nothing else needs it.
-            if let Some(i) = self.panes.iter().position(|(s, _)| *s == start) {
-                emit_all(self.panes.remove(i).1);
-            }
-            if let Some(partial) = self.partial.remove(&start) {
-                emit_all(partial);
-            }
-            return;
-        }
-        // The panes before `start + slide` belong to no later window: the first becomes the
-        // base of the merge, taken whole.
-        let mut merged = self.partial.remove(&start).unwrap_or_default();
+        // The panes before `start + slide` belong to no later window: the first becomes the base
+        // of the merge, taken whole (for tumbling windows, it is the whole window).
         let oldest = start..start + self.slide;
         if merged.is_empty()
             && let Some(i) = self.panes.iter().position(|(s, _)| oldest.contains(s))
         {
-            merged = self.panes.remove(i).1;
+            let base = self.panes.remove(i).1;
+            self.spare.push(std::mem::replace(&mut merged, base));
         }
         for (_, pane) in self.panes.iter().filter(|(s, _)| (start..end).contains(s)) {
             for (key, state) in pane {
@@ -395,7 +386,24 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
                 }
             }
         }
-        emit_all(merged);
+        for (key, state) in merged.drain() {
+            emit(WindowResult {
+                key,
+                start,
+                end,
+                value: aggregate.finish(&state),
+            });
+        }
+        self.recycle(merged);
+    }
+
+    /// Keeps an emptied map, with its capacity, for the next pane: windows come and go at a
+    /// steady pace, and reusing their tables spares the allocator and the kernel's page zeroing.
+    fn recycle(&mut self, mut map: FxHashMap<K, S>) {
+        if self.spare.len() < SPARE_MAPS {
+            map.clear();
+            self.spare.push(map);
+        }
     }
 
     fn release(&mut self, upto: Option<u64>) {
@@ -408,8 +416,14 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         // the least multiple of the slide with `start + size + lateness > upto`.
         let bound = upto as i64 - self.size - self.lateness + 1;
         let first_open = bound + (self.slide - bound.rem_euclid(self.slide)) % self.slide;
-        let pane = self.pane;
-        self.panes.retain(|(start, _)| start + pane > first_open);
+        while let Some(i) = self
+            .panes
+            .iter()
+            .position(|(start, _)| start + self.pane <= first_open)
+        {
+            let (_, map) = self.panes.remove(i);
+            self.recycle(map);
+        }
         self.partial.retain(|start, _| *start >= first_open);
     }
 }
