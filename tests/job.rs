@@ -128,6 +128,7 @@ name = "csv"
 kind = "file"
 path = "out.csv"
 format = "csv"
+order_by = ["account_id", "window_start"]
 
 [[sinks]]
 name = "late"
@@ -215,11 +216,7 @@ fn file_job_gives_the_reference_on_one_worker_two_workers_and_two_processes() {
             );
         }
         let csv = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
-        let mut lines: Vec<String> = csv.lines().map(String::from).collect();
-        lines[1..].sort_by_key(|l| {
-            let mut f = l.split(',').map(|v| v.parse::<i64>().unwrap());
-            (f.next().unwrap(), f.next().unwrap())
-        });
+        let lines: Vec<String> = csv.lines().map(String::from).collect();
         assert_same_lines(&lines, &expected, &format!("results with {args:?}"));
         let late_lines = std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap();
         assert_eq!(

@@ -3,6 +3,7 @@
 pub mod metrics;
 
 use std::cell::Cell;
+use std::cmp::Ordering;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,8 +14,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::record::{DeadLetter, Event, Record};
-use crate::sinks::Encode;
-use crate::sinks::file::{FileTarget, WriteFile};
+use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
 use crate::sources::file::FileReader;
@@ -74,7 +74,7 @@ pub fn build_job(
     let dead = dead.count_into(&options.stats, |s| &s.dead_letters);
     flushed.push(match job.dead_letter {
         Some(sink) => write_dead_letters(dead, &job.sinks[sink])?,
-        None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false })?,
+        None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false }, None)?,
     });
     for metric in &job.metrics {
         flushed.extend(metrics::build_metric(
@@ -151,12 +151,13 @@ fn write_dead_letters<'scope>(
     match &sink.kind {
         SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
         SinkKind::File(target) => {
-            Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false })?)
+            Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false }, None)?)
         }
     }
 }
 
-/// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns.
+/// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns
+/// (and, for a file sink with `order_by`, sorted by those columns).
 pub fn write_rows<'scope>(
     rows: StreamVec<'scope, u64, Record>,
     sink: &SinkSpec,
@@ -173,16 +174,19 @@ pub fn write_rows<'scope>(
         None => columns.iter().cloned().zip(0..).collect(),
     };
     let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index));
-    write_with(rows, sink, encoder)
-}
-
-fn write_with<'scope, E: Encode<Record>>(
-    rows: StreamVec<'scope, u64, Record>,
-    sink: &SinkSpec,
-    encoder: E,
-) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     match &sink.kind {
         SinkKind::Kafka(config) => rows.write_kafka(config, encoder),
-        SinkKind::File(target) => Ok(rows.write_file(target.clone(), encoder)?),
+        SinkKind::File(target) => {
+            let order = (!sink.order_by.is_empty()).then(|| {
+                let by: Vec<usize> = sink.order_by.iter().map(index).collect();
+                Box::new(move |a: &Record, b: &Record| {
+                    by.iter()
+                        .map(|&i| a[i].partial_cmp(&b[i]).unwrap_or(Ordering::Equal))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(Ordering::Equal)
+                }) as Order<Record>
+            });
+            Ok(rows.write_file(target.clone(), encoder, order)?)
+        }
     }
 }

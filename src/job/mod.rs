@@ -164,6 +164,8 @@ pub struct SinkSpec {
     pub key: Option<String>,
     /// The columns written (all, when `None`).
     pub columns: Option<Vec<String>>,
+    /// For file sinks of bounded jobs: write everything at the end, sorted by these columns.
+    pub order_by: Vec<String>,
 }
 
 /// The kinds of sink.
@@ -684,6 +686,13 @@ impl Checker<'_> {
                         String::new()
                     }
                 };
+                if let Some(first) = s.order_by.first() {
+                    self.error(
+                        first.span(),
+                        format!("{field}.order_by"),
+                        "only file sinks can order their output",
+                    );
+                }
                 SinkKind::Kafka(KafkaSinkConfig { properties, topic })
             }
             "file" => match &s.path {
@@ -719,6 +728,7 @@ impl Checker<'_> {
                 .columns
                 .as_ref()
                 .map(|c| c.get_ref().iter().map(|c| c.get_ref().clone()).collect()),
+            order_by: s.order_by.iter().map(|c| c.get_ref().clone()).collect(),
         })
     }
 
@@ -956,7 +966,8 @@ impl Checker<'_> {
             .columns
             .iter()
             .flat_map(|c| c.get_ref().iter())
-            .chain(raw.key.iter());
+            .chain(raw.key.iter())
+            .chain(raw.order_by.iter());
         for column in named {
             if !available.contains(column.get_ref()) {
                 self.error(

@@ -97,6 +97,8 @@ pub struct SinkSection {
     pub format: Option<Text>,
     pub key: Option<Text>,
     pub columns: Option<Spanned<Vec<Text>>>,
+    #[serde(default)]
+    pub order_by: Vec<Text>,
     // kafka
     pub brokers: Option<Text>,
     pub topic: Option<Text>,

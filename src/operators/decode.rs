@@ -482,7 +482,8 @@ mod tests {
         .map(|s| s.as_bytes().to_vec())
         .collect();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let base = br#"{"i":-12,"f":3.25e2,"s":"abc","b":true,"other":"zz","n":null,"ts":1700000000000}"#;
+        let base =
+            br#"{"i":-12,"f":3.25e2,"s":"abc","b":true,"other":"zz","n":null,"ts":1700000000000}"#;
         for _ in 0..20_000 {
             let mut line = base.to_vec();
             for _ in 0..1 + x % 3 {
@@ -509,7 +510,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("the scanner accepted {text}, serde said {e}"));
             assert_eq!(fast, slow, "{text}");
         }
-        assert!(accepted > 1000, "the scanner should accept most inputs: {accepted}");
+        assert!(
+            accepted > 1000,
+            "the scanner should accept most inputs: {accepted}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A JSON-lines or CSV file (or standard output) as a sink. Worker 0 writes everything, so a
-//! job's output is one file whatever the number of workers.
+//! job's output is one file whatever the number of workers. Lines are written as they come, or,
+//! with an order, all at once in that order when the input ends (for bounded jobs).
 
+use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -24,14 +26,19 @@ pub enum FileTarget {
     Path(PathBuf),
 }
 
+/// An order of items, for sorted output.
+pub type Order<D> = Box<dyn Fn(&D, &D) -> Ordering>;
+
 /// Writes a stream to a file.
 pub trait WriteFile<'scope, D> {
     /// Writes every item as one line, flushing whenever the input frontier advances; the returned
-    /// stream's frontier passes a time once its lines are flushed.
+    /// stream's frontier passes a time once its lines are flushed. With an `order`, the items are
+    /// kept until the input ends and then written sorted.
     fn write_file<E: Encode<D>>(
         self,
         target: FileTarget,
         encoder: E,
+        order: Option<Order<D>>,
     ) -> io::Result<StreamVec<'scope, u64, ()>>;
 }
 
@@ -40,6 +47,7 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
         self,
         target: FileTarget,
         encoder: E,
+        order: Option<Order<D>>,
     ) -> io::Result<StreamVec<'scope, u64, ()>> {
         let writes = self.scope().index() == 0;
         let mut out: Option<BufWriter<Box<dyn Write>>> = if writes {
@@ -60,32 +68,40 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
             None
         };
         let mut line = Vec::new();
-        Ok(
-            self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                Exchange::new(|_: &D| 0),
-                "FileSink",
-                move |_cap, _info| {
-                    let mut frontier = Vec::new();
-                    move |(input, input_frontier), _output| {
-                        let Some(w) = out.as_mut() else {
-                            input.for_each(|_, data| data.clear());
-                            return;
-                        };
-                        input.for_each(|_, data| {
-                            for item in data.drain(..) {
-                                line.clear();
-                                encoder.value(&item, &mut line);
-                                line.push(b'\n');
-                                w.write_all(&line).expect("writing the file sink");
-                            }
-                        });
-                        if *input_frontier.frontier() != frontier[..] {
-                            frontier = input_frontier.frontier().to_vec();
-                            w.flush().expect("flushing the file sink");
-                        }
+        let mut write = move |w: &mut BufWriter<Box<dyn Write>>, item: &D| {
+            line.clear();
+            encoder.value(item, &mut line);
+            line.push(b'\n');
+            w.write_all(&line).expect("writing the file sink");
+        };
+        let sink = self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &D| 0),
+            "FileSink",
+            move |_cap, _info| {
+                let mut frontier = Vec::new();
+                let mut kept = Vec::new();
+                move |(input, input_frontier), _output| {
+                    let Some(w) = out.as_mut() else {
+                        input.for_each(|_, data| data.clear());
+                        return;
+                    };
+                    input.for_each(|_, data| match order {
+                        Some(_) => kept.append(data),
+                        None => data.drain(..).for_each(|item| write(w, &item)),
+                    });
+                    if let Some(order) = &order
+                        && input_frontier.is_empty()
+                    {
+                        kept.sort_unstable_by(order);
+                        kept.drain(..).for_each(|item| write(w, &item));
                     }
-                },
-            ),
-        )
+                    if *input_frontier.frontier() != frontier[..] {
+                        frontier = input_frontier.frontier().to_vec();
+                        w.flush().expect("flushing the file sink");
+                    }
+                }
+            },
+        );
+        Ok(sink)
     }
 }
