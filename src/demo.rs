@@ -114,10 +114,12 @@ pub fn demo(
         Duration::from_secs(1),
         move |stats, elapsed| {
             let (p, c) = (shown.load(Ordering::Relaxed), Stats::get(&stats.events_in));
-            let p99 = stats.latency_quantile(0.99).unwrap_or_default();
+            let p99 = stats
+                .latency_quantile(0.99)
+                .map_or("n/a".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
             eprintln!(
                 "{:>5.0}s  produced {p:>9} ({:>6}/s)  processed {c:>9} ({:>6}/s)  lag {:>6}  \
-                 windows {:>6}  late {:>4}  dead-lettered {:>5}  latency p99 {:>5.1}s",
+                 windows {:>6}  late {:>4}  dead-lettered {:>5}  latency p99 {p99:>6}",
                 elapsed.as_secs_f64(),
                 p - last.0,
                 c - last.1,
@@ -125,7 +127,6 @@ pub fn demo(
                 Stats::get(&stats.windows_out),
                 Stats::get(&stats.late),
                 Stats::get(&stats.dead_letters),
-                p99.as_secs_f64(),
             );
             last = (p, c);
         },
