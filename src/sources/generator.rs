@@ -49,15 +49,15 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// The value of field `name` (one of [`FIELDS`]).
-    pub fn field(&self, name: &str) -> Value {
-        match name {
-            "txn_id" => Value::Str(format_compact!("t{}", self.seq)),
-            "account_id" => Value::Int(self.account_id),
-            "amount_cents" => Value::Int(self.amount_cents),
-            "merchant" => Value::Str(format_compact!("m{}", self.merchant)),
-            "country" => Value::Str(CompactString::const_new(self.country)),
-            "ts" => Value::Int(self.ts as i64),
+    /// The value of field `FIELDS[field]`.
+    pub fn field(&self, field: usize) -> Value {
+        match field {
+            0 => Value::Str(format_compact!("t{}", self.seq)),
+            1 => Value::Int(self.account_id),
+            2 => Value::Int(self.amount_cents),
+            3 => Value::Str(format_compact!("m{}", self.merchant)),
+            4 => Value::Str(CompactString::const_new(self.country)),
+            5 => Value::Int(self.ts as i64),
             _ => Value::Null,
         }
     }
@@ -191,7 +191,8 @@ impl Generator {
 pub struct GeneratorReader {
     generators: Vec<Generator>,
     /// The generator field of each schema field.
-    fields: Vec<CompactString>,
+    /// For each schema field, its index in [`FIELDS`].
+    fields: Vec<usize>,
 }
 
 impl GeneratorReader {
@@ -207,7 +208,16 @@ impl GeneratorReader {
             generators: super::owned_partitions(partitions as usize, index, peers)
                 .map(|p| Generator::partition(config.clone(), p as u64, partitions))
                 .collect(),
-            fields: schema.fields().iter().map(|f| f.name.clone()).collect(),
+            fields: schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    FIELDS
+                        .iter()
+                        .position(|name| f.name == *name)
+                        .unwrap_or(usize::MAX)
+                })
+                .collect(),
         }
     }
 }
@@ -229,7 +239,7 @@ impl Reader<Record> for GeneratorReader {
                 continue;
             }
             generator.take(share, |txn| {
-                let record: Record = fields.iter().map(|f| txn.field(f)).collect();
+                let record: Record = fields.iter().map(|&f| txn.field(f)).collect();
                 batch.events.push((partition, txn.ts, record));
             });
             if generator.finished() {
