@@ -3,7 +3,7 @@
 //! workers, printed as one Markdown table.
 //!
 //! `cargo bench --bench throughput`; `EDDY_BENCH_EVENTS` sets the engine-only event count
-//! (default 2 000 000); the Kafka runs read 480 000 events pre-produced into 16 partitions (the
+//! (default 2 000 000, from a generator of two partitions); the Kafka runs read 480 000 events pre-produced into 16 partitions (the
 //! in-process cluster keeps about 5 MiB per partition).
 
 use std::path::Path;
@@ -127,7 +127,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
 
     let generator = format!(
-        "kind = \"generator\"\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
+        "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
     );
     for workers in [1, 2] {
         let job = Job::parse(Path::new("bench.toml"), &metrics_job(&generator)).expect("valid job");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The common workload (../shared/bench): Q1 and Q2 over N generated transactions, from the
 # JSON-lines file to the sorted CSV on disk (examples/jobs/q1.toml and q2.toml sort in the sink),
-# timed as a whole, with peak RSS, and checked byte for byte against the Python reference.
+# timed as a whole, with peak RSS, checked byte for byte against the Python reference. Each query
+# runs RUNS times (default 3); the median is reported, as for the peers in ../shared/bench.
 #
 #   benches/workload.sh [N] [WORKERS]        (default 2000000 events, 2 workers)
 set -euo pipefail
@@ -9,6 +10,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bench=${EDDY_BENCH_DIR:-$here/../shared/bench}
 n=${1:-2000000}
 workers=${2:-2}
+runs=${RUNS:-3}
 work=${EDDY_WORK_DIR:-$here/target/workload}
 mkdir -p "$work"
 cd "$work"
@@ -23,11 +25,21 @@ for q in q1 q2; do
   if [ ! -f "ref-$q-$n.csv" ]; then
     python3 "$bench/ref.py" "$q" "txn-$n.jsonl" "ref-$q-$n.csv" 2>/dev/null
   fi
-  start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o rss.txt env EDDY_INPUT="$work/txn-$n.jsonl" EDDY_OUTPUT="$work/$q.csv" \
-    "$eddy" run "$here/examples/jobs/$q.toml" -w "$workers" 2>/dev/null
-  end=$(date +%s.%N)
+  : > times.txt
+  for _ in $(seq "$runs"); do
+    start=$(date +%s.%N)
+    /usr/bin/time -f "%M" -o rss.txt env EDDY_INPUT="$work/txn-$n.jsonl" EDDY_OUTPUT="$work/$q.csv" \
+      "$eddy" run "$here/examples/jobs/$q.toml" -w "$workers" 2>/dev/null
+    end=$(date +%s.%N)
+    echo "$start $end $(cat rss.txt)" | awk '{ printf "%.3f %d\n", $2 - $1, $3 }' >> times.txt
+  done
   verdict=$(python3 "$bench/check.py" "ref-$q-$n.csv" "$q.csv" | head -n 1)
-  awk -v q="$q" -v n="$n" -v s="$start" -v e="$end" -v rss="$(cat rss.txt)" -v w="$workers" -v v="$verdict" \
-    'BEGIN { t = e - s; printf "%s: %d events, %d workers, %.2f s, %.0f k events/s, peak RSS %.0f MiB: %s\n", q, n, w, t, n / t / 1000, rss / 1024, v }'
+  sort -n times.txt | awk -v q="$q" -v n="$n" -v w="$workers" -v v="$verdict" -v runs="$runs" '
+    { t[NR] = $1; rss[NR] = $2 }
+    END {
+      m = int((NR + 1) / 2); all = ""
+      for (i = 1; i <= NR; i++) all = all sprintf(" %.2f", t[i])
+      printf "%s: %d events, %d workers, median of %d: %.2f s (%s ), %.0f k events/s, peak RSS %.0f MiB: %s\n",
+        q, n, w, runs, t[m], all, n / t[m] / 1000, rss[m] / 1024, v
+    }'
 done

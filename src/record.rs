@@ -130,8 +130,9 @@ impl fmt::Display for Value {
 /// A decoded event of a user-defined job: one value per schema field, in schema order.
 pub type Record = Box<[Value]>;
 
-/// A grouping key: the values of the group-by fields (inline for up to two fields).
-pub type Key = SmallVec<[Value; 2]>;
+/// A grouping key: the values of the group-by fields (inline for one field, the common case,
+/// which keeps window state small).
+pub type Key = SmallVec<[Value; 1]>;
 
 /// The type of a schema field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -106,9 +106,9 @@ impl FieldAggregates {
     }
 }
 
-/// The states of a job's aggregates, inline for up to four so that a window's state is one
+/// The states of a job's aggregates, inline for up to three so that a window's state is one
 /// allocation-free value in its hash map.
-pub type AggregateStates = SmallVec<[AggregateState; 4]>;
+pub type AggregateStates = SmallVec<[AggregateState; 3]>;
 
 impl Aggregate<Record> for FieldAggregates {
     type State = AggregateStates;
