@@ -202,7 +202,15 @@ impl KafkaReader {
                 (StartFrom::Earliest, _) => low,
                 (StartFrom::Latest, _) => high,
                 (_, Some(Offset::Offset(n))) => n.clamp(low, high),
-                (StartFrom::Time(_), _) => high,
+                (StartFrom::Time(ms), _) => {
+                    tracing::warn!(
+                        "{topic}/{p}: the broker found no message at or after {} (epoch ms \
+                         {ms}); starting at the partition's end",
+                        jiff::Timestamp::from_millisecond(ms)
+                            .map_or(ms.to_string(), |t| t.to_string())
+                    );
+                    high
+                }
                 (_, _) if latest_on_reset => high,
                 _ => low,
             };
