@@ -127,9 +127,15 @@ fn source_stream<'scope>(
                 start: options.start,
                 until_end: options.until_end,
             };
-            let reader =
-                KafkaReader::open(&config, schema, index, peers, Arc::clone(&options.stats))
-                    .with_context(|| format!("source `{name}`"))?;
+            let reader = KafkaReader::open(
+                &config,
+                schema,
+                index,
+                peers,
+                Arc::clone(&options.stats),
+                &options.stop,
+            )
+            .with_context(|| format!("source `{name}`"))?;
             event_source(scope, name, reader, source_options, flushed)
         }
         SourceKind::File { paths, splits } => {

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use backon::{BlockingRetryable, ExponentialBuilder};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
@@ -121,12 +122,15 @@ pub fn client_config(defaults: &[(&str, &str)], properties: &[(String, String)])
 
 impl KafkaReader {
     /// Connects worker `index` of `peers` and assigns it its share of the topics' partitions.
+    /// While the brokers cannot be reached (or the topics are not there yet), it retries with
+    /// exponential backoff and says so in the log, until `stop` is set.
     pub fn open(
         config: &KafkaSourceConfig,
         schema: Arc<Schema>,
         index: usize,
         peers: usize,
         stats: Arc<Stats>,
+        stop: &AtomicBool,
     ) -> anyhow::Result<KafkaReader> {
         let consumer: BaseConsumer<LagContext> = client_config(
             &[
@@ -143,86 +147,16 @@ impl KafkaReader {
             last: Default::default(),
         })
         .context("creating the Kafka consumer")?;
-
-        let mut all = Vec::new();
-        for topic in &config.topics {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), TIMEOUT)
-                .with_context(|| format!("reading the metadata of topic `{topic}`"))?;
-            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-                bail!("topic `{topic}` not found");
-            };
-            if let Some(err) = t.error() {
-                bail!("topic `{topic}`: {:?}", err);
-            }
-            let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-            ids.sort();
-            all.extend(ids.into_iter().map(|p| (topic.clone(), p)));
-        }
-        let partitions: Vec<(String, i32)> = super::owned_partitions(all.len(), index, peers)
-            .map(|i| all[i].clone())
-            .collect();
-
-        let mut bounds = Vec::new();
-        for (topic, p) in &partitions {
-            bounds.push(
-                consumer
-                    .fetch_watermarks(topic, *p, TIMEOUT)
-                    .with_context(|| format!("reading the offsets of {topic}/{p}"))?,
-            );
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in &partitions {
-            tpl.add_partition(topic, *p);
-        }
-        let resolved = match config.start {
-            StartFrom::Committed => consumer
-                .committed_offsets(tpl, TIMEOUT)
-                .context("reading the committed offsets")?,
-            StartFrom::Time(ms) => {
-                let mut times = TopicPartitionList::new();
-                for (topic, p) in &partitions {
-                    times.add_partition_offset(topic, *p, Offset::Offset(ms))?;
-                }
-                consumer
-                    .offsets_for_times(times, TIMEOUT)
-                    .context("looking up offsets for the start time")?
-            }
-            StartFrom::Earliest | StartFrom::Latest => tpl,
-        };
-        let latest_on_reset = config.properties.iter().any(|(k, v)| {
-            k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end")
-        });
-        let mut assignment = TopicPartitionList::new();
-        let mut positions = Vec::new();
-        for (i, (topic, p)) in partitions.iter().enumerate() {
-            let (low, high) = bounds[i];
-            let found = resolved.find_partition(topic, *p).map(|e| e.offset());
-            let start = match (config.start, found) {
-                (StartFrom::Earliest, _) => low,
-                (StartFrom::Latest, _) => high,
-                (_, Some(Offset::Offset(n))) => n.clamp(low, high),
-                (StartFrom::Time(ms), _) => {
-                    tracing::warn!(
-                        "{topic}/{p}: the broker found no message at or after {} (epoch ms \
-                         {ms}); starting at the partition's end",
-                        jiff::Timestamp::from_millisecond(ms)
-                            .map_or(ms.to_string(), |t| t.to_string())
-                    );
-                    high
-                }
-                (_, _) if latest_on_reset => high,
-                _ => low,
-            };
-            assignment.add_partition_offset(topic, *p, Offset::Offset(start))?;
-            positions.push(start);
-        }
-        consumer
-            .assign(&assignment)
-            .context("assigning partitions")?;
-        let ends = config
-            .until_end
-            .then(|| bounds.iter().map(|(_, high)| *high).collect::<Vec<_>>());
+        let (partitions, positions, ends) = (|| assign(&consumer, config, index, peers))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_max_delay(Duration::from_secs(30))
+                    .without_max_times(),
+            )
+            .sleep(std::thread::sleep)
+            .when(|_| !stop.load(Ordering::Relaxed))
+            .notify(|e, delay| tracing::warn!("Kafka source: {e:#}; retrying in {delay:?}"))
+            .call()?;
         tracing::info!(
             worker = index,
             ?partitions,
@@ -240,6 +174,99 @@ impl KafkaReader {
             ends,
         })
     }
+}
+
+/// The partitions a worker owns, their start offsets, and (reading `until_end`) their end
+/// offsets; assigned to `consumer`.
+type Assignment = (Vec<(String, i32)>, Vec<i64>, Option<Vec<i64>>);
+
+/// Looks up the topics, picks worker `index`'s partitions, resolves where each starts, and
+/// assigns them.
+fn assign(
+    consumer: &BaseConsumer<LagContext>,
+    config: &KafkaSourceConfig,
+    index: usize,
+    peers: usize,
+) -> anyhow::Result<Assignment> {
+    let mut all = Vec::new();
+    for topic in &config.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .with_context(|| format!("reading the metadata of topic `{topic}`"))?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            bail!("topic `{topic}` not found");
+        };
+        if let Some(err) = t.error() {
+            bail!("topic `{topic}`: {:?}", err);
+        }
+        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        ids.sort();
+        all.extend(ids.into_iter().map(|p| (topic.clone(), p)));
+    }
+    let partitions: Vec<(String, i32)> = super::owned_partitions(all.len(), index, peers)
+        .map(|i| all[i].clone())
+        .collect();
+
+    let mut bounds = Vec::new();
+    for (topic, p) in &partitions {
+        bounds.push(
+            consumer
+                .fetch_watermarks(topic, *p, TIMEOUT)
+                .with_context(|| format!("reading the offsets of {topic}/{p}"))?,
+        );
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p) in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let resolved = match config.start {
+        StartFrom::Committed => consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .context("reading the committed offsets")?,
+        StartFrom::Time(ms) => {
+            let mut times = TopicPartitionList::new();
+            for (topic, p) in &partitions {
+                times.add_partition_offset(topic, *p, Offset::Offset(ms))?;
+            }
+            consumer
+                .offsets_for_times(times, TIMEOUT)
+                .context("looking up offsets for the start time")?
+        }
+        StartFrom::Earliest | StartFrom::Latest => tpl,
+    };
+    let latest_on_reset = config.properties.iter().any(|(k, v)| {
+        k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end")
+    });
+    let mut assignment = TopicPartitionList::new();
+    let mut positions = Vec::new();
+    for (i, (topic, p)) in partitions.iter().enumerate() {
+        let (low, high) = bounds[i];
+        let found = resolved.find_partition(topic, *p).map(|e| e.offset());
+        let start = match (config.start, found) {
+            (StartFrom::Earliest, _) => low,
+            (StartFrom::Latest, _) => high,
+            (_, Some(Offset::Offset(n))) => n.clamp(low, high),
+            (StartFrom::Time(ms), _) => {
+                tracing::warn!(
+                    "{topic}/{p}: the broker found no message at or after {} (epoch ms \
+                         {ms}); starting at the partition's end",
+                    jiff::Timestamp::from_millisecond(ms).map_or(ms.to_string(), |t| t.to_string())
+                );
+                high
+            }
+            (_, _) if latest_on_reset => high,
+            _ => low,
+        };
+        assignment.add_partition_offset(topic, *p, Offset::Offset(start))?;
+        positions.push(start);
+    }
+    consumer
+        .assign(&assignment)
+        .context("assigning partitions")?;
+    let ends = config
+        .until_end
+        .then(|| bounds.iter().map(|(_, high)| *high).collect::<Vec<_>>());
+    Ok((partitions, positions, ends))
 }
 
 impl Reader<Record> for KafkaReader {
