@@ -66,7 +66,6 @@ fn window(c: &mut Criterion) {
                     let probe = worker.dataflow::<u64, _, _>(|scope| {
                         let (results, _late) = handle.to_stream(scope).window_aggregate(
                             spec,
-                            0,
                             |r: &Record| r[0].clone(),
                             FieldAggregates(vec![
                                 (AggregateKind::Count, 0),

@@ -6,7 +6,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use eddy::{AggregateKind, Event, FieldAggregates, Record, Value, WindowAggregate, WindowSpec};
+use eddy::{
+    AggregateKind, Event, FieldAggregates, Record, Value, WindowAggregate, WindowSpec, Windows,
+};
 use timely::dataflow::InputHandle;
 use timely::dataflow::operators::{Inspect, Probe};
 
@@ -19,6 +21,21 @@ type Row = (i64, i64, i64, i64, i64);
 fn run(
     spec: WindowSpec,
     lateness: u64,
+    delay: u64,
+    events: &[(i64, u64, i64)],
+    workers: usize,
+) -> (Vec<Row>, Vec<u64>) {
+    let windows = Windows {
+        spec,
+        lateness,
+        emitted_before: 0,
+    };
+    run_windows(windows, delay, events, workers)
+}
+
+/// [`run`] with the windows' settings spelled out.
+fn run_windows(
+    windows: Windows,
     delay: u64,
     events: &[(i64, u64, i64)],
     workers: usize,
@@ -43,8 +60,7 @@ fn run(
         let (r, l) = (Arc::clone(&r), Arc::clone(&l));
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let (results, late) = input.to_stream(scope).window_aggregate(
-                spec,
-                lateness,
+                windows,
                 |record: &Record| record[0].clone(),
                 FieldAggregates(vec![(AggregateKind::Count, 0), (AggregateKind::Sum, 1)]),
             );
@@ -237,4 +253,46 @@ fn results_equal_the_reference_and_do_not_depend_on_the_number_of_workers() {
         }
         assert!(expected_late > 0, "the input has late records");
     }
+}
+
+#[test]
+fn windows_an_earlier_run_emitted_take_no_replayed_records() {
+    // A restart replays these; the checkpoint says windows firing before 20 000 were emitted.
+    let events = [(1, 5_000, 1), (1, 15_000, 2), (1, 25_000, 4), (1, 8_000, 8)];
+    let tumbling = Windows {
+        spec: WindowSpec::Tumbling { size: 10_000 },
+        lateness: 0,
+        emitted_before: 20_000,
+    };
+    let (rows, late) = run_windows(tumbling, 100_000, &events, 1);
+    assert_eq!(
+        rows,
+        vec![(1, 10_000, 20_000, 1, 2), (1, 20_000, 30_000, 1, 4)]
+    );
+    assert!(
+        late.is_empty(),
+        "records of emitted windows are not late: {late:?}"
+    );
+    // Hopping windows of 10 s every 5 s: 8 000 counts in [5 000, 15 000) only.
+    let hopping = Windows {
+        spec: WindowSpec::Hopping {
+            size: 10_000,
+            slide: 5_000,
+        },
+        lateness: 0,
+        emitted_before: 15_000,
+    };
+    let (rows, _) = run_windows(hopping, 100_000, &[(1, 8_000, 1), (1, 12_000, 2)], 1);
+    assert_eq!(
+        rows,
+        vec![(1, 5_000, 15_000, 2, 3), (1, 10_000, 20_000, 1, 2)]
+    );
+    // Sessions: one ending (and firing) before 20 000 was emitted; a later one was not.
+    let sessions = Windows {
+        spec: WindowSpec::Session { gap: 3_000 },
+        lateness: 0,
+        emitted_before: 20_000,
+    };
+    let (rows, _) = run_windows(sessions, 100_000, &[(1, 1_000, 1), (1, 30_000, 2)], 1);
+    assert_eq!(rows, vec![(1, 30_000, 33_000, 1, 2)]);
 }

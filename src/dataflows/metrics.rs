@@ -9,13 +9,15 @@ use timely::dataflow::operators::vec::{Filter, Map};
 use super::write_rows;
 use crate::job::{Job, MetricSpec};
 use crate::operators::aggregate::FieldAggregates;
-use crate::operators::window::WindowAggregate;
+use crate::operators::window::{WindowAggregate, Windows};
 use crate::record::{Event, Key, Record, Value};
 use crate::stats::{CountInto, Stats};
 
-/// Builds one metric over `events`; returns the flushed streams of its sinks.
+/// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
+/// before `emitted_before` were emitted by an earlier run (see [`Windows`]).
 pub fn build_metric<'scope>(
     events: StreamVec<'scope, u64, Event<Record>>,
+    emitted_before: u64,
     job: &Job,
     metric: &MetricSpec,
     stats: &Arc<Stats>,
@@ -28,9 +30,13 @@ pub fn build_metric<'scope>(
             .map(|(_, kind, field)| (*kind, *field))
             .collect(),
     );
+    let windows = Windows {
+        spec: metric.window,
+        lateness: metric.lateness,
+        emitted_before,
+    };
     let (results, late) = events.window_aggregate(
-        metric.window,
-        metric.lateness,
+        windows,
         move |record: &Record| group_by.iter().map(|i| record[*i].clone()).collect::<Key>(),
         aggregates,
     );

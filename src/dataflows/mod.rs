@@ -13,14 +13,14 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
-use crate::record::{DeadLetter, Event, Record};
+use crate::record::{DeadLetter, Record};
 use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
-use crate::sources::{SourceOptions, event_source};
+use crate::sources::{SourceOptions, SourceStreams, event_source};
 use crate::stats::{CountInto, Stats};
 
 /// How a job is run, beyond what its file says.
@@ -62,12 +62,10 @@ pub fn build_job(
     let mut events = Vec::new();
     let mut dead = Vec::new();
     for source in &job.sources {
-        let (e, d) = source_stream(scope, job, source, options, &flushed_probe, &halted)?;
-        events.push(
-            e.count_into(&options.stats, |s| &s.events_in)
-                .probe_with(&ingested),
-        );
-        dead.push(d);
+        let streams = source_stream(scope, job, source, options, &flushed_probe, &halted)?;
+        let counted = streams.events.count_into(&options.stats, |s| &s.events_in);
+        events.push((counted.probe_with(&ingested), streams.emitted_before));
+        dead.push(streams.dead);
     }
     let mut flushed = Vec::new();
     let dead = scope.concatenate(dead);
@@ -77,8 +75,10 @@ pub fn build_job(
         None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false }, None)?,
     });
     for metric in &job.metrics {
+        let (source, emitted_before) = &events[metric.source];
         flushed.extend(metrics::build_metric(
-            events[metric.source].clone(),
+            source.clone(),
+            *emitted_before,
             job,
             metric,
             &options.stats,
@@ -93,12 +93,6 @@ pub fn build_job(
     })
 }
 
-/// A source's events and dead letters.
-type SourceStreams<'scope> = (
-    StreamVec<'scope, u64, Event<Record>>,
-    StreamVec<'scope, u64, DeadLetter>,
-);
-
 fn source_stream<'scope>(
     scope: Scope<'scope, u64>,
     job: &Job,
@@ -106,7 +100,7 @@ fn source_stream<'scope>(
     options: &RunOptions,
     flushed: &ProbeHandle<u64>,
     halted: &Rc<Cell<usize>>,
-) -> anyhow::Result<SourceStreams<'scope>> {
+) -> anyhow::Result<SourceStreams<'scope, Record>> {
     let source_options = SourceOptions {
         out_of_orderness: source.out_of_orderness,
         idle_timeout: source.idle_timeout,

@@ -66,6 +66,19 @@ impl Watermarks {
         before.max(self.emitted)
     }
 
+    /// Per partition, the highest event time seen + 1 (0 before any record): what a checkpoint
+    /// keeps so that a restart stamps replayed records as this run did.
+    pub fn clocks(&self) -> Vec<u64> {
+        self.clocks.iter().map(|c| c.max_seen_plus_one).collect()
+    }
+
+    /// Restores the per-partition clocks of a checkpoint.
+    pub fn restore(&mut self, clocks: &[u64]) {
+        for (clock, &seen) in self.clocks.iter_mut().zip(clocks) {
+            clock.max_seen_plus_one = seen;
+        }
+    }
+
     /// Marks `partition` as having no more input: it no longer holds the worker back.
     pub fn finish(&mut self, partition: usize) {
         self.clocks[partition].finished = true;

@@ -6,9 +6,12 @@
 //! fold each record once, into a pane of `gcd(size, slide)`, and combine panes when a window fires.
 //!
 //! The operator holds its output capability at the earliest timely time of any input it still
-//! retains, and emits a window at the earliest time of its contents. So a probe downstream passes
-//! a time only once everything derived from input up to that time has been emitted: sources
-//! commit their offsets behind it without losing the contents of open windows.
+//! retains, and emits each window at the earliest input time of its contents (never after its
+//! fire time). So a probe downstream passes a time `t` only once everything derived from input
+//! sent before `t` has been emitted, and every window firing before `t` too (an unfired window
+//! holds the probe at or before its fire time): sources commit their offsets behind it without
+//! losing the contents of open windows, and record `t` with them so that a restarted job does not
+//! emit those windows again.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
@@ -48,6 +51,29 @@ pub enum WindowSpec {
     },
 }
 
+/// Which windows an operator computes, and which of them an earlier run already emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    /// Their shape.
+    pub spec: WindowSpec,
+    /// Allowed lateness in ms: a window fires this long after its end.
+    pub lateness: u64,
+    /// Windows firing before this time were emitted, complete, by an earlier run of the job (the
+    /// checkpoint committed with the source offsets says so): records replayed after a restart do
+    /// not count in them again, so a restart never re-emits such a window with part of its input.
+    pub emitted_before: u64,
+}
+
+impl From<WindowSpec> for Windows {
+    fn from(spec: WindowSpec) -> Self {
+        Windows {
+            spec,
+            lateness: 0,
+            emitted_before: 0,
+        }
+    }
+}
+
 /// One fired window of one key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowResult<K, O> {
@@ -64,14 +90,13 @@ pub struct WindowResult<K, O> {
 /// Windowed aggregation of an event stream.
 pub trait WindowAggregate<'scope, D> {
     /// Groups events by `key`, aggregates each key's windows with `aggregate`, and emits one
-    /// [`WindowResult`] per key and window at the window's end (plus `lateness` ms), at the timely
-    /// time of that end. Returns the results and the late events (those whose every window had
-    /// closed by their stamp).
+    /// [`WindowResult`] per key and window once the input frontier reaches the window's end (plus
+    /// the allowed lateness), at the earliest timely time of its input. Returns the results and
+    /// the late events (those whose every window had closed by their stamp).
     #[allow(clippy::type_complexity)]
     fn window_aggregate<K, F, A>(
         self,
-        spec: WindowSpec,
-        lateness: u64,
+        windows: impl Into<Windows>,
         key: F,
         aggregate: A,
     ) -> (
@@ -90,8 +115,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
 {
     fn window_aggregate<K, F, A>(
         self,
-        spec: WindowSpec,
-        lateness: u64,
+        windows: impl Into<Windows>,
         key: F,
         aggregate: A,
     ) -> (
@@ -104,6 +128,8 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
         A: Aggregate<D>,
         A::Output: 'static,
     {
+        let windows = windows.into();
+        let spec = windows.spec;
         let key = Rc::new(key);
         let route = {
             let key = Rc::clone(&key);
@@ -117,7 +143,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
         let mut late = OutputBuilder::from(late);
 
         builder.build(move |_initial_capabilities| {
-            let mut state = WindowState::<K, A::State>::new(spec, lateness);
+            let mut state = WindowState::<K, A::State>::new(windows);
             // Fire time (window end + lateness) → earliest input time of its contents.
             let mut pending = BTreeMap::<u64, u64>::new();
             // A capability at the earliest input time of any retained content.
@@ -190,14 +216,20 @@ enum WindowState<K, S> {
 }
 
 impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
-    fn new(spec: WindowSpec, lateness: u64) -> Self {
-        let lateness = lateness as i64;
-        match spec {
-            WindowSpec::Tumbling { size } => Self::Panes(Panes::new(size, size, lateness)),
-            WindowSpec::Hopping { size, slide } => Self::Panes(Panes::new(size, slide, lateness)),
+    fn new(windows: Windows) -> Self {
+        let lateness = windows.lateness as i64;
+        let emitted_before = windows.emitted_before as i64;
+        match windows.spec {
+            WindowSpec::Tumbling { size } => {
+                Self::Panes(Panes::new(size, size, lateness, emitted_before))
+            }
+            WindowSpec::Hopping { size, slide } => {
+                Self::Panes(Panes::new(size, slide, lateness, emitted_before))
+            }
             WindowSpec::Session { gap } => Self::Sessions(Sessions {
                 gap: gap as i64,
                 lateness,
+                emitted_before,
                 by_key: FxHashMap::default(),
                 by_fire: BTreeMap::new(),
             }),
@@ -257,6 +289,8 @@ struct Panes<K, S> {
     slide: i64,
     pane: i64,
     lateness: i64,
+    /// Windows firing before this were emitted by an earlier run.
+    emitted_before: i64,
     /// Per-pane state, ordered by pane start; only a few panes are live at once.
     panes: Vec<(i64, FxHashMap<K, S>)>,
     /// Per-window state of records that were late for some of their windows but not all.
@@ -275,13 +309,14 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl<K: Hash + Eq + Clone, S> Panes<K, S> {
-    fn new(size: u64, slide: u64, lateness: i64) -> Self {
+    fn new(size: u64, slide: u64, lateness: i64, emitted_before: i64) -> Self {
         let (size, slide) = (size as i64, slide as i64);
         Panes {
             size,
             slide,
             pane: gcd(size, slide),
             lateness,
+            emitted_before,
             panes: Vec::new(),
             partial: BTreeMap::new(),
             registered: None,
@@ -316,6 +351,14 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         }
         if first_open > last {
             return false;
+        }
+        // Windows an earlier run emitted take nothing more (the record is no longer late for
+        // them: it was counted there before the restart).
+        while first_open <= last && (self.fire_time(first_open) as i64) < self.emitted_before {
+            first_open += self.slide;
+        }
+        if first_open > last {
+            return true;
         }
         if self.registered != Some((first_open, last)) {
             for start in (first_open..=last).step_by(self.slide as usize) {
@@ -432,6 +475,8 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
 struct Sessions<K, S> {
     gap: i64,
     lateness: i64,
+    /// Sessions firing before this were emitted by an earlier run.
+    emitted_before: i64,
     by_key: FxHashMap<K, Vec<Session<S>>>,
     /// Fire time → keys with a session that may end then (entries go stale as sessions grow).
     by_fire: BTreeMap<u64, Vec<K>>,
@@ -474,11 +519,12 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
                 break;
             }
         }
-        if end + lateness <= stamp {
+        let late = end + lateness <= stamp;
+        if late || end + lateness < self.emitted_before {
             if sessions.is_empty() {
                 self.by_key.remove(&key);
             }
-            return false;
+            return !late;
         }
         let mut state = aggregate.init();
         let mut since = time;

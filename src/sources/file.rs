@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ReadBatch, ReadStatus, Reader};
+use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Record, Schema};
 
 const CHUNK: usize = 1 << 20;
@@ -190,7 +190,7 @@ impl Reader<Record> for FileReader {
 
     fn position(&self) {}
 
-    fn commit(&mut self, _position: &(), _last: bool) {}
+    fn commit(&mut self, _position: &(), _checkpoint: &Checkpoint, _last: bool) {}
 }
 
 #[cfg(test)]

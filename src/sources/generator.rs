@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{ReadBatch, ReadStatus, Reader};
+use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
 use crate::record::{Record, Schema, Value};
 
 /// Countries the generator draws from (ISO 3166 alpha-2).
@@ -257,7 +257,7 @@ impl Reader<Record> for GeneratorReader {
 
     fn position(&self) {}
 
-    fn commit(&mut self, _position: &(), _last: bool) {}
+    fn commit(&mut self, _position: &(), _checkpoint: &Checkpoint, _last: bool) {}
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{ReadBatch, ReadStatus, Reader};
+use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Record, Schema};
 use crate::stats::Stats;
 
@@ -104,6 +104,8 @@ pub struct KafkaReader {
     committed: Vec<i64>,
     /// End offsets when reading `until_end`.
     ends: Option<Vec<i64>>,
+    /// The checkpoint committed with the offsets this reader resumed from.
+    restored: Option<Checkpoint>,
     finished: Vec<bool>,
 }
 
@@ -147,7 +149,7 @@ impl KafkaReader {
             last: Default::default(),
         })
         .context("creating the Kafka consumer")?;
-        let (partitions, positions, ends) = (|| assign(&consumer, config, index, peers))
+        let (partitions, positions, ends, restored) = (|| assign(&consumer, config, index, peers))
             .retry(
                 ExponentialBuilder::default()
                     .with_max_delay(Duration::from_secs(30))
@@ -172,13 +174,33 @@ impl KafkaReader {
             positions,
             partitions,
             ends,
+            restored,
         })
     }
 }
 
-/// The partitions a worker owns, their start offsets, and (reading `until_end`) their end
-/// offsets; assigned to `consumer`.
-type Assignment = (Vec<(String, i32)>, Vec<i64>, Option<Vec<i64>>);
+/// How a checkpoint is kept in the commit metadata of each partition.
+const CHECKPOINT_PREFIX: &str = "eddy1";
+
+fn checkpoint_metadata(clock: u64, emitted_before: u64) -> String {
+    format!("{CHECKPOINT_PREFIX} {clock} {emitted_before}")
+}
+
+/// (clock, emitted_before) from a partition's commit metadata; `None` if it is not ours.
+fn parse_checkpoint(metadata: &str) -> Option<(u64, u64)> {
+    let mut parts = metadata.split(' ');
+    (parts.next()? == CHECKPOINT_PREFIX).then_some(())?;
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The partitions a worker owns, their start offsets, (reading `until_end`) their end offsets,
+/// and the checkpoint resumed from; assigned to `consumer`.
+type Assignment = (
+    Vec<(String, i32)>,
+    Vec<i64>,
+    Option<Vec<i64>>,
+    Option<Checkpoint>,
+);
 
 /// Looks up the topics, picks worker `index`'s partitions, resolves where each starts, and
 /// assigns them.
@@ -219,10 +241,36 @@ fn assign(
     for (topic, p) in &partitions {
         tpl.add_partition(topic, *p);
     }
+    let mut restored = None;
     let resolved = match config.start {
-        StartFrom::Committed => consumer
-            .committed_offsets(tpl, TIMEOUT)
-            .context("reading the committed offsets")?,
+        StartFrom::Committed => {
+            // Every partition's checkpoint: windows any of them says were emitted are done.
+            let mut everything = TopicPartitionList::new();
+            for (topic, p) in &all {
+                everything.add_partition(topic, *p);
+            }
+            let committed = consumer
+                .committed_offsets(everything, TIMEOUT)
+                .context("reading the committed offsets")?;
+            let checkpoint = |topic: &str, p: i32| {
+                committed
+                    .find_partition(topic, p)
+                    .and_then(|e| parse_checkpoint(e.metadata()))
+            };
+            let emitted_before = all
+                .iter()
+                .filter_map(|(t, p)| checkpoint(t, *p))
+                .map(|c| c.1)
+                .max();
+            restored = emitted_before.map(|emitted_before| Checkpoint {
+                clocks: partitions
+                    .iter()
+                    .map(|(t, p)| checkpoint(t, *p).map_or(0, |c| c.0))
+                    .collect(),
+                emitted_before,
+            });
+            committed
+        }
         StartFrom::Time(ms) => {
             let mut times = TopicPartitionList::new();
             for (topic, p) in &partitions {
@@ -266,7 +314,7 @@ fn assign(
     let ends = config
         .until_end
         .then(|| bounds.iter().map(|(_, high)| *high).collect::<Vec<_>>());
-    Ok((partitions, positions, ends))
+    Ok((partitions, positions, ends, restored))
 }
 
 impl Reader<Record> for KafkaReader {
@@ -333,12 +381,21 @@ impl Reader<Record> for KafkaReader {
         self.positions.clone()
     }
 
-    fn commit(&mut self, position: &Vec<i64>, last: bool) {
+    fn restored(&self) -> Option<&Checkpoint> {
+        self.restored.as_ref()
+    }
+
+    fn commit(&mut self, position: &Vec<i64>, checkpoint: &Checkpoint, last: bool) {
         let mut tpl = TopicPartitionList::new();
         for (p, (topic, partition)) in self.partitions.iter().enumerate() {
             if position[p] > self.committed[p] {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(position[p]))
                     .expect("a valid offset");
+                let mut elem = tpl.find_partition(topic, *partition).expect("just added");
+                elem.set_metadata(checkpoint_metadata(
+                    checkpoint.clocks[p],
+                    checkpoint.emitted_before,
+                ));
             }
         }
         if tpl.count() == 0 {

@@ -51,6 +51,17 @@ pub enum ReadStatus {
     Done,
 }
 
+/// What a source commits beside its position, and a restarted job resumes from: enough to stamp
+/// replayed records as before, and to skip the windows that were already emitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Per partition of this reader, the highest event time seen + 1 at the position.
+    pub clocks: Vec<u64>,
+    /// Every window firing before this time had been emitted and flushed (for a restored
+    /// checkpoint: the greatest over all partitions of the source).
+    pub emitted_before: u64,
+}
+
 /// One worker's share of a source: some partitions, read in batches.
 pub trait Reader<D>: 'static {
     /// A resumable position in all of this reader's partitions (offsets, for Kafka).
@@ -62,8 +73,12 @@ pub trait Reader<D>: 'static {
     /// The position after everything read so far.
     fn position(&self) -> Self::Position;
     /// Records that all output derived from input before `position` has been flushed by every
-    /// sink, so a restart may resume there.
-    fn commit(&mut self, position: &Self::Position, last: bool);
+    /// sink, so a restart may resume there with `checkpoint`.
+    fn commit(&mut self, position: &Self::Position, checkpoint: &Checkpoint, last: bool);
+    /// The checkpoint committed with the position this reader resumes from, if any.
+    fn restored(&self) -> Option<&Checkpoint> {
+        None
+    }
 }
 
 /// The event-time and delivery settings of a source.
@@ -83,6 +98,16 @@ pub struct SourceOptions {
     pub halted: Rc<Cell<usize>>,
 }
 
+/// What a source operator produces.
+pub struct SourceStreams<'scope, D> {
+    /// The stamped events.
+    pub events: StreamVec<'scope, u64, Event<D>>,
+    /// Input that did not decode.
+    pub dead: StreamVec<'scope, u64, DeadLetter>,
+    /// From the restored checkpoint: windows firing before this time were already emitted.
+    pub emitted_before: u64,
+}
+
 /// Reads `reader` into a stream of events stamped per DESIGN §3, and a stream of dead letters.
 ///
 /// The source's capability follows the worker watermark (truncated to the tick). Positions are
@@ -97,10 +122,7 @@ pub fn event_source<'scope, D, R>(
     mut reader: R,
     options: SourceOptions,
     flushed: ProbeHandle<u64>,
-) -> (
-    StreamVec<'scope, u64, Event<D>>,
-    StreamVec<'scope, u64, DeadLetter>,
-)
+) -> SourceStreams<'scope, D>
 where
     D: Clone + 'static,
     R: Reader<D>,
@@ -112,6 +134,7 @@ where
     let (dead, dead_stream) = builder.new_output();
     let mut events = OutputBuilder::from(events);
     let mut dead = OutputBuilder::from(dead);
+    let emitted_before = reader.restored().map_or(0, |c| c.emitted_before);
 
     builder.build_reschedule(move |mut capabilities| {
         let mut dead_cap = capabilities.pop();
@@ -122,13 +145,16 @@ where
             options.idle_timeout,
             Instant::now(),
         );
+        if let Some(checkpoint) = reader.restored() {
+            watermarks.restore(&checkpoint.clocks);
+        }
         if reader.partitions() == 0 {
             (events_cap, dead_cap) = (None, None);
         }
         let mut batch = ReadBatch::default();
         let mut stamped = Vec::new();
-        // Positions reached by the data sent at each time, awaiting the sinks.
-        let mut uncommitted = VecDeque::<(u64, R::Position)>::new();
+        // Positions (and clocks) reached by the data sent at each time, awaiting the sinks.
+        let mut uncommitted = VecDeque::<(u64, R::Position, Vec<u64>)>::new();
         let mut last_commit = Instant::now();
         let mut halted = false;
         move |_frontiers| {
@@ -147,8 +173,16 @@ where
             let Some(cap) = events_cap.as_mut() else {
                 // Finished reading: stay alive until the sinks have flushed, then commit.
                 if flushed.done() {
-                    if let Some((_, position)) = uncommitted.pop_back() {
-                        reader.commit(&position, true);
+                    if let Some((_, position, clocks)) = uncommitted.pop_back() {
+                        let emitted_before = u64::MAX;
+                        reader.commit(
+                            &position,
+                            &Checkpoint {
+                                clocks,
+                                emitted_before,
+                            },
+                            true,
+                        );
                     }
                     return false;
                 }
@@ -179,8 +213,11 @@ where
                 watermarks.finish(partition);
             }
             match uncommitted.back_mut() {
-                Some((t, position)) if *t == time => *position = reader.position(),
-                _ => uncommitted.push_back((time, reader.position())),
+                Some((t, position, clocks)) if *t == time => {
+                    *position = reader.position();
+                    *clocks = watermarks.clocks();
+                }
+                _ => uncommitted.push_back((time, reader.position(), watermarks.clocks())),
             }
             if last_commit.elapsed() >= options.commit_interval {
                 commit_flushed(&mut reader, &mut uncommitted, &flushed, false);
@@ -206,26 +243,38 @@ where
             true
         }
     });
-    (events_stream, dead_stream)
+    SourceStreams {
+        events: events_stream,
+        dead: dead_stream,
+        emitted_before,
+    }
 }
 
 /// Commits the latest position whose data the sinks have flushed (sent at a time the `flushed`
-/// probe has passed).
+/// probe has passed), with the probe's frontier: every window firing before it has been emitted.
 fn commit_flushed<D, R: Reader<D>>(
     reader: &mut R,
-    uncommitted: &mut VecDeque<(u64, R::Position)>,
+    uncommitted: &mut VecDeque<(u64, R::Position, Vec<u64>)>,
     flushed: &ProbeHandle<u64>,
     last: bool,
 ) {
     let mut safe = None;
     while uncommitted
         .front()
-        .is_some_and(|(t, _)| !flushed.less_equal(t))
+        .is_some_and(|(t, _, _)| !flushed.less_equal(t))
     {
         safe = uncommitted.pop_front();
     }
-    if let Some((_, position)) = safe {
-        reader.commit(&position, last);
+    if let Some((_, position, clocks)) = safe {
+        let emitted_before = flushed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+        reader.commit(
+            &position,
+            &Checkpoint {
+                clocks,
+                emitted_before,
+            },
+            last,
+        );
     }
 }
 

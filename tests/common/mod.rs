@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: a plain reference implementation of event-time
-//! windows, and deterministic inputs.
+//! windows, and deterministic inputs; `kafka`, those of the tests against a Kafka cluster.
 
 #![allow(dead_code)]
+
+pub mod kafka;
 
 use std::collections::BTreeMap;
 

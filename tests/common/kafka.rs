@@ -1,0 +1,473 @@
+//! Helpers shared by the Kafka tests (tests/kafka.rs and tests/crash.rs): librdkafka's in-process
+//! mock cluster, the generated input, reading topics back, the job under test, and the windows
+//! expected from the input, computed here independently of the engine.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use eddy::sources::generator::{self, Generator, GeneratorConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+
+pub const START_MS: u64 = 1_700_000_000_000;
+/// Transactions per second of event time: 4 ms apart, so 20 k transactions span 80 s and 24 k
+/// span 96 s, eight to ten 10-second windows per account, so window boundaries and the 2 s
+/// disorder both matter.
+pub const RATE: u64 = 250;
+pub const WINDOW_MS: u64 = 10_000;
+pub const OUT_OF_ORDERNESS_MS: u64 = 2_000;
+/// Upper bound for waiting on the cluster; only reached when something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// The cluster, input and output.
+
+/// An in-process Kafka cluster with the given topics, and its bootstrap address.
+pub fn mock_cluster(
+    topics: &[(&str, i32)],
+) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let mock = MockCluster::new(1).expect("starting the mock cluster");
+    for (topic, partitions) in topics {
+        mock.create_topic(topic, *partitions, 1)
+            .unwrap_or_else(|e| panic!("creating topic `{topic}`: {e}"));
+    }
+    let brokers = mock.bootstrap_servers();
+    (mock, brokers)
+}
+
+pub fn generator(seed: u64, count: u64, start_ms: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        seed,
+        count: Some(count),
+        rate: RATE,
+        accounts: 200,
+        merchants: 50,
+        disorder_ms: 2_000,
+        start_ms,
+        paced: false,
+    }
+}
+
+/// The transactions `config` describes, regenerated here, in generation order.
+pub fn generate(config: &GeneratorConfig) -> Vec<generator::Transaction> {
+    let mut all = Vec::new();
+    let mut generator = Generator::new(config.clone());
+    while !generator.finished() {
+        generator.take(1000, |t| all.push(t));
+    }
+    all
+}
+
+/// A transaction as the input topic carries it (decoded here with serde, not by the engine).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Transaction {
+    pub txn_id: String,
+    pub account_id: i64,
+    pub amount_cents: i64,
+    pub merchant: String,
+    pub country: String,
+    pub ts: u64,
+}
+
+impl From<&generator::Transaction> for Transaction {
+    /// The generated transaction as it reads once written as JSON.
+    fn from(t: &generator::Transaction) -> Transaction {
+        Transaction {
+            txn_id: format!("t{}", t.seq),
+            account_id: t.account_id,
+            amount_cents: t.amount_cents,
+            merchant: format!("m{}", t.merchant),
+            country: t.country.to_string(),
+            ts: t.ts,
+        }
+    }
+}
+
+/// One message read back from a topic.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Msg {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8(v.clone()).expect("a UTF-8 header"))
+    }
+}
+
+/// Every message of every partition of `topic`, from the beginning up to the high watermarks seen
+/// when called, in (partition, offset) order. Fails if a partition lost messages (the mock
+/// cluster deletes old data past ~5 MiB per partition).
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<Msg> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.queue.backoff.ms", "5")
+        .create()
+        .expect("creating the reading consumer");
+    let ends = high_watermarks(&consumer, topic);
+    let mut assignment = TopicPartitionList::new();
+    let mut next = BTreeMap::new();
+    for (&p, &(low, _)) in &ends {
+        assert_eq!(
+            low, 0,
+            "{topic}/{p} lost its first {low} messages: keep the test input smaller"
+        );
+        next.insert(p, 0i64);
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("a valid offset");
+    }
+    consumer.assign(&assignment).expect("assigning partitions");
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while ends.iter().any(|(p, (_, high))| next[p] < *high) {
+        assert!(
+            Instant::now() < deadline,
+            "reading `{topic}`: still short of the end after {PATIENCE:?}: read up to {next:?}, \
+             ends {ends:?}"
+        );
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => panic!("reading `{topic}`: {e}"),
+            Some(Ok(m)) => m,
+        };
+        let p = message.partition();
+        if message.offset() >= ends[&p].1 {
+            continue;
+        }
+        assert!(
+            message.offset() >= next[&p],
+            "{topic}/{p}: offset {} read twice",
+            message.offset()
+        );
+        next.insert(p, message.offset() + 1);
+        messages.push(Msg {
+            partition: p,
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    messages.sort_by_key(|m| (m.partition, m.offset));
+    messages
+}
+
+/// (low, high) watermarks of each partition of `topic`.
+pub fn high_watermarks<C: Consumer>(consumer: &C, topic: &str) -> BTreeMap<i32, (i64, i64)> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), PATIENCE)
+        .unwrap_or_else(|e| panic!("metadata of `{topic}`: {e}"));
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .unwrap_or_else(|| panic!("topic `{topic}` not found"))
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    assert!(!partitions.is_empty(), "topic `{topic}` has no partitions");
+    partitions
+        .into_iter()
+        .map(|p| {
+            let marks = consumer
+                .fetch_watermarks(topic, p, PATIENCE)
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+            (p, marks)
+        })
+        .collect()
+}
+
+/// Reads the offsets a consumer group has committed on a topic's partitions (-1 where none).
+pub struct GroupOffsets {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+}
+
+impl GroupOffsets {
+    /// For partitions `0..partitions` of `topic`.
+    pub fn new(brokers: &str, group: &str, topic: &str, partitions: i32) -> Self {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("creating a consumer to read committed offsets");
+        GroupOffsets {
+            consumer,
+            topic: topic.into(),
+            partitions,
+        }
+    }
+
+    pub fn get(&self) -> Vec<i64> {
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            partitions.add_partition(&self.topic, p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(partitions, PATIENCE)
+            .expect("reading committed offsets");
+        (0..self.partitions)
+            .map(
+                |p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(n)) => n,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job.
+
+/// The job under test, named `name`: per account, tumbling 10 s windows with count, sum and max
+/// of the amount, Kafka topic `input` (read as `group`) to Kafka topic `output`; with
+/// `dead_letter`, undecodable input goes to topic `dlq`.
+pub fn job_text(name: &str, input: &str, group: &str, output: &str, dead_letter: bool) -> String {
+    let mut text = format!(
+        r#"
+[job]
+name = "{name}"
+tick = "10ms"
+commit_interval = "50ms"
+{dead_letter}
+
+[[sources]]
+name = "transactions"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topics = ["{input}"]
+group = "{group}"
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }}
+
+[[metrics]]
+name = "per_account"
+source = "transactions"
+group_by = ["account_id"]
+window = {{ kind = "tumbling", size = "10s" }}
+aggregates = {{ count = "count", total_cents = "sum(amount_cents)", largest_cents = "max(amount_cents)" }}
+sinks = ["out"]
+
+[[sinks]]
+name = "out"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topic = "{output}"
+format = "json"
+key = "account_id"
+"#,
+        dead_letter = if dead_letter {
+            r#"dead_letter = "dlq""#
+        } else {
+            ""
+        },
+    );
+    if dead_letter {
+        text.push_str(
+            r#"
+[[sinks]]
+name = "dlq"
+kind = "kafka"
+brokers = "${BROKERS}"
+topic = "dlq"
+"#,
+        );
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expected results, computed here.
+
+/// One output row of the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Row {
+    pub account_id: i64,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub count: i64,
+    pub total_cents: i64,
+    pub largest_cents: i64,
+}
+
+impl Row {
+    pub fn window(&self) -> (i64, i64) {
+        (self.account_id, self.window_start)
+    }
+}
+
+/// An output row and where it was read.
+#[derive(Clone, Copy, Debug)]
+pub struct At {
+    pub partition: i32,
+    pub offset: i64,
+    pub row: Row,
+}
+
+/// The rows of an output topic with where they were read, checking that each message is keyed by
+/// its account.
+pub fn output_rows_at(brokers: &str, topic: &str) -> Vec<At> {
+    read_topic(brokers, topic)
+        .iter()
+        .map(|m| {
+            let row: Row = serde_json::from_slice(&m.payload).unwrap_or_else(|e| {
+                panic!(
+                    "{topic}/{}@{}: not a row: {e}: {}",
+                    m.partition,
+                    m.offset,
+                    String::from_utf8_lossy(&m.payload)
+                )
+            });
+            assert_eq!(
+                m.key.as_deref(),
+                Some(row.account_id.to_string().as_bytes()),
+                "{topic}/{}@{}: the key is not the account id of {row:?}",
+                m.partition,
+                m.offset
+            );
+            At {
+                partition: m.partition,
+                offset: m.offset,
+                row,
+            }
+        })
+        .collect()
+}
+
+/// The rows of an output topic.
+pub fn output_rows(brokers: &str, topic: &str) -> Vec<Row> {
+    output_rows_at(brokers, topic)
+        .into_iter()
+        .map(|at| at.row)
+        .collect()
+}
+
+/// Per account and 10 s window (aligned to the epoch): count, sum and max of the amounts, keyed
+/// by (account, window start).
+pub fn reference<'a>(txns: impl IntoIterator<Item = &'a Transaction>) -> BTreeMap<(i64, i64), Row> {
+    let mut windows = BTreeMap::<(i64, i64), Row>::new();
+    for t in txns {
+        let start = (t.ts / WINDOW_MS * WINDOW_MS) as i64;
+        let row = windows.entry((t.account_id, start)).or_insert(Row {
+            account_id: t.account_id,
+            window_start: start,
+            window_end: start + WINDOW_MS as i64,
+            count: 0,
+            total_cents: 0,
+            largest_cents: i64::MIN,
+        });
+        row.count += 1;
+        row.total_cents += t.amount_cents;
+        row.largest_cents = row.largest_cents.max(t.amount_cents);
+    }
+    windows
+}
+
+/// The transactions (by id) of `input` that arrive late by DESIGN §3: stamped, per partition in
+/// offset order, with `highest event time seen + 1 − D`, and late when that stamp has reached the
+/// end of the record's only window. Messages that do not decode as transactions are passed over.
+/// With the generator's 2 s disorder this is (nearly always) none, but it is computed rather than
+/// assumed.
+pub fn late_txns(input: &[Msg]) -> HashSet<String> {
+    let mut late = HashSet::new();
+    let mut max_seen_plus_one = HashMap::<i32, u64>::new();
+    for m in input {
+        let Ok(t) = serde_json::from_slice::<Transaction>(&m.payload) else {
+            continue;
+        };
+        let clock = max_seen_plus_one.entry(m.partition).or_default();
+        let stamp = clock.saturating_sub(OUT_OF_ORDERNESS_MS);
+        if stamp >= t.ts / WINDOW_MS * WINDOW_MS + WINDOW_MS {
+            late.insert(t.txn_id.to_string());
+        }
+        *clock = (*clock).max(t.ts + 1);
+    }
+    late
+}
+
+/// Checks that the input topic holds exactly `expected` (as a multiset) plus the payloads that do
+/// not decode as transactions, which are returned, and that each decodable message is keyed by
+/// its account (so one account's transactions stay in one partition, in generation order).
+pub fn check_input(input: &[Msg], expected: &[Transaction]) -> Vec<Msg> {
+    let mut found = Vec::new();
+    let mut undecodable = Vec::new();
+    for m in input {
+        match serde_json::from_slice::<Transaction>(&m.payload) {
+            Ok(t) => {
+                assert_eq!(m.key.as_deref(), Some(t.account_id.to_string().as_bytes()));
+                found.push(t);
+            }
+            Err(_) => undecodable.push(m.clone()),
+        }
+    }
+    let id = |t: &Transaction| (t.txn_id.clone(), t.ts, t.account_id);
+    let mut a: Vec<_> = found.iter().map(|t| (id(t), t.clone())).collect();
+    let mut b: Vec<_> = expected.iter().map(|t| (id(t), t.clone())).collect();
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "the input topic does not hold the generated transactions"
+    );
+    assert!(
+        a == b,
+        "the input topic does not hold the generated transactions"
+    );
+    undecodable
+}
+
+/// Compares rows with the reference, listing the first differences, and fails if a row was
+/// written more than once.
+pub fn assert_rows_equal(what: &str, rows: &[Row], expected: &BTreeSet<Row>) {
+    let got: BTreeSet<Row> = rows.iter().copied().collect();
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: {} rows, {} distinct, {} expected; {} expected rows missing, e.g. {missing:#?}; \
+         {} unexpected rows, e.g. {extra:#?}",
+        rows.len(),
+        got.len(),
+        expected.len(),
+        expected.difference(&got).count(),
+        got.difference(expected).count(),
+    );
+    assert_eq!(
+        rows.len(),
+        got.len(),
+        "{what}: some rows were written more than once"
+    );
+}
