@@ -72,7 +72,8 @@ impl LatencyTracker {
             probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
         };
         let ingested = frontier(&probes.ingested);
-        if self.ingested.back().is_none_or(|(t, _)| *t < ingested) {
+        // Frontier 0 is where every source starts, before it has read an event time.
+        if ingested > 0 && self.ingested.back().is_none_or(|(t, _)| *t < ingested) {
             self.ingested.push_back((ingested, now));
         }
         let flushed = frontier(&probes.flushed);
