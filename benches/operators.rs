@@ -10,6 +10,7 @@ use eddy::operators::watermark::Watermarks;
 use eddy::record::{Field, FieldType};
 use eddy::{
     AggregateKind, Event, FieldAggregates, Record, Schema, Value, WindowAggregate, WindowSpec,
+    WindowStreams,
 };
 use timely::dataflow::InputHandle;
 use timely::dataflow::operators::Probe;
@@ -64,15 +65,16 @@ fn window(c: &mut Criterion) {
                 timely::execute_directly(move |worker| {
                     let mut handle = InputHandle::new();
                     let probe = worker.dataflow::<u64, _, _>(|scope| {
-                        let (results, _late) = handle.to_stream(scope).window_aggregate(
-                            spec,
-                            |r: &Record| r[0].clone(),
-                            FieldAggregates(vec![
-                                (AggregateKind::Count, 0),
-                                (AggregateKind::Sum, 1),
-                                (AggregateKind::Max, 1),
-                            ]),
-                        );
+                        let WindowStreams { results, .. } =
+                            handle.to_stream(scope).window_aggregate(
+                                spec,
+                                |r: &Record| r[0].clone(),
+                                FieldAggregates(vec![
+                                    (AggregateKind::Count, 0),
+                                    (AggregateKind::Sum, 1),
+                                    (AggregateKind::Max, 1),
+                                ]),
+                            );
                         results.probe().0
                     });
                     for chunk in input.chunks(8192) {

@@ -16,5 +16,5 @@ pub mod sources;
 pub mod stats;
 
 pub use operators::aggregate::{Aggregate, AggregateKind, FieldAggregates};
-pub use operators::window::{WindowAggregate, WindowResult, WindowSpec, Windows};
+pub use operators::window::{WindowAggregate, WindowResult, WindowSpec, WindowStreams, Windows};
 pub use record::{DeadLetter, Event, Record, Schema, Value};

@@ -7,7 +7,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use eddy::{
-    AggregateKind, Event, FieldAggregates, Record, Value, WindowAggregate, WindowSpec, Windows,
+    AggregateKind, Event, FieldAggregates, Record, Value, WindowAggregate, WindowSpec,
+    WindowStreams, Windows,
 };
 use timely::dataflow::InputHandle;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -29,6 +30,7 @@ fn run(
         spec,
         lateness,
         emitted_before: 0,
+        flushed: None,
     };
     run_windows(windows, delay, events, workers)
 }
@@ -40,6 +42,13 @@ fn run_windows(
     events: &[(i64, u64, i64)],
     workers: usize,
 ) -> (Vec<Row>, Vec<u64>) {
+    // Windows may hold a probe, which stays on its worker: rebuilt there from these.
+    let Windows {
+        spec,
+        lateness,
+        emitted_before,
+        ..
+    } = windows;
     let mut stamped = Vec::new();
     let mut max_plus_one = 0u64;
     for &(key, time, amount) in events {
@@ -59,8 +68,13 @@ fn run_windows(
         let mut input = InputHandle::new();
         let (r, l) = (Arc::clone(&r), Arc::clone(&l));
         let probe = worker.dataflow::<u64, _, _>(|scope| {
-            let (results, late) = input.to_stream(scope).window_aggregate(
-                windows,
+            let WindowStreams { results, late, .. } = input.to_stream(scope).window_aggregate(
+                Windows {
+                    spec,
+                    lateness,
+                    emitted_before,
+                    flushed: None,
+                },
                 |record: &Record| record[0].clone(),
                 FieldAggregates(vec![(AggregateKind::Count, 0), (AggregateKind::Sum, 1)]),
             );
@@ -263,6 +277,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         spec: WindowSpec::Tumbling { size: 10_000 },
         lateness: 0,
         emitted_before: 20_000,
+        flushed: None,
     };
     let (rows, late) = run_windows(tumbling, 100_000, &events, 1);
     assert_eq!(
@@ -281,6 +296,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         },
         lateness: 0,
         emitted_before: 15_000,
+        flushed: None,
     };
     let (rows, _) = run_windows(hopping, 100_000, &[(1, 8_000, 1), (1, 12_000, 2)], 1);
     assert_eq!(
@@ -292,6 +308,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         spec: WindowSpec::Session { gap: 3_000 },
         lateness: 0,
         emitted_before: 20_000,
+        flushed: None,
     };
     let (rows, _) = run_windows(sessions, 100_000, &[(1, 1_000, 1), (1, 30_000, 2)], 1);
     assert_eq!(rows, vec![(1, 30_000, 33_000, 1, 2)]);

@@ -4,20 +4,24 @@
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::{Filter, Map};
 
+use super::Progress;
 use super::write_rows;
 use crate::job::{Job, MetricSpec};
 use crate::operators::aggregate::FieldAggregates;
-use crate::operators::window::{WindowAggregate, Windows};
+use crate::operators::window::{WindowAggregate, WindowStreams, Windows};
 use crate::record::{Event, Key, Record, Value};
 use crate::stats::{CountInto, Stats};
 
 /// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
-/// before `emitted_before` were emitted by an earlier run (see [`Windows`]).
+/// before `emitted_before` were emitted by an earlier run (see [`Windows`]); the windows'
+/// progress goes to `progress.fired`, judged against `progress.flushed`.
 pub fn build_metric<'scope>(
     events: StreamVec<'scope, u64, Event<Record>>,
     emitted_before: u64,
+    progress: &Progress,
     job: &Job,
     metric: &MetricSpec,
     stats: &Arc<Stats>,
@@ -34,12 +38,18 @@ pub fn build_metric<'scope>(
         spec: metric.window,
         lateness: metric.lateness,
         emitted_before,
+        flushed: Some(progress.flushed.clone()),
     };
-    let (results, late) = events.window_aggregate(
+    let WindowStreams {
+        results,
+        late,
+        fired,
+    } = events.window_aggregate(
         windows,
         move |record: &Record| group_by.iter().map(|i| record[*i].clone()).collect::<Key>(),
         aggregates,
     );
+    fired.probe_with(&progress.fired);
     let having = metric.having.clone();
     let rows = results
         .map(|result| -> Record {

@@ -50,19 +50,32 @@ pub struct JobProbes {
     pub flushed: ProbeHandle<u64>,
 }
 
+/// The probes sources commit behind.
+#[derive(Clone)]
+pub struct Progress {
+    /// Every sink's flushed stream: output derived from input sent before its frontier is durable.
+    pub flushed: ProbeHandle<u64>,
+    /// Every window operator's fired stream: windows firing before its frontier are emitted and
+    /// flushed.
+    pub fired: ProbeHandle<u64>,
+}
+
 /// Builds `job` into `scope` on this worker.
 pub fn build_job(
     scope: Scope<'_, u64>,
     job: &Job,
     options: &RunOptions,
 ) -> anyhow::Result<JobProbes> {
-    let flushed_probe = ProbeHandle::new();
+    let progress = Progress {
+        flushed: ProbeHandle::new(),
+        fired: ProbeHandle::new(),
+    };
     let ingested = ProbeHandle::new();
     let halted = Rc::new(Cell::new(0));
     let mut events = Vec::new();
     let mut dead = Vec::new();
     for source in &job.sources {
-        let streams = source_stream(scope, job, source, options, &flushed_probe, &halted)?;
+        let streams = source_stream(scope, job, source, options, &progress, &halted)?;
         let counted = streams.events.count_into(&options.stats, |s| &s.events_in);
         events.push((counted.probe_with(&ingested), streams.emitted_before));
         dead.push(streams.dead);
@@ -79,17 +92,18 @@ pub fn build_job(
         flushed.extend(metrics::build_metric(
             source.clone(),
             *emitted_before,
+            &progress,
             job,
             metric,
             &options.stats,
         )?);
     }
-    scope.concatenate(flushed).probe_with(&flushed_probe);
+    scope.concatenate(flushed).probe_with(&progress.flushed);
     Ok(JobProbes {
         sources: job.sources.len(),
         halted,
         ingested,
-        flushed: flushed_probe,
+        flushed: progress.flushed,
     })
 }
 
@@ -98,7 +112,7 @@ fn source_stream<'scope>(
     job: &Job,
     source: &SourceSpec,
     options: &RunOptions,
-    flushed: &ProbeHandle<u64>,
+    progress: &Progress,
     halted: &Rc<Cell<usize>>,
 ) -> anyhow::Result<SourceStreams<'scope, Record>> {
     let source_options = SourceOptions {
@@ -108,11 +122,12 @@ fn source_stream<'scope>(
         commit_interval: job.commit_interval,
         stop: Arc::clone(&options.stop),
         halted: Rc::clone(halted),
+        fired: progress.fired.clone(),
     };
     let (index, peers) = (scope.index(), scope.peers());
     let schema = Arc::clone(&source.schema);
     let name = &source.name;
-    let flushed = flushed.clone();
+    let flushed = progress.flushed.clone();
     Ok(match &source.kind {
         SourceKind::Kafka { properties, topics } => {
             let config = KafkaSourceConfig {

@@ -20,11 +20,11 @@ use std::rc::Rc;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
-use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use super::aggregate::Aggregate;
 use crate::record::Event;
@@ -52,7 +52,7 @@ pub enum WindowSpec {
 }
 
 /// Which windows an operator computes, and which of them an earlier run already emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Windows {
     /// Their shape.
     pub spec: WindowSpec,
@@ -62,6 +62,10 @@ pub struct Windows {
     /// checkpoint committed with the source offsets says so): records replayed after a restart do
     /// not count in them again, so a restart never re-emits such a window with part of its input.
     pub emitted_before: u64,
+    /// A probe on what the results become downstream (the sinks' flushed streams): a fired
+    /// window counts as done on the [`WindowStreams::fired`] stream only once this probe has
+    /// passed the time its results were emitted at. `None`: once emitted.
+    pub flushed: Option<ProbeHandle<u64>>,
 }
 
 impl From<WindowSpec> for Windows {
@@ -70,8 +74,21 @@ impl From<WindowSpec> for Windows {
             spec,
             lateness: 0,
             emitted_before: 0,
+            flushed: None,
         }
     }
+}
+
+/// What the window operator produces.
+pub struct WindowStreams<'scope, K, O, D> {
+    /// One result per key and fired window.
+    pub results: StreamVec<'scope, u64, WindowResult<K, O>>,
+    /// Events whose every window had closed by their stamp.
+    pub late: StreamVec<'scope, u64, Event<D>>,
+    /// No data: its frontier passes a time `t` once every window firing before `t` has fired and
+    /// (with [`Windows::flushed`]) its results have passed that probe. Sources record it with their
+    /// offsets as the frontier of emitted windows (see [`Windows::emitted_before`]).
+    pub fired: StreamVec<'scope, u64, ()>,
 }
 
 /// One fired window of one key.
@@ -93,16 +110,12 @@ pub trait WindowAggregate<'scope, D> {
     /// [`WindowResult`] per key and window once the input frontier reaches the window's end (plus
     /// the allowed lateness), at the earliest timely time of its input. Returns the results and
     /// the late events (those whose every window had closed by their stamp).
-    #[allow(clippy::type_complexity)]
     fn window_aggregate<K, F, A>(
         self,
         windows: impl Into<Windows>,
         key: F,
         aggregate: A,
-    ) -> (
-        StreamVec<'scope, u64, WindowResult<K, A::Output>>,
-        StreamVec<'scope, u64, Event<D>>,
-    )
+    ) -> WindowStreams<'scope, K, A::Output, D>
     where
         K: Hash + Eq + Clone + 'static,
         F: Fn(&D) -> K + 'static,
@@ -118,10 +131,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
         windows: impl Into<Windows>,
         key: F,
         aggregate: A,
-    ) -> (
-        StreamVec<'scope, u64, WindowResult<K, A::Output>>,
-        StreamVec<'scope, u64, Event<D>>,
-    )
+    ) -> WindowStreams<'scope, K, A::Output, D>
     where
         K: Hash + Eq + Clone + 'static,
         F: Fn(&D) -> K + 'static,
@@ -130,19 +140,28 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
     {
         let windows = windows.into();
         let spec = windows.spec;
+        let flushed = windows.flushed.clone();
         let key = Rc::new(key);
         let route = {
             let key = Rc::clone(&key);
             move |event: &Event<D>| FxBuildHasher.hash_one(key(&event.data))
         };
-        let mut builder = OperatorBuilder::new(format!("Window({spec:?})"), self.scope());
+        let scope = self.scope();
+        let mut builder = OperatorBuilder::new(format!("Window({spec:?})"), scope);
+        let activator = scope.activator_for(builder.operator_info().address);
         let mut input = builder.new_input(self, Exchange::new(route));
         let (results, results_stream) = builder.new_output();
         let (late, late_stream) = builder.new_output();
+        let (_fired, fired_stream) = builder.new_output::<Vec<()>>();
         let mut results = OutputBuilder::from(results);
         let mut late = OutputBuilder::from(late);
 
         builder.build(move |_initial_capabilities| {
+            // On the `fired` output: a capability at the least fire time of a window that is
+            // pending, or fired with results the `flushed` probe has not passed yet.
+            let mut fired_cap: Option<Capability<u64>> = None;
+            // Fire time → latest time its results were emitted at, awaiting `flushed`.
+            let mut unflushed = BTreeMap::<u64, u64>::new();
             let mut state = WindowState::<K, A::State>::new(windows);
             // Fire time (window end + lateness) → earliest input time of its contents.
             let mut pending = BTreeMap::<u64, u64>::new();
@@ -167,6 +186,9 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                                 let earliest = pending.entry(fire).or_insert(since);
                                 *earliest = (*earliest).min(since);
                                 retained = true;
+                                if fired_cap.as_ref().is_none_or(|c| *c.time() > fire) {
+                                    fired_cap = Some(cap.delayed(&fire, 2));
+                                }
                             },
                         );
                         if !on_time {
@@ -192,7 +214,23 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         results
                             .session(&held.delayed(&since))
                             .give_container(&mut fired);
+                        if flushed.is_some() {
+                            let emitted = unflushed.entry(fire).or_insert(since);
+                            *emitted = (*emitted).max(since);
+                        }
                     }
+                }
+                if let Some(probe) = &flushed {
+                    unflushed.retain(|_, emitted| probe.less_equal(emitted));
+                    if !unflushed.is_empty() {
+                        activator.activate_after(std::time::Duration::from_millis(5));
+                    }
+                }
+                let least_fire = pending.keys().chain(unflushed.keys()).min().copied();
+                match (least_fire, fired_cap.as_mut()) {
+                    (Some(fire), Some(cap)) => cap.downgrade(&fire),
+                    (None, _) => fired_cap = None,
+                    (Some(_), None) => unreachable!("a pending window holds the fired capability"),
                 }
                 state.release(upto);
                 match pending.values().min() {
@@ -205,7 +243,11 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 }
             }
         });
-        (results_stream, late_stream)
+        WindowStreams {
+            results: results_stream,
+            late: late_stream,
+            fired: fired_stream,
+        }
     }
 }
 

@@ -96,6 +96,9 @@ pub struct SourceOptions {
     pub stop: Arc<AtomicBool>,
     /// Counts the sources of this worker that have halted after a stop.
     pub halted: Rc<Cell<usize>>,
+    /// A probe on the window operators' fired streams: committed with the offsets as the
+    /// frontier of emitted windows.
+    pub fired: ProbeHandle<u64>,
 }
 
 /// What a source operator produces.
@@ -165,7 +168,13 @@ where
                 // Stop without closing the stream, which would fire open windows with part of
                 // their input: commit what the sinks have flushed and let the worker drop the
                 // dataflow. A restart resumes from there and recomputes the rest in full.
-                commit_flushed(&mut reader, &mut uncommitted, &flushed, true);
+                commit_flushed(
+                    &mut reader,
+                    &mut uncommitted,
+                    &flushed,
+                    &options.fired,
+                    true,
+                );
                 halted = true;
                 options.halted.set(options.halted.get() + 1);
                 return false;
@@ -220,7 +229,13 @@ where
                 _ => uncommitted.push_back((time, reader.position(), watermarks.clocks())),
             }
             if last_commit.elapsed() >= options.commit_interval {
-                commit_flushed(&mut reader, &mut uncommitted, &flushed, false);
+                commit_flushed(
+                    &mut reader,
+                    &mut uncommitted,
+                    &flushed,
+                    &options.fired,
+                    false,
+                );
                 last_commit = now;
             }
             if status == ReadStatus::Done || watermarks.all_finished() {
@@ -251,11 +266,13 @@ where
 }
 
 /// Commits the latest position whose data the sinks have flushed (sent at a time the `flushed`
-/// probe has passed), with the probe's frontier: every window firing before it has been emitted.
+/// probe has passed), with the `fired` probe's frontier: every window firing before it has been
+/// emitted and flushed.
 fn commit_flushed<D, R: Reader<D>>(
     reader: &mut R,
     uncommitted: &mut VecDeque<(u64, R::Position, Vec<u64>)>,
     flushed: &ProbeHandle<u64>,
+    fired: &ProbeHandle<u64>,
     last: bool,
 ) {
     let mut safe = None;
@@ -266,7 +283,7 @@ fn commit_flushed<D, R: Reader<D>>(
         safe = uncommitted.pop_front();
     }
     if let Some((_, position, clocks)) = safe {
-        let emitted_before = flushed.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+        let emitted_before = fired.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
         reader.commit(
             &position,
             &Checkpoint {
