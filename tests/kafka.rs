@@ -497,3 +497,75 @@ fn restart_from_committed_offsets_loses_nothing() {
         "rows for windows that have no transactions: {strays:?}"
     );
 }
+
+/// A partition that never receives a record stops holding the watermark back once it has been
+/// idle for `idle_timeout`: windows fire while the job runs. (Without an idle timeout the empty
+/// partition would keep every window open until the input ends, see the watermark unit tests.)
+#[test]
+fn an_idle_partition_does_not_hold_windows_back() {
+    let (_mock, brokers) = mock_cluster(&[(INPUT, 2), ("out-idle", 1)]);
+    let config = generator(13, 6_000, START_MS);
+    let txns: Vec<Transaction> = generate(&config).iter().map(Transaction::from).collect();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("creating a producer");
+    for t in &txns {
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "txn_id": t.txn_id, "account_id": t.account_id, "amount_cents": t.amount_cents,
+            "merchant": t.merchant, "country": t.country, "ts": t.ts,
+        }))
+        .expect("encoding a transaction");
+        // Everything goes to partition 0; partition 1 stays empty.
+        let mut record = BaseRecord::<(), _>::to(INPUT)
+            .partition(0)
+            .payload(&payload);
+        while let Err((e, r)) = producer.send(record) {
+            assert!(
+                e.to_string().contains("Queue full"),
+                "producing the input: {e}"
+            );
+            producer.poll(Duration::from_millis(5));
+            record = r;
+        }
+    }
+    producer.flush(PATIENCE).expect("flushing the input");
+
+    let text = job_text("idle-test", INPUT, "idle", "out-idle", false).replace(
+        "out_of_orderness = \"2s\"",
+        "out_of_orderness = \"2s\"\nidle_timeout = \"300ms\"",
+    );
+    assert!(
+        text.contains("idle_timeout"),
+        "the job declares an idle timeout"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Stats::default());
+    // Follows the topic (no --until-end): only the idle timeout lets windows fire before a stop,
+    // and a stop does not fire open windows.
+    let job = {
+        let (brokers, stop, stats) = (brokers.clone(), Arc::clone(&stop), Arc::clone(&stats));
+        thread::spawn(move || run(&text, &brokers, 1, StartFrom::Earliest, false, stop, stats))
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let mut rows = Vec::new();
+    while rows.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        rows = output_rows(&brokers, "out-idle");
+    }
+    stop.store(true, Ordering::Relaxed);
+    job.join().expect("the job thread");
+    assert!(
+        !rows.is_empty(),
+        "no window fired within {PATIENCE:?} while partition 1 stayed empty ({} events read)",
+        Stats::get(&stats.events_in)
+    );
+    let expected = reference(&txns);
+    for row in output_rows(&brokers, "out-idle") {
+        assert_eq!(
+            Some(&row),
+            expected.get(&row.window()),
+            "a window fired with other values than the reference"
+        );
+    }
+}
