@@ -176,6 +176,13 @@ fn kafka_round_trip_matches_reference_with_one_and_two_workers() {
         );
         let rows = output_rows(&brokers, &output);
         assert_rows_equal(&format!("{workers} worker(s)"), &rows, &expected);
+        for message in read_topic(&brokers, &output) {
+            assert_eq!(message.header("eddy.job").as_deref(), Some("kafka-test"));
+            assert_eq!(
+                message.header("eddy.output").as_deref(),
+                Some("per_account")
+            );
+        }
         assert_eq!(
             Stats::get(&stats.events_in),
             txns.len() as u64,

@@ -62,9 +62,15 @@ pub fn build_metric<'scope>(
         })
         .filter(move |row| having.iter().all(|c| c.holds(row)))
         .count_into(stats, |s| &s.windows_out);
+    let provenance = |output: String| vec![("eddy.job", job.name.clone()), ("eddy.output", output)];
     let mut flushed = Vec::new();
     for &sink in &metric.sinks {
-        flushed.push(write_rows(rows.clone(), &job.sinks[sink], &metric.columns)?);
+        flushed.push(write_rows(
+            rows.clone(),
+            &job.sinks[sink],
+            &metric.columns,
+            provenance(metric.name.clone()),
+        )?);
     }
     let late = late.count_into(stats, |s| &s.late);
     if let Some(sink) = metric.late_sink {
@@ -74,6 +80,7 @@ pub fn build_metric<'scope>(
             late.map(|event| event.data),
             &job.sinks[sink],
             &columns,
+            provenance(format!("{}.late", metric.name)),
         )?);
     }
     Ok(flushed)

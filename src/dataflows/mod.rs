@@ -172,11 +172,13 @@ fn write_dead_letters<'scope>(
 }
 
 /// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns
-/// (and, for a file sink with `order_by`, sorted by those columns).
+/// (and, for a file sink with `order_by`, sorted by those columns); Kafka messages carry the
+/// `provenance` headers.
 pub fn write_rows<'scope>(
     rows: StreamVec<'scope, u64, Record>,
     sink: &SinkSpec,
     columns: &[String],
+    provenance: Vec<(&'static str, String)>,
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     let index = |name: &String| {
         columns
@@ -188,7 +190,8 @@ pub fn write_rows<'scope>(
         Some(names) => names.iter().map(|n| (n.clone(), index(n))).collect(),
         None => columns.iter().cloned().zip(0..).collect(),
     };
-    let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index));
+    let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index))
+        .with_provenance(provenance);
     match &sink.kind {
         SinkKind::Kafka(config) => rows.write_kafka(config, encoder),
         SinkKind::File(target) => {

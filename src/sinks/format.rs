@@ -27,6 +27,8 @@ pub struct RowEncoder {
     key: Option<usize>,
     /// Pre-rendered `"name":` prefixes for JSON.
     json_names: Vec<Vec<u8>>,
+    /// Headers on every message: where the rows come from.
+    provenance: Vec<(&'static str, String)>,
 }
 
 impl RowEncoder {
@@ -45,7 +47,15 @@ impl RowEncoder {
             columns,
             key,
             json_names,
+            provenance: Vec::new(),
         }
+    }
+
+    /// The same encoder, with `headers` on every message (Kafka sinks) saying where rows come
+    /// from, e.g. `eddy.job` and `eddy.output`.
+    pub fn with_provenance(mut self, headers: Vec<(&'static str, String)>) -> Self {
+        self.provenance = headers;
+        self
     }
 }
 
@@ -84,6 +94,10 @@ impl Encode<Record> for RowEncoder {
             other => other.write_json(out),
         }
         true
+    }
+
+    fn headers(&self, _row: &Record) -> Vec<(&'static str, String)> {
+        self.provenance.clone()
     }
 
     fn preamble(&self) -> Option<String> {
