@@ -42,9 +42,9 @@ pub fn produce(
     .context("creating the producer")?;
     let mut generator = Generator::new(options.generator.clone());
     let mut sent = 0u64;
-    let (mut payload, mut key) = (Vec::new(), Vec::new());
+    let (mut payload, mut key, mut batch) = (Vec::new(), Vec::new(), Vec::with_capacity(4096));
     while !generator.finished() && !stop.load(Ordering::Relaxed) {
-        let mut batch = Vec::with_capacity(4096);
+        batch.clear();
         generator.take(4096, |txn| batch.push(txn));
         for txn in &batch {
             payload.clear();

@@ -2,7 +2,6 @@
 //! [`Event`] envelope that stamps every datum with its event time and watermark, and the
 //! [`DeadLetter`] that bad input becomes.
 
-use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use compact_str::CompactString;
@@ -116,14 +115,6 @@ impl PartialOrd for Value {
             (Value::Bool(a), Value::Bool(b)) => a.partial_cmp(b),
             (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
         }
-    }
-}
-
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = Vec::new();
-        self.write_json(&mut out);
-        f.write_str(&String::from_utf8_lossy(&out))
     }
 }
 

@@ -276,26 +276,28 @@ fn start_positions(log: &str) -> BTreeMap<i32, i64> {
                 .unwrap_or_else(|| panic!("unterminated `{field}` in `{line}`"));
             &line[from..from + len]
         };
+        let numbers = |items: Vec<&str>| -> Vec<i64> {
+            items
+                .into_iter()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse()
+                        .unwrap_or_else(|e| panic!("{s:?} in `{line}`: {e}"))
+                })
+                .collect()
+        };
         // partitions=[("transactions", 0), ("transactions", 2)] positions=[17, 0]
-        let partitions: Vec<i32> = list("partitions")
-            .split(')')
-            .filter_map(|tuple| tuple.rsplit(',').next())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .unwrap_or_else(|e| panic!("{s:?} in `{line}`: {e}"))
-            })
-            .collect();
-        let positions: Vec<i64> = list("positions")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .unwrap_or_else(|e| panic!("{s:?} in `{line}`: {e}"))
-            })
-            .collect();
+        let partitions: Vec<i32> = numbers(
+            list("partitions")
+                .split(')')
+                .filter_map(|tuple| tuple.rsplit(',').next())
+                .collect(),
+        )
+        .into_iter()
+        .map(|p| i32::try_from(p).expect("a partition number"))
+        .collect();
+        let positions = numbers(list("positions").split(',').collect());
         assert_eq!(partitions.len(), positions.len(), "in `{line}`");
         starts.extend(partitions.into_iter().zip(positions));
     }

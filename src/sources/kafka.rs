@@ -2,7 +2,6 @@
 //! topic belongs to exactly one worker of all processes), batched polling, schema-driven decoding,
 //! and offsets committed only once the sinks have flushed what was derived from them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -98,7 +97,6 @@ pub struct KafkaReader {
     schema: Arc<Schema>,
     /// (topic, partition) per local partition index.
     partitions: Vec<(String, i32)>,
-    index: HashMap<(String, i32), usize>,
     /// Next offset to read per partition.
     positions: Vec<i64>,
     committed: Vec<i64>,
@@ -168,7 +166,6 @@ impl KafkaReader {
         Ok(KafkaReader {
             consumer,
             schema,
-            index: partitions.iter().cloned().zip(0..).collect(),
             committed: positions.clone(),
             finished: vec![false; positions.len()],
             positions,
@@ -337,8 +334,13 @@ impl Reader<Record> for KafkaReader {
                 Some(Ok(message)) => message,
             };
             status = ReadStatus::Ready;
-            let key = (message.topic().to_owned(), message.partition());
-            let Some(&p) = self.index.get(&key) else {
+            // A worker owns a handful of partitions: a scan, with no allocation per message.
+            let (topic, partition) = (message.topic(), message.partition());
+            let Some(p) = self
+                .partitions
+                .iter()
+                .position(|(t, id)| *id == partition && t == topic)
+            else {
                 continue;
             };
             let offset = message.offset();
@@ -355,8 +357,8 @@ impl Reader<Record> for KafkaReader {
                     } else {
                         e.0
                     },
-                    topic: key.0,
-                    partition: key.1,
+                    topic: topic.to_owned(),
+                    partition,
                     offset,
                     payload: payload.to_vec(),
                 }),

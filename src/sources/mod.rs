@@ -182,17 +182,13 @@ where
             let Some(cap) = events_cap.as_mut() else {
                 // Finished reading: stay alive until the sinks have flushed, then commit.
                 if flushed.done() {
-                    if let Some((_, position, clocks)) = uncommitted.pop_back() {
-                        let emitted_before = u64::MAX;
-                        reader.commit(
-                            &position,
-                            &Checkpoint {
-                                clocks,
-                                emitted_before,
-                            },
-                            true,
-                        );
-                    }
+                    commit_flushed(
+                        &mut reader,
+                        &mut uncommitted,
+                        &flushed,
+                        &options.fired,
+                        true,
+                    );
                     return false;
                 }
                 activator.activate_after(Duration::from_millis(5));
