@@ -3,5 +3,7 @@
 
 pub mod aggregate;
 pub mod decode;
+pub mod fraud;
+pub mod pattern;
 pub mod watermark;
 pub mod window;
