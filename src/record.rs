@@ -193,6 +193,41 @@ impl Schema {
     }
 }
 
+/// A card account: a number or a string, as the source has it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AccountId {
+    /// A numeric account.
+    Int(i64),
+    /// A textual account.
+    Str(CompactString),
+}
+
+impl AccountId {
+    /// The account as a field value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            AccountId::Int(i) => Value::Int(*i),
+            AccountId::Str(s) => Value::Str(s.clone()),
+        }
+    }
+}
+
+/// A card payment, as the fraud rules read it. Ordered by id first, which orders simultaneous
+/// payments of an account deterministically.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CardPayment {
+    /// The payment (transaction) id.
+    pub id: CompactString,
+    /// The card account.
+    pub account: AccountId,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// The merchant.
+    pub merchant: CompactString,
+    /// Where it was made.
+    pub country: CompactString,
+}
+
 /// Input that could not become an event, with where it came from and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -20,6 +20,8 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Window results emitted.
     pub windows_out: AtomicU64,
+    /// Fraud alerts emitted.
+    pub alerts: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
     /// End-to-end latency in microseconds: from the moment the sources have emitted everything
@@ -34,6 +36,7 @@ impl Default for Stats {
             dead_letters: Default::default(),
             late: Default::default(),
             windows_out: Default::default(),
+            alerts: Default::default(),
             consumer_lag: Default::default(),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),

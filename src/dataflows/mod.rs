@@ -1,5 +1,6 @@
 //! Dataflows: the compiler from a job file to a timely dataflow, and the built-in graphs.
 
+pub mod fraud;
 pub mod metrics;
 
 use std::cell::Cell;
@@ -95,6 +96,17 @@ pub fn build_job(
             &progress,
             job,
             metric,
+            &options.stats,
+        )?);
+    }
+    for spec in &job.fraud {
+        let (source, emitted_before) = &events[spec.source];
+        flushed.extend(fraud::build_fraud(
+            source.clone(),
+            *emitted_before,
+            &progress,
+            job,
+            spec,
             &options.stats,
         )?);
     }

@@ -1,6 +1,7 @@
 //! The job file (TOML): what a job reads, computes and writes, validated into plain data with
 //! errors that name the file, the line and the field.
 
+mod fraud;
 mod raw;
 
 use std::fmt;
@@ -12,12 +13,16 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::operators::aggregate::AggregateKind;
+use crate::operators::fraud::{
+    AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
+};
 use crate::operators::window::WindowSpec;
 use crate::record::{Field, FieldType, Schema, Value};
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::generator::{self, GeneratorConfig};
+use crate::sources::incidents::FraudMix;
 
 /// A validated job.
 #[derive(Clone, Debug)]
@@ -34,6 +39,8 @@ pub struct Job {
     pub sources: Vec<SourceSpec>,
     /// The windowed metrics.
     pub metrics: Vec<MetricSpec>,
+    /// The fraud detectors.
+    pub fraud: Vec<FraudSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
 }
@@ -104,6 +111,78 @@ pub struct MetricSpec {
     /// the aggregates.
     pub columns: Vec<String>,
 }
+
+/// Fraud rules over a source of card payments, with their alerts' sinks.
+#[derive(Clone, Debug)]
+pub struct FraudSpec {
+    /// Its name (part of every alert id).
+    pub name: String,
+    /// The source index.
+    pub source: usize,
+    /// Record indexes of the payment id, account, amount, merchant and country.
+    pub fields: PaymentFields,
+    /// Matches of one rule on one account within this long of a reported one are merged into it
+    /// (ms).
+    pub suppression: u64,
+    /// Rule 1, when on.
+    pub velocity: Option<Velocity>,
+    /// Rule 2, when on.
+    pub small_then_large: Option<SmallThenLarge>,
+    /// Rule 3, when on.
+    pub amount_spike: Option<AmountSpike>,
+    /// Rule 4, when on.
+    pub impossible_travel: Option<ImpossibleTravel>,
+    /// Rule 5, when on.
+    pub card_testing: Option<CardTesting>,
+    /// Sink indexes for the alerts.
+    pub sinks: Vec<usize>,
+    /// Sink index for late payments.
+    pub late_sink: Option<usize>,
+}
+
+impl FraudSpec {
+    /// The columns of its late rows: the payment's fields and event time, by their names in
+    /// `schema` (its source's).
+    pub fn late_columns(&self, schema: &Schema) -> Vec<String> {
+        let f = self.fields;
+        [
+            f.id,
+            f.account,
+            f.amount,
+            f.merchant,
+            f.country,
+            schema.time_index(),
+        ]
+        .iter()
+        .map(|&i| schema.fields()[i].name.to_string())
+        .collect()
+    }
+}
+
+/// Record indexes of the parts of a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentFields {
+    /// The payment id (string or int).
+    pub id: usize,
+    /// The card account (int or string).
+    pub account: usize,
+    /// The amount in minor units (int).
+    pub amount: usize,
+    /// The merchant (string or int).
+    pub merchant: usize,
+    /// The country (string).
+    pub country: usize,
+}
+
+/// The columns of an alert row.
+pub const ALERT_COLUMNS: [&str; 6] = [
+    "alert_id",
+    "rule",
+    "account_id",
+    "time",
+    "evidence",
+    "detail",
+];
 
 /// `column op literal`, one conjunct of a `having` filter.
 #[derive(Clone, Debug, PartialEq)]
@@ -472,14 +551,46 @@ impl Checker<'_> {
                 metrics.push(metric);
             }
         }
-        if file.metrics.is_empty() {
+        let mut fraud = Vec::new();
+        for (i, f) in file.fraud.iter().enumerate() {
+            let f = f.get_ref();
+            let field = format!("fraud[{i}]");
+            let Some(source) = sources.iter().position(|s| s.name == *f.source.get_ref()) else {
+                self.error(
+                    f.source.span(),
+                    format!("{field}.source"),
+                    format!("no source named `{}`", f.source.get_ref()),
+                );
+                continue;
+            };
+            let sinks_of = f
+                .sinks
+                .iter()
+                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
+                .collect();
+            let late_sink = f
+                .late_sink
+                .as_ref()
+                .and_then(|s| sink_index(self, s, format!("{field}.late_sink")));
+            if let Some(spec) = self.fraud(
+                f,
+                &field,
+                source,
+                &sources[source].schema,
+                sinks_of,
+                late_sink,
+            ) {
+                fraud.push(spec);
+            }
+        }
+        if file.metrics.is_empty() && file.fraud.is_empty() {
             self.error(
                 file.job.span(),
                 "metrics",
-                "the job computes nothing: add a [[metrics]] section",
+                "the job computes nothing: add a [[metrics]] or [[fraud]] section",
             );
         }
-        self.check_sink_columns(&file, &sinks, &metrics, &sources, dead_letter);
+        self.check_sink_columns(&file, &sinks, &metrics, &fraud, &sources, dead_letter);
         Job {
             name: section.name.get_ref().clone(),
             tick,
@@ -487,6 +598,7 @@ impl Checker<'_> {
             dead_letter,
             sources,
             metrics,
+            fraud,
             sinks,
         }
     }
@@ -626,6 +738,22 @@ impl Checker<'_> {
                         disorder_ms: disorder.as_millis() as u64,
                         start_ms: 1_700_000_000_000,
                         paced: s.paced.unwrap_or(false),
+                        fraud: s.fraud.as_ref().map(|mix| {
+                            let mix = mix.get_ref();
+                            FraudMix {
+                                every: self.positive(
+                                    &Some(mix.every.clone()),
+                                    format!("{field}.fraud.every"),
+                                    1,
+                                ),
+                                within_ms: self
+                                    .millis(
+                                        &Some(mix.within.clone()),
+                                        format!("{field}.fraud.within"),
+                                    )
+                                    .unwrap_or(1),
+                            }
+                        }),
                     },
                     partitions: self.positive(&s.partitions, format!("{field}.partitions"), 1),
                 }
@@ -896,33 +1024,60 @@ impl Checker<'_> {
         file: &raw::JobFile,
         sinks: &[SinkSpec],
         metrics: &[MetricSpec],
+        fraud: &[FraudSpec],
         sources: &[SourceSpec],
         dead_letter: Option<usize>,
     ) {
         let mut writers = vec![Vec::<String>::new(); sinks.len()];
-        for m in metrics {
-            for &s in &m.sinks {
-                writers[s].push(format!("metric `{}`", m.name));
-                self.check_columns(
-                    file,
-                    &sinks[s],
-                    &m.columns,
-                    &format!("the results of `{}`", m.name),
-                );
-            }
-            if let Some(s) = m.late_sink {
-                writers[s].push(format!("the late events of `{}`", m.name));
-                let names: Vec<String> = sources[m.source]
+        let alert_columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let outputs = metrics
+            .iter()
+            .map(|m| {
+                let late = sources[m.source]
                     .schema
                     .fields()
                     .iter()
-                    .map(|f| f.name.to_string())
-                    .collect();
+                    .map(|f| f.name.to_string());
+                (
+                    format!("metric `{}`", m.name),
+                    m.columns.clone(),
+                    &m.sinks,
+                    m.late_sink,
+                    late.collect(),
+                    m.source,
+                )
+            })
+            .chain(fraud.iter().map(|f| {
+                let late = f.late_columns(&sources[f.source].schema);
+                (
+                    format!("fraud `{}`", f.name),
+                    alert_columns.clone(),
+                    &f.sinks,
+                    f.late_sink,
+                    late,
+                    f.source,
+                )
+            }))
+            .collect::<Vec<(
+                String,
+                Vec<String>,
+                &Vec<usize>,
+                Option<usize>,
+                Vec<String>,
+                usize,
+            )>>();
+        for (what, columns, output_sinks, late_sink, late_columns, source) in outputs {
+            for &s in output_sinks {
+                writers[s].push(what.clone());
+                self.check_columns(file, &sinks[s], &columns, &format!("the results of {what}"));
+            }
+            if let Some(s) = late_sink {
+                writers[s].push(format!("the late events of {what}"));
                 self.check_columns(
                     file,
                     &sinks[s],
-                    &names,
-                    &format!("the events of `{}`", sources[m.source].name),
+                    &late_columns,
+                    &format!("the late events of `{}`", sources[source].name),
                 );
             }
         }
