@@ -155,6 +155,7 @@ fn main() {
             disorder_ms: 2_000,
             start_ms: 1_700_000_000_000,
             paced: false,
+            fraud: None,
         },
         malformed_every: None,
     };

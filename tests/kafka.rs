@@ -6,21 +6,16 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::kafka::{
     At, GroupOffsets, Msg, PATIENCE, RATE, Row, START_MS, Transaction, assert_rows_equal,
     check_input, generate, generator, job_text, late_txns, mock_cluster, output_rows,
-    output_rows_at, read_topic, reference,
+    output_rows_at, produce_input, read_topic, reference, run, run_to_end,
 };
-use eddy::dataflows::RunOptions;
-use eddy::job::Job;
-use eddy::produce::{ProduceOptions, produce};
-use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
@@ -30,8 +25,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 const INPUT: &str = "transactions";
 /// Partitions of the input topic.
 const INPUT_PARTITIONS: i32 = 4;
-/// Upper bound for one run of a job (a few seconds normally).
-const JOB_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The payload `eddy produce` writes in place of every n-th transaction.
 const BROKEN: &[u8] = br#"{"txn_id":"broken","account_id":"#;
@@ -42,100 +35,6 @@ const BROKEN: &[u8] = br#"{"txn_id":"broken","account_id":"#;
 /// The transactions `config` describes, regenerated here, as the input topic carries them.
 fn transactions(config: &GeneratorConfig) -> Vec<Transaction> {
     generate(config).iter().map(Transaction::from).collect()
-}
-
-/// Produces `config`'s transactions into `topic` with `eddy produce`'s code.
-fn produce_input(
-    brokers: &str,
-    topic: &str,
-    config: &GeneratorConfig,
-    malformed_every: Option<u64>,
-) {
-    let options = ProduceOptions {
-        properties: vec![("bootstrap.servers".into(), brokers.into())],
-        topic: topic.into(),
-        generator: config.clone(),
-        malformed_every,
-    };
-    let sent = produce(&options, &AtomicBool::new(false), &AtomicU64::new(0))
-        .expect("producing the input");
-    assert_eq!(
-        Some(sent),
-        config.count,
-        "the producer sent a different number of messages"
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
-// The job.
-
-/// Runs `text` with `workers` workers until it ends by itself or `stop` is set, counting into `stats`.
-fn run(
-    text: &str,
-    brokers: &str,
-    workers: usize,
-    start: StartFrom,
-    until_end: bool,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
-) {
-    let job = Job::parse_with(Path::new("test.toml"), text, &|name| {
-        (name == "BROKERS").then(|| brokers.to_string())
-    })
-    .unwrap_or_else(|e| panic!("the test's job file is invalid:\n{e}"));
-    let cluster = ClusterArgs::local(workers);
-    // A job that never ends is stopped (and the test fails) rather than hanging the test run.
-    let finished = Arc::new(AtomicBool::new(false));
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let (stop, finished, timed_out) = (
-            Arc::clone(&stop),
-            Arc::clone(&finished),
-            Arc::clone(&timed_out),
-        );
-        thread::spawn(move || {
-            let deadline = Instant::now() + JOB_PATIENCE;
-            while !finished.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= deadline {
-                    timed_out.store(true, Ordering::Relaxed);
-                    stop.store(true, Ordering::Relaxed);
-                    return;
-                }
-                thread::park_timeout(deadline - now);
-            }
-        })
-    };
-    let options = RunOptions {
-        start,
-        until_end,
-        stop,
-        stats,
-    };
-    let outcome = run_job(job, &cluster, options, Duration::from_secs(1), |_, _| {});
-    finished.store(true, Ordering::Relaxed);
-    watchdog.thread().unpark();
-    watchdog.join().expect("the watchdog thread");
-    outcome.expect("running the job");
-    assert!(
-        !timed_out.load(Ordering::Relaxed),
-        "the job had not finished after {JOB_PATIENCE:?}: it was stopped"
-    );
-}
-
-/// Runs `text` from the beginning of the input to its end.
-fn run_to_end(text: &str, brokers: &str, workers: usize) -> Arc<Stats> {
-    let stats = Arc::new(Stats::default());
-    run(
-        text,
-        brokers,
-        workers,
-        StartFrom::Earliest,
-        true,
-        Arc::new(AtomicBool::new(false)),
-        Arc::clone(&stats),
-    );
-    stats
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,9 +3,19 @@
 //! expected from the input, computed here independently of the engine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use eddy::dataflows::RunOptions;
+use eddy::job::Job;
+use eddy::produce::{ProduceOptions, produce};
+use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::{self, Generator, GeneratorConfig};
+use eddy::sources::kafka::StartFrom;
+use eddy::stats::Stats;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -50,6 +60,7 @@ pub fn generator(seed: u64, count: u64, start_ms: u64) -> GeneratorConfig {
         disorder_ms: 2_000,
         start_ms,
         paced: false,
+        fraud: None,
     }
 }
 
@@ -469,5 +480,102 @@ pub fn assert_rows_equal(what: &str, rows: &[Row], expected: &BTreeSet<Row>) {
         rows.len(),
         got.len(),
         "{what}: some rows were written more than once"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a job in this process.
+
+/// Upper bound for one run of a job (a few seconds normally).
+pub const JOB_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `text` with `workers` workers until it ends by itself or `stop` is set, counting into `stats`.
+pub fn run(
+    text: &str,
+    brokers: &str,
+    workers: usize,
+    start: StartFrom,
+    until_end: bool,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) {
+    let job = Job::parse_with(Path::new("test.toml"), text, &|name| {
+        (name == "BROKERS").then(|| brokers.to_string())
+    })
+    .unwrap_or_else(|e| panic!("the test's job file is invalid:\n{e}"));
+    let cluster = ClusterArgs::local(workers);
+    // A job that never ends is stopped (and the test fails) rather than hanging the test run.
+    let finished = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (stop, finished, timed_out) = (
+            Arc::clone(&stop),
+            Arc::clone(&finished),
+            Arc::clone(&timed_out),
+        );
+        thread::spawn(move || {
+            let deadline = Instant::now() + JOB_PATIENCE;
+            while !finished.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now >= deadline {
+                    timed_out.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                thread::park_timeout(deadline - now);
+            }
+        })
+    };
+    let options = RunOptions {
+        start,
+        until_end,
+        stop,
+        stats,
+    };
+    let outcome = run_job(job, &cluster, options, Duration::from_secs(1), |_, _| {});
+    finished.store(true, Ordering::Relaxed);
+    watchdog.thread().unpark();
+    watchdog.join().expect("the watchdog thread");
+    outcome.expect("running the job");
+    assert!(
+        !timed_out.load(Ordering::Relaxed),
+        "the job had not finished after {JOB_PATIENCE:?}: it was stopped"
+    );
+}
+
+/// Runs `text` from the beginning of the input to its end.
+pub fn run_to_end(text: &str, brokers: &str, workers: usize) -> Arc<Stats> {
+    let stats = Arc::new(Stats::default());
+    run(
+        text,
+        brokers,
+        workers,
+        StartFrom::Earliest,
+        true,
+        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&stats),
+    );
+    stats
+}
+
+/// Produces `config`'s transactions into `topic` with `eddy produce`'s code.
+pub fn produce_input(
+    brokers: &str,
+    topic: &str,
+    config: &GeneratorConfig,
+    malformed_every: Option<u64>,
+) {
+    let options = ProduceOptions {
+        properties: vec![("bootstrap.servers".into(), brokers.into())],
+        topic: topic.into(),
+        generator: config.clone(),
+        malformed_every,
+    };
+    let sent = produce(&options, &AtomicBool::new(false), &AtomicU64::new(0))
+        .expect("producing the input");
+    assert_eq!(
+        Some(sent),
+        config.count,
+        "the producer sent a different number of messages"
     );
 }
