@@ -402,3 +402,52 @@ topic = "late""#;
     }
     assert!(read_topic(&brokers, "late").is_empty());
 }
+
+/// A bad `[[fraud]]` section names the file, line and field of each problem.
+#[test]
+fn bad_fraud_sections_name_file_line_and_field() {
+    let text = format!(
+        r#"[job]
+name = "bad"
+
+[[sources]]
+name = "payments"
+kind = "file"
+paths = ["in.jsonl"]
+event_time = "ts"
+{SCHEMA}
+
+[[fraud]]
+name = "f"
+source = "payments"
+fields = {{ account = "acount_id", country = "amount_cents" }}
+suppression = "soon"
+amount_spike = {{ factor = 0.5, history = 3, min_history = 5 }}
+card_testing = {{ merchants = 0, small_below = 100, within = "0s" }}
+sinks = ["nowhere"]
+
+[[fraud]]
+name = "g"
+source = "payments"
+"#
+    );
+    let errors = Job::parse(Path::new("bad.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "bad.toml:14: fraud[0].fields.account: the source schema has no field `acount_id`",
+        "bad.toml:14: fraud[0].fields.country: field `amount_cents` is of type Int, but a payment's country must be string",
+        "bad.toml:15: fraud[0].suppression: `soon` is not a duration",
+        "bad.toml:16: fraud[0].amount_spike.factor: must be a number above 1",
+        "bad.toml:16: fraud[0].amount_spike.min_history: must not exceed `history` (3)",
+        "bad.toml:17: fraud[0].card_testing.merchants: must be a positive integer",
+        "bad.toml:17: fraud[0].card_testing.within: must be at least 1ms",
+        "bad.toml:18: fraud[0].sinks: no sink named `nowhere`",
+        "bad.toml:21: fraud[1]: no rule is on",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+}
