@@ -207,13 +207,17 @@ pub trait DetectPattern<'scope, D> {
 /// An on-time event awaiting the frontier.
 struct Pending<K, D> {
     time: u64,
+    /// The key's hash: ready events are ordered by it (then by key) before they are fed.
+    hash: u64,
     key: K,
     data: D,
     /// The timely time it arrived at.
     since: u64,
 }
 
-impl<'scope, D: ExchangeData + Ord> DetectPattern<'scope, D> for StreamVec<'scope, u64, Event<D>> {
+impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
+    for StreamVec<'scope, u64, Event<D>>
+{
     fn detect<K, F, P>(
         self,
         detection: Detection,
@@ -262,6 +266,7 @@ impl<'scope, D: ExchangeData + Ord> DetectPattern<'scope, D> for StreamVec<'scop
             // Every event before this event time has been fed.
             let mut fed_upto = 0u64;
             let mut last_sweep = 0u64;
+            let mut order = Vec::new();
             let mut group = Vec::new();
             let mut found = Vec::new();
             let mut late_events = Vec::new();
@@ -274,9 +279,11 @@ impl<'scope, D: ExchangeData + Ord> DetectPattern<'scope, D> for StreamVec<'scop
                         if event.time < event.frontier {
                             late_events.push(event);
                         } else {
+                            let key = key(&event.data);
                             pending.push(Pending {
                                 time: event.time,
-                                key: key(&event.data),
+                                hash: FxBuildHasher.hash_one(&key),
+                                key,
                                 data: event.data,
                                 since,
                             });
@@ -291,22 +298,32 @@ impl<'scope, D: ExchangeData + Ord> DetectPattern<'scope, D> for StreamVec<'scop
                 });
                 let upto = frontiers[0].frontier().first().copied().unwrap_or(u64::MAX);
                 if upto > fed_upto {
-                    pending.sort_unstable_by(|a, b| {
-                        (a.time, &a.key, &a.data).cmp(&(b.time, &b.key, &b.data))
+                    // Ready events in order of (time, key), by index: the events stay put.
+                    order.clear();
+                    order.extend((0..pending.len()).filter(|&i| pending[i].time < upto));
+                    order.sort_unstable_by(|&a, &b| {
+                        let (a, b) = (&pending[a], &pending[b]);
+                        (a.time, a.hash)
+                            .cmp(&(b.time, b.hash))
+                            .then_with(|| (&a.key, &a.data).cmp(&(&b.key, &b.data)))
                     });
-                    let ready = pending.partition_point(|p| p.time < upto);
-                    if ready > 0 {
+                    if !order.is_empty() {
                         let mut round = (u64::MAX, 0);
-                        let mut events = pending.drain(..ready).peekable();
-                        while let Some(first) = events.next() {
-                            round = (round.0.min(first.since), first.time);
-                            group.push(first.data);
-                            while let Some(next) =
-                                events.next_if(|e| e.time == first.time && e.key == first.key)
-                            {
-                                round.0 = round.0.min(next.since);
-                                group.push(next.data);
+                        let mut at = 0;
+                        while at < order.len() {
+                            let first = &pending[order[at]];
+                            let end = at
+                                + order[at..]
+                                    .iter()
+                                    .position(|&i| {
+                                        pending[i].time != first.time || pending[i].key != first.key
+                                    })
+                                    .unwrap_or(order.len() - at);
+                            for &i in &order[at..end] {
+                                round.0 = round.0.min(pending[i].since);
+                                group.push(pending[i].data.clone());
                             }
+                            round.1 = first.time;
                             let state = match states.get_mut(&first.key) {
                                 Some(state) => state,
                                 None => states.entry(first.key.clone()).or_default(),
@@ -322,8 +339,9 @@ impl<'scope, D: ExchangeData + Ord> DetectPattern<'scope, D> for StreamVec<'scop
                                 }
                             });
                             group.clear();
+                            at = end;
                         }
-                        drop(events);
+                        pending.retain(|p| p.time >= upto);
                         let (since, mut release) = (round.0, round.1.saturating_add(horizon));
                         while rounds.back().is_some_and(|r| r.0 >= since) {
                             release = release.max(rounds.pop_back().expect("checked").1);
