@@ -22,6 +22,10 @@ pub struct Stats {
     pub windows_out: AtomicU64,
     /// Fraud alerts emitted.
     pub alerts: AtomicU64,
+    /// Events (and rejections) emitted by command processors.
+    pub events_out: AtomicU64,
+    /// Notification requests emitted by orchestrators.
+    pub notifications_requested: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
     /// End-to-end latency in microseconds: from the moment the sources have emitted everything
@@ -37,6 +41,8 @@ impl Default for Stats {
             late: Default::default(),
             windows_out: Default::default(),
             alerts: Default::default(),
+            events_out: Default::default(),
+            notifications_requested: Default::default(),
             consumer_lag: Default::default(),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),

@@ -11,8 +11,10 @@ use timely::dataflow::operators::vec::Map;
 use super::{Progress, write_rows};
 use crate::job::{ALERT_COLUMNS, FraudSpec, Job, PaymentFields};
 use crate::operators::fraud::{Payment, RuleMatch};
-use crate::operators::pattern::{DetectPattern, Detected, Detection, PatternStreams, Suppressed};
-use crate::record::{AccountId, CardPayment, Event, Record, Value};
+use crate::operators::pattern::{
+    DetectPattern, Detected, Detection, Late, PatternStreams, Suppressed,
+};
+use crate::record::{CardPayment, Event, Id, Record, Value};
 use crate::stats::{CountInto, Stats};
 
 impl Payment for CardPayment {
@@ -61,6 +63,7 @@ pub fn build_fraud<'scope>(
     let detection = Detection {
         emitted_before,
         flushed: Some(progress.flushed.clone()),
+        late: Late::Output,
     };
     let PatternStreams {
         matches,
@@ -120,11 +123,7 @@ fn payment(record: &Record, fields: &PaymentFields) -> CardPayment {
     };
     CardPayment {
         id: text(fields.id),
-        account: match &record[fields.account] {
-            Value::Int(n) => AccountId::Int(*n),
-            Value::Str(s) => AccountId::Str(s.clone()),
-            other => unreachable!("checked by the job loader: {other:?}"),
-        },
+        account: Id::of(&record[fields.account]).expect("checked by the job loader"),
         amount: match record[fields.amount] {
             Value::Int(n) => n,
             ref other => unreachable!("checked by the job loader: {other:?}"),
@@ -136,7 +135,7 @@ fn payment(record: &Record, fields: &PaymentFields) -> CardPayment {
 
 /// An alert row (see [`ALERT_COLUMNS`]); its id is the detector, rule, account and event time,
 /// so a replay gives the same id.
-fn alert_row(detector: &str, alert: Detected<AccountId, RuleMatch>) -> Record {
+fn alert_row(detector: &str, alert: Detected<Id, RuleMatch>) -> Record {
     let account = alert.key.to_value();
     let mut id = CompactString::default();
     id.push_str(detector);
@@ -144,8 +143,8 @@ fn alert_row(detector: &str, alert: Detected<AccountId, RuleMatch>) -> Record {
     id.push_str(alert.value.rule);
     id.push(':');
     match &alert.key {
-        AccountId::Int(n) => id.push_str(itoa::Buffer::new().format(*n)),
-        AccountId::Str(s) => id.push_str(s),
+        Id::Int(n) => id.push_str(itoa::Buffer::new().format(*n)),
+        Id::Str(s) => id.push_str(s),
     }
     id.push(':');
     id.push_str(itoa::Buffer::new().format(alert.time));

@@ -19,6 +19,10 @@ pub struct JobFile {
     #[serde(default)]
     pub fraud: Vec<Spanned<FraudSection>>,
     #[serde(default)]
+    pub commands: Vec<Spanned<CommandsSection>>,
+    #[serde(default)]
+    pub orchestrators: Vec<Spanned<OrchestratorSection>>,
+    #[serde(default)]
     pub sinks: Vec<Spanned<SinkSection>>,
 }
 
@@ -164,6 +168,62 @@ pub struct CardTestingSection {
     pub merchants: Spanned<i64>,
     pub small_below: Spanned<i64>,
     pub within: Text,
+}
+
+/// One `[[commands]]`: a command processor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsSection {
+    pub name: Text,
+    pub source: Text,
+    pub fields: Option<Spanned<CommandFieldsSection>>,
+    pub dedup_within: Option<Text>,
+    pub types: Option<Spanned<IndexMap<String, Spanned<CommandTypeSection>>>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
+}
+
+/// Which schema fields hold a command's id, user and type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandFieldsSection {
+    pub id: Option<Text>,
+    pub user: Option<Text>,
+    #[serde(rename = "type")]
+    pub kind: Option<Text>,
+}
+
+/// One command type of a `[[commands]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTypeSection {
+    pub event: Text,
+    pub user: Option<Text>,
+    #[serde(default)]
+    pub required: Vec<Text>,
+    #[serde(default)]
+    pub formats: IndexMap<String, Text>,
+}
+
+/// One `[[orchestrators]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSection {
+    pub name: Text,
+    pub events: Text,
+    pub alerts: Option<Text>,
+    pub reactions: Spanned<IndexMap<String, Spanned<ReactionSection>>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
+}
+
+/// How an orchestrator reacts to one event type (or `alert`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionSection {
+    pub channel: Option<Text>,
+    pub subject: Option<Text>,
+    pub text: Text,
 }
 
 /// One `[[sinks]]`.

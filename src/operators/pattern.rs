@@ -153,7 +153,18 @@ impl<D, P: Pattern<D>> Pattern<D> for Suppressed<P> {
     }
 }
 
-/// Which matches an operator emits.
+/// What the pattern operator does with an event that is behind its partition's watermark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Late {
+    /// Sends it to the late output: it enters no pattern (results stay deterministic).
+    #[default]
+    Output,
+    /// Feeds it to its key's pattern at the earliest event time not yet fed (or its own, if
+    /// later): it is processed out of order, after what was already fed, but processed.
+    Feed,
+}
+
+/// Which matches an operator emits, and what it does with late events.
 #[derive(Clone, Debug, Default)]
 pub struct Detection {
     /// Matches before this event time were emitted by an earlier run of the job (the checkpoint
@@ -164,6 +175,8 @@ pub struct Detection {
     /// as done on the [`PatternStreams::fired`] stream once it has passed the time they were
     /// emitted at. `None`: once emitted.
     pub flushed: Option<ProbeHandle<u64>>,
+    /// What to do with late events.
+    pub late: Late,
 }
 
 /// One match of one key.
@@ -181,7 +194,7 @@ pub struct Detected<K, M> {
 pub struct PatternStreams<'scope, K, M, D> {
     /// The matches.
     pub matches: StreamVec<'scope, u64, Detected<K, M>>,
-    /// Events that were behind their partition's watermark on arrival.
+    /// Events that were behind their partition's watermark on arrival (with [`Late::Output`]).
     pub late: StreamVec<'scope, u64, Event<D>>,
     /// No data: its frontier passes a time `t` once every match before event time `t` has been
     /// emitted and (with [`Detection::flushed`]) has passed that probe.
@@ -246,6 +259,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
         let Detection {
             emitted_before,
             flushed,
+            late: late_policy,
         } = detection;
         let horizon = pattern.horizon();
 
@@ -276,12 +290,17 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                     let Some(&since) = cap.least() else { return };
                     let before = pending.len();
                     for event in data.drain(..) {
-                        if event.time < event.frontier {
+                        let late = event.time < event.frontier;
+                        if late && late_policy == Late::Output {
                             late_events.push(event);
                         } else {
                             let key = key(&event.data);
                             pending.push(Pending {
-                                time: event.time,
+                                time: if late {
+                                    event.time.max(fed_upto)
+                                } else {
+                                    event.time
+                                },
                                 hash: FxBuildHasher.hash_one(&key),
                                 key,
                                 data: event.data,

@@ -20,7 +20,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -578,4 +578,25 @@ pub fn produce_input(
         config.count,
         "the producer sent a different number of messages"
     );
+}
+
+/// Produces `messages` (key, payload) to partition 0 of `topic`, in order, and flushes.
+pub fn produce_messages(brokers: &str, topic: &str, messages: &[(String, String)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("creating a producer");
+    for (key, payload) in messages {
+        let mut record = BaseRecord::to(topic).partition(0).key(key).payload(payload);
+        while let Err((e, r)) = producer.send(record) {
+            assert!(
+                e.to_string().contains("Queue full"),
+                "producing to `{topic}`: {e}"
+            );
+            producer.poll(Duration::from_millis(5));
+            record = r;
+        }
+    }
+    producer.flush(PATIENCE).expect("flushing");
 }
