@@ -59,11 +59,14 @@ fn purchase(id: &str, user: i64, ts: u64, amount: i64) -> Json {
            "amount_cents": amount, "item": "book"})
 }
 
-/// Commands in arrival order, and what each must cause: (command id, event, reason).
-fn commands() -> (
-    Vec<Json>,
-    Vec<(&'static str, &'static str, Option<&'static str>)>,
-) {
+/// What a command must cause: (command id, event, reason).
+type Expected = (&'static str, &'static str, Option<&'static str>);
+
+/// An event row in brief: (event, reason, user, time).
+type Caused = (String, Option<String>, i64, u64);
+
+/// Commands in arrival order, and what each must cause.
+fn commands() -> (Vec<Json>, Vec<Expected>) {
     let input = vec![
         // User 1's purchase arrives before its registration, which is earlier in event time
         // (within the bound): processed in event-time order, it is accepted.
@@ -148,7 +151,7 @@ fn commands() -> (
 }
 
 /// (command id) → (event, reason, user, time) from event rows.
-fn by_command(rows: &[Json]) -> BTreeMap<String, Vec<(String, Option<String>, i64, u64)>> {
+fn by_command(rows: &[Json]) -> BTreeMap<String, Vec<Caused>> {
     let mut out = BTreeMap::<String, Vec<_>>::new();
     for row in rows {
         out.entry(row["command_id"].as_str().unwrap().to_string())
@@ -163,7 +166,7 @@ fn by_command(rows: &[Json]) -> BTreeMap<String, Vec<(String, Option<String>, i6
     out
 }
 
-fn assert_events(rows: &[Json], expected: &[(&str, &str, Option<&str>)]) {
+fn assert_events(rows: &[Json], expected: &[Expected]) {
     let got = by_command(rows);
     assert_eq!(
         got.len(),
