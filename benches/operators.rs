@@ -11,7 +11,7 @@ use eddy::operators::fraud::{
 };
 use eddy::operators::pattern::{DetectPattern, Detection, Pattern, PatternStreams, Suppressed};
 use eddy::operators::watermark::Watermarks;
-use eddy::record::{AccountId, CardPayment, Field, FieldType};
+use eddy::record::{CardPayment, Field, FieldType, Id};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::incidents::FraudMix;
 use eddy::{
@@ -130,7 +130,7 @@ fn payments() -> Vec<Event<CardPayment>> {
                 frontier,
                 data: CardPayment {
                     id: compact_str::format_compact!("t{}", t.seq),
-                    account: AccountId::Int(t.account_id),
+                    account: Id::Int(t.account_id),
                     amount: t.amount_cents,
                     merchant: compact_str::format_compact!("m{}", t.merchant),
                     country: t.country.into(),

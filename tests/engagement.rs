@@ -7,10 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-use common::kafka::{mock_cluster, produce_messages, read_topic, run_to_end};
+use common::kafka::{Cluster, Input, Payload, Tier, read_topic, run_to_end};
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
 use eddy::run::{ClusterArgs, run_job};
@@ -305,19 +305,25 @@ reactions = {{ Shipped = {{ text = "Hi {{nmae}}" }}, alert = {{ text = "x" }} }}
 /// welcome on the user's preferred channel, a purchase a confirmation, a fraud alert an SMS.
 #[test]
 fn a_command_becomes_its_event_and_notification_through_kafka() {
-    let (_mock, brokers) = mock_cluster(&[
+    let topics = [
         ("commands", 1),
         ("events", 2),
         ("alerts", 1),
         ("notifications", 2),
         ("dlq", 1),
-    ]);
+    ];
+    let cluster = Cluster::start(Tier::Mock, "engagement", &topics)
+        .expect("the mock cluster is never skipped");
+    let brokers = cluster.brokers();
+    let raw = |key: &Json, payload: &Json| Input {
+        key: Some(key.to_string()),
+        partition: Some(0),
+        timestamp: None,
+        payload: Payload::Raw(payload.to_string()),
+    };
     let (input, expected) = commands();
-    let messages: Vec<(String, String)> = input
-        .iter()
-        .map(|c| (c["user_id"].to_string(), c.to_string()))
-        .collect();
-    produce_messages(&brokers, "commands", &messages);
+    let messages: Vec<Input> = input.iter().map(|c| raw(&c["user_id"], c)).collect();
+    cluster.produce("commands", &messages, None, &AtomicU64::new(0));
     let kafka = |topic: &str, group: &str| {
         format!(
             "kind = \"kafka\"\nbrokers = \"${{BROKERS}}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\""
@@ -332,8 +338,8 @@ fn a_command_becomes_its_event_and_notification_through_kafka() {
         &kafka("commands", "engagement-commands"),
         &(sink("events", "events") + &sink("dlq", "dlq").replace("key = \"user_id\"\n", "")),
     );
-    run_to_end(&first, &brokers, 2);
-    let events: Vec<Json> = read_topic(&brokers, "events")
+    run_to_end(&first, brokers, 2);
+    let events: Vec<Json> = read_topic(brokers, "events")
         .iter()
         .map(|m| serde_json::from_slice(&m.payload).unwrap())
         .collect();
@@ -342,7 +348,12 @@ fn a_command_becomes_its_event_and_notification_through_kafka() {
     // A fraud alert on user 2's card.
     let alert = json!({"alert_id": "fraud:velocity:2:1700000001000", "rule": "velocity",
                        "account_id": 2, "time": T0 + 1000, "evidence": "t1,t2", "detail": "5 payments"});
-    produce_messages(&brokers, "alerts", &[("2".into(), alert.to_string())]);
+    cluster.produce(
+        "alerts",
+        &[raw(&json!(2), &alert)],
+        None,
+        &AtomicU64::new(0),
+    );
     let second = format!(
         r#"[job]
 name = "orchestrator-test"
@@ -387,8 +398,8 @@ text = "Suspicious activity ({{rule}}) on your card."
         alerts = kafka("alerts", "engagement-alerts"),
         sink = sink("notifications", "notifications"),
     );
-    run_to_end(&second, &brokers, 2);
-    let mut requests: Vec<Json> = read_topic(&brokers, "notifications")
+    run_to_end(&second, brokers, 2);
+    let mut requests: Vec<Json> = read_topic(brokers, "notifications")
         .iter()
         .map(|m| serde_json::from_slice(&m.payload).unwrap())
         .collect();

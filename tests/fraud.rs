@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use common::kafka::{mock_cluster, produce_input, read_topic, run_to_end};
+use common::kafka::{Cluster, Tier, produce_input, read_topic, run_to_end};
 use eddy::job::{Job, SourceKind};
 use eddy::sources::generator::{Generator, GeneratorConfig, Transaction};
 use eddy::sources::incidents::{Incident, incidents};
@@ -353,7 +353,13 @@ out_of_orderness = "1s"
 /// Kafka in, alerts out to a Kafka topic: ground truth holds end to end.
 #[test]
 fn incidents_are_alerted_once_through_kafka() {
-    let (_mock, brokers) = mock_cluster(&[("payments", 4), ("alerts", 2), ("late", 1)]);
+    let cluster = Cluster::start(
+        Tier::Mock,
+        "fraud",
+        &[("payments", 4), ("alerts", 2), ("late", 1)],
+    )
+    .expect("the mock cluster is never skipped");
+    let brokers = cluster.brokers();
     let config = GeneratorConfig {
         seed: 9,
         count: Some(100_000),
@@ -368,7 +374,7 @@ fn incidents_are_alerted_once_through_kafka() {
             within_ms: WITHIN_MS,
         }),
     };
-    produce_input(&brokers, "payments", &config, None);
+    produce_input(brokers, "payments", &config, None);
     let source = format!(
         r#"[[sources]]
 name = "payments"
@@ -392,15 +398,15 @@ kind = "kafka"
 brokers = "${BROKERS}"
 topic = "late""#;
     let text = fraud_job(&source, alerts_sink, late_sink);
-    let stats = run_to_end(&text, &brokers, 2);
-    let messages = read_topic(&brokers, "alerts");
+    let stats = run_to_end(&text, brokers, 2);
+    let messages = read_topic(brokers, "alerts");
     let alerts = parse_alerts(messages.iter().map(|m| m.payload.as_slice()));
     assert_alerts_match(&alerts, &incidents(&config));
     assert_eq!(Stats::get(&stats.alerts), alerts.len() as u64);
     for m in &messages {
         assert_eq!(m.header("eddy.output").as_deref(), Some("fraud"));
     }
-    assert!(read_topic(&brokers, "late").is_empty());
+    assert!(read_topic(brokers, "late").is_empty());
 }
 
 /// A bad `[[fraud]]` section names the file, line and field of each problem.
