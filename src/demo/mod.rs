@@ -1,6 +1,9 @@
 //! `eddy demo`: the whole path on one machine with nothing installed. An in-process Kafka-protocol
-//! cluster (librdkafka's mock cluster), a generator feeding it, and the demo job reading it through
-//! the real Kafka source and writing through the real Kafka sink, with live progress.
+//! cluster (librdkafka's mock cluster), generators feeding it (card transactions, user commands),
+//! and the demo job reading it through the real Kafka source and writing through the real Kafka
+//! sink, with live progress.
+
+mod commands;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +22,16 @@ use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
 use crate::stats::Stats;
+use commands::{CardHolders, feed_commands};
 
 /// The demo's job file, shipped as `examples/jobs/demo.toml`.
-pub const DEMO_JOB: &str = include_str!("../examples/jobs/demo.toml");
+pub const DEMO_JOB: &str = include_str!("../../examples/jobs/demo.toml");
 
-const TOPICS: [&str; 6] = [
+const TOPICS: [&str; 9] = [
     "transactions",
+    "commands",
+    "events",
+    "notifications",
     "metrics.country",
     "metrics.account",
     "alerts",
@@ -67,8 +74,8 @@ pub fn demo(
         cluster.workers * cluster.processes
     );
     eprintln!(
-        "  outputs: metrics.country, metrics.account, alerts, late, dead-letters (Kafka topics); \
-         alerts are also printed below as they fire"
+        "  outputs: metrics.country, metrics.account, alerts, events, notifications, late, \
+         dead-letters (Kafka topics); alerts and notification requests are also printed below"
     );
 
     let produced = Arc::new(AtomicU64::new(0));
@@ -76,6 +83,10 @@ pub fn demo(
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64;
+    // Round robin over this many accounts pays each every 5 s, under the rules' 10 s spans; an
+    // incident every 2 s.
+    let accounts = options.rate.max(1) * 5;
+    let incident_every = options.rate.max(1) * 2;
     let feed = ProduceOptions {
         properties: vec![("bootstrap.servers".into(), brokers.clone())],
         topic: "transactions".into(),
@@ -83,14 +94,13 @@ pub fn demo(
             seed: now_ms,
             count: None,
             rate: options.rate,
-            // Round robin over this many accounts pays each every 5 s, under the rules' 10 s spans.
-            accounts: options.rate.max(1) * 5,
+            accounts,
             merchants: 5_000,
             disorder_ms: 1_500,
             start_ms: now_ms,
             paced: true,
             fraud: Some(FraudMix {
-                every: options.rate.max(1) * 2,
+                every: incident_every,
                 within_ms: 10_000,
             }),
         },
@@ -99,6 +109,19 @@ pub fn demo(
     let producer = {
         let (stop, produced) = (Arc::clone(&stop), Arc::clone(&produced));
         thread::spawn(move || produce(&feed, &stop, &produced))
+    };
+    let holders = CardHolders {
+        first_account: accounts,
+        seconds_apart: incident_every as f64 / options.rate.max(1) as f64,
+    };
+    let commands_sent = Arc::new(AtomicU64::new(0));
+    let command_feed = {
+        let (stop, sent, brokers) = (
+            Arc::clone(&stop),
+            Arc::clone(&commands_sent),
+            brokers.clone(),
+        );
+        thread::spawn(move || feed_commands(&brokers, "commands", holders, &stop, &sent))
     };
     if let Some(duration) = options.duration {
         let stop = Arc::clone(&stop);
@@ -129,13 +152,16 @@ pub fn demo(
                 .map_or("n/a".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
             eprintln!(
                 "{:>5.0}s  produced {p:>9} ({:>6}/s)  processed {c:>9} ({:>6}/s)  lag {:>6}  \
-                 windows {:>6}  alerts {:>4}  late {:>4}  dead-lettered {:>5}  latency p99 {p99:>6}",
+                 windows {:>6}  alerts {:>4}  events {:>5}  notifications {:>5}  late {:>4}  \
+                 dead-lettered {:>5}  latency p99 {p99:>6}",
                 elapsed.as_secs_f64(),
                 p - last.0,
                 c - last.1,
                 stats.consumer_lag.load(Ordering::Relaxed),
                 Stats::get(&stats.windows_out),
                 Stats::get(&stats.alerts),
+                Stats::get(&stats.events_out),
+                Stats::get(&stats.notifications_requested),
                 Stats::get(&stats.late),
                 Stats::get(&stats.dead_letters),
             );
@@ -146,12 +172,18 @@ pub fn demo(
     let sent = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    command_feed
+        .join()
+        .map_err(|_| anyhow::anyhow!("the command feed panicked"))??;
     eprintln!(
-        "eddy demo: done. produced {sent}, processed {}, windows emitted {}, alerts {}, late {}, \
-         dead-lettered {}",
+        "eddy demo: done. produced {sent} transactions and {} commands, processed {}, windows \
+         emitted {}, alerts {}, events {}, notification requests {}, late {}, dead-lettered {}",
+        commands_sent.load(Ordering::Relaxed),
         Stats::get(&stats.events_in),
         Stats::get(&stats.windows_out),
         Stats::get(&stats.alerts),
+        Stats::get(&stats.events_out),
+        Stats::get(&stats.notifications_requested),
         Stats::get(&stats.late),
         Stats::get(&stats.dead_letters),
     );
