@@ -19,7 +19,9 @@ use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
+use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const KAFKA_EVENTS: u64 = 480_000;
 const KAFKA_PARTITIONS: i32 = 16;
@@ -105,6 +107,62 @@ fn fraud_generator(count: u64) -> GeneratorConfig {
             within_ms: 10_000,
         }),
     }
+}
+
+/// The command processor with the built-in command types, reading `source`, writing events as
+/// JSON to /dev/null.
+fn commands_job(source: &str) -> String {
+    format!(
+        r#"[job]
+name = "bench-commands"
+
+[[sources]]
+name = "commands"
+{source}
+event_time = "ts"
+out_of_orderness = "1s"
+schema = {{ command_id = "string", user_id = "int", type = "string", ts = "timestamp", name = "string?", phone = "string?", email = "string?", channel = "string?", amount_cents = "int?", item = "string?" }}
+
+[[commands]]
+name = "commands"
+source = "commands"
+sinks = ["null"]
+
+[[sinks]]
+name = "null"
+kind = "file"
+path = "/dev/null"
+"#
+    )
+}
+
+/// `count` commands as JSON lines, 10 000 per second of event time: every user registers, then
+/// purchases and preference changes for registered users, one in ten invalid.
+fn command_lines(count: u64) -> Vec<String> {
+    let users = count / 10;
+    (0..count)
+        .map(|i| {
+            let ts = 1_700_000_000_000 + i / 10;
+            if i < users {
+                format!(
+                    r#"{{"command_id":"c{i}","user_id":{i},"type":"RegisterUser","ts":{ts},"name":"U{i}","phone":"+4479{i:08}","email":"u{i}@example.com","channel":"sms"}}"#
+                )
+            } else {
+                let user = i * 7919 % users;
+                match i % 10 {
+                    0 => format!(
+                        r#"{{"command_id":"c{i}","user_id":{user},"type":"InitiatePurchase","ts":{ts},"amount_cents":-1,"item":"x"}}"#
+                    ),
+                    1 => format!(
+                        r#"{{"command_id":"c{i}","user_id":{user},"type":"UpdatePreferences","ts":{ts},"channel":"email"}}"#
+                    ),
+                    _ => format!(
+                        r#"{{"command_id":"c{i}","user_id":{user},"type":"InitiatePurchase","ts":{ts},"amount_cents":1500,"item":"ticket"}}"#
+                    ),
+                }
+            }
+        })
+        .collect()
 }
 
 struct Measured {
@@ -206,9 +264,29 @@ fn main() {
         );
     }
 
+    let dir = std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let commands_file = dir.join("commands.jsonl");
+    let lines = command_lines(events / 2);
+    std::fs::write(&commands_file, lines.join("\n") + "\n").expect("commands written");
+    for workers in [1, 2] {
+        let source = format!(
+            "kind = \"file\"\npaths = [\"{}\"]\nsplits = 2",
+            commands_file.display()
+        );
+        let job = Job::parse(Path::new("bench.toml"), &commands_job(&source)).expect("valid job");
+        row(
+            "command processor",
+            "engine (JSON-lines file)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+    std::fs::remove_dir_all(&dir).expect("temporary directory removed");
+
     let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
     let brokers = mock.bootstrap_servers();
-    for topic in ["bench", "bench-fraud"] {
+    for topic in ["bench", "bench-fraud", "bench-commands"] {
         mock.create_topic(topic, KAFKA_PARTITIONS, 1)
             .expect("topic created");
     }
@@ -235,6 +313,7 @@ fn main() {
         ..feed
     };
     produce(&fraud_feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
+    produce_lines(&brokers, "bench-commands", &command_lines(KAFKA_EVENTS));
     for workers in [1, 2] {
         let source = format!(
             "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-{workers}\""
@@ -259,4 +338,37 @@ fn main() {
             &measure(job, workers, true),
         );
     }
+    for workers in [1, 2] {
+        let source = format!(
+            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench-commands\"]\ngroup = \"bench-commands-{workers}\""
+        );
+        let job = Job::parse(Path::new("bench.toml"), &commands_job(&source)).expect("valid job");
+        row(
+            "command processor",
+            "Kafka (in-process cluster, JSON)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+}
+
+/// Produces `lines` into `topic`, round robin over its partitions.
+fn produce_lines(brokers: &str, topic: &str, lines: &[String]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("a producer");
+    for (i, line) in lines.iter().enumerate() {
+        let mut record = BaseRecord::<(), _>::to(topic)
+            .partition((i % KAFKA_PARTITIONS as usize) as i32)
+            .payload(line);
+        while let Err((e, r)) = producer.send(record) {
+            assert!(e.to_string().contains("Queue full"), "producing: {e}");
+            producer.poll(Duration::from_millis(5));
+            record = r;
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flushed");
 }

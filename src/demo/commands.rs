@@ -52,7 +52,11 @@ pub fn feed_commands(
         let mut commands = Vec::new();
         while registered < due {
             let user = holders.first_account + registered;
-            let channel = if user.is_multiple_of(3) { "email" } else { "sms" };
+            let channel = if user.is_multiple_of(3) {
+                "email"
+            } else {
+                "sms"
+            };
             // One registration in ten has a malformed phone number, and is rejected.
             let phone = if rng.random_ratio(1, 10) {
                 format!("0{user}")
