@@ -85,7 +85,7 @@ pub fn build_orchestrator<'scope>(
         frontier: e.frontier,
         data: Happening {
             id: e.data[event_id].to_text(),
-            user: Id::of(&e.data[user_id]).unwrap_or(Id::Str(CompactString::default())),
+            user: Id::of(&e.data[user_id]).expect("checked by the job loader"),
             origin: Origin::Events,
             kind: e.data[event].to_text(),
             record: e.data,
@@ -99,7 +99,7 @@ pub fn build_orchestrator<'scope>(
             frontier: e.frontier,
             data: Happening {
                 id: e.data[alert_id].to_text(),
-                user: Id::of(&e.data[account_id]).unwrap_or(Id::Str(CompactString::default())),
+                user: Id::of(&e.data[account_id]).expect("checked by the job loader"),
                 origin: Origin::Alerts,
                 kind: "alert".into(),
                 record: e.data,

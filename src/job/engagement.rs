@@ -285,27 +285,48 @@ impl Checker<'_> {
         sinks: Vec<usize>,
     ) -> Option<OrchestratorSpec> {
         let errors_before = self.errors.len();
+        // The fields `names` of `source`, each required; the second names the user, an int or
+        // a string.
         let fields_of = |this: &mut Self, source: usize, names: &[&str], at: &raw::Text| {
             let schema = &sources[source].schema;
+            let what = if names.len() == 3 {
+                "user events"
+            } else {
+                "alerts"
+            };
             names
                 .iter()
-                .map(|name| {
-                    schema.index_of(name).unwrap_or_else(|| {
+                .enumerate()
+                .map(|(k, name)| {
+                    let Some(i) = schema.index_of(name) else {
                         this.error(
                             at.span(),
                             field.to_string(),
                             format!(
-                                "source `{}` has no field `{name}`, which {} carry",
+                                "source `{}` has no field `{name}`, which {what} carry",
+                                sources[source].name
+                            ),
+                        );
+                        return 0;
+                    };
+                    let f = &schema.fields()[i];
+                    let user = k == 1 && !matches!(f.ty, FieldType::Int | FieldType::String);
+                    if !f.required || user {
+                        this.error(
+                            at.span(),
+                            field.to_string(),
+                            format!(
+                                "field `{name}` of source `{}` must be required{}",
                                 sources[source].name,
-                                if names.len() == 3 {
-                                    "user events"
+                                if k == 1 {
+                                    " and an int or a string"
                                 } else {
-                                    "alerts"
+                                    ""
                                 }
                             ),
                         );
-                        0
-                    })
+                    }
+                    i
                 })
                 .collect::<Vec<_>>()
         };
