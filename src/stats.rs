@@ -20,6 +20,15 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Window results emitted.
     pub windows_out: AtomicU64,
+    /// Notifications the CPaaS accepted.
+    pub notifications_sent: AtomicU64,
+    /// Notifications that failed for good (also dead-lettered).
+    pub notifications_failed: AtomicU64,
+    /// Notifications sent again after a transient error (one per message and retry).
+    pub notification_retries: AtomicU64,
+    /// Requests answered from the sent-record or a request in flight with the same id, without
+    /// sending again (duplicates and replays).
+    pub notifications_deduplicated: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
     /// End-to-end latency in microseconds: from the moment the sources have emitted everything
@@ -34,6 +43,10 @@ impl Default for Stats {
             dead_letters: Default::default(),
             late: Default::default(),
             windows_out: Default::default(),
+            notifications_sent: Default::default(),
+            notifications_failed: Default::default(),
+            notification_retries: Default::default(),
+            notifications_deduplicated: Default::default(),
             consumer_lag: Default::default(),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),

@@ -1,6 +1,7 @@
 //! The job file (TOML): what a job reads, computes and writes, validated into plain data with
 //! errors that name the file, the line and the field.
 
+mod notify;
 mod raw;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::record::{Field, FieldType, Schema, Value};
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
+use crate::sinks::notify::config::NotifyConfig;
 use crate::sources::generator::{self, GeneratorConfig};
 
 /// A validated job.
@@ -36,6 +38,19 @@ pub struct Job {
     pub metrics: Vec<MetricSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
+    /// The notify sinks, with what feeds them.
+    pub notifications: Vec<NotifySpec>,
+}
+
+/// A notify sink, the source of its requests and the sink of its outcomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotifySpec {
+    /// The notify sink's index.
+    pub sink: usize,
+    /// The source index of the notification requests.
+    pub source: usize,
+    /// The sink index of the outcome events.
+    pub outcomes: usize,
 }
 
 /// A source of events.
@@ -175,6 +190,8 @@ pub enum SinkKind {
     Kafka(KafkaSinkConfig),
     /// A file or standard output.
     File(FileTarget),
+    /// A CPaaS, through the notification adapter.
+    Notify(NotifyConfig),
 }
 
 /// One problem in a job file.
@@ -472,14 +489,26 @@ impl Checker<'_> {
                 metrics.push(metric);
             }
         }
-        if file.metrics.is_empty() {
+        let notifications = self.notifications(&file, &sinks, &sources);
+        let notifies = file
+            .sinks
+            .iter()
+            .any(|s| s.get_ref().kind.get_ref() == "notify");
+        if file.metrics.is_empty() && !notifies {
             self.error(
                 file.job.span(),
                 "metrics",
-                "the job computes nothing: add a [[metrics]] section",
+                "the job computes nothing: add a [[metrics]] section or a notify sink",
             );
         }
-        self.check_sink_columns(&file, &sinks, &metrics, &sources, dead_letter);
+        self.check_sink_columns(
+            &file,
+            &sinks,
+            &metrics,
+            &sources,
+            dead_letter,
+            &notifications,
+        );
         Job {
             name: section.name.get_ref().clone(),
             tick,
@@ -488,6 +517,7 @@ impl Checker<'_> {
             sources,
             metrics,
             sinks,
+            notifications,
         }
     }
 
@@ -504,7 +534,12 @@ impl Checker<'_> {
         }
         let mut fields = Vec::new();
         for (name, ty) in s.schema.get_ref() {
-            let ty = match ty.get_ref().as_str() {
+            // `type?`: the field may be absent (or null), e.g. an e-mail subject.
+            let (type_name, required) = match ty.get_ref().strip_suffix('?') {
+                Some(t) => (t, false),
+                None => (ty.get_ref().as_str(), true),
+            };
+            let ty = match type_name {
                 "int" => FieldType::Int,
                 "float" => FieldType::Float,
                 "string" => FieldType::String,
@@ -515,7 +550,8 @@ impl Checker<'_> {
                         ty.span(),
                         format!("{field}.schema.{name}"),
                         format!(
-                            "unknown type `{other}`: expected int, float, string, bool or timestamp"
+                            "unknown type `{other}`: expected int, float, string, bool or \
+                             timestamp, with `?` if it may be missing"
                         ),
                     );
                     continue;
@@ -524,7 +560,7 @@ impl Checker<'_> {
             fields.push(Field {
                 name: name.as_str().into(),
                 ty,
-                required: true,
+                required,
             });
         }
         let schema = match Schema::new(fields, s.event_time.get_ref()) {
@@ -710,11 +746,12 @@ impl Checker<'_> {
                 }
             },
             "stdout" => SinkKind::File(FileTarget::Stdout),
+            "notify" => SinkKind::Notify(self.notify_config(s, &field)),
             other => {
                 self.error(
                     s.kind.span(),
                     format!("{field}.kind"),
-                    format!("unknown sink kind `{other}`: expected kafka, file or stdout"),
+                    format!("unknown sink kind `{other}`: expected kafka, file, stdout or notify"),
                 );
                 return None;
             }
@@ -890,7 +927,8 @@ impl Checker<'_> {
         })
     }
 
-    /// Sinks may only name columns their inputs have; a file is written by one output only.
+    /// Sinks may only name columns their inputs have; a file is written by one output only; a
+    /// notify sink takes notification requests from its source only.
     fn check_sink_columns(
         &mut self,
         file: &raw::JobFile,
@@ -898,8 +936,12 @@ impl Checker<'_> {
         metrics: &[MetricSpec],
         sources: &[SourceSpec],
         dead_letter: Option<usize>,
+        notifications: &[NotifySpec],
     ) {
         let mut writers = vec![Vec::<String>::new(); sinks.len()];
+        for n in notifications {
+            writers[n.outcomes].push(format!("the outcomes of `{}`", sinks[n.sink].name));
+        }
         for m in metrics {
             for &s in &m.sinks {
                 writers[s].push(format!("metric `{}`", m.name));
@@ -935,6 +977,17 @@ impl Checker<'_> {
                 .iter()
                 .find(|s| *s.get_ref().name.get_ref() == sink.name)
                 .map_or(0..0, |s| s.span());
+            if matches!(sink.kind, SinkKind::Notify(_)) && !writers.is_empty() {
+                self.error(
+                    span.clone(),
+                    format!("sinks[{i}]"),
+                    format!(
+                        "a notify sink takes notification requests from its `source`, but {} \
+                         write to it",
+                        writers.join(" and ")
+                    ),
+                );
+            }
             if matches!(sink.kind, SinkKind::File(_)) && writers.len() > 1 {
                 self.error(
                     span,
