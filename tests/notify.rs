@@ -678,3 +678,50 @@ fn a_slow_cpaas_slows_the_source_instead_of_dropping_or_buffering() {
     assert_each_sent_once(&outcome_events(&brokers), &ids);
     assert_eq!(standin.counts().sent, N);
 }
+
+#[test]
+fn bad_notify_settings_are_reported_with_line_and_field() {
+    let text = r#"[job]
+name = "bad-notify"
+
+[[sources]]
+name = "requests"
+kind = "kafka"
+brokers = "b:9092"
+topics = ["requests"]
+group = "g"
+event_time = "ts"
+schema = { request_id = "string", channel = "string", to = "int", ts = "timestamp" }
+
+[[sinks]]
+name = "cpaas"
+kind = "notify"
+source = "requests"
+base_url = "ftp://cpaas"
+api_key = "${EDDY_CPAAS_KEY}"
+outcomes = "nowhere"
+email = { batch = 5 }
+sms = { rate = 0 }
+"#;
+    let errors = Job::parse_with(Path::new("n.toml"), text, &|_| None)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "n.toml:15: sinks[0].sent_record: a notify sink needs `sent_record`",
+        "n.toml:16: sinks[0].source: the source schema has no `text`",
+        "n.toml:17: sinks[0].base_url: `ftp` is not an http or https URL",
+        "n.toml:18: sinks[0].api_key: environment variable `EDDY_CPAAS_KEY` is not set",
+        "n.toml:19: sinks[0].outcomes: no sink named `nowhere`",
+        "n.toml:20: sinks[0].email.batch: the e-mail API takes one message per call",
+        "n.toml:21: sinks[0].sms.rate: must be a positive integer",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+    let with_key = Job::parse_with(Path::new("n.toml"), text, &|_| Some("s3cr3t".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(!with_key.contains("s3cr3t"), "{with_key}");
+}
