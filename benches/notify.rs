@@ -52,8 +52,8 @@ fn run(n: usize, batch: usize) -> f64 {
     let mut done = 0;
     while done < n {
         while let Some(s) = refused.take().or_else(|| pending.next()) {
-            if let Err(s) = adapter.try_submit(s) {
-                refused = Some(s);
+            refused = adapter.offer(s);
+            if refused.is_some() {
                 break;
             }
         }

@@ -48,7 +48,7 @@ pub enum Fault {
 pub struct Faults {
     /// Share answered with 503.
     pub server_errors: f64,
-    /// Share answered with 429 and `Retry-After: 1`... or as set in `retry_after`.
+    /// Share answered with 429 and a `Retry-After` of `retry_after`.
     pub too_many_requests: f64,
     /// `Retry-After` of those 429s.
     pub retry_after: Duration,
@@ -252,6 +252,33 @@ impl Drop for CpaasStandIn {
     }
 }
 
+/// Why a call is refused before its body is looked at.
+enum Refusal {
+    Unauthorized,
+    ServerError,
+    TooManyRequests(Duration),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized => refuse(StatusCode::UNAUTHORIZED, "Invalid login details"),
+            Refusal::ServerError => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service temporarily unavailable",
+            ),
+            Refusal::TooManyRequests(retry_after) => {
+                let mut answer = refuse(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+                answer.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    retry_after.as_secs().to_string().parse().expect("digits"),
+                );
+                answer
+            }
+        }
+    }
+}
+
 /// An Infobip-style error answer.
 fn refuse(status: StatusCode, text: &str) -> Response {
     let id = if status == StatusCode::UNAUTHORIZED {
@@ -264,8 +291,9 @@ fn refuse(status: StatusCode, text: &str) -> Response {
 }
 
 impl StandIn {
-    /// The checks and faults every call goes through first; `Err` is the answer.
-    fn admit(&self, headers: &HeaderMap) -> Result<Option<Duration>, Response> {
+    /// The checks and faults every call goes through first: how long to delay the answer, or
+    /// the refusal to answer with.
+    fn admit(&self, headers: &HeaderMap) -> Result<Option<Duration>, Refusal> {
         self.counts.calls.fetch_add(1, Ordering::Relaxed);
         let expected = format!("App {}", self.options.api_key);
         let auth = headers
@@ -273,7 +301,7 @@ impl StandIn {
             .and_then(|v| v.to_str().ok());
         if auth != Some(expected.as_str()) {
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(refuse(StatusCode::UNAUTHORIZED, "Invalid login details"));
+            return Err(Refusal::Unauthorized);
         }
         let scripted = self.script.lock().unwrap().pop_front();
         let fault = scripted.or_else(|| {
@@ -296,19 +324,11 @@ impl StandIn {
             Some(Fault::Slow(by)) => Ok(Some(by)),
             Some(Fault::ServerError) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Service temporarily unavailable",
-                ))
+                Err(Refusal::ServerError)
             }
             Some(Fault::TooManyRequests { retry_after }) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                let mut answer = refuse(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-                answer.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    retry_after.as_secs().to_string().parse().expect("digits"),
-                );
-                Err(answer)
+                Err(Refusal::TooManyRequests(retry_after))
             }
         }
     }
@@ -394,7 +414,7 @@ async fn send_sms(State(state): State<Arc<StandIn>>, headers: HeaderMap, body: B
     state.record_call(SMS_PATH, &headers, &body, &[]);
     let slow = match state.admit(&headers) {
         Ok(slow) => slow,
-        Err(answer) => return answer,
+        Err(refusal) => return refusal.into_response(),
     };
     let parsed: SmsBody = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
@@ -444,7 +464,7 @@ async fn send_email(
     state.record_call(EMAIL_PATH, &headers, &[], &fields);
     let slow = match state.admit(&headers) {
         Ok(slow) => slow,
-        Err(answer) => return answer,
+        Err(refusal) => return refusal.into_response(),
     };
     let get = |name: &str| {
         fields

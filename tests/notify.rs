@@ -71,7 +71,7 @@ fn deliver(adapter: &NotificationAdapter, requests: Vec<NotificationRequest>) ->
             tag: tag as u64,
             reply: reply.clone(),
         };
-        while let Err(refused) = adapter.try_submit(submission) {
+        while let Some(refused) = adapter.offer(submission) {
             submission = refused;
             thread::sleep(Duration::from_millis(1));
         }

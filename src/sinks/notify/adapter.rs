@@ -135,16 +135,19 @@ impl NotificationAdapter {
         })
     }
 
-    /// Hands a request over, or gives it back when its channel's queue is full.
-    pub fn try_submit(&self, submission: Submission) -> Result<(), Submission> {
+    /// Hands a request over without waiting; gives it back when its channel's queue is full.
+    pub fn offer(&self, submission: Submission) -> Option<Submission> {
         let (_, queue) = self
             .queues
             .iter()
             .find(|(c, _)| *c == submission.request.channel)
             .expect("a queue per channel");
-        queue.try_send(submission).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
-        })
+        match queue.try_send(submission) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s)) => {
+                Some(s)
+            }
+        }
     }
 }
 

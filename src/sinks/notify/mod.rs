@@ -132,13 +132,11 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                         }
                     });
                     while let Some(submission) = refused.pop_front() {
-                        match adapter.try_submit(submission) {
-                            Ok(()) => backlog.release(1),
-                            Err(submission) => {
-                                refused.push_front(submission);
-                                break;
-                            }
+                        if let Some(submission) = adapter.offer(submission) {
+                            refused.push_front(submission);
+                            break;
                         }
+                        backlog.release(1);
                     }
                     for completion in completions.try_iter() {
                         let outcome = completion.outcome.unwrap_or_else(|e| {
