@@ -529,7 +529,7 @@ fn bad_requests_go_to_the_dead_letters_with_the_reason() {
     let (stop, stats) = (Arc::new(AtomicBool::new(false)), Arc::new(Stats::default()));
     let job = start_job(&text, &brokers, 1, &stop, &stats);
     wait_for("outcomes and dead letters", || {
-        topic_size(&brokers, OUTCOMES) >= 21 && topic_size(&brokers, DLQ) >= 4
+        topic_size(&brokers, OUTCOMES) >= 23 && topic_size(&brokers, DLQ) >= 4
     });
     stop.store(true, Ordering::Relaxed);
     job.join().unwrap().unwrap();
@@ -539,16 +539,21 @@ fn bad_requests_go_to_the_dead_letters_with_the_reason() {
         .iter()
         .filter(|e| e.kind == "NotificationFailed")
         .collect();
-    assert_eq!(failed.len(), 1, "{events:?}");
-    assert_eq!(failed[0].request_id, "bad-number");
-    assert!(
-        failed[0]
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("400 Bad Request")
+    let reason = |id: &str| {
+        let event = failed.iter().find(|e| e.request_id == id);
+        event.and_then(|e| e.reason.clone()).unwrap_or_default()
+    };
+    assert_eq!(failed.len(), 3, "{events:?}");
+    assert!(reason("bad-number").contains("400 Bad Request"));
+    assert_eq!(
+        reason("bad-channel"),
+        "request `bad-channel`: unknown channel `fax`: expected sms or email"
     );
-    assert_eq!(events.len(), 21);
+    assert_eq!(
+        reason("no-subject"),
+        "request `no-subject`: an e-mail needs a `subject`"
+    );
+    assert_eq!(events.len(), 23);
     let letters = read_topic(&brokers, DLQ);
     let mut errors: Vec<String> = letters
         .iter()

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Filter, Map};
 
 use crate::job::{Job, NotifySpec, SinkKind, SourceKind};
 use crate::record::{DeadLetter, Event, Record};
 use crate::sinks::file::WriteFile;
 use crate::sinks::kafka::WriteKafka;
+use crate::sinks::notify::DeliverNotifications;
 use crate::sinks::notify::adapter::NotificationAdapter;
-use crate::sinks::notify::outcome::OutcomeEncoder;
+use crate::sinks::notify::outcome::{OutcomeEncoder, Resolved};
 use crate::sinks::notify::request::RequestFields;
-use crate::sinks::notify::{DeliverNotifications, Resolved};
 use crate::sources::Backlog;
 use crate::stats::Stats;
 
@@ -75,7 +75,7 @@ pub fn build_notify<'scope>(
     let dead = resolved
         .clone()
         .flat_map(move |r: Resolved| r.dead_letter(&origin));
-    let outcomes = resolved.flat_map(Resolved::outcome);
+    let outcomes = resolved.filter(Resolved::has_event);
     let notify = &job.sinks[plan.spec.sink];
     let encoder = OutcomeEncoder {
         provenance: vec![

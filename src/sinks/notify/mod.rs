@@ -34,42 +34,15 @@ use timely::dataflow::operators::generic::Operator;
 use crate::record::{DeadLetter, Event, Record};
 use crate::sources::Backlog;
 use adapter::{Completion, NotificationAdapter, Submission};
-use outcome::Outcome;
+use outcome::{Rejection, Resolved};
 use request::RequestFields;
-
-/// What the operator emits for each record.
-#[derive(Clone, Debug)]
-pub enum Resolved {
-    /// The outcome of a request.
-    Outcome(Outcome),
-    /// A record that is no valid request, as a dead letter with the reason.
-    Invalid(DeadLetter),
-}
-
-impl Resolved {
-    /// The outcome, if the record was a request.
-    pub fn outcome(self) -> Option<Outcome> {
-        match self {
-            Resolved::Outcome(outcome) => Some(outcome),
-            Resolved::Invalid(_) => None,
-        }
-    }
-
-    /// The dead letter: an invalid record, or a request that failed (attributed to `source`).
-    pub fn dead_letter(self, source: &str) -> Option<DeadLetter> {
-        match self {
-            Resolved::Outcome(outcome) => outcome.dead_letter(source),
-            Resolved::Invalid(letter) => Some(letter),
-        }
-    }
-}
 
 /// Delivers a stream of notification requests.
 pub trait DeliverNotifications<'scope> {
     /// Reads a request from each record (at `fields`), has `adapter` deliver it, and emits its
-    /// outcome at the time the record came in. A record that is no valid request becomes a dead
-    /// letter with the reason, attributed to `source`. Requests the adapter's queue refuses are
-    /// held and counted in `backlog`.
+    /// outcome at the time the record came in. A record that is no valid request fails at once:
+    /// a [`Rejection`] if it names a request id, and a dead letter with the reason, attributed to
+    /// `source`. Requests the adapter's queue refuses are held and counted in `backlog`.
     fn deliver_notifications(
         self,
         adapter: Arc<NotificationAdapter>,
@@ -118,13 +91,23 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                                     });
                                     backlog.hold(1);
                                 }
-                                Err(reason) => invalid.push(Resolved::Invalid(DeadLetter {
-                                    error: format!("not a notification request: {reason}"),
-                                    topic: source.clone(),
-                                    partition: -1,
-                                    offset: -1,
-                                    payload: fields.to_json(&event.data),
-                                })),
+                                Err(reason) => invalid.push(Resolved::Invalid {
+                                    letter: DeadLetter {
+                                        error: format!("not a notification request: {reason}"),
+                                        topic: source.clone(),
+                                        partition: -1,
+                                        offset: -1,
+                                        payload: fields.to_json(&event.data),
+                                    },
+                                    rejection: fields.identity(&event.data).map(
+                                        |(request_id, channel, to)| Rejection {
+                                            request_id,
+                                            channel,
+                                            to,
+                                            reason,
+                                        },
+                                    ),
+                                }),
                             }
                         }
                         if !invalid.is_empty() {

@@ -110,12 +110,19 @@ impl RequestFields {
         out
     }
 
+    /// The request id, channel and recipient a record gives, as strings (for reporting a
+    /// record that is no valid request); `None` without a request id.
+    pub fn identity(&self, record: &Record) -> Option<(String, Option<String>, Option<String>)> {
+        let text = |index: usize| text_of(&record[index]);
+        Some((text(self.request_id)?, text(self.channel), text(self.to)))
+    }
+
     /// The request a record holds, or why it is not a valid one.
     pub fn read(&self, record: &Record) -> Result<NotificationRequest, String> {
         let text = |index: usize, name: &str| match &record[index] {
-            Value::Str(s) if !s.trim().is_empty() => Ok(s.to_string()),
-            Value::Str(_) | Value::Null => Err(format!("`{name}` is empty")),
-            Value::Int(i) => Ok(i.to_string()),
+            Value::Str(_) | Value::Null | Value::Int(_) => {
+                text_of(&record[index]).ok_or_else(|| format!("`{name}` is empty"))
+            }
             other => Err(format!("`{name}` is not a string: {other:?}")),
         };
         let request_id = text(self.request_id, "request_id")?;
@@ -147,6 +154,15 @@ impl RequestFields {
             subject,
             text: body,
         })
+    }
+}
+
+/// A field's text: a non-blank string, or an integer written out.
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Str(s) if !s.trim().is_empty() => Some(s.to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
     }
 }
 
