@@ -1,13 +1,19 @@
 //! Criterion micro-benchmarks of the operators: the window operator (tumbling, hopping, session)
-//! on one worker, watermark stamping, aggregate folding and merging, and schema-driven JSON
-//! decoding.
+//! and the pattern operator with fraud rules on one worker, watermark stamping, aggregate folding
+//! and merging, and schema-driven JSON decoding.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use eddy::Aggregate;
+use eddy::operators::fraud::{
+    AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
+};
+use eddy::operators::pattern::{DetectPattern, Detection, Pattern, PatternStreams, Suppressed};
 use eddy::operators::watermark::Watermarks;
-use eddy::record::{Field, FieldType};
+use eddy::record::{CardPayment, Field, FieldType, Id};
+use eddy::sources::generator::{Generator, GeneratorConfig};
+use eddy::sources::incidents::FraudMix;
 use eddy::{
     AggregateKind, Event, FieldAggregates, Record, Schema, Value, WindowAggregate, WindowSpec,
     WindowStreams,
@@ -96,6 +102,139 @@ fn window(c: &mut Criterion) {
     group.finish();
 }
 
+/// The generator's payments in fraud mode (100 000 accounts, an incident every 1 000, spans of
+/// 10 s), stamped as one partition with 2 s of out-of-orderness.
+fn payments() -> Vec<Event<CardPayment>> {
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 1,
+        count: Some(EVENTS),
+        rate: 10_000,
+        accounts: 100_000,
+        merchants: 5_000,
+        disorder_ms: 1_000,
+        start_ms: 1_700_000_000_000,
+        paced: false,
+        fraud: Some(FraudMix {
+            every: 1_000,
+            within_ms: 10_000,
+        }),
+    });
+    let mut max_plus_one = 0u64;
+    let mut out = Vec::new();
+    while !generator.finished() {
+        generator.take(8192, |t| {
+            let frontier = max_plus_one.saturating_sub(2_000);
+            max_plus_one = max_plus_one.max(t.ts + 1);
+            out.push(Event {
+                time: t.ts,
+                frontier,
+                data: CardPayment {
+                    id: compact_str::format_compact!("t{}", t.seq),
+                    account: Id::Int(t.account_id),
+                    amount: t.amount_cents,
+                    merchant: compact_str::format_compact!("m{}", t.merchant),
+                    country: t.country.into(),
+                },
+            })
+        });
+    }
+    out
+}
+
+/// Runs `input` through the pattern operator with `pattern`, per account, on one worker.
+fn detect<P>(input: &[Event<CardPayment>], pattern: P)
+where
+    P: Pattern<CardPayment> + Send + Sync + Clone,
+    P::Match: Clone,
+{
+    let input = input.to_vec();
+    timely::execute_directly(move |worker| {
+        let mut handle = InputHandle::new();
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let PatternStreams { matches, .. } = handle.to_stream(scope).detect(
+                Detection::default(),
+                |p: &CardPayment| p.account.clone(),
+                pattern.clone(),
+            );
+            matches.probe().0
+        });
+        for chunk in input.chunks(8192) {
+            let frontier = chunk[0].frontier - chunk[0].frontier % 10;
+            if frontier > *handle.time() {
+                handle.advance_to(frontier);
+            }
+            handle.send_batch(&mut chunk.to_vec());
+            worker.step();
+        }
+        handle.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+}
+
+fn pattern(c: &mut Criterion) {
+    let input = payments();
+    let span = 10_000;
+    let mut group = c.benchmark_group("pattern");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    group.bench_function("velocity", |b| {
+        b.iter(|| {
+            detect(
+                &input,
+                Velocity {
+                    count: Some(5),
+                    amount: Some(100_000),
+                    within: span,
+                },
+            )
+        })
+    });
+    let rules = (
+        Suppressed {
+            pattern: Velocity {
+                count: Some(5),
+                amount: Some(100_000),
+                within: span,
+            },
+            period: span,
+        },
+        Suppressed {
+            pattern: SmallThenLarge {
+                small_below: 100,
+                large_above: 50_000,
+                within: span,
+            },
+            period: span,
+        },
+        Suppressed {
+            pattern: AmountSpike {
+                factor: 5.0,
+                history: 10,
+                min_history: 4,
+            },
+            period: span,
+        },
+        Suppressed {
+            pattern: ImpossibleTravel { within: span },
+            period: span,
+        },
+        Suppressed {
+            pattern: CardTesting {
+                merchants: 3,
+                small_below: 100,
+                within: span,
+            },
+            period: span,
+        },
+    );
+    group.bench_function("five_fraud_rules", |b| {
+        b.iter(|| detect(&input, rules.clone()))
+    });
+    group.finish();
+}
+
 fn decode(c: &mut Criterion) {
     let field = |name: &str, ty| Field {
         name: name.into(),
@@ -157,5 +296,5 @@ fn aggregate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, window, watermark, aggregate, decode);
+criterion_group!(benches, window, pattern, watermark, aggregate, decode);
 criterion_main!(benches);

@@ -16,6 +16,7 @@ use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
+use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 use rdkafka::mocking::MockCluster;
@@ -52,6 +53,58 @@ path = "/dev/null"
 format = "csv"
 "#
     )
+}
+
+/// The fraud job with all five rules (spans of 10 s), reading `source` and writing alerts as
+/// JSON to /dev/null.
+fn fraud_job(source: &str) -> String {
+    format!(
+        r#"[job]
+name = "bench-fraud"
+
+[[sources]]
+name = "transactions"
+{source}
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }}
+
+[[fraud]]
+name = "fraud"
+source = "transactions"
+suppression = "10s"
+velocity = {{ count = 5, amount = 100000, within = "10s" }}
+small_then_large = {{ small_below = 100, large_above = 50000, within = "10s" }}
+amount_spike = {{ factor = 5.0, history = 10, min_history = 4 }}
+impossible_travel = {{ within = "10s" }}
+card_testing = {{ merchants = 3, small_below = 100, within = "10s" }}
+sinks = ["null"]
+
+[[sinks]]
+name = "null"
+kind = "file"
+path = "/dev/null"
+"#
+    )
+}
+
+/// The generator's transactions in fraud mode: an incident every 1000 transactions, laid out
+/// for the fraud job's 10 s spans.
+fn fraud_generator(count: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        seed: 42,
+        count: Some(count),
+        rate: 10_000,
+        accounts: 100_000,
+        merchants: 5_000,
+        disorder_ms: 1_000,
+        start_ms: 1_700_000_000_000,
+        paced: false,
+        fraud: Some(FraudMix {
+            every: 1000,
+            within_ms: 10_000,
+        }),
+    }
 }
 
 struct Measured {
@@ -139,10 +192,26 @@ fn main() {
         );
     }
 
+    let generator = format!(
+        "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\n\
+         disorder = \"1s\"\nfraud = {{ every = 1000, within = \"10s\" }}"
+    );
+    for workers in [1, 2] {
+        let job = Job::parse(Path::new("bench.toml"), &fraud_job(&generator)).expect("valid job");
+        row(
+            "fraud (5 rules)",
+            "engine (generator)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+
     let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
     let brokers = mock.bootstrap_servers();
-    mock.create_topic("bench", KAFKA_PARTITIONS, 1)
-        .expect("topic created");
+    for topic in ["bench", "bench-fraud"] {
+        mock.create_topic(topic, KAFKA_PARTITIONS, 1)
+            .expect("topic created");
+    }
     let feed = ProduceOptions {
         properties: vec![("bootstrap.servers".into(), brokers.clone())],
         topic: "bench".into(),
@@ -155,10 +224,17 @@ fn main() {
             disorder_ms: 2_000,
             start_ms: 1_700_000_000_000,
             paced: false,
+            fraud: None,
         },
         malformed_every: None,
     };
     produce(&feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
+    let fraud_feed = ProduceOptions {
+        topic: "bench-fraud".into(),
+        generator: fraud_generator(KAFKA_EVENTS),
+        ..feed
+    };
+    produce(&fraud_feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
     for workers in [1, 2] {
         let source = format!(
             "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-{workers}\""
@@ -166,6 +242,18 @@ fn main() {
         let job = Job::parse(Path::new("bench.toml"), &metrics_job(&source)).expect("valid job");
         row(
             "metrics (Q1)",
+            "Kafka (in-process cluster, JSON)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+    for workers in [1, 2] {
+        let source = format!(
+            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench-fraud\"]\ngroup = \"bench-fraud-{workers}\""
+        );
+        let job = Job::parse(Path::new("bench.toml"), &fraud_job(&source)).expect("valid job");
+        row(
+            "fraud (5 rules)",
             "Kafka (in-process cluster, JSON)",
             workers,
             &measure(job, workers, true),

@@ -20,6 +20,7 @@ use crate::job::Job;
 use crate::produce::{ProduceOptions, produce};
 use crate::run::{ClusterArgs, run_job};
 use crate::sources::generator::GeneratorConfig;
+use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
 use crate::stats::Stats;
 use notifications::NotificationDemo;
@@ -27,10 +28,11 @@ use notifications::NotificationDemo;
 /// The demo's job file, shipped as `examples/jobs/demo.toml`.
 pub const DEMO_JOB: &str = include_str!("../examples/jobs/demo.toml");
 
-const TOPICS: [&str; 5] = [
+const TOPICS: [&str; 6] = [
     "transactions",
     "metrics.country",
     "metrics.account",
+    "alerts",
     "late",
     "dead-letters",
 ];
@@ -72,7 +74,10 @@ pub fn demo(
         job.name,
         cluster.workers * cluster.processes
     );
-    eprintln!("  outputs: metrics.country, metrics.account (Kafka topics), late, dead-letters");
+    eprintln!(
+        "  outputs: metrics.country, metrics.account, alerts, late, dead-letters (Kafka topics); \
+         alerts are also printed below as they fire"
+    );
     eprintln!(
         "  notifications: notifications.requested → CPaaS stand-in at {} (failing 17 % of calls) \
          → notifications.outcomes",
@@ -91,11 +96,16 @@ pub fn demo(
             seed: now_ms,
             count: None,
             rate: options.rate,
-            accounts: 50_000,
+            // Round robin over this many accounts pays each every 5 s, under the rules' 10 s spans.
+            accounts: options.rate.max(1) * 5,
             merchants: 5_000,
             disorder_ms: 1_500,
             start_ms: now_ms,
             paced: true,
+            fraud: Some(FraudMix {
+                every: options.rate.max(1) * 2,
+                within_ms: 10_000,
+            }),
         },
         malformed_every: Some(997),
     };
@@ -132,12 +142,13 @@ pub fn demo(
                 .map_or("n/a".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
             eprintln!(
                 "{:>5.0}s  produced {p:>9} ({:>6}/s)  processed {c:>9} ({:>6}/s)  lag {:>6}  \
-                 windows {:>6}  late {:>4}  dead-lettered {:>5}  latency p99 {p99:>6}",
+                 windows {:>6}  alerts {:>4}  late {:>4}  dead-lettered {:>5}  latency p99 {p99:>6}",
                 elapsed.as_secs_f64(),
                 p - last.0,
                 c - last.1,
                 stats.consumer_lag.load(Ordering::Relaxed),
                 Stats::get(&stats.windows_out),
+                Stats::get(&stats.alerts),
                 Stats::get(&stats.late),
                 Stats::get(&stats.dead_letters),
             );
@@ -150,10 +161,11 @@ pub fn demo(
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
     eprintln!(
-        "eddy demo: done. produced {sent}, processed {}, windows emitted {}, late {}, \
+        "eddy demo: done. produced {sent}, processed {}, windows emitted {}, alerts {}, late {}, \
          dead-lettered {}",
         Stats::get(&stats.events_in),
         Stats::get(&stats.windows_out),
+        Stats::get(&stats.alerts),
         Stats::get(&stats.late),
         Stats::get(&stats.dead_letters),
     );

@@ -13,6 +13,7 @@ use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
+use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 
@@ -106,6 +107,13 @@ enum Command {
         /// Replace every n-th message by malformed JSON.
         #[arg(long)]
         malformed_every: Option<u64>,
+        /// Fraud mode: ordinary traffic that fires no fraud rule, with an incident starting every
+        /// n transactions (see `examples/jobs/fraud.toml`).
+        #[arg(long)]
+        fraud_every: Option<u64>,
+        /// Fraud mode: the rules' span that incidents are laid out in.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        fraud_within: Duration,
         /// A librdkafka property, key=value (repeatable).
         #[arg(long = "property", value_parser = parse_property)]
         properties: Vec<(String, String)>,
@@ -246,6 +254,8 @@ fn main() -> ExitCode {
             disorder,
             start_ms,
             malformed_every,
+            fraud_every,
+            fraud_within,
             mut properties,
         } => {
             properties.insert(0, ("bootstrap.servers".into(), brokers));
@@ -263,6 +273,10 @@ fn main() -> ExitCode {
                     disorder_ms: disorder.as_millis() as u64,
                     start_ms,
                     paced: !unpaced,
+                    fraud: fraud_every.map(|every| FraudMix {
+                        every,
+                        within_ms: fraud_within.as_millis() as u64,
+                    }),
                 },
                 malformed_every,
             };

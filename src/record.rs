@@ -80,6 +80,48 @@ impl Value {
     }
 }
 
+impl Value {
+    /// A total order over values (by kind, then value; floats by IEEE total order), for
+    /// ordering records deterministically.
+    pub fn total_cmp(&self, other: &Value) -> std::cmp::Ordering {
+        let rank = |v: &Value| match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Float(_) => 3,
+            Value::Str(_) => 4,
+        };
+        match (self, other) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            (a, b) => rank(a).cmp(&rank(b)),
+        }
+    }
+
+    /// The value as text, for messages and templates (`null` for Null).
+    pub fn to_text(&self) -> CompactString {
+        match self {
+            Value::Str(s) => s.clone(),
+            other => {
+                let mut out = Vec::new();
+                other.write_json(&mut out);
+                CompactString::from_utf8(out).expect("JSON literals are UTF-8")
+            }
+        }
+    }
+}
+
+/// Orders records field by field with [`Value::total_cmp`].
+pub fn record_cmp(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
+}
+
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -191,6 +233,50 @@ impl Schema {
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
     }
+}
+
+/// An identifier (a card account, a user): a number or a string, as the source has it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Id {
+    /// A numeric id.
+    Int(i64),
+    /// A textual id.
+    Str(CompactString),
+}
+
+impl Id {
+    /// The id in a field value: an int or a string.
+    pub fn of(value: &Value) -> Option<Id> {
+        match value {
+            Value::Int(n) => Some(Id::Int(*n)),
+            Value::Str(s) => Some(Id::Str(s.clone())),
+            _ => None,
+        }
+    }
+
+    /// The id as a field value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Id::Int(i) => Value::Int(*i),
+            Id::Str(s) => Value::Str(s.clone()),
+        }
+    }
+}
+
+/// A card payment, as the fraud rules read it. Ordered by id first, which orders simultaneous
+/// payments of an account deterministically.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CardPayment {
+    /// The payment (transaction) id.
+    pub id: CompactString,
+    /// The card account.
+    pub account: Id,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// The merchant.
+    pub merchant: CompactString,
+    /// Where it was made.
+    pub country: CompactString,
 }
 
 /// Input that could not become an event, with where it came from and why.

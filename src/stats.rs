@@ -20,6 +20,12 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Window results emitted.
     pub windows_out: AtomicU64,
+    /// Fraud alerts emitted.
+    pub alerts: AtomicU64,
+    /// Events (and rejections) emitted by command processors.
+    pub events_out: AtomicU64,
+    /// Notification requests emitted by orchestrators.
+    pub notifications_requested: AtomicU64,
     /// Notifications the CPaaS accepted.
     pub notifications_sent: AtomicU64,
     /// Notifications that failed for good (also dead-lettered).
@@ -43,6 +49,9 @@ impl Default for Stats {
             dead_letters: Default::default(),
             late: Default::default(),
             windows_out: Default::default(),
+            alerts: Default::default(),
+            events_out: Default::default(),
+            notifications_requested: Default::default(),
             notifications_sent: Default::default(),
             notifications_failed: Default::default(),
             notification_retries: Default::default(),

@@ -1,41 +1,35 @@
-//! Crash and replay tests of the `eddy` binary against Kafka.
+//! Crash, replay and cluster tests of the `eddy` binary against Kafka.
 //!
-//! The test process hosts librdkafka's mock cluster (its bootstrap address is a real TCP listener
-//! on 127.0.0.1) and runs `eddy run` as a child process: killed with SIGKILL at several points
-//! while a feed is live and restarted from its committed offsets, it must still write every
-//! window with exactly the values computed here from the generated transactions.
+//! `eddy run` runs as a child process: killed with SIGKILL at several points while a feed is live
+//! and restarted from its committed offsets, it must still write every window with exactly the
+//! values computed here from the generated transactions. That test runs against librdkafka's
+//! mock cluster, hosted by the test process (its bootstrap address is a real TCP listener on
+//! 127.0.0.1), and against the real tansu broker (`common/tansu.rs`), where an independent client
+//! writes the feed.
 //!
 //! The replay test (`--from <time>`) needs a broker that looks offsets up by timestamp, which the
 //! mock cluster does not (librdkafka's `rdkafka_mock_handlers.c` answers every ListOffsets-by-time
-//! request with offset -1, "FIXME: by timestamp"): it is ignored by default and runs against the
-//! broker named by `EDDY_TEST_BROKERS` (e.g. a local `tansu broker`).
+//! request with offset -1, "FIXME: by timestamp"): it runs on tansu only, as does the job of two
+//! processes sharing a topic.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Wake};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::kafka::{
-    self, At, GroupOffsets, Msg, OUT_OF_ORDERNESS_MS, PATIENCE, RATE, Row, START_MS, Transaction,
-    assert_rows_equal, generate, generator, high_watermarks, job_text, late_txns, mock_cluster,
-    output_rows, output_rows_at, read_topic, reference,
+    self, At, Cluster, Endpoint, GroupOffsets, Input, Msg, OUT_OF_ORDERNESS_MS, PATIENCE, Row,
+    START_MS, Tier, Transaction, assert_rows_equal, generate, generator, high_watermarks, job_text,
+    late_txns, output_rows, output_rows_at, read_topic, reference,
 };
 use eddy::sources::generator::Transaction as Generated;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
@@ -43,107 +37,24 @@ const PARTITIONS: i32 = 4;
 const RUN_PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
-// The cluster, input and output.
+// The input and output.
 
-/// Creates topics on a real broker with the admin API.
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("creating an admin client");
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(PATIENCE));
-    let results = block_on(admin.create_topics(&new, &options)).expect("creating topics");
-    for result in results {
-        if let Err((topic, e)) = result {
-            panic!("creating topic `{topic}` on {brokers}: {e}");
-        }
-    }
+/// The time a transaction generated at `rate` is nominally generated at (its event time before
+/// the disorder): used as the message timestamp, like a producer's wall clock, while the event
+/// time lags it.
+fn nominal_ms(t: &Generated, rate: u64) -> i64 {
+    (START_MS + t.seq * 1000 / rate) as i64
 }
 
-/// Drives a future on this thread (rdkafka's admin client completes it from its own thread).
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an admin request did not complete in {PATIENCE:?}"
-        );
-        thread::park_timeout(Duration::from_millis(100));
-    }
-}
-
-/// The time a transaction is nominally generated at (its event time before the disorder): used
-/// as the message timestamp, like a producer's wall clock, while the event time lags it.
-fn nominal_ms(t: &Generated) -> i64 {
-    (START_MS + t.seq * 1000 / RATE) as i64
-}
-
-/// Sends `txns` to `topic` keyed by account, `per_second` messages per wall-clock second (all at
-/// once when `None`), with the nominal time as message timestamp when `timestamps` is set;
-/// counts what it has handed to the producer in `produced`.
-fn produce_txns(
-    brokers: &str,
-    topic: &str,
-    txns: &[Generated],
-    per_second: Option<u64>,
-    timestamps: bool,
-    produced: &AtomicU64,
-) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("creating the producer");
-    let started = Instant::now();
-    let mut sent = 0;
-    while sent < txns.len() {
-        let due = match per_second {
-            None => txns.len(),
-            Some(rate) => ((started.elapsed().as_secs_f64() * rate as f64) as usize)
-                .clamp(sent + 1, txns.len()),
-        };
-        for t in &txns[sent..due] {
-            let payload = serde_json::to_vec(t).expect("serializing a transaction");
-            let key = t.account_id.to_string();
-            loop {
-                let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
-                if timestamps {
-                    record = record.timestamp(nominal_ms(t));
-                }
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        producer.poll(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => panic!("producing into `{topic}`: {e}"),
-                }
-            }
-        }
-        sent = due;
-        produced.store(sent as u64, Ordering::Relaxed);
-        producer.poll(Duration::ZERO);
-        if per_second.is_some() && sent < txns.len() {
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-    producer.flush(PATIENCE).expect("flushing the producer");
+/// `txns` as messages keyed by account; with `rate`, the nominal time at that rate as message
+/// timestamp.
+fn inputs(txns: &[Generated], rate: Option<u64>) -> Vec<Input> {
+    txns.iter()
+        .map(|t| Input {
+            timestamp: rate.map(|rate| nominal_ms(t, rate)),
+            ..Input::keyed(Transaction::from(t))
+        })
+        .collect()
 }
 
 /// The group's committed offsets once two reads 200 ms apart agree (a killed child's last commit
@@ -187,12 +98,12 @@ struct Eddy {
 }
 
 impl Eddy {
+    /// `eddy run JOB ARGS…`.
     fn start(job: &Path, brokers: &str, args: &[&str], log: PathBuf, what: &str) -> Eddy {
         let file = File::create(&log).expect("creating a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .arg("run")
             .arg(job)
-            .args(["-w", "2"])
             .args(args)
             .env("BROKERS", brokers)
             .env("RUST_LOG", "eddy=info")
@@ -423,113 +334,142 @@ struct Run {
     how: String,
 }
 
-/// A live feed into a 4-partition topic; `eddy run` is killed with SIGKILL three times at random
-/// points (by committed offsets, or after a random delay) and restarted from the committed
-/// offsets, then run with `--until-end` once the feed has finished. Every reference window must
-/// be in the output with exactly its reference values (no record is missing). A complete row may
-/// be written twice (at-least-once); a row with other values is tolerated only if a killed run
-/// wrote it and a later run wrote the reference row: the checkpoint committed with the offsets
-/// keeps a restarted job from emitting a window again with only its replayed records.
+/// A live feed into a 4-partition topic; `eddy run` (2 workers) is killed with SIGKILL five times
+/// at random points (by committed offsets, or after a random delay) and restarted from the
+/// committed offsets, then run with `--until-end` once the feed has finished. Every reference
+/// window must be in the output with exactly its reference values (no record is missing).
+///
+/// Delivery is at-least-once: exactly-once (DESIGN §5, a Kafka transaction per checkpoint) has
+/// not landed, so a complete row may be written twice, and the test counts those repeats. A row
+/// with other values is tolerated only if a killed run wrote it and a later run wrote the
+/// reference row: the checkpoint committed with the offsets keeps a restarted job from emitting a
+/// window again with only its replayed records. tansu loses that checkpoint (see
+/// [`Tier::keeps_commit_metadata`]), so there a restarted run may also write a window's tail:
+/// exactly the window's records from the offsets it resumed at, after an earlier run wrote the
+/// complete row.
 #[test]
 fn killed_and_restarted_from_committed_offsets_no_record_missing() {
-    const INPUT: &str = "transactions";
-    const OUTPUT: &str = "per-account";
+    killed_and_restarted(Tier::Mock);
+}
+
+/// The crash test on tansu: `eddy run` reads and writes through real sockets, commits to tansu's
+/// consumer group, and decodes a feed written by the independent client.
+#[test]
+fn tansu_killed_and_restarted_from_committed_offsets_no_record_missing() {
+    killed_and_restarted(Tier::Tansu);
+}
+
+fn killed_and_restarted(tier: Tier) {
     const GROUP: &str = "crash";
-    const COUNT: u64 = 24_000;
-    /// Messages per wall-clock second: the feed lasts 8 s.
-    const FEED_RATE: u64 = 3_000;
+    let count = tier.count(24_000);
+    // Messages per wall-clock second: the feed lasts 16 s, so that every run killed by committed
+    // offsets runs while it is live. (Once the feed has ended, the input's last windows stay
+    // open, and a run that resumed just before them has nothing more it can commit.)
+    let feed_rate = count / 16;
 
     let test_started = Instant::now();
-    let (_mock, brokers) = mock_cluster(&[(INPUT, PARTITIONS), (OUTPUT, 3)]);
+    let Some(cluster) = Cluster::start(
+        tier,
+        "crash",
+        &[("transactions", PARTITIONS), ("per-account", 3)],
+    ) else {
+        return;
+    };
+    let brokers = cluster.brokers();
+    let (input_topic, output) = (cluster.topic("transactions"), cluster.topic("per-account"));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let job = dir.path().join("job.toml");
-    std::fs::write(&job, job_text("crash-test", INPUT, GROUP, OUTPUT, false))
-        .expect("writing the job file");
-
-    let txns = Arc::new(generate(&generator(41, COUNT, START_MS)));
-    let produced = Arc::new(AtomicU64::new(0));
-    let feed = {
-        let (brokers, txns, produced) = (brokers.clone(), Arc::clone(&txns), Arc::clone(&produced));
-        thread::spawn(move || {
-            produce_txns(&brokers, INPUT, &txns, Some(FEED_RATE), false, &produced)
-        })
-    };
+    std::fs::write(
+        &job,
+        job_text(tier, "crash-test", &input_topic, GROUP, &output, None),
+    )
+    .expect("writing the job file");
 
     let mut dice = Dice::new();
     let kills = [
-        KillAt::Committed(dice.pick(COUNT / 10..COUNT / 4)),
+        KillAt::Committed(dice.pick(count / 10..count / 5)),
         KillAt::After(Duration::from_millis(dice.pick(300..1500))),
-        KillAt::Committed(dice.pick(COUNT * 45 / 100..COUNT * 70 / 100)),
+        KillAt::Committed(dice.pick(count * 30 / 100..count * 45 / 100)),
+        KillAt::After(Duration::from_millis(dice.pick(300..1500))),
+        KillAt::Committed(dice.pick(count * 55 / 100..count * 75 / 100)),
     ];
-    let offsets = GroupOffsets::new(&brokers, GROUP, INPUT, PARTITIONS);
+    let offsets = GroupOffsets::new(brokers, GROUP, &input_topic, PARTITIONS);
     let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("creating a consumer for watermarks");
     let output_ends = || -> BTreeMap<i32, i64> {
-        high_watermarks(&reader, OUTPUT)
+        high_watermarks(&reader, &output)
             .into_iter()
             .map(|(p, (_, high))| (p, high))
             .collect()
     };
 
+    let txns = generate(&generator(tier, 41, count, START_MS));
+    let feed = inputs(&txns, None);
+    let produced = AtomicU64::new(0);
+    let endpoint: &Endpoint = &cluster;
     let mut runs = Vec::new();
-    for (i, kill) in kills.iter().enumerate() {
-        let committed_before = settled(&offsets);
-        let what = format!("run {i} (to be killed at {kill:?})");
-        let log = dir.path().join(format!("run-{i}.log"));
-        let mut child = Eddy::start(&job, &brokers, &[], log, &what);
-        let started = Instant::now();
-        match *kill {
-            KillAt::Committed(target) => {
-                let deadline = started + PATIENCE;
-                loop {
-                    child.assert_running();
-                    let now = offsets.get();
-                    if total(&now) >= target && total(&now) > total(&committed_before) {
-                        break;
+    thread::scope(|scope| {
+        let feed = scope.spawn(|| {
+            endpoint.produce(&input_topic, &feed, Some(feed_rate), &produced);
+        });
+        for (i, kill) in kills.iter().enumerate() {
+            let committed_before = settled(&offsets);
+            let what = format!("run {i} (to be killed at {kill:?})");
+            let log = dir.path().join(format!("run-{i}.log"));
+            let mut child = Eddy::start(&job, brokers, &["-w", "2"], log, &what);
+            let started = Instant::now();
+            match *kill {
+                KillAt::Committed(target) => {
+                    let deadline = started + PATIENCE;
+                    loop {
+                        child.assert_running();
+                        let now = offsets.get();
+                        if total(&now) >= target && total(&now) > total(&committed_before) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "{what}: after {PATIENCE:?} the group has committed {now:?} (from \
+                             {committed_before:?}), short of {target}; {} of {count} produced; log:\n{}",
+                            produced.load(Ordering::Relaxed),
+                            child.log()
+                        );
+                        thread::sleep(Duration::from_millis(20));
                     }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{what}: after {PATIENCE:?} the group has committed {now:?} (from \
-                         {committed_before:?}), short of {target}; {} of {COUNT} produced; log:\n{}",
-                        produced.load(Ordering::Relaxed),
-                        child.log()
-                    );
-                    thread::sleep(Duration::from_millis(20));
+                    thread::sleep(Duration::from_millis(dice.pick(0..200)));
                 }
-                thread::sleep(Duration::from_millis(dice.pick(0..200)));
-            }
-            KillAt::After(delay) => {
-                while started.elapsed() < delay {
-                    child.assert_running();
-                    thread::sleep(Duration::from_millis(20));
+                KillAt::After(delay) => {
+                    while started.elapsed() < delay {
+                        child.assert_running();
+                        thread::sleep(Duration::from_millis(20));
+                    }
                 }
             }
+            child.kill();
+            let ends = settle(output_ends);
+            let run = Run {
+                started_at: start_positions(&child.log()),
+                committed_before,
+                output_ends: ends,
+                how: format!(
+                    "{what}, killed after {:?} with {} of {count} produced",
+                    started.elapsed(),
+                    produced.load(Ordering::Relaxed)
+                ),
+            };
+            eprintln!("{run:?}");
+            runs.push(run);
         }
-        child.kill();
-        let ends = settle(output_ends);
-        let run = Run {
-            started_at: start_positions(&child.log()),
-            committed_before,
-            output_ends: ends,
-            how: format!(
-                "{what}, killed after {:?} with {} of {COUNT} produced",
-                started.elapsed(),
-                produced.load(Ordering::Relaxed)
-            ),
-        };
-        eprintln!("{run:?}");
-        runs.push(run);
-    }
-
-    feed.join().expect("the feed thread");
+        feed.join().expect("the feed thread");
+    });
     let committed_before = settled(&offsets);
     let what = "the final run (--until-end)".to_string();
     let mut last = Eddy::start(
         &job,
-        &brokers,
-        &["--until-end"],
+        brokers,
+        &["-w", "2", "--until-end"],
         dir.path().join("final.log"),
         &what,
     );
@@ -550,7 +490,7 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
     eprintln!("{:?}", runs.last());
 
     // The input, and the reference computed from it.
-    let input = read_topic(&brokers, INPUT);
+    let input = read_topic(brokers, &input_topic);
     check_input(&input, &txns);
     let late = late_txns(&input);
     let decoded: Vec<Transaction> = input.iter().map(decode).collect();
@@ -583,17 +523,18 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
         resumed > 0,
         "no restart found committed offsets to resume from: {runs:#?}"
     );
-    let final_start = total(&runs[3].committed_before);
+    let last = runs.last().expect("the final run");
+    let final_start = total(&last.committed_before);
     assert!(final_start > 0, "the final run started from the beginning");
     assert_eq!(
         final_events,
-        COUNT - final_start,
+        count - final_start,
         "the final run should read exactly from the committed offsets {:?} to the end",
-        runs[3].committed_before
+        last.committed_before
     );
 
     // The rows, each attributed to the run that wrote it.
-    let rows = output_rows_at(&brokers, OUTPUT);
+    let rows = output_rows_at(brokers, &output);
     let run_of = |at: &At| {
         runs.iter()
             .position(|r| at.offset < r.output_ends[&at.partition])
@@ -611,7 +552,7 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
             v.iter()
                 .map(|(run, at)| {
                     format!(
-                        "    run {run} at {OUTPUT}/{}@{}: {:?}",
+                        "    run {run} at {output}/{}@{}: {:?}",
                         at.partition, at.offset, at.row
                     )
                 })
@@ -665,18 +606,20 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
                 continue;
             }
             wrong_rows += 1;
-            if from_start[*run].get(window) == Some(&at.row)
+            let tail = from_start[*run].get(window) == Some(&at.row)
                 && written
                     .iter()
-                    .any(|(earlier, other)| earlier < run && other.row == *reference)
-            {
+                    .any(|(earlier, other)| earlier < run && other.row == *reference);
+            if tail {
                 tails += 1;
             }
             let superseded = *run + 1 < runs.len()
                 && written
                     .iter()
                     .any(|(later, other)| later > run && other.row == *reference);
-            if !superseded {
+            // Without the checkpoint a restarted run cannot know the window was emitted, and
+            // writes what it replayed of it: exactly that tail, and nothing else, is allowed.
+            if !superseded && (tier.keeps_commit_metadata() || !tail) {
                 wrong.insert(*window);
             }
         }
@@ -684,9 +627,24 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
     let per_run: Vec<usize> = (0..runs.len())
         .map(|i| rows.iter().filter(|at| run_of(at) == i).count())
         .collect();
+    // Complete rows written again by a restarted run: allowed, as at-least-once delivery, until
+    // exactly-once (DESIGN §5) lands.
+    let repeats: usize = by_window
+        .iter()
+        .filter_map(|(window, written)| {
+            let reference = expected.get(window)?;
+            let complete = written
+                .iter()
+                .filter(|(_, at)| at.row == *reference)
+                .count();
+            Some(complete.saturating_sub(1))
+        })
+        .sum();
     eprintln!(
-        "{} rows ({per_run:?} per run), {} reference windows, {} late records, {wrong_rows} rows \
-         differing from the reference, {} of them not superseded; {:?} in all",
+        "{} rows ({per_run:?} per run), {} reference windows, {} late records, {repeats} complete \
+         rows written again (at-least-once: allowed until exactly-once lands), {wrong_rows} rows \
+         differing from the reference ({tails} of them the tail a restart replayed), {} of them \
+         not allowed; {:?} in all",
         rows.len(),
         expected.len(),
         late.len(),
@@ -730,11 +688,16 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
     assert!(
         wrong.is_empty(),
         "{} windows have a row with other values than the reference that no later run \
-         superseded with the reference row ({wrong_rows} differing rows in all; {tails} of them \
+         superseded with the reference row{} ({wrong_rows} differing rows in all; {tails} of them \
          hold exactly the window's records from the offsets their run restarted from, after an \
          earlier run had written the complete row: the restart checkpoint did not cover the \
          window). Runs:\n{runs_summary}\nFor example:\n{}",
         wrong.len(),
+        if tier.keeps_commit_metadata() {
+            ""
+        } else {
+            " and that is not the tail its run replayed after an earlier run wrote the complete row"
+        },
         examples(&wrong)
     );
 }
@@ -743,41 +706,40 @@ fn killed_and_restarted_from_committed_offsets_no_record_missing() {
 /// that time (by message timestamp) in each partition: the output equals the reference computed
 /// from them, and no window before them appears.
 ///
-/// The mock cluster does not look offsets up by time, so this runs against a real broker:
-/// `EDDY_TEST_BROKERS=127.0.0.1:9092 cargo test --test crash -- --ignored`.
+/// The mock cluster does not look offsets up by time, so this runs on tansu only.
 #[test]
-#[ignore = "needs a broker with offsets-for-times in EDDY_TEST_BROKERS (the mock cluster has none)"]
-fn replay_from_a_time_reads_exactly_the_messages_from_then() {
-    const COUNT: u64 = 8_000;
+fn tansu_replay_from_a_time_reads_exactly_the_messages_from_then() {
+    const COUNT: u64 = 2_000;
+    let tier = Tier::Tansu;
     let test_started = Instant::now();
-    let suffix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_millis();
-    let input = format!("replay-in-{suffix}");
-    let output = format!("replay-out-{suffix}");
-    let group = format!("replay-{suffix}");
-    let topics = [(input.as_str(), PARTITIONS), (output.as_str(), 2)];
-    let (_mock, brokers) = match std::env::var("EDDY_TEST_BROKERS") {
-        Ok(brokers) => {
-            create_topics(&brokers, &topics);
-            (None, brokers)
-        }
-        Err(_) => {
-            let (mock, brokers) = mock_cluster(&topics);
-            (Some(mock), brokers)
-        }
+    let Some(cluster) = Cluster::start(
+        tier,
+        "replay",
+        &[("transactions", PARTITIONS), ("per-account", 2)],
+    ) else {
+        return;
     };
+    let brokers = cluster.brokers();
+    let (input, output) = (cluster.topic("transactions"), cluster.topic("per-account"));
+    let group = "replay";
     let dir = tempfile::tempdir().expect("a temporary directory");
     let job = dir.path().join("job.toml");
-    std::fs::write(&job, job_text("crash-test", &input, &group, &output, false))
-        .expect("writing the job file");
+    std::fs::write(
+        &job,
+        job_text(tier, "crash-test", &input, group, &output, None),
+    )
+    .expect("writing the job file");
 
-    // Message timestamps are the nominal times (4 ms apart, increasing in every partition); the
+    // Message timestamps are the nominal times (20 ms apart, increasing in every partition); the
     // event times in the payloads lag them by up to 2 s.
-    let txns = generate(&generator(43, COUNT, START_MS));
-    produce_txns(&brokers, &input, &txns, None, true, &AtomicU64::new(0));
-    let messages = read_topic(&brokers, &input);
+    let txns = generate(&generator(tier, 43, COUNT, START_MS));
+    cluster.produce(
+        &input,
+        &inputs(&txns, Some(tier.rate())),
+        None,
+        &AtomicU64::new(0),
+    );
+    let messages = read_topic(brokers, &input);
     check_input(&messages, &txns);
 
     // 14 s in: inside the second window, so the first is wholly before and the second straddles.
@@ -792,7 +754,10 @@ fn replay_from_a_time_reads_exactly_the_messages_from_then() {
             .unwrap_or_else(|| panic!("{input}/{}@{} has no timestamp", m.partition, m.offset));
         assert_eq!(
             ts,
-            nominal_ms(&txns[decode(m).txn_id[1..].parse::<usize>().expect("t<seq>")]),
+            nominal_ms(
+                &txns[decode(m).txn_id[1..].parse::<usize>().expect("t<seq>")],
+                tier.rate()
+            ),
             "{input}/{}@{} does not carry the timestamp it was produced with",
             m.partition,
             m.offset
@@ -816,8 +781,8 @@ fn replay_from_a_time_reads_exactly_the_messages_from_then() {
 
     // What the broker answers, checked first so a broker without the lookup fails plainly.
     let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &group)
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
         .create()
         .expect("creating a consumer");
     let mut times = TopicPartitionList::new();
@@ -843,8 +808,7 @@ fn replay_from_a_time_reads_exactly_the_messages_from_then() {
     assert!(
         answered.iter().all(|(p, o)| *o == Some(first_at[p])),
         "the broker at {brokers} looks up {from} as {answered:?}, not at the first messages at or \
-         after it {first_at:?}: it does not support offsets for times (librdkafka's mock cluster \
-         answers -1 to every such request); set EDDY_TEST_BROKERS to a broker that does"
+         after it {first_at:?}: it does not support offsets for times as this test needs"
     );
 
     let included: Vec<&Msg> = messages
@@ -876,8 +840,8 @@ fn replay_from_a_time_reads_exactly_the_messages_from_then() {
     let what = format!("eddy run --from {from} --until-end");
     let mut child = Eddy::start(
         &job,
-        &brokers,
-        &["--from", &from, "--until-end"],
+        brokers,
+        &["-w", "2", "--from", &from, "--until-end"],
         dir.path().join("replay.log"),
         &what,
     );
@@ -897,7 +861,7 @@ fn replay_from_a_time_reads_exactly_the_messages_from_then() {
         "{what}: events read"
     );
 
-    let rows = output_rows(&brokers, &output);
+    let rows = output_rows(brokers, &output);
     let before: Vec<&Row> = rows
         .iter()
         .filter(|r| r.window_end <= from_ms - OUT_OF_ORDERNESS_MS as i64)
@@ -915,4 +879,99 @@ fn replay_from_a_time_reads_exactly_the_messages_from_then() {
         rows.len(),
         test_started.elapsed()
     );
+}
+
+/// A job of two timely processes (two workers each) sharing a topic of 8 partitions on tansu:
+/// each process reads 4 partitions, no partition is read twice, the processes read the whole
+/// input between them, and their output equals the reference.
+#[test]
+fn tansu_two_processes_share_a_topic_of_eight_partitions() {
+    const COUNT: u64 = 8_000;
+    const INPUT_PARTITIONS: i32 = 8;
+    let tier = Tier::Tansu;
+    let Some(cluster) = Cluster::start(
+        tier,
+        "two-processes",
+        &[("transactions", INPUT_PARTITIONS), ("per-account", 3)],
+    ) else {
+        return;
+    };
+    let brokers = cluster.brokers();
+    let (input, output) = (cluster.topic("transactions"), cluster.topic("per-account"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        job_text(tier, "cluster-test", &input, "two-processes", &output, None),
+    )
+    .expect("writing the job file");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            common::free_port(),
+            common::free_port()
+        ),
+    )
+    .expect("writing the host file");
+    let hosts = hosts.to_str().expect("a UTF-8 path");
+
+    let txns = generate(&generator(tier, 47, COUNT, START_MS));
+    cluster.produce(&input, &inputs(&txns, None), None, &AtomicU64::new(0));
+    let messages = read_topic(brokers, &input);
+    check_input(&messages, &txns);
+    assert!(
+        (0..INPUT_PARTITIONS).all(|p| messages.iter().any(|m| m.partition == p)),
+        "some partition of `{input}` is empty: the test would not show it is read"
+    );
+    let late = late_txns(&messages);
+    let decoded: Vec<Transaction> = messages.iter().map(decode).collect();
+    let expected: BTreeSet<Row> = reference(decoded.iter().filter(|t| !late.contains(&t.txn_id)))
+        .into_values()
+        .collect();
+
+    let mut processes: Vec<Eddy> = ["0", "1"]
+        .into_iter()
+        .map(|p| {
+            Eddy::start(
+                &job,
+                brokers,
+                &["-w", "2", "-n", "2", "-p", p, "-h", hosts, "--until-end"],
+                dir.path().join(format!("process-{p}.log")),
+                &format!("process {p} of 2"),
+            )
+        })
+        .collect();
+    let mut read = Vec::new();
+    let mut events = 0;
+    for (p, process) in processes.iter_mut().enumerate() {
+        let status = process.wait(RUN_PATIENCE);
+        let log = process.log();
+        assert!(
+            status.success(),
+            "process {p} failed with {status}; its log:\n{log}"
+        );
+        let started_at = start_positions(&log);
+        assert_eq!(
+            started_at.len(),
+            INPUT_PARTITIONS as usize / 2,
+            "process {p} should read half the partitions: {started_at:?}"
+        );
+        assert!(
+            started_at.values().all(|&offset| offset == 0),
+            "process {p} did not start at the beginning: {started_at:?}"
+        );
+        read.extend(started_at.into_keys());
+        events += events_done(&log);
+    }
+    read.sort();
+    assert_eq!(
+        read,
+        (0..INPUT_PARTITIONS).collect::<Vec<_>>(),
+        "the processes should read every partition once between them"
+    );
+    assert_eq!(events, COUNT, "events read by the two processes");
+    let rows = output_rows(brokers, &output);
+    assert_rows_equal("two processes", &rows, &expected);
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -164,14 +163,6 @@ fn assert_same_lines(got: &[String], expected: &[String], what: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn file_job_gives_the_reference_on_one_worker_two_workers_and_two_processes() {
     let events = common::transactions(30_000, 200, 1_500, 101, 8_000);
@@ -192,7 +183,11 @@ fn file_job_gives_the_reference_on_one_worker_two_workers_and_two_processes() {
         std::fs::write(dir.path().join("in.jsonl"), &input).unwrap();
         std::fs::write(dir.path().join("job.toml"), JOB).unwrap();
         if args[0] == "-n" {
-            let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+            let hosts = format!(
+                "127.0.0.1:{}\n127.0.0.1:{}\n",
+                common::free_port(),
+                common::free_port()
+            );
             std::fs::write(dir.path().join("hosts"), hosts).unwrap();
             let spawn = |p: &str| {
                 Command::new(env!("CARGO_BIN_EXE_eddy"))

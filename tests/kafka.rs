@@ -1,37 +1,31 @@
-//! End-to-end tests of the Kafka path against librdkafka's in-process mock cluster: generated
-//! transactions are produced into a topic, a job file is run through the real Kafka source and
-//! sinks, and the output topics are read back and compared with results computed here, from the
-//! generator, independently of the engine.
+//! End-to-end tests of the Kafka path: generated transactions are produced into a topic, a job
+//! file is run through the real Kafka source and sinks, and the output topics are read back and
+//! compared with results computed here, from the generator, independently of the engine.
+//!
+//! Each test runs against librdkafka's in-process mock cluster; the round trip, the dead letters
+//! and the restart also run against a real broker, tansu, a separate process (the `tansu_*`
+//! tests), where their input is written by an independent client (see `common/tansu.rs`).
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::kafka::{
-    At, GroupOffsets, Msg, PATIENCE, RATE, Row, START_MS, Transaction, assert_rows_equal,
-    check_input, generate, generator, job_text, late_txns, mock_cluster, output_rows,
-    output_rows_at, read_topic, reference,
+    At, Cluster, GroupOffsets, Input, Msg, PATIENCE, Payload, Row, START_MS, Tier, Transaction,
+    assert_rows_equal, check_input, generate, generator, job_text, late_txns, output_rows,
+    output_rows_at, produce_input, read_topic, reference, run, run_to_end,
 };
-use eddy::dataflows::RunOptions;
-use eddy::job::Job;
-use eddy::produce::{ProduceOptions, produce};
-use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const INPUT: &str = "transactions";
 /// Partitions of the input topic.
 const INPUT_PARTITIONS: i32 = 4;
-/// Upper bound for one run of a job (a few seconds normally).
-const JOB_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The payload `eddy produce` writes in place of every n-th transaction.
 const BROKEN: &[u8] = br#"{"txn_id":"broken","account_id":"#;
@@ -44,98 +38,34 @@ fn transactions(config: &GeneratorConfig) -> Vec<Transaction> {
     generate(config).iter().map(Transaction::from).collect()
 }
 
-/// Produces `config`'s transactions into `topic` with `eddy produce`'s code.
-fn produce_input(
-    brokers: &str,
+/// Produces `config`'s transactions into `topic`, every `malformed_every`-th replaced by
+/// [`BROKEN`]: on the mock cluster with `eddy produce`'s code; on the real broker, the same
+/// messages with the independent client.
+fn produce_generated(
+    cluster: &Cluster,
     topic: &str,
     config: &GeneratorConfig,
     malformed_every: Option<u64>,
 ) {
-    let options = ProduceOptions {
-        properties: vec![("bootstrap.servers".into(), brokers.into())],
-        topic: topic.into(),
-        generator: config.clone(),
-        malformed_every,
-    };
-    let sent = produce(&options, &AtomicBool::new(false), &AtomicU64::new(0))
-        .expect("producing the input");
-    assert_eq!(
-        Some(sent),
-        config.count,
-        "the producer sent a different number of messages"
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
-// The job.
-
-/// Runs `text` with `workers` workers until it ends by itself or `stop` is set, counting into `stats`.
-fn run(
-    text: &str,
-    brokers: &str,
-    workers: usize,
-    start: StartFrom,
-    until_end: bool,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
-) {
-    let job = Job::parse_with(Path::new("test.toml"), text, &|name| {
-        (name == "BROKERS").then(|| brokers.to_string())
-    })
-    .unwrap_or_else(|e| panic!("the test's job file is invalid:\n{e}"));
-    let cluster = ClusterArgs::local(workers);
-    // A job that never ends is stopped (and the test fails) rather than hanging the test run.
-    let finished = Arc::new(AtomicBool::new(false));
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let (stop, finished, timed_out) = (
-            Arc::clone(&stop),
-            Arc::clone(&finished),
-            Arc::clone(&timed_out),
-        );
-        thread::spawn(move || {
-            let deadline = Instant::now() + JOB_PATIENCE;
-            while !finished.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= deadline {
-                    timed_out.store(true, Ordering::Relaxed);
-                    stop.store(true, Ordering::Relaxed);
-                    return;
-                }
-                thread::park_timeout(deadline - now);
-            }
-        })
-    };
-    let options = RunOptions {
-        start,
-        until_end,
-        stop,
-        stats,
-    };
-    let outcome = run_job(job, &cluster, options, Duration::from_secs(1), |_, _| {});
-    finished.store(true, Ordering::Relaxed);
-    watchdog.thread().unpark();
-    watchdog.join().expect("the watchdog thread");
-    outcome.expect("running the job");
-    assert!(
-        !timed_out.load(Ordering::Relaxed),
-        "the job had not finished after {JOB_PATIENCE:?}: it was stopped"
-    );
-}
-
-/// Runs `text` from the beginning of the input to its end.
-fn run_to_end(text: &str, brokers: &str, workers: usize) -> Arc<Stats> {
-    let stats = Arc::new(Stats::default());
-    run(
-        text,
-        brokers,
-        workers,
-        StartFrom::Earliest,
-        true,
-        Arc::new(AtomicBool::new(false)),
-        Arc::clone(&stats),
-    );
-    stats
+    match cluster.tier {
+        Tier::Mock => produce_input(cluster.brokers(), topic, config, malformed_every),
+        Tier::Tansu => {
+            let inputs: Vec<Input> = transactions(config)
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut input = Input::keyed(t);
+                    if malformed_every.is_some_and(|n| (i as u64 + 1).is_multiple_of(n)) {
+                        input.payload = Payload::Raw(
+                            String::from_utf8(BROKEN.to_vec()).expect("a UTF-8 payload"),
+                        );
+                    }
+                    input
+                })
+                .collect();
+            cluster.produce(topic, &inputs, None, &AtomicU64::new(0));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,11 +74,29 @@ fn run_to_end(text: &str, brokers: &str, workers: usize) -> Arc<Stats> {
 /// Kafka in, windows per account, Kafka out: the rows equal the reference with 1 and 2 workers.
 #[test]
 fn kafka_round_trip_matches_reference_with_one_and_two_workers() {
-    let (_mock, brokers) = mock_cluster(&[(INPUT, INPUT_PARTITIONS), ("out-1", 3), ("out-2", 3)]);
-    let config = generator(11, 20_000, START_MS);
-    produce_input(&brokers, INPUT, &config, None);
+    round_trip(Tier::Mock);
+}
+
+/// The round trip on tansu.
+#[test]
+fn tansu_round_trip_matches_reference_with_one_and_two_workers() {
+    round_trip(Tier::Tansu);
+}
+
+fn round_trip(tier: Tier) {
+    let Some(cluster) = Cluster::start(
+        tier,
+        "round-trip",
+        &[(INPUT, INPUT_PARTITIONS), ("out-1", 3), ("out-2", 3)],
+    ) else {
+        return;
+    };
+    let brokers = cluster.brokers();
+    let input_topic = cluster.topic(INPUT);
+    let config = generator(tier, 11, tier.count(20_000), START_MS);
+    produce_generated(&cluster, &input_topic, &config, None);
     let txns = transactions(&config);
-    let input = read_topic(&brokers, INPUT);
+    let input = read_topic(brokers, &input_topic);
     assert!(check_input(&input, &txns).is_empty());
     let late = late_txns(&input);
     let expected: BTreeSet<Row> =
@@ -162,21 +110,22 @@ fn kafka_round_trip_matches_reference_with_one_and_two_workers() {
     );
 
     for workers in [1, 2] {
-        let output = format!("out-{workers}");
+        let output = cluster.topic(&format!("out-{workers}"));
         let stats = run_to_end(
             &job_text(
+                tier,
                 "kafka-test",
-                INPUT,
+                &input_topic,
                 &format!("round-trip-{workers}"),
                 &output,
-                false,
+                None,
             ),
-            &brokers,
+            brokers,
             workers,
         );
-        let rows = output_rows(&brokers, &output);
+        let rows = output_rows(brokers, &output);
         assert_rows_equal(&format!("{workers} worker(s)"), &rows, &expected);
-        for message in read_topic(&brokers, &output) {
+        for message in read_topic(brokers, &output) {
             assert_eq!(message.header("eddy.job").as_deref(), Some("kafka-test"));
             assert_eq!(
                 message.header("eddy.output").as_deref(),
@@ -205,31 +154,44 @@ fn kafka_round_trip_matches_reference_with_one_and_two_workers() {
 /// error and where it was read; the valid records still make the right windows.
 #[test]
 fn dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
-    let (_mock, brokers) = mock_cluster(&[(INPUT, INPUT_PARTITIONS), ("out", 2), ("dlq", 2)]);
-    let count = 20_000;
-    let config = generator(23, count, START_MS);
-    produce_input(&brokers, INPUT, &config, Some(50));
-    // A well-formed object whose `amount_cents` has the wrong type, produced directly.
+    dead_letters(Tier::Mock);
+}
+
+/// The dead letters on tansu.
+#[test]
+fn tansu_dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
+    dead_letters(Tier::Tansu);
+}
+
+fn dead_letters(tier: Tier) {
+    let Some(cluster) = Cluster::start(
+        tier,
+        "dead-letters",
+        &[(INPUT, INPUT_PARTITIONS), ("out", 2), ("dlq", 2)],
+    ) else {
+        return;
+    };
+    let brokers = cluster.brokers();
+    let (input_topic, output, dlq) = (
+        cluster.topic(INPUT),
+        cluster.topic("out"),
+        cluster.topic("dlq"),
+    );
+    let count = tier.count(20_000);
+    let config = generator(tier, 23, count, START_MS);
+    produce_generated(&cluster, &input_topic, &config, Some(50));
+    // A well-formed object whose `amount_cents` has the wrong type, produced as these bytes.
     let violation = format!(
         r#"{{"txn_id":"bad-type","account_id":7,"amount_cents":"abc","merchant":"m1","country":"US","ts":{}}}"#,
         START_MS + 30_000
     );
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("creating a producer");
-    producer
-        .send(
-            BaseRecord::to(INPUT)
-                .partition(1)
-                .key("7")
-                .payload(&violation),
-        )
-        .map_err(|(e, _)| e)
-        .expect("producing the schema violation");
-    producer
-        .flush(PATIENCE)
-        .expect("flushing the schema violation");
+    let violating = Input {
+        key: Some("7".into()),
+        partition: Some(1),
+        timestamp: None,
+        payload: Payload::Raw(violation.clone()),
+    };
+    cluster.produce(&input_topic, &[violating], None, &AtomicU64::new(0));
 
     // Every 50th message (1-based) was replaced by broken JSON; the rest are the transactions.
     let txns = transactions(&config);
@@ -240,7 +202,7 @@ fn dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
         .map(|(_, t)| t.clone())
         .collect();
     let malformed = count / 50;
-    let input = read_topic(&brokers, INPUT);
+    let input = read_topic(brokers, &input_topic);
     let undecodable = check_input(&input, &valid);
     assert_eq!(
         undecodable.len() as u64,
@@ -259,13 +221,20 @@ fn dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
             .collect();
 
     let stats = run_to_end(
-        &job_text("kafka-test", INPUT, "dead-letters", "out", true),
-        &brokers,
+        &job_text(
+            tier,
+            "kafka-test",
+            &input_topic,
+            "dead-letters",
+            &output,
+            Some(&dlq),
+        ),
+        brokers,
         2,
     );
 
     // The dead letters: exactly the undecodable input messages, each once.
-    let dead = read_topic(&brokers, "dlq");
+    let dead = read_topic(brokers, &dlq);
     let sources: HashMap<(i32, i64), &Msg> = undecodable
         .iter()
         .map(|m| ((m.partition, m.offset), m))
@@ -281,35 +250,35 @@ fn dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
             })
         };
         let error = header("eddy.error");
-        assert_eq!(header("eddy.source.topic"), INPUT);
+        assert_eq!(header("eddy.source.topic"), input_topic);
         let partition: i32 = header("eddy.source.partition")
             .parse()
             .expect("a partition number");
         let offset: i64 = header("eddy.source.offset").parse().expect("an offset");
         let source = sources.get(&(partition, offset)).unwrap_or_else(|| {
             panic!(
-                "dead letter says it came from {INPUT}/{partition}@{offset}, which holds no undecodable \
+                "dead letter says it came from {input_topic}/{partition}@{offset}, which holds no undecodable \
                  message (error `{error}`, payload {:?})",
                 String::from_utf8_lossy(&d.payload)
             )
         });
         assert!(
             seen.insert((partition, offset)),
-            "{INPUT}/{partition}@{offset} was dead-lettered twice"
+            "{input_topic}/{partition}@{offset} was dead-lettered twice"
         );
         assert_eq!(
             d.payload, source.payload,
-            "the dead letter of {INPUT}/{partition}@{offset} does not carry the bytes read there"
+            "the dead letter of {input_topic}/{partition}@{offset} does not carry the bytes read there"
         );
         assert!(
             !error.trim().is_empty(),
-            "empty eddy.error for {INPUT}/{partition}@{offset}"
+            "empty eddy.error for {input_topic}/{partition}@{offset}"
         );
         if source.payload == BROKEN {
             // The message ends right after `"account_id":`.
             assert!(
                 error.contains("account_id") || error.to_lowercase().contains("eof"),
-                "eddy.error of the truncated message at {INPUT}/{partition}@{offset} does not say \
+                "eddy.error of the truncated message at {input_topic}/{partition}@{offset} does not say \
                  what is wrong: `{error}`"
             );
         } else {
@@ -328,7 +297,7 @@ fn dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
     );
 
     // The valid records made the right windows.
-    let rows = output_rows(&brokers, "out");
+    let rows = output_rows(brokers, &output);
     assert_rows_equal("windows beside dead letters", &rows, &expected);
     assert_eq!(
         Stats::get(&stats.events_in),
@@ -342,16 +311,32 @@ fn dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
 /// run resumes at the offsets the first committed instead of at the beginning.
 #[test]
 fn restart_from_committed_offsets_loses_nothing() {
-    let (_mock, brokers) = mock_cluster(&[(INPUT, INPUT_PARTITIONS), ("out", 2)]);
-    let half = 20_000;
+    restart(Tier::Mock);
+}
+
+/// The restart on tansu: its consumer group keeps the offsets (and the checkpoints in their
+/// metadata) that the second run resumes from.
+#[test]
+fn tansu_restart_from_committed_offsets_loses_nothing() {
+    restart(Tier::Tansu);
+}
+
+fn restart(tier: Tier) {
+    let Some(cluster) = Cluster::start(tier, "restart", &[(INPUT, INPUT_PARTITIONS), ("out", 2)])
+    else {
+        return;
+    };
+    let brokers = cluster.brokers();
+    let (input_topic, output) = (cluster.topic(INPUT), cluster.topic("out"));
+    let half = tier.count(20_000);
     // Two halves with consecutive event times: the first is all the input while the first run
     // reads it, so the stop comes halfway through the whole input however fast the run is.
-    let first = generator(31, half, START_MS);
-    let second = generator(32, half, START_MS + half * 1000 / RATE);
+    let first = generator(tier, 31, half, START_MS);
+    let second = generator(tier, 32, half, START_MS + half * 1000 / tier.rate());
     let group = "restart";
-    let text = job_text("kafka-test", INPUT, group, "out", false);
+    let text = job_text(tier, "kafka-test", &input_topic, group, &output, None);
 
-    produce_input(&brokers, INPUT, &first, None);
+    produce_generated(&cluster, &input_topic, &first, None);
     let stats1 = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
@@ -366,7 +351,7 @@ fn restart_from_committed_offsets_loses_nothing() {
             Arc::clone(&finished),
             Arc::clone(&gave_up),
         );
-        let offsets = GroupOffsets::new(&brokers, group, INPUT, INPUT_PARTITIONS);
+        let offsets = GroupOffsets::new(brokers, group, &input_topic, INPUT_PARTITIONS);
         thread::spawn(move || {
             let deadline = Instant::now() + PATIENCE;
             while !finished.load(Ordering::Relaxed) {
@@ -384,7 +369,7 @@ fn restart_from_committed_offsets_loses_nothing() {
     };
     run(
         &text,
-        &brokers,
+        brokers,
         2,
         StartFrom::Committed,
         false,
@@ -398,9 +383,9 @@ fn restart_from_committed_offsets_loses_nothing() {
         !gave_up.load(Ordering::Relaxed),
         "after {PATIENCE:?} the first run had read {read1} of {half} events and committed offsets \
          {:?}: it was stopped",
-        GroupOffsets::new(&brokers, group, INPUT, INPUT_PARTITIONS).get()
+        GroupOffsets::new(brokers, group, &input_topic, INPUT_PARTITIONS).get()
     );
-    let written_first: HashSet<(i32, i64)> = output_rows_at(&brokers, "out")
+    let written_first: HashSet<(i32, i64)> = output_rows_at(brokers, &output)
         .into_iter()
         .map(|at| (at.partition, at.offset))
         .collect();
@@ -408,18 +393,19 @@ fn restart_from_committed_offsets_loses_nothing() {
         read1, half,
         "the first run should have read the whole first half before stopping"
     );
-    let committed: Vec<i64> = GroupOffsets::new(&brokers, group, INPUT, INPUT_PARTITIONS).get();
+    let committed: Vec<i64> =
+        GroupOffsets::new(brokers, group, &input_topic, INPUT_PARTITIONS).get();
     let resume_at: u64 = committed.iter().map(|&o| o.max(0) as u64).sum();
     assert!(
         resume_at > 0 && resume_at <= half,
         "after the first run the group's committed offsets are {committed:?}"
     );
 
-    produce_input(&brokers, INPUT, &second, None);
+    produce_generated(&cluster, &input_topic, &second, None);
     let stats2 = Arc::new(Stats::default());
     run(
         &text,
-        &brokers,
+        brokers,
         2,
         StartFrom::Committed,
         true,
@@ -427,7 +413,7 @@ fn restart_from_committed_offsets_loses_nothing() {
         Arc::clone(&stats2),
     );
     let read2 = Stats::get(&stats2.events_in);
-    let (rows1, rows2): (Vec<_>, Vec<_>) = output_rows_at(&brokers, "out")
+    let (rows1, rows2): (Vec<_>, Vec<_>) = output_rows_at(brokers, &output)
         .into_iter()
         .partition(|at| written_first.contains(&(at.partition, at.offset)));
     let rows1: Vec<Row> = rows1.into_iter().map(|at: At| at.row).collect();
@@ -435,7 +421,7 @@ fn restart_from_committed_offsets_loses_nothing() {
 
     let mut txns = transactions(&first);
     txns.extend(transactions(&second));
-    let input = read_topic(&brokers, INPUT);
+    let input = read_topic(brokers, &input_topic);
     assert!(check_input(&input, &txns).is_empty());
     assert!(
         late_txns(&input).is_empty(),
@@ -510,35 +496,24 @@ fn restart_from_committed_offsets_loses_nothing() {
 /// partition would keep every window open until the input ends, see the watermark unit tests.)
 #[test]
 fn an_idle_partition_does_not_hold_windows_back() {
-    let (_mock, brokers) = mock_cluster(&[(INPUT, 2), ("out-idle", 1)]);
-    let config = generator(13, 6_000, START_MS);
+    let cluster =
+        Cluster::start(Tier::Mock, "idle", &[(INPUT, 2), ("out-idle", 1)]).expect("a mock cluster");
+    let brokers = cluster.brokers().to_string();
+    let config = generator(Tier::Mock, 13, 6_000, START_MS);
     let txns: Vec<Transaction> = generate(&config).iter().map(Transaction::from).collect();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("creating a producer");
-    for t in &txns {
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "txn_id": t.txn_id, "account_id": t.account_id, "amount_cents": t.amount_cents,
-            "merchant": t.merchant, "country": t.country, "ts": t.ts,
-        }))
-        .expect("encoding a transaction");
-        // Everything goes to partition 0; partition 1 stays empty.
-        let mut record = BaseRecord::<(), _>::to(INPUT)
-            .partition(0)
-            .payload(&payload);
-        while let Err((e, r)) = producer.send(record) {
-            assert!(
-                e.to_string().contains("Queue full"),
-                "producing the input: {e}"
-            );
-            producer.poll(Duration::from_millis(5));
-            record = r;
-        }
-    }
-    producer.flush(PATIENCE).expect("flushing the input");
+    // Everything goes to partition 0; partition 1 stays empty.
+    let inputs: Vec<Input> = txns
+        .iter()
+        .map(|t| Input {
+            key: None,
+            partition: Some(0),
+            timestamp: None,
+            payload: Payload::Value(t.clone()),
+        })
+        .collect();
+    cluster.produce(INPUT, &inputs, None, &AtomicU64::new(0));
 
-    let text = job_text("idle-test", INPUT, "idle", "out-idle", false).replace(
+    let text = job_text(Tier::Mock, "idle-test", INPUT, "idle", "out-idle", None).replace(
         "out_of_orderness = \"2s\"",
         "out_of_orderness = \"2s\"\nidle_timeout = \"300ms\"",
     );

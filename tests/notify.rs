@@ -11,7 +11,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::kafka::{PATIENCE, high_watermarks, mock_cluster, read_topic};
+use common::kafka::{Cluster, PATIENCE, Tier, high_watermarks, read_topic};
 use eddy::cpaas::{CpaasStandIn, Fault, Faults, StandInOptions};
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
@@ -376,6 +376,13 @@ fn produce_requests(brokers: &str, ids: std::ops::Range<usize>, extra: &[&str]) 
     producer.flush(PATIENCE).unwrap();
 }
 
+/// The in-process Kafka cluster with `topics`, and its address.
+fn mock_cluster(test: &str, topics: &[(&str, i32)]) -> (Cluster, String) {
+    let cluster = Cluster::start(Tier::Mock, test, topics).expect("the mock tier always runs");
+    let brokers = cluster.brokers().to_string();
+    (cluster, brokers)
+}
+
 /// Runs `text` in a thread until `stop` is set; returns its handle.
 fn start_job(
     text: &str,
@@ -472,7 +479,7 @@ fn assert_each_sent_once(events: &[OutcomeEvent], ids: &HashSet<String>) {
 
 #[test]
 fn with_half_of_all_calls_failing_every_request_is_sent_exactly_once() {
-    let (_mock, brokers) = mock_cluster(&[(REQUESTS, 4), (OUTCOMES, 2), (DLQ, 1)]);
+    let (_mock, brokers) = mock_cluster("notify1", &[(REQUESTS, 4), (OUTCOMES, 2), (DLQ, 1)]);
     let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
     standin.set_faults(Faults {
         server_errors: 0.3,
@@ -512,7 +519,7 @@ fn with_half_of_all_calls_failing_every_request_is_sent_exactly_once() {
 
 #[test]
 fn bad_requests_go_to_the_dead_letters_with_the_reason() {
-    let (_mock, brokers) = mock_cluster(&[(REQUESTS, 1), (OUTCOMES, 1), (DLQ, 1)]);
+    let (_mock, brokers) = mock_cluster("notify2", &[(REQUESTS, 1), (OUTCOMES, 1), (DLQ, 1)]);
     let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = job_text(&standin.base_url(), &dir.path().join("sent.redb"), "");
@@ -577,7 +584,7 @@ fn bad_requests_go_to_the_dead_letters_with_the_reason() {
 
 #[test]
 fn a_restart_mid_stream_sends_nothing_twice() {
-    let (_mock, brokers) = mock_cluster(&[(REQUESTS, 2), (OUTCOMES, 1), (DLQ, 1)]);
+    let (_mock, brokers) = mock_cluster("notify3", &[(REQUESTS, 2), (OUTCOMES, 1), (DLQ, 1)]);
     // The stand-in sends a repeated message id again: only the adapter prevents doubles here.
     let standin = CpaasStandIn::start(StandInOptions {
         dedupe: false,
@@ -629,7 +636,7 @@ fn a_restart_mid_stream_sends_nothing_twice() {
 
 #[test]
 fn a_slow_cpaas_slows_the_source_instead_of_dropping_or_buffering() {
-    let (_mock, brokers) = mock_cluster(&[(REQUESTS, 1), (OUTCOMES, 1), (DLQ, 1)]);
+    let (_mock, brokers) = mock_cluster("notify4", &[(REQUESTS, 1), (OUTCOMES, 1), (DLQ, 1)]);
     let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
     standin.set_faults(Faults {
         slow: 1.0,

@@ -1,5 +1,7 @@
 //! Dataflows: the compiler from a job file to a timely dataflow, and the built-in graphs.
 
+pub mod engagement;
+pub mod fraud;
 pub mod metrics;
 pub mod notify;
 
@@ -108,6 +110,36 @@ pub fn build_job(
             &progress,
             job,
             metric,
+            &options.stats,
+        )?);
+    }
+    for spec in &job.fraud {
+        let (source, emitted_before) = &events[spec.source];
+        flushed.extend(fraud::build_fraud(
+            source.clone(),
+            *emitted_before,
+            &progress,
+            job,
+            spec,
+            &options.stats,
+        )?);
+    }
+    for spec in &job.commands {
+        flushed.extend(engagement::build_commands(
+            events[spec.source].clone(),
+            &progress,
+            job,
+            spec,
+            &options.stats,
+        )?);
+    }
+    for spec in &job.orchestrators {
+        flushed.extend(engagement::build_orchestrator(
+            events[spec.events.0].clone(),
+            spec.alerts.map(|(source, _)| events[source].clone()),
+            &progress,
+            job,
+            spec,
             &options.stats,
         )?);
     }

@@ -1,6 +1,8 @@
 //! The job file (TOML): what a job reads, computes and writes, validated into plain data with
 //! errors that name the file, the line and the field.
 
+mod engagement;
+mod fraud;
 mod notify;
 mod raw;
 
@@ -13,6 +15,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::operators::aggregate::AggregateKind;
+use crate::operators::command::CommandProcessor;
+use crate::operators::fraud::{
+    AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
+};
+use crate::operators::orchestrate::Orchestrator;
 use crate::operators::window::WindowSpec;
 use crate::record::{Field, FieldType, Schema, Value};
 use crate::sinks::file::FileTarget;
@@ -20,6 +27,7 @@ use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sinks::notify::config::NotifyConfig;
 use crate::sources::generator::{self, GeneratorConfig};
+use crate::sources::incidents::FraudMix;
 
 /// A validated job.
 #[derive(Clone, Debug)]
@@ -36,6 +44,12 @@ pub struct Job {
     pub sources: Vec<SourceSpec>,
     /// The windowed metrics.
     pub metrics: Vec<MetricSpec>,
+    /// The fraud detectors.
+    pub fraud: Vec<FraudSpec>,
+    /// The command processors.
+    pub commands: Vec<CommandsSpec>,
+    /// The orchestrators.
+    pub orchestrators: Vec<OrchestratorSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
     /// The notify sinks, with what feeds them.
@@ -119,6 +133,140 @@ pub struct MetricSpec {
     /// the aggregates.
     pub columns: Vec<String>,
 }
+
+/// Fraud rules over a source of card payments, with their alerts' sinks.
+#[derive(Clone, Debug)]
+pub struct FraudSpec {
+    /// Its name (part of every alert id).
+    pub name: String,
+    /// The source index.
+    pub source: usize,
+    /// Record indexes of the payment id, account, amount, merchant and country.
+    pub fields: PaymentFields,
+    /// Matches of one rule on one account within this long of a reported one are merged into it
+    /// (ms).
+    pub suppression: u64,
+    /// Rule 1, when on.
+    pub velocity: Option<Velocity>,
+    /// Rule 2, when on.
+    pub small_then_large: Option<SmallThenLarge>,
+    /// Rule 3, when on.
+    pub amount_spike: Option<AmountSpike>,
+    /// Rule 4, when on.
+    pub impossible_travel: Option<ImpossibleTravel>,
+    /// Rule 5, when on.
+    pub card_testing: Option<CardTesting>,
+    /// Sink indexes for the alerts.
+    pub sinks: Vec<usize>,
+    /// Sink index for late payments.
+    pub late_sink: Option<usize>,
+}
+
+impl FraudSpec {
+    /// The columns of its late rows: the payment's fields and event time, by their names in
+    /// `schema` (its source's).
+    pub fn late_columns(&self, schema: &Schema) -> Vec<String> {
+        let f = self.fields;
+        [
+            f.id,
+            f.account,
+            f.amount,
+            f.merchant,
+            f.country,
+            schema.time_index(),
+        ]
+        .iter()
+        .map(|&i| schema.fields()[i].name.to_string())
+        .collect()
+    }
+}
+
+/// Record indexes of the parts of a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentFields {
+    /// The payment id (string or int).
+    pub id: usize,
+    /// The card account (int or string).
+    pub account: usize,
+    /// The amount in minor units (int).
+    pub amount: usize,
+    /// The merchant (string or int).
+    pub merchant: usize,
+    /// The country (string).
+    pub country: usize,
+}
+
+/// The columns of an alert row.
+pub const ALERT_COLUMNS: [&str; 6] = [
+    "alert_id",
+    "rule",
+    "account_id",
+    "time",
+    "evidence",
+    "detail",
+];
+
+/// A command processor: commands from a source become events (or rejections) on its sinks.
+#[derive(Clone, Debug)]
+pub struct CommandsSpec {
+    /// Its name.
+    pub name: String,
+    /// The source index.
+    pub source: usize,
+    /// Record indexes of the command id, user id and command type.
+    pub id: usize,
+    /// See `id`.
+    pub user: usize,
+    /// See `id`.
+    pub kind: usize,
+    /// The command types and dedup span.
+    pub processor: CommandProcessor,
+    /// Record indexes of the fields carried into the events (all but id, user, type and time).
+    pub payload: Vec<usize>,
+    /// The output columns: [`EVENT_COLUMNS`], then the payload fields.
+    pub columns: Vec<String>,
+    /// Sink indexes for the events.
+    pub sinks: Vec<usize>,
+}
+
+/// The first columns of a command processor's events.
+pub const EVENT_COLUMNS: [&str; 6] = [
+    "event_id",
+    "event",
+    "command_id",
+    "user_id",
+    "time",
+    "reason",
+];
+
+/// An orchestrator: user events (and alerts) become notification requests on its sinks.
+#[derive(Clone, Debug)]
+pub struct OrchestratorSpec {
+    /// Its name.
+    pub name: String,
+    /// The source of user events, and the record indexes of `event_id`, `user_id` and `event`.
+    pub events: (usize, [usize; 3]),
+    /// The source of fraud alerts, and the record indexes of `alert_id` and `account_id` (the
+    /// card account is the user id).
+    pub alerts: Option<(usize, [usize; 2])>,
+    /// Contacts and reactions.
+    pub orchestrator: Orchestrator,
+    /// Sink indexes for the requests.
+    pub sinks: Vec<usize>,
+}
+
+/// The columns of a notification request.
+pub const REQUEST_COLUMNS: [&str; 9] = [
+    "request_id",
+    "event",
+    "user_id",
+    "channel",
+    "to",
+    "subject",
+    "text",
+    "cause",
+    "time",
+];
 
 /// `column op literal`, one conjunct of a `having` filter.
 #[derive(Clone, Debug, PartialEq)]
@@ -300,6 +448,15 @@ fn field_of_parse_error(text: &str, span: &Range<usize>) -> String {
     }
 }
 
+/// Everything a job computes, for checking what its sinks are given.
+#[derive(Clone, Copy)]
+struct Outputs<'a> {
+    metrics: &'a [MetricSpec],
+    fraud: &'a [FraudSpec],
+    commands: &'a [CommandsSpec],
+    orchestrators: &'a [OrchestratorSpec],
+}
+
 /// Collects errors while turning the raw file into a [`Job`].
 struct Checker<'a> {
     path: &'a Path,
@@ -461,12 +618,8 @@ impl Checker<'_> {
         for (i, m) in file.metrics.iter().enumerate() {
             let m = m.get_ref();
             let field = format!("metrics[{i}]");
-            let Some(source) = sources.iter().position(|s| s.name == *m.source.get_ref()) else {
-                self.error(
-                    m.source.span(),
-                    format!("{field}.source"),
-                    format!("no source named `{}`", m.source.get_ref()),
-                );
+            let Some(source) = self.source_index(&sources, &m.source, format!("{field}.source"))
+            else {
                 continue;
             };
             let sinks_of = m
@@ -489,22 +642,105 @@ impl Checker<'_> {
                 metrics.push(metric);
             }
         }
+        let mut fraud = Vec::new();
+        for (i, f) in file.fraud.iter().enumerate() {
+            let f = f.get_ref();
+            let field = format!("fraud[{i}]");
+            let Some(source) = self.source_index(&sources, &f.source, format!("{field}.source"))
+            else {
+                continue;
+            };
+            let sinks_of = f
+                .sinks
+                .iter()
+                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
+                .collect();
+            let late_sink = f
+                .late_sink
+                .as_ref()
+                .and_then(|s| sink_index(self, s, format!("{field}.late_sink")));
+            if let Some(spec) = self.fraud(
+                f,
+                &field,
+                source,
+                &sources[source].schema,
+                sinks_of,
+                late_sink,
+            ) {
+                fraud.push(spec);
+            }
+        }
+        let mut commands = Vec::new();
+        for (i, c) in file.commands.iter().enumerate() {
+            let c = c.get_ref();
+            let field = format!("commands[{i}]");
+            let source = self.source_index(&sources, &c.source, format!("{field}.source"));
+            let sinks_of = c
+                .sinks
+                .iter()
+                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
+                .collect();
+            if let Some(source) = source
+                && let Some(spec) =
+                    self.commands(c, &field, source, &sources[source].schema, sinks_of)
+            {
+                commands.push(spec);
+            }
+        }
+        let mut orchestrators = Vec::new();
+        for (i, o) in file.orchestrators.iter().enumerate() {
+            let o = o.get_ref();
+            let field = format!("orchestrators[{i}]");
+            let events = self.source_index(&sources, &o.events, format!("{field}.events"));
+            let alerts = o
+                .alerts
+                .as_ref()
+                .map(|a| self.source_index(&sources, a, format!("{field}.alerts")));
+            let sinks_of = o
+                .sinks
+                .iter()
+                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
+                .collect();
+            if let (Some(events), Some(alerts)) = (events, alerts.unwrap_or(Some(usize::MAX)))
+                && let Some(spec) = self.orchestrator(
+                    o,
+                    &field,
+                    events,
+                    (alerts != usize::MAX).then_some(alerts),
+                    &sources,
+                    sinks_of,
+                )
+            {
+                orchestrators.push(spec);
+            }
+        }
         let notifications = self.notifications(&file, &sinks, &sources);
-        let notifies = file
-            .sinks
-            .iter()
-            .any(|s| s.get_ref().kind.get_ref() == "notify");
-        if file.metrics.is_empty() && !notifies {
+        if file.metrics.is_empty()
+            && file.fraud.is_empty()
+            && file.commands.is_empty()
+            && file.orchestrators.is_empty()
+            && !file
+                .sinks
+                .iter()
+                .any(|s| s.get_ref().kind.get_ref() == "notify")
+        {
             self.error(
                 file.job.span(),
                 "metrics",
-                "the job computes nothing: add a [[metrics]] section or a notify sink",
+                "the job computes nothing: add a [[metrics]], [[fraud]], [[commands]] or \
+                 [[orchestrators]] section, or a notify sink",
             );
         }
+        let outputs = Outputs {
+            metrics: &metrics,
+            fraud: &fraud,
+            commands: &commands,
+            orchestrators: &orchestrators,
+        };
         self.check_sink_columns(
             &file,
             &sinks,
-            &metrics,
+            &outputs,
             &sources,
             dead_letter,
             &notifications,
@@ -516,9 +752,30 @@ impl Checker<'_> {
             dead_letter,
             sources,
             metrics,
+            fraud,
+            commands,
+            orchestrators,
             sinks,
             notifications,
         }
+    }
+
+    /// The index of the source `name` names, or an error at `field`.
+    fn source_index(
+        &mut self,
+        sources: &[SourceSpec],
+        name: &raw::Text,
+        field: String,
+    ) -> Option<usize> {
+        let found = sources.iter().position(|s| s.name == *name.get_ref());
+        if found.is_none() {
+            self.error(
+                name.span(),
+                field,
+                format!("no source named `{}`", name.get_ref()),
+            );
+        }
+        found
     }
 
     fn source(&mut self, s: &raw::SourceSection, i: usize) -> Option<SourceSpec> {
@@ -533,13 +790,14 @@ impl Checker<'_> {
             );
         }
         let mut fields = Vec::new();
-        for (name, ty) in s.schema.get_ref() {
-            // `type?`: the field may be absent (or null), e.g. an e-mail subject.
-            let (type_name, required) = match ty.get_ref().strip_suffix('?') {
-                Some(t) => (t, false),
-                None => (ty.get_ref().as_str(), true),
+        for (name, written_ty) in s.schema.get_ref() {
+            let span = written_ty.span();
+            // `type?`: the field may be absent or null.
+            let (written, required) = match written_ty.get_ref().strip_suffix('?') {
+                Some(base) => (base, false),
+                None => (written_ty.get_ref().as_str(), true),
             };
-            let ty = match type_name {
+            let ty = match written {
                 "int" => FieldType::Int,
                 "float" => FieldType::Float,
                 "string" => FieldType::String,
@@ -547,16 +805,23 @@ impl Checker<'_> {
                 "timestamp" => FieldType::Timestamp,
                 other => {
                     self.error(
-                        ty.span(),
+                        span.clone(),
                         format!("{field}.schema.{name}"),
                         format!(
                             "unknown type `{other}`: expected int, float, string, bool or \
-                             timestamp, with `?` if it may be missing"
+                             timestamp, with `?` if the field may be absent"
                         ),
                     );
                     continue;
                 }
             };
+            if !required && *name == *s.event_time.get_ref() {
+                self.error(
+                    span.clone(),
+                    format!("{field}.schema.{name}"),
+                    "the event-time field cannot be optional",
+                );
+            }
             fields.push(Field {
                 name: name.as_str().into(),
                 ty,
@@ -662,6 +927,22 @@ impl Checker<'_> {
                         disorder_ms: disorder.as_millis() as u64,
                         start_ms: 1_700_000_000_000,
                         paced: s.paced.unwrap_or(false),
+                        fraud: s.fraud.as_ref().map(|mix| {
+                            let mix = mix.get_ref();
+                            FraudMix {
+                                every: self.positive(
+                                    &Some(mix.every.clone()),
+                                    format!("{field}.fraud.every"),
+                                    1,
+                                ),
+                                within_ms: self
+                                    .millis(
+                                        &Some(mix.within.clone()),
+                                        format!("{field}.fraud.within"),
+                                    )
+                                    .unwrap_or(1),
+                            }
+                        }),
                     },
                     partitions: self.positive(&s.partitions, format!("{field}.partitions"), 1),
                 }
@@ -933,38 +1214,75 @@ impl Checker<'_> {
         &mut self,
         file: &raw::JobFile,
         sinks: &[SinkSpec],
-        metrics: &[MetricSpec],
+        outputs: &Outputs,
         sources: &[SourceSpec],
         dead_letter: Option<usize>,
         notifications: &[NotifySpec],
     ) {
+        let Outputs {
+            metrics,
+            fraud,
+            commands,
+            orchestrators,
+        } = *outputs;
         let mut writers = vec![Vec::<String>::new(); sinks.len()];
         for n in notifications {
             writers[n.outcomes].push(format!("the outcomes of `{}`", sinks[n.sink].name));
         }
+        let names = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let schema_columns = |source: usize| -> Vec<String> {
+            let fields = sources[source].schema.fields();
+            fields.iter().map(|f| f.name.to_string()).collect()
+        };
+        // (what, its columns, its sinks, its late sink with the late events' columns, source)
+        let mut all = Vec::new();
         for m in metrics {
-            for &s in &m.sinks {
-                writers[s].push(format!("metric `{}`", m.name));
-                self.check_columns(
-                    file,
-                    &sinks[s],
-                    &m.columns,
-                    &format!("the results of `{}`", m.name),
-                );
+            let late = m.late_sink.map(|s| (s, schema_columns(m.source)));
+            all.push((
+                format!("metric `{}`", m.name),
+                m.columns.clone(),
+                &m.sinks,
+                late,
+                m.source,
+            ));
+        }
+        for f in fraud {
+            let late = f
+                .late_sink
+                .map(|s| (s, f.late_columns(&sources[f.source].schema)));
+            all.push((
+                format!("fraud `{}`", f.name),
+                names(&ALERT_COLUMNS),
+                &f.sinks,
+                late,
+                f.source,
+            ));
+        }
+        for c in commands {
+            all.push((
+                format!("commands `{}`", c.name),
+                c.columns.clone(),
+                &c.sinks,
+                None,
+                c.source,
+            ));
+        }
+        for o in orchestrators {
+            let what = format!("orchestrator `{}`", o.name);
+            all.push((what, names(&REQUEST_COLUMNS), &o.sinks, None, o.events.0));
+        }
+        for (what, columns, output_sinks, late, source) in all {
+            for &s in output_sinks {
+                writers[s].push(what.clone());
+                self.check_columns(file, &sinks[s], &columns, &format!("the results of {what}"));
             }
-            if let Some(s) = m.late_sink {
-                writers[s].push(format!("the late events of `{}`", m.name));
-                let names: Vec<String> = sources[m.source]
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name.to_string())
-                    .collect();
+            if let Some((s, late_columns)) = late {
+                writers[s].push(format!("the late events of {what}"));
                 self.check_columns(
                     file,
                     &sinks[s],
-                    &names,
-                    &format!("the events of `{}`", sources[m.source].name),
+                    &late_columns,
+                    &format!("the late events of `{}`", sources[source].name),
                 );
             }
         }

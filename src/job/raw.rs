@@ -17,6 +17,12 @@ pub struct JobFile {
     #[serde(default)]
     pub metrics: Vec<Spanned<MetricSection>>,
     #[serde(default)]
+    pub fraud: Vec<Spanned<FraudSection>>,
+    #[serde(default)]
+    pub commands: Vec<Spanned<CommandsSection>>,
+    #[serde(default)]
+    pub orchestrators: Vec<Spanned<OrchestratorSection>>,
+    #[serde(default)]
     pub sinks: Vec<Spanned<SinkSection>>,
 }
 
@@ -59,6 +65,15 @@ pub struct SourceSection {
     pub disorder: Option<Text>,
     pub partitions: Option<Spanned<i64>>,
     pub paced: Option<bool>,
+    pub fraud: Option<Spanned<FraudMixSection>>,
+}
+
+/// A generator source's `fraud`: incidents mixed into traffic that fires no rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FraudMixSection {
+    pub every: Spanned<i64>,
+    pub within: Text,
 }
 
 /// One `[[metrics]]`.
@@ -86,6 +101,129 @@ pub struct WindowSection {
     pub size: Option<Text>,
     pub slide: Option<Text>,
     pub gap: Option<Text>,
+}
+
+/// One `[[fraud]]`: rules on a source of card payments; a rule is on when its table is present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FraudSection {
+    pub name: Text,
+    pub source: Text,
+    pub fields: Option<Spanned<PaymentFieldsSection>>,
+    pub suppression: Option<Text>,
+    pub velocity: Option<Spanned<VelocitySection>>,
+    pub small_then_large: Option<Spanned<SmallThenLargeSection>>,
+    pub amount_spike: Option<Spanned<AmountSpikeSection>>,
+    pub impossible_travel: Option<Spanned<ImpossibleTravelSection>>,
+    pub card_testing: Option<Spanned<CardTestingSection>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
+    pub late_sink: Option<Text>,
+}
+
+/// Which schema fields hold a payment's parts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentFieldsSection {
+    pub id: Option<Text>,
+    pub account: Option<Text>,
+    pub amount: Option<Text>,
+    pub merchant: Option<Text>,
+    pub country: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VelocitySection {
+    pub count: Option<Spanned<i64>>,
+    pub amount: Option<Spanned<i64>>,
+    pub within: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmallThenLargeSection {
+    pub small_below: Spanned<i64>,
+    pub large_above: Spanned<i64>,
+    pub within: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmountSpikeSection {
+    pub factor: Spanned<f64>,
+    pub history: Option<Spanned<i64>>,
+    pub min_history: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpossibleTravelSection {
+    pub within: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardTestingSection {
+    pub merchants: Spanned<i64>,
+    pub small_below: Spanned<i64>,
+    pub within: Text,
+}
+
+/// One `[[commands]]`: a command processor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsSection {
+    pub name: Text,
+    pub source: Text,
+    pub fields: Option<Spanned<CommandFieldsSection>>,
+    pub dedup_within: Option<Text>,
+    pub types: Option<Spanned<IndexMap<String, Spanned<CommandTypeSection>>>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
+}
+
+/// Which schema fields hold a command's id, user and type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandFieldsSection {
+    pub id: Option<Text>,
+    pub user: Option<Text>,
+    #[serde(rename = "type")]
+    pub kind: Option<Text>,
+}
+
+/// One command type of a `[[commands]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTypeSection {
+    pub event: Text,
+    pub user: Option<Text>,
+    #[serde(default)]
+    pub required: Vec<Text>,
+    #[serde(default)]
+    pub formats: IndexMap<String, Text>,
+}
+
+/// One `[[orchestrators]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorSection {
+    pub name: Text,
+    pub events: Text,
+    pub alerts: Option<Text>,
+    pub reactions: Spanned<IndexMap<String, Spanned<ReactionSection>>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
+}
+
+/// How an orchestrator reacts to one event type (or `alert`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionSection {
+    pub channel: Option<Text>,
+    pub subject: Option<Text>,
+    pub text: Text,
 }
 
 /// One `[[sinks]]`.

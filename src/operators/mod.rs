@@ -2,6 +2,10 @@
 //! know nothing of sources or sinks.
 
 pub mod aggregate;
+pub mod command;
 pub mod decode;
+pub mod fraud;
+pub mod orchestrate;
+pub mod pattern;
 pub mod watermark;
 pub mod window;

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 
+use super::incidents::{FraudMix, IncidentSchedule};
 use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
 use crate::record::{Record, Schema, Value};
 
@@ -96,6 +97,9 @@ pub struct GeneratorConfig {
     pub start_ms: u64,
     /// Whether to emit at `rate` in wall-clock time (a live feed) or as fast as possible.
     pub paced: bool,
+    /// Fraud mode: ordinary traffic that fires no fraud rule, with incidents mixed in (see
+    /// [`super::incidents`]).
+    pub fraud: Option<FraudMix>,
 }
 
 /// The transactions of one partition: sequence numbers `partition, partition + partitions, …`,
@@ -110,6 +114,8 @@ pub struct Generator {
     /// Transactions produced so far.
     produced: u64,
     started: Instant,
+    /// In fraud mode, where the incidents go.
+    incidents: Option<IncidentSchedule>,
 }
 
 impl Generator {
@@ -125,6 +131,9 @@ impl Generator {
         Generator {
             rng,
             amounts: LogNormal::new(3000f64.ln(), 1.1).expect("valid log-normal parameters"),
+            incidents: config
+                .fraud
+                .map(|mix| IncidentSchedule::new(config.clone(), mix)),
             config,
             next: partition,
             step: partitions.max(1),
@@ -173,15 +182,31 @@ impl Generator {
             self.produced += 1;
             let nominal = self.config.start_ms + seq * 1000 / self.config.rate.max(1);
             let jitter = self.rng.random_range(0..=self.config.disorder_ms);
-            let amount = self.amounts.sample(&mut self.rng).clamp(100.0, 500_000.0) as i64;
-            f(Transaction {
-                seq,
-                account_id: self.rng.random_range(0..self.config.accounts.max(1)) as i64,
-                amount_cents: amount,
-                merchant: self.rng.random_range(0..self.config.merchants.max(1)) as u32,
-                country: COUNTRIES[self.rng.random_range(0..COUNTRIES.len())],
-                ts: nominal.saturating_sub(jitter),
-            });
+            let ts = nominal.saturating_sub(jitter);
+            let merchant = self.rng.random_range(0..self.config.merchants.max(1)) as u32;
+            let accounts = self.config.accounts.max(1);
+            let txn = match self.incidents.as_mut() {
+                None => Transaction {
+                    seq,
+                    account_id: self.rng.random_range(0..accounts) as i64,
+                    amount_cents: self.amounts.sample(&mut self.rng).clamp(100.0, 500_000.0) as i64,
+                    merchant,
+                    country: COUNTRIES[self.rng.random_range(0..COUNTRIES.len())],
+                    ts,
+                },
+                Some(incidents) => incidents.at(seq).unwrap_or_else(|| {
+                    let account = seq % accounts;
+                    Transaction {
+                        seq,
+                        account_id: account as i64,
+                        amount_cents: self.rng.random_range(2000..=8000),
+                        merchant,
+                        country: COUNTRIES[account as usize % COUNTRIES.len()],
+                        ts,
+                    }
+                }),
+            };
+            f(txn);
         }
     }
 }
@@ -274,6 +299,7 @@ mod tests {
             disorder_ms: 500,
             start_ms: 1_700_000_000_000,
             paced: false,
+            fraud: None,
         }
     }
 

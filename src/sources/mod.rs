@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod incidents;
 pub mod kafka;
 
 use std::cell::Cell;

@@ -1,11 +1,24 @@
 //! Helpers shared by the integration tests: a plain reference implementation of event-time
-//! windows, and deterministic inputs; `kafka`, those of the tests against a Kafka cluster.
+//! windows, and deterministic inputs; `kafka`, those of the tests against a Kafka cluster;
+//! `tansu`, the real broker those tests also run against; `python`, the independent client that
+//! writes their input there.
 
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod python;
+pub mod tansu;
 
 use std::collections::BTreeMap;
+use std::net::TcpListener;
+
+/// A loopback port that was free a moment ago (for a server a test starts).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
 
 /// One input event of the reference: (key, event time ms, amount).
 pub type Txn = (i64, u64, i64);

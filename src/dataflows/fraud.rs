@@ -1,0 +1,159 @@
+//! Fraud detection of a job file: card payments from a source, the rules the job turns on, run
+//! per account in event time in one pattern operator, one alert per incident to the sinks.
+
+use std::sync::Arc;
+
+use compact_str::{CompactString, format_compact};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::Map;
+
+use super::{Progress, write_rows};
+use crate::job::{ALERT_COLUMNS, FraudSpec, Job, PaymentFields};
+use crate::operators::fraud::{Payment, RuleMatch};
+use crate::operators::pattern::{
+    DetectPattern, Detected, Detection, Late, PatternStreams, Suppressed,
+};
+use crate::record::{CardPayment, Event, Id, Record, Value};
+use crate::stats::{CountInto, Stats};
+
+impl Payment for CardPayment {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn amount(&self) -> i64 {
+        self.amount
+    }
+    fn merchant(&self) -> &str {
+        &self.merchant
+    }
+    fn country(&self) -> &str {
+        &self.country
+    }
+}
+
+/// Builds one fraud detector over `events`; returns the flushed streams of its sinks. Alerts
+/// before `emitted_before` were emitted by an earlier run; the detector's progress goes to
+/// `progress.fired`, judged against `progress.flushed`.
+pub fn build_fraud<'scope>(
+    events: StreamVec<'scope, u64, Event<Record>>,
+    emitted_before: u64,
+    progress: &Progress,
+    job: &Job,
+    spec: &FraudSpec,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
+    let fields = spec.fields;
+    let payments = events.map(move |event| Event {
+        time: event.time,
+        frontier: event.frontier,
+        data: payment(&event.data, &fields),
+    });
+    let period = spec.suppression;
+    fn suppressed<P: Clone>(rule: &Option<P>, period: u64) -> Option<Suppressed<P>> {
+        rule.clone().map(|pattern| Suppressed { pattern, period })
+    }
+    let rules = (
+        suppressed(&spec.velocity, period),
+        suppressed(&spec.small_then_large, period),
+        suppressed(&spec.amount_spike, period),
+        suppressed(&spec.impossible_travel, period),
+        suppressed(&spec.card_testing, period),
+    );
+    let detection = Detection {
+        emitted_before,
+        flushed: Some(progress.flushed.clone()),
+        late: Late::Output,
+    };
+    let PatternStreams {
+        matches,
+        late,
+        fired,
+    } = payments.detect(
+        detection,
+        |payment: &CardPayment| payment.account.clone(),
+        rules,
+    );
+    fired.probe_with(&progress.fired);
+    let name = spec.name.clone();
+    let alerts = matches
+        .map(move |alert| alert_row(&name, alert))
+        .count_into(stats, |s| &s.alerts);
+    let columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
+    let provenance = |output: String| vec![("eddy.job", job.name.clone()), ("eddy.output", output)];
+    let mut flushed = Vec::new();
+    for &sink in &spec.sinks {
+        flushed.push(write_rows(
+            alerts.clone(),
+            &job.sinks[sink],
+            &columns,
+            provenance(spec.name.clone()),
+        )?);
+    }
+    let late = late.count_into(stats, |s| &s.late);
+    if let Some(sink) = spec.late_sink {
+        flushed.push(write_rows(
+            late.map(late_row),
+            &job.sinks[sink],
+            &spec.late_columns(&job.sources[spec.source].schema),
+            provenance(format!("{}.late", spec.name)),
+        )?);
+    }
+    Ok(flushed)
+}
+
+fn late_row(event: Event<CardPayment>) -> Record {
+    let p = event.data;
+    Box::new([
+        Value::Str(p.id),
+        p.account.to_value(),
+        Value::Int(p.amount),
+        Value::Str(p.merchant),
+        Value::Str(p.country),
+        Value::Int(event.time as i64),
+    ])
+}
+
+/// The payment in `record`, whose types the job loader has checked.
+fn payment(record: &Record, fields: &PaymentFields) -> CardPayment {
+    let text = |i: usize| match &record[i] {
+        Value::Str(s) => s.clone(),
+        Value::Int(n) => format_compact!("{n}"),
+        other => unreachable!("checked by the job loader: {other:?}"),
+    };
+    CardPayment {
+        id: text(fields.id),
+        account: Id::of(&record[fields.account]).expect("checked by the job loader"),
+        amount: match record[fields.amount] {
+            Value::Int(n) => n,
+            ref other => unreachable!("checked by the job loader: {other:?}"),
+        },
+        merchant: text(fields.merchant),
+        country: text(fields.country),
+    }
+}
+
+/// An alert row (see [`ALERT_COLUMNS`]); its id is the detector, rule, account and event time,
+/// so a replay gives the same id.
+fn alert_row(detector: &str, alert: Detected<Id, RuleMatch>) -> Record {
+    let account = alert.key.to_value();
+    let mut id = CompactString::default();
+    id.push_str(detector);
+    id.push(':');
+    id.push_str(alert.value.rule);
+    id.push(':');
+    match &alert.key {
+        Id::Int(n) => id.push_str(itoa::Buffer::new().format(*n)),
+        Id::Str(s) => id.push_str(s),
+    }
+    id.push(':');
+    id.push_str(itoa::Buffer::new().format(alert.time));
+    Box::new([
+        Value::Str(id),
+        Value::Str(alert.value.rule.into()),
+        account,
+        Value::Int(alert.time as i64),
+        Value::Str(alert.value.evidence.join(",").into()),
+        Value::Str(alert.value.detail.into()),
+    ])
+}

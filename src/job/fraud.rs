@@ -1,0 +1,201 @@
+//! Validation of `[[fraud]]` sections: the payment fields and the rules' settings.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{Checker, FraudSpec, PaymentFields, raw};
+use crate::operators::fraud::{
+    AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
+};
+use crate::record::{FieldType, Schema};
+
+/// The default schema field of each part of a payment, its name in `fields`, and the types it may
+/// have.
+const PARTS: [(&str, &str, &[FieldType]); 5] = [
+    ("id", "txn_id", &[FieldType::String, FieldType::Int]),
+    (
+        "account",
+        "account_id",
+        &[FieldType::Int, FieldType::String],
+    ),
+    ("amount", "amount_cents", &[FieldType::Int]),
+    ("merchant", "merchant", &[FieldType::String, FieldType::Int]),
+    ("country", "country", &[FieldType::String]),
+];
+
+impl Checker<'_> {
+    pub(super) fn fraud(
+        &mut self,
+        f: &raw::FraudSection,
+        field: &str,
+        source: usize,
+        schema: &Schema,
+        sinks: Vec<usize>,
+        late_sink: Option<usize>,
+    ) -> Option<FraudSpec> {
+        let errors_before = self.errors.len();
+        let named = f.fields.as_ref().map(|n| {
+            let n = n.get_ref();
+            [&n.id, &n.account, &n.amount, &n.merchant, &n.country]
+        });
+        let mut index = [0; 5];
+        for (i, (part, default, types)) in PARTS.iter().enumerate() {
+            let given = named.and_then(|n| n[i].as_ref());
+            let name = given.map_or(*default, |t| t.get_ref().as_str());
+            let span = given.map_or_else(|| f.source.span(), |t| t.span());
+            let at = format!("{field}.fields.{part}");
+            match schema.index_of(name) {
+                Some(j) if types.contains(&schema.fields()[j].ty) => index[i] = j,
+                Some(j) => self.error(
+                    span,
+                    at,
+                    format!(
+                        "field `{name}` is of type {:?}, but a payment's {part} must be {}",
+                        schema.fields()[j].ty,
+                        types
+                            .iter()
+                            .map(|t| format!("{t:?}").to_lowercase())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                ),
+                None => self.error(
+                    span,
+                    at,
+                    format!(
+                        "the source schema has no field `{name}` for a payment's {part} (name it in `{field}.fields.{part}`)"
+                    ),
+                ),
+            }
+        }
+        let suppression = self.duration(
+            &f.suppression,
+            format!("{field}.suppression"),
+            Duration::ZERO,
+        );
+        let velocity = f.velocity.as_ref().map(|v| {
+            let at = format!("{field}.velocity");
+            let r = v.get_ref();
+            if r.count.is_none() && r.amount.is_none() {
+                self.error(v.span(), at.clone(), "set `count`, `amount` or both");
+            }
+            Velocity {
+                count: r
+                    .count
+                    .as_ref()
+                    .map(|_| self.positive(&r.count, format!("{at}.count"), 1) as usize),
+                amount: r
+                    .amount
+                    .as_ref()
+                    .map(|_| self.positive(&r.amount, format!("{at}.amount"), 1) as i64),
+                within: self.span_of(&r.within, format!("{at}.within")),
+            }
+        });
+        let small_then_large = f.small_then_large.as_ref().map(|v| {
+            let at = format!("{field}.small_then_large");
+            let r = v.get_ref();
+            let rule = SmallThenLarge {
+                small_below: self.amount(&r.small_below, format!("{at}.small_below")),
+                large_above: self.amount(&r.large_above, format!("{at}.large_above")),
+                within: self.span_of(&r.within, format!("{at}.within")),
+            };
+            if rule.large_above < rule.small_below {
+                self.error(
+                    r.large_above.span(),
+                    format!("{at}.large_above"),
+                    "must not be below `small_below`",
+                );
+            }
+            rule
+        });
+        let amount_spike = f.amount_spike.as_ref().map(|v| {
+            let at = format!("{field}.amount_spike");
+            let r = v.get_ref();
+            let factor = *r.factor.get_ref();
+            if !(factor.is_finite() && factor > 1.0) {
+                self.error(
+                    r.factor.span(),
+                    format!("{at}.factor"),
+                    "must be a number above 1",
+                );
+            }
+            let history = self.positive(&r.history, format!("{at}.history"), 20) as usize;
+            let min_history =
+                self.positive(&r.min_history, format!("{at}.min_history"), 5) as usize;
+            if min_history > history {
+                let span = r.min_history.as_ref().map_or(v.span(), Spanned::span);
+                self.error(
+                    span,
+                    format!("{at}.min_history"),
+                    format!("must not exceed `history` ({history})"),
+                );
+            }
+            AmountSpike {
+                factor,
+                history,
+                min_history,
+            }
+        });
+        let impossible_travel = f.impossible_travel.as_ref().map(|v| ImpossibleTravel {
+            within: self.span_of(
+                &v.get_ref().within,
+                format!("{field}.impossible_travel.within"),
+            ),
+        });
+        let card_testing = f.card_testing.as_ref().map(|v| {
+            let at = format!("{field}.card_testing");
+            let r = v.get_ref();
+            CardTesting {
+                merchants: self.positive(&Some(r.merchants.clone()), format!("{at}.merchants"), 1)
+                    as usize,
+                small_below: self.amount(&r.small_below, format!("{at}.small_below")),
+                within: self.span_of(&r.within, format!("{at}.within")),
+            }
+        });
+        let rules = [
+            velocity.is_some(),
+            small_then_large.is_some(),
+            amount_spike.is_some(),
+            impossible_travel.is_some(),
+            card_testing.is_some(),
+        ];
+        if !rules.contains(&true) {
+            self.error(
+                f.name.span(),
+                field.to_string(),
+                "no rule is on: add a table such as `velocity`, `small_then_large`, \
+                 `amount_spike`, `impossible_travel` or `card_testing`",
+            );
+        }
+        (self.errors.len() == errors_before).then(|| FraudSpec {
+            name: f.name.get_ref().clone(),
+            source,
+            fields: PaymentFields {
+                id: index[0],
+                account: index[1],
+                amount: index[2],
+                merchant: index[3],
+                country: index[4],
+            },
+            suppression: suppression.as_millis() as u64,
+            velocity,
+            small_then_large,
+            amount_spike,
+            impossible_travel,
+            card_testing,
+            sinks,
+            late_sink,
+        })
+    }
+
+    /// A rule's span: a duration of at least 1 ms.
+    fn span_of(&mut self, text: &raw::Text, field: String) -> u64 {
+        self.millis(&Some(text.clone()), field).unwrap_or(1)
+    }
+
+    /// An amount threshold in minor units: a positive integer.
+    fn amount(&mut self, value: &Spanned<i64>, field: String) -> i64 {
+        self.positive(&Some(value.clone()), field, 1) as i64
+    }
+}

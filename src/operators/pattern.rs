@@ -1,0 +1,421 @@
+//! Keyed patterns in event time: per-key state machines that see each key's events in event-time
+//! order, whatever order they arrived in.
+//!
+//! The operator buffers each on-time event until the input frontier passes its event time, then
+//! feeds every key its events in order of event time, all events of one key and one millisecond
+//! together (simultaneous, in a deterministic order). A [`Pattern`] decides what a key keeps and
+//! when it matches. So matches depend only on which events are on time, never on batching,
+//! arrival order within the allowed out-of-orderness, or the number of workers. An event already
+//! behind its partition's watermark when it arrived (`Event::time < Event::frontier`, DESIGN §3)
+//! goes to the late output and into no pattern.
+//!
+//! Like the window operator, it holds its output capability at the earliest timely time of any
+//! input a key's state may still need (events within the pattern's horizon of the frontier), and
+//! emits matches at that time: a probe downstream passes `t` only once every match derived from
+//! input sent before `t` is out, so sources commit offsets behind it and a restart replays enough
+//! history to rebuild the states. Its `fired` output says up to which event time matches are
+//! emitted and flushed; a restarted job passes that back as [`Detection::emitted_before`] and does
+//! not emit those matches again.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+use std::rc::Rc;
+use std::time::Duration;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::{Deserialize, Serialize};
+use timely::ExchangeData;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{ProbeHandle, StreamVec};
+
+use crate::record::Event;
+
+/// Per-key logic over a key's events in event-time order.
+pub trait Pattern<D>: 'static {
+    /// What the pattern keeps per key.
+    type State: Default + 'static;
+    /// What it reports.
+    type Match: 'static;
+
+    /// Feeds `events`: all of one key's on-time events at event time `time` (simultaneous), in
+    /// increasing `time` from call to call. Matches at `time` go to `emit`.
+    fn advance(
+        &self,
+        state: &mut Self::State,
+        time: u64,
+        events: &[D],
+        emit: &mut impl FnMut(Self::Match),
+    );
+
+    /// How far back, in milliseconds of event time, a key's state reaches: events older than the
+    /// newest by more than this affect no later match.
+    fn horizon(&self) -> u64;
+
+    /// Whether a key's state can be dropped once every event before `frontier` has been fed.
+    fn expired(&self, state: &Self::State, frontier: u64) -> bool;
+}
+
+/// An optional pattern: `None` never matches.
+impl<D, P: Pattern<D>> Pattern<D> for Option<P> {
+    type State = P::State;
+    type Match = P::Match;
+
+    fn advance(
+        &self,
+        state: &mut P::State,
+        time: u64,
+        events: &[D],
+        emit: &mut impl FnMut(P::Match),
+    ) {
+        if let Some(pattern) = self {
+            pattern.advance(state, time, events, emit);
+        }
+    }
+
+    fn horizon(&self) -> u64 {
+        self.as_ref().map_or(0, P::horizon)
+    }
+
+    fn expired(&self, state: &P::State, frontier: u64) -> bool {
+        self.as_ref().is_none_or(|p| p.expired(state, frontier))
+    }
+}
+
+/// Several patterns with one kind of match, run side by side on the same events.
+macro_rules! pattern_tuple {
+    ($($p:ident $i:tt),+) => {
+        impl<D, M: 'static, $($p: Pattern<D, Match = M>),+> Pattern<D> for ($($p,)+) {
+            type State = ($($p::State,)+);
+            type Match = M;
+
+            fn advance(&self, state: &mut Self::State, time: u64, events: &[D], emit: &mut impl FnMut(M)) {
+                $(self.$i.advance(&mut state.$i, time, events, emit);)+
+            }
+
+            fn horizon(&self) -> u64 {
+                0u64 $(.max(self.$i.horizon()))+
+            }
+
+            fn expired(&self, state: &Self::State, frontier: u64) -> bool {
+                true $(&& self.$i.expired(&state.$i, frontier))+
+            }
+        }
+    };
+}
+
+pattern_tuple!(A 0, B 1);
+pattern_tuple!(A 0, B 1, C 2);
+pattern_tuple!(A 0, B 1, C 2, E 3);
+pattern_tuple!(A 0, B 1, C 2, E 3, F 4);
+
+/// A pattern whose matches are merged per incident: after a match at `t`, further matches before
+/// `t + period` belong to the same incident and are not reported.
+#[derive(Clone, Debug)]
+pub struct Suppressed<P> {
+    /// The pattern.
+    pub pattern: P,
+    /// How long after a reported match further matches are merged into it (ms).
+    pub period: u64,
+}
+
+impl<D, P: Pattern<D>> Pattern<D> for Suppressed<P> {
+    /// The pattern's state and the time of the last reported match.
+    type State = (P::State, Option<u64>);
+    type Match = P::Match;
+
+    fn advance(
+        &self,
+        (state, last): &mut Self::State,
+        time: u64,
+        events: &[D],
+        emit: &mut impl FnMut(P::Match),
+    ) {
+        let period = self.period;
+        self.pattern.advance(state, time, events, &mut |m| {
+            if last.is_none_or(|l| time >= l.saturating_add(period)) {
+                *last = Some(time);
+                emit(m);
+            }
+        });
+    }
+
+    /// Rebuilding the time of the last report needs the events that led to it.
+    fn horizon(&self) -> u64 {
+        self.pattern.horizon().saturating_add(self.period)
+    }
+
+    fn expired(&self, (state, last): &Self::State, frontier: u64) -> bool {
+        self.pattern.expired(state, frontier)
+            && last.is_none_or(|l| l.saturating_add(self.period) <= frontier)
+    }
+}
+
+/// What the pattern operator does with an event that is behind its partition's watermark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Late {
+    /// Sends it to the late output: it enters no pattern (results stay deterministic).
+    #[default]
+    Output,
+    /// Feeds it to its key's pattern at the earliest event time not yet fed (or its own, if
+    /// later): it is processed out of order, after what was already fed, but processed.
+    Feed,
+}
+
+/// Which matches an operator emits, and what it does with late events.
+#[derive(Clone, Debug, Default)]
+pub struct Detection {
+    /// Matches before this event time were emitted by an earlier run of the job (the checkpoint
+    /// committed with the source offsets says so): a restart replays their events to rebuild
+    /// state, but does not emit them again.
+    pub emitted_before: u64,
+    /// A probe on what the matches become downstream (the sinks' flushed streams): matches count
+    /// as done on the [`PatternStreams::fired`] stream once it has passed the time they were
+    /// emitted at. `None`: once emitted.
+    pub flushed: Option<ProbeHandle<u64>>,
+    /// What to do with late events.
+    pub late: Late,
+}
+
+/// One match of one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detected<K, M> {
+    /// The key.
+    pub key: K,
+    /// Event time of the match (of the event that completed it), epoch ms.
+    pub time: u64,
+    /// What the pattern reported.
+    pub value: M,
+}
+
+/// What the pattern operator produces.
+pub struct PatternStreams<'scope, K, M, D> {
+    /// The matches.
+    pub matches: StreamVec<'scope, u64, Detected<K, M>>,
+    /// Events that were behind their partition's watermark on arrival (with [`Late::Output`]).
+    pub late: StreamVec<'scope, u64, Event<D>>,
+    /// No data: its frontier passes a time `t` once every match before event time `t` has been
+    /// emitted and (with [`Detection::flushed`]) has passed that probe.
+    pub fired: StreamVec<'scope, u64, ()>,
+}
+
+/// Keyed pattern detection over an event stream.
+pub trait DetectPattern<'scope, D> {
+    /// Groups events by `key` and runs `pattern` over each key's on-time events in event-time
+    /// order (ties in the order of `D`), emitting a [`Detected`] per match.
+    fn detect<K, F, P>(
+        self,
+        detection: Detection,
+        key: F,
+        pattern: P,
+    ) -> PatternStreams<'scope, K, P::Match, D>
+    where
+        K: Hash + Ord + Clone + 'static,
+        F: Fn(&D) -> K + 'static,
+        P: Pattern<D>;
+}
+
+/// An on-time event awaiting the frontier.
+struct Pending<K, D> {
+    time: u64,
+    /// The key's hash: ready events are ordered by it (then by key) before they are fed.
+    hash: u64,
+    key: K,
+    data: D,
+    /// The timely time it arrived at.
+    since: u64,
+}
+
+impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
+    for StreamVec<'scope, u64, Event<D>>
+{
+    fn detect<K, F, P>(
+        self,
+        detection: Detection,
+        key: F,
+        pattern: P,
+    ) -> PatternStreams<'scope, K, P::Match, D>
+    where
+        K: Hash + Ord + Clone + 'static,
+        F: Fn(&D) -> K + 'static,
+        P: Pattern<D>,
+    {
+        let key = Rc::new(key);
+        let route = {
+            let key = Rc::clone(&key);
+            move |event: &Event<D>| FxBuildHasher.hash_one(key(&event.data))
+        };
+        let scope = self.scope();
+        let mut builder = OperatorBuilder::new("Pattern".to_string(), scope);
+        let activator = scope.activator_for(builder.operator_info().address);
+        let mut input = builder.new_input(self, Exchange::new(route));
+        let (matches, matches_stream) = builder.new_output();
+        let (late, late_stream) = builder.new_output();
+        let (_fired, fired_stream) = builder.new_output::<Vec<()>>();
+        let mut matches = OutputBuilder::from(matches);
+        let mut late = OutputBuilder::from(late);
+        let Detection {
+            emitted_before,
+            flushed,
+            late: late_policy,
+        } = detection;
+        let horizon = pattern.horizon();
+
+        builder.build(move |mut initial_capabilities| {
+            // On the `fired` output: at the least event time whose matches may not be emitted
+            // and flushed yet.
+            let mut fired_cap = initial_capabilities.pop();
+            let mut states = FxHashMap::<K, P::State>::default();
+            let mut pending = Vec::<Pending<K, D>>::new();
+            // Per round of fed events: the earliest input time among them and the event time
+            // after which none of them matters; kept with increasing input times (a later round
+            // with an earlier input time absorbs the rounds before it).
+            let mut rounds = VecDeque::<(u64, u64)>::new();
+            // Rounds of matches awaiting `flushed`: (earliest match time, emitted at).
+            let mut unflushed = VecDeque::<(u64, u64)>::new();
+            // A capability at the earliest input time any pending event or state may need.
+            let mut held: Option<Capability<u64>> = None;
+            // Every event before this event time has been fed.
+            let mut fed_upto = 0u64;
+            let mut last_sweep = 0u64;
+            let mut order = Vec::new();
+            let mut group = Vec::new();
+            let mut found = Vec::new();
+            let mut late_events = Vec::new();
+            move |frontiers| {
+                let mut late = late.activate();
+                input.for_each(|cap, data| {
+                    let Some(&since) = cap.least() else { return };
+                    let before = pending.len();
+                    for event in data.drain(..) {
+                        let late = event.time < event.frontier;
+                        if late && late_policy == Late::Output {
+                            late_events.push(event);
+                        } else {
+                            let key = key(&event.data);
+                            pending.push(Pending {
+                                time: if late {
+                                    event.time.max(fed_upto)
+                                } else {
+                                    event.time
+                                },
+                                hash: FxBuildHasher.hash_one(&key),
+                                key,
+                                data: event.data,
+                                since,
+                            });
+                        }
+                    }
+                    if pending.len() > before && held.as_ref().is_none_or(|h| *h.time() > since) {
+                        held = Some(cap.delayed(&since, 0));
+                    }
+                    if !late_events.is_empty() {
+                        late.session(&cap).give_container(&mut late_events);
+                    }
+                });
+                let upto = frontiers[0].frontier().first().copied().unwrap_or(u64::MAX);
+                if upto > fed_upto {
+                    // Ready events in order of (time, key), by index: the events stay put.
+                    order.clear();
+                    order.extend((0..pending.len()).filter(|&i| pending[i].time < upto));
+                    order.sort_unstable_by(|&a, &b| {
+                        let (a, b) = (&pending[a], &pending[b]);
+                        (a.time, a.hash)
+                            .cmp(&(b.time, b.hash))
+                            .then_with(|| (&a.key, &a.data).cmp(&(&b.key, &b.data)))
+                    });
+                    if !order.is_empty() {
+                        let mut round = (u64::MAX, 0);
+                        let mut at = 0;
+                        while at < order.len() {
+                            let first = &pending[order[at]];
+                            let end = at
+                                + order[at..]
+                                    .iter()
+                                    .position(|&i| {
+                                        pending[i].time != first.time || pending[i].key != first.key
+                                    })
+                                    .unwrap_or(order.len() - at);
+                            for &i in &order[at..end] {
+                                round.0 = round.0.min(pending[i].since);
+                                group.push(pending[i].data.clone());
+                            }
+                            round.1 = first.time;
+                            let state = match states.get_mut(&first.key) {
+                                Some(state) => state,
+                                None => states.entry(first.key.clone()).or_default(),
+                            };
+                            let time = first.time;
+                            pattern.advance(state, time, &group, &mut |value| {
+                                if time >= emitted_before {
+                                    found.push(Detected {
+                                        key: first.key.clone(),
+                                        time,
+                                        value,
+                                    });
+                                }
+                            });
+                            group.clear();
+                            at = end;
+                        }
+                        pending.retain(|p| p.time >= upto);
+                        let (since, mut release) = (round.0, round.1.saturating_add(horizon));
+                        while rounds.back().is_some_and(|r| r.0 >= since) {
+                            release = release.max(rounds.pop_back().expect("checked").1);
+                        }
+                        rounds.push_back((since, release));
+                    }
+                    if !found.is_empty() {
+                        let held = held.as_ref().expect("fed events hold a capability");
+                        let first = found.iter().map(|m| m.time).min().expect("not empty");
+                        matches.activate().session(held).give_container(&mut found);
+                        if flushed.is_some() {
+                            unflushed.push_back((first, *held.time()));
+                        }
+                    }
+                    fed_upto = upto;
+                    while rounds.front().is_some_and(|r| r.1 < upto) {
+                        rounds.pop_front();
+                    }
+                    if upto == u64::MAX || upto - last_sweep >= horizon.max(1000) {
+                        states.retain(|_, state| !pattern.expired(state, upto));
+                        last_sweep = upto;
+                    }
+                    let earliest = pending
+                        .iter()
+                        .map(|p| p.since)
+                        .chain(rounds.front().map(|r| r.0))
+                        .min();
+                    match earliest {
+                        Some(t) => held.as_mut().expect("held while needed").downgrade(&t),
+                        None => held = None,
+                    }
+                }
+                if let Some(probe) = &flushed {
+                    while unflushed.front().is_some_and(|u| !probe.less_equal(&u.1)) {
+                        unflushed.pop_front();
+                    }
+                    if !unflushed.is_empty() {
+                        activator.activate_after(Duration::from_millis(5));
+                    }
+                }
+                let done = unflushed.iter().map(|u| u.0).min().unwrap_or(u64::MAX);
+                match done.min(fed_upto) {
+                    u64::MAX => fired_cap = None,
+                    t => {
+                        if let Some(cap) = fired_cap.as_mut() {
+                            cap.downgrade(&t.max(*cap.time()));
+                        }
+                    }
+                }
+            }
+        });
+        PatternStreams {
+            matches: matches_stream,
+            late: late_stream,
+            fired: fired_stream,
+        }
+    }
+}
