@@ -737,3 +737,137 @@ sms = { rate = 0 }
         .to_string();
     assert!(!with_key.contains("s3cr3t"), "{with_key}");
 }
+
+/// The orchestrator's notification requests (welcome messages for registered users), read back
+/// from its topic by a notify sink of the same job: each is sent on the user's channel, and a
+/// user without a phone number gets a NotificationFailed with the reason.
+#[test]
+fn the_orchestrators_requests_are_delivered() {
+    let (_cluster, brokers) = mock_cluster(
+        "notify-orchestrated",
+        &[("events", 1), ("requests", 1), (OUTCOMES, 1), (DLQ, 1)],
+    );
+    let standin = CpaasStandIn::start(StandInOptions {
+        record_calls: true,
+        ..StandInOptions::new(KEY)
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let events = [
+        r#"{"event_id":"e1","event":"UserRegistered","user_id":1,"time":1700000000000,"name":"Ada","phone":"+41790000001","email":"ada@example.com","channel":"sms"}"#,
+        r#"{"event_id":"e2","event":"UserRegistered","user_id":2,"time":1700000000001,"name":"Bob","phone":"+41790000002","email":"bob@example.com","channel":"email"}"#,
+        r#"{"event_id":"e3","event":"UserRegistered","user_id":3,"time":1700000000002,"name":"Cy","email":"cy@example.com","channel":"sms"}"#,
+        // Moves event time on, so that the registrations are complete; causes nothing.
+        r#"{"event_id":"e4","event":"PreferencesUpdated","user_id":1,"time":1700000060000,"channel":"sms"}"#,
+    ];
+    for event in events {
+        producer
+            .send(BaseRecord::<(), _>::to("events").payload(event))
+            .unwrap();
+    }
+    producer.flush(PATIENCE).unwrap();
+    let text = format!(
+        r#"
+[job]
+name = "orchestrated"
+commit_interval = "50ms"
+dead_letter = "dlq"
+
+[[sources]]
+name = "events"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topics = ["events"]
+group = "orchestrated-events"
+event_time = "time"
+idle_timeout = "200ms"
+schema = {{ event_id = "string", event = "string", user_id = "int", time = "timestamp", name = "string?", phone = "string?", email = "string?", channel = "string?" }}
+
+[[orchestrators]]
+name = "welcome"
+events = "events"
+sinks = ["requests"]
+
+[orchestrators.reactions.UserRegistered]
+subject = "Welcome"
+text = "Welcome, {{name}}!"
+
+[[sources]]
+name = "requests"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topics = ["requests"]
+group = "orchestrated-requests"
+event_time = "time"
+schema = {{ request_id = "string", channel = "string?", to = "string?", subject = "string?", text = "string", time = "timestamp" }}
+
+[[sinks]]
+name = "requests"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topic = "requests"
+key = "user_id"
+
+[[sinks]]
+name = "cpaas"
+kind = "notify"
+source = "requests"
+base_url = "{base_url}"
+api_key = "${{EDDY_CPAAS_KEY}}"
+outcomes = "outcomes"
+sent_record = "{sent_record}"
+
+[[sinks]]
+name = "outcomes"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topic = "{OUTCOMES}"
+
+[[sinks]]
+name = "dlq"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topic = "{DLQ}"
+"#,
+        base_url = standin.base_url(),
+        sent_record = dir.path().join("sent.redb").display(),
+    );
+    let (stop, stats) = (Arc::new(AtomicBool::new(false)), Arc::new(Stats::default()));
+    let job = start_job(&text, &brokers, 1, &stop, &stats);
+    wait_for("three outcomes", || topic_size(&brokers, OUTCOMES) >= 3);
+    stop.store(true, Ordering::Relaxed);
+    job.join().unwrap().unwrap();
+
+    let mut events = outcome_events(&brokers);
+    events.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    let summary: Vec<(&str, &str, Option<&str>)> = events
+        .iter()
+        .map(|e| (&*e.request_id, &*e.kind, e.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("e1:sms", "NotificationSent", None),
+            ("e2:email", "NotificationSent", None),
+            (
+                "e3:sms",
+                "NotificationFailed",
+                Some("request `e3:sms`: `to` is empty")
+            ),
+        ]
+    );
+    let sent = standin.sent();
+    assert_eq!(sent["e1:sms"].to, "+41790000001");
+    assert_eq!(sent["e1:sms"].text, "Welcome, Ada!");
+    let email = &sent["e2:email"];
+    assert_eq!(
+        (email.to.as_str(), email.subject.as_deref()),
+        ("bob@example.com", Some("Welcome"))
+    );
+    assert_eq!(sent.len(), 2);
+    assert_eq!(topic_size(&brokers, DLQ), 1);
+}
