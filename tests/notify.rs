@@ -714,6 +714,24 @@ api_key = "${EDDY_CPAAS_KEY}"
 outcomes = "nowhere"
 email = { batch = 5 }
 sms = { rate = 0 }
+
+[[sinks]]
+name = "cpaas2"
+kind = "notify"
+source = "requests"
+base_url = "http://127.0.0.1:9"
+api_key = "k"
+outcomes = "nowhere"
+sent_record = "sent.redb"
+
+[[sinks]]
+name = "cpaas3"
+kind = "notify"
+source = "requests"
+base_url = "http://127.0.0.1:9"
+api_key = "k"
+outcomes = "nowhere"
+sent_record = "sent.redb"
 "#;
     let errors = Job::parse_with(Path::new("n.toml"), text, &|_| None)
         .unwrap_err()
@@ -726,6 +744,8 @@ sms = { rate = 0 }
         "n.toml:19: sinks[0].outcomes: no sink named `nowhere`",
         "n.toml:20: sinks[0].email.batch: the e-mail API takes one message per call",
         "n.toml:21: sinks[0].sms.rate: must be a positive integer",
+        "n.toml:39: sinks[2].sent_record: notify sink `cpaas2` records its sends in the same \
+         file: give each its own",
     ] {
         assert!(
             errors.contains(expected),

@@ -154,6 +154,21 @@ impl Checker<'_> {
             };
             let raw = raw.get_ref();
             let field = format!("sinks[{i}]");
+            if let SinkKind::Notify(config) = &spec.kind
+                && let Some(other) = sinks[..sink].iter().find(|other| {
+                    matches!(&other.kind, SinkKind::Notify(c) if c.sent_record == config.sent_record)
+                })
+            {
+                let span = raw.sent_record.as_ref().map_or(0..0, Spanned::span);
+                self.error(
+                    span,
+                    format!("{field}.sent_record"),
+                    format!(
+                        "notify sink `{}` records its sends in the same file: give each its own",
+                        other.name
+                    ),
+                );
+            }
             let source = match &raw.source {
                 None => {
                     self.error(
