@@ -26,6 +26,15 @@ pub struct Stats {
     pub events_out: AtomicU64,
     /// Notification requests emitted by orchestrators.
     pub notifications_requested: AtomicU64,
+    /// Notifications the CPaaS accepted.
+    pub notifications_sent: AtomicU64,
+    /// Notifications that failed for good (also dead-lettered).
+    pub notifications_failed: AtomicU64,
+    /// Notifications sent again after a transient error (one per message and retry).
+    pub notification_retries: AtomicU64,
+    /// Requests answered from the sent-record or a request in flight with the same id, without
+    /// sending again (duplicates and replays).
+    pub notifications_deduplicated: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
     /// End-to-end latency in microseconds: from the moment the sources have emitted everything
@@ -43,6 +52,10 @@ impl Default for Stats {
             alerts: Default::default(),
             events_out: Default::default(),
             notifications_requested: Default::default(),
+            notifications_sent: Default::default(),
+            notifications_failed: Default::default(),
+            notification_retries: Default::default(),
+            notifications_deduplicated: Default::default(),
             consumer_lag: Default::default(),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),

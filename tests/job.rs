@@ -14,6 +14,9 @@ fn eddy(args: &[&str], dir: &Path) -> Output {
         .env("EDDY_BROKERS", "127.0.0.1:9")
         .env("EDDY_INPUT", "in.jsonl")
         .env("EDDY_OUTPUT", "out.csv")
+        .env("EDDY_CPAAS_URL", "http://127.0.0.1:9")
+        .env("EDDY_CPAAS_KEY", "key")
+        .env("EDDY_STATE", "state")
         .output()
         .expect("running eddy")
 }

@@ -3,6 +3,7 @@
 pub mod engagement;
 pub mod fraud;
 pub mod metrics;
+pub mod notify;
 
 use std::cell::Cell;
 use std::cmp::Ordering;
@@ -10,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
@@ -22,7 +23,7 @@ use crate::sinks::kafka::WriteKafka;
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
-use crate::sources::{SourceOptions, SourceStreams, event_source};
+use crate::sources::{Backlog, SourceOptions, SourceStreams, event_source};
 use crate::stats::{CountInto, Stats};
 
 /// How a job is run, beyond what its file says.
@@ -74,15 +75,27 @@ pub fn build_job(
     };
     let ingested = ProbeHandle::new();
     let halted = Rc::new(Cell::new(0));
+    let notifications = notify::plan(job, &options.stats)?;
     let mut events = Vec::new();
     let mut dead = Vec::new();
-    for source in &job.sources {
-        let streams = source_stream(scope, job, source, options, &progress, &halted)?;
+    for (index, source) in job.sources.iter().enumerate() {
+        let backlogs = notifications
+            .iter()
+            .filter(|n| n.spec.source == index)
+            .map(|n| n.backlog.clone())
+            .collect();
+        let streams = source_stream(scope, job, source, options, &progress, &halted, backlogs)?;
         let counted = streams.events.count_into(&options.stats, |s| &s.events_in);
         events.push((counted.probe_with(&ingested), streams.emitted_before));
         dead.push(streams.dead);
     }
     let mut flushed = Vec::new();
+    for plan in &notifications {
+        let (outcomes, failed) =
+            notify::build_notify(events[plan.spec.source].0.clone(), plan, job)?;
+        flushed.push(outcomes);
+        dead.push(failed);
+    }
     let dead = scope.concatenate(dead);
     let dead = dead.count_into(&options.stats, |s| &s.dead_letters);
     flushed.push(match job.dead_letter {
@@ -146,6 +159,7 @@ fn source_stream<'scope>(
     options: &RunOptions,
     progress: &Progress,
     halted: &Rc<Cell<usize>>,
+    backlogs: Vec<Backlog>,
 ) -> anyhow::Result<SourceStreams<'scope, Record>> {
     let source_options = SourceOptions {
         out_of_orderness: source.out_of_orderness,
@@ -155,6 +169,7 @@ fn source_stream<'scope>(
         stop: Arc::clone(&options.stop),
         halted: Rc::clone(halted),
         fired: progress.fired.clone(),
+        backlogs,
     };
     let (index, peers) = (scope.index(), scope.peers());
     let schema = Arc::clone(&source.schema);
@@ -200,6 +215,7 @@ fn write_dead_letters<'scope>(
         SinkKind::File(target) => {
             Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false }, None)?)
         }
+        SinkKind::Notify(_) => bail!("dead letters cannot go to notify sink `{}`", sink.name),
     }
 }
 
@@ -238,5 +254,6 @@ pub fn write_rows<'scope>(
             });
             Ok(rows.write_file(target.clone(), encoder, order)?)
         }
+        SinkKind::Notify(_) => bail!("rows cannot go to notify sink `{}`", sink.name),
     }
 }

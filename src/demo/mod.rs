@@ -1,9 +1,11 @@
 //! `eddy demo`: the whole path on one machine with nothing installed. An in-process Kafka-protocol
 //! cluster (librdkafka's mock cluster), generators feeding it (card transactions, user commands),
 //! and the demo job reading it through the real Kafka source and writing through the real Kafka
-//! sink, with live progress.
+//! sink, with live progress; notification requests go through the notification adapter to a
+//! local CPaaS stand-in ([`notifications`]).
 
 mod commands;
+mod notifications;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
 use crate::stats::Stats;
 use commands::{CardHolders, feed_commands};
+use notifications::NotificationDemo;
 
 /// The demo's job file, shipped as `examples/jobs/demo.toml`.
 pub const DEMO_JOB: &str = include_str!("../../examples/jobs/demo.toml");
@@ -58,12 +61,15 @@ pub fn demo(
 ) -> anyhow::Result<()> {
     let mock = MockCluster::new(1).context("starting the in-process Kafka cluster")?;
     let brokers = mock.bootstrap_servers();
-    for topic in TOPICS {
+    for topic in TOPICS.iter().chain(&notifications::TOPICS) {
         mock.create_topic(topic, options.partitions, 1)
             .with_context(|| format!("creating topic `{topic}`"))?;
     }
+    let notify = NotificationDemo::start(&brokers, (options.rate / 20).max(1), &stop)?;
     let job = Job::parse_with(Path::new("examples/jobs/demo.toml"), DEMO_JOB, &|name| {
-        (name == "EDDY_BROKERS").then(|| brokers.clone())
+        (name == "EDDY_BROKERS")
+            .then(|| brokers.clone())
+            .or_else(|| notify.var(name))
     })?;
     eprintln!(
         "eddy demo: in-process Kafka cluster at {brokers}; feeding `transactions` at {} events/s \
@@ -76,6 +82,11 @@ pub fn demo(
     eprintln!(
         "  outputs: metrics.country, metrics.account, alerts, events, notifications, late, \
          dead-letters (Kafka topics); alerts and notification requests are also printed below"
+    );
+    eprintln!(
+        "  notifications: notifications.requested → CPaaS stand-in at {} (failing 17 % of calls) \
+         → notifications.outcomes",
+        notify.standin.base_url()
     );
 
     let produced = Arc::new(AtomicU64::new(0));
@@ -165,6 +176,7 @@ pub fn demo(
                 Stats::get(&stats.late),
                 Stats::get(&stats.dead_letters),
             );
+            eprintln!("        {}", NotificationDemo::progress(stats));
             last = (p, c);
         },
     )?;
@@ -187,6 +199,7 @@ pub fn demo(
         Stats::get(&stats.late),
         Stats::get(&stats.dead_letters),
     );
+    eprintln!("eddy demo: {}", notify.finish(&stats)?);
     drop(mock);
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod engagement;
 mod fraud;
+mod notify;
 mod raw;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use crate::record::{Field, FieldType, Schema, Value};
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
+use crate::sinks::notify::config::NotifyConfig;
 use crate::sources::generator::{self, GeneratorConfig};
 use crate::sources::incidents::FraudMix;
 
@@ -50,6 +52,19 @@ pub struct Job {
     pub orchestrators: Vec<OrchestratorSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
+    /// The notify sinks, with what feeds them.
+    pub notifications: Vec<NotifySpec>,
+}
+
+/// A notify sink, the source of its requests and the sink of its outcomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotifySpec {
+    /// The notify sink's index.
+    pub sink: usize,
+    /// The source index of the notification requests.
+    pub source: usize,
+    /// The sink index of the outcome events.
+    pub outcomes: usize,
 }
 
 /// A source of events.
@@ -323,6 +338,8 @@ pub enum SinkKind {
     Kafka(KafkaSinkConfig),
     /// A file or standard output.
     File(FileTarget),
+    /// A CPaaS, through the notification adapter.
+    Notify(NotifyConfig),
 }
 
 /// One problem in a job file.
@@ -697,16 +714,21 @@ impl Checker<'_> {
                 orchestrators.push(spec);
             }
         }
+        let notifications = self.notifications(&file, &sinks, &sources);
         if file.metrics.is_empty()
             && file.fraud.is_empty()
             && file.commands.is_empty()
             && file.orchestrators.is_empty()
+            && !file
+                .sinks
+                .iter()
+                .any(|s| s.get_ref().kind.get_ref() == "notify")
         {
             self.error(
                 file.job.span(),
                 "metrics",
                 "the job computes nothing: add a [[metrics]], [[fraud]], [[commands]] or \
-                 [[orchestrators]] section",
+                 [[orchestrators]] section, or a notify sink",
             );
         }
         let outputs = Outputs {
@@ -715,7 +737,14 @@ impl Checker<'_> {
             commands: &commands,
             orchestrators: &orchestrators,
         };
-        self.check_sink_columns(&file, &sinks, &outputs, &sources, dead_letter);
+        self.check_sink_columns(
+            &file,
+            &sinks,
+            &outputs,
+            &sources,
+            dead_letter,
+            &notifications,
+        );
         Job {
             name: section.name.get_ref().clone(),
             tick,
@@ -727,6 +756,7 @@ impl Checker<'_> {
             commands,
             orchestrators,
             sinks,
+            notifications,
         }
     }
 
@@ -997,11 +1027,12 @@ impl Checker<'_> {
                 }
             },
             "stdout" => SinkKind::File(FileTarget::Stdout),
+            "notify" => SinkKind::Notify(self.notify_config(s, &field)),
             other => {
                 self.error(
                     s.kind.span(),
                     format!("{field}.kind"),
-                    format!("unknown sink kind `{other}`: expected kafka, file or stdout"),
+                    format!("unknown sink kind `{other}`: expected kafka, file, stdout or notify"),
                 );
                 return None;
             }
@@ -1177,7 +1208,8 @@ impl Checker<'_> {
         })
     }
 
-    /// Sinks may only name columns their inputs have; a file is written by one output only.
+    /// Sinks may only name columns their inputs have; a file is written by one output only; a
+    /// notify sink takes notification requests from its source only.
     fn check_sink_columns(
         &mut self,
         file: &raw::JobFile,
@@ -1185,6 +1217,7 @@ impl Checker<'_> {
         outputs: &Outputs,
         sources: &[SourceSpec],
         dead_letter: Option<usize>,
+        notifications: &[NotifySpec],
     ) {
         let Outputs {
             metrics,
@@ -1193,6 +1226,9 @@ impl Checker<'_> {
             orchestrators,
         } = *outputs;
         let mut writers = vec![Vec::<String>::new(); sinks.len()];
+        for n in notifications {
+            writers[n.outcomes].push(format!("the outcomes of `{}`", sinks[n.sink].name));
+        }
         let names = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect::<Vec<_>>();
         let schema_columns = |source: usize| -> Vec<String> {
             let fields = sources[source].schema.fields();
@@ -1259,6 +1295,17 @@ impl Checker<'_> {
                 .iter()
                 .find(|s| *s.get_ref().name.get_ref() == sink.name)
                 .map_or(0..0, |s| s.span());
+            if matches!(sink.kind, SinkKind::Notify(_)) && !writers.is_empty() {
+                self.error(
+                    span.clone(),
+                    format!("sinks[{i}]"),
+                    format!(
+                        "a notify sink takes notification requests from its `source`, but {} \
+                         write to it",
+                        writers.join(" and ")
+                    ),
+                );
+            }
             if matches!(sink.kind, SinkKind::File(_)) && writers.len() > 1 {
                 self.error(
                     span,

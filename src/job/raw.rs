@@ -244,4 +244,27 @@ pub struct SinkSection {
     pub properties: IndexMap<String, Text>,
     // file
     pub path: Option<Text>,
+    // notify
+    pub source: Option<Text>,
+    pub base_url: Option<Text>,
+    pub api_key: Option<Text>,
+    pub sender: Option<Text>,
+    pub outcomes: Option<Text>,
+    pub sent_record: Option<Text>,
+    pub timeout: Option<Text>,
+    pub max_attempts: Option<Spanned<i64>>,
+    pub min_backoff: Option<Text>,
+    pub max_backoff: Option<Text>,
+    pub queue: Option<Spanned<i64>>,
+    pub sms: Option<Spanned<ChannelSection>>,
+    pub email: Option<Spanned<ChannelSection>>,
+}
+
+/// A notify sink's `sms` or `email` limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSection {
+    pub rate: Option<Spanned<i64>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub batch: Option<Spanned<i64>>,
 }

@@ -5,6 +5,7 @@
 pub mod file;
 pub mod format;
 pub mod kafka;
+pub mod notify;
 
 /// How a sink turns an item into bytes.
 pub trait Encode<D>: 'static {

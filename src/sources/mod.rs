@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -100,6 +100,33 @@ pub struct SourceOptions {
     /// A probe on the window operators' fired streams: committed with the offsets as the
     /// frontier of emitted windows.
     pub fired: ProbeHandle<u64>,
+    /// The backlogs of the operators downstream that can refuse records: the source reads
+    /// nothing while any of them holds records it could not hand on.
+    pub backlogs: Vec<Backlog>,
+}
+
+/// How many records an operator holds because the next stage (an asynchronous sink's bounded
+/// queue) refused them. Shared by the operator, which sets it, and the sources feeding it, which
+/// stop reading while it is not zero: so a slow sink slows the source instead of records piling
+/// up without bound or being dropped.
+#[derive(Clone, Debug, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// Adds `n` held records.
+    pub fn hold(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Removes `n` records that have been handed on.
+    pub fn release(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// How many records are held.
+    pub fn held(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// What a source operator produces.
@@ -196,6 +223,22 @@ where
                 return true;
             };
             let now = Instant::now();
+            if now.duration_since(last_commit) >= options.commit_interval {
+                commit_flushed(
+                    &mut reader,
+                    &mut uncommitted,
+                    &flushed,
+                    &options.fired,
+                    false,
+                );
+                last_commit = now;
+            }
+            if options.backlogs.iter().any(|b| b.held() > 0) {
+                // Backpressure: read nothing (and leave the watermark where it is) until the
+                // sink downstream has room again.
+                activator.activate_after(Duration::from_millis(1));
+                return true;
+            }
             let status = reader.read(&mut batch);
             let time = *cap.time();
             if !batch.events.is_empty() {
@@ -224,16 +267,6 @@ where
                     *clocks = watermarks.clocks();
                 }
                 _ => uncommitted.push_back((time, reader.position(), watermarks.clocks())),
-            }
-            if last_commit.elapsed() >= options.commit_interval {
-                commit_flushed(
-                    &mut reader,
-                    &mut uncommitted,
-                    &flushed,
-                    &options.fired,
-                    false,
-                );
-                last_commit = now;
             }
             if status == ReadStatus::Done || watermarks.all_finished() {
                 (events_cap, dead_cap) = (None, None);

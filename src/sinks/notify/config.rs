@@ -1,0 +1,148 @@
+//! The adapter's settings, as the job file gives them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::request::Channel;
+
+/// The CPaaS API key. Its `Debug` shows no part of it, so it cannot reach a log by accident;
+/// only the HTTP client reads it, through [`ApiKey::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: String) -> ApiKey {
+        ApiKey(key)
+    }
+
+    /// The key itself, for the `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Limits of one channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelLimits {
+    /// Messages per second at most.
+    pub rate: u32,
+    /// HTTP calls in flight at most.
+    pub concurrency: usize,
+    /// Messages per call at most (1 for e-mail, whose API takes one content per call).
+    pub batch: usize,
+}
+
+impl ChannelLimits {
+    /// The defaults of `channel`.
+    pub fn default_for(channel: Channel) -> ChannelLimits {
+        match channel {
+            Channel::Sms => ChannelLimits {
+                rate: 50_000,
+                concurrency: 64,
+                batch: 100,
+            },
+            Channel::Email => ChannelLimits {
+                rate: 1_000,
+                concurrency: 16,
+                batch: 1,
+            },
+        }
+    }
+}
+
+/// When and how often a failed call is tried again: exponential backoff with jitter, between
+/// `min_delay` and `max_delay` (a `Retry-After` from the CPaaS overrides the delay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Calls per message at most, the first included.
+    pub max_attempts: u32,
+    /// The first delay.
+    pub min_delay: Duration,
+    /// The longest delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the adapter needs to deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifyConfig {
+    /// The CPaaS base URL, e.g. `https://xyz.api.infobip.com` (no trailing slash).
+    pub base_url: String,
+    /// Sent as `Authorization: App {key}`.
+    pub api_key: ApiKey,
+    /// The sender: `from` of SMS and e-mails.
+    pub sender: String,
+    /// The sent-record: a file of every request id decided, so that nothing is sent twice.
+    pub sent_record: PathBuf,
+    /// How long one HTTP call may take before it counts as a timeout.
+    pub timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Requests waiting for a call, per channel, before the dataflow is slowed down.
+    pub queue: usize,
+    /// SMS limits.
+    pub sms: ChannelLimits,
+    /// E-mail limits.
+    pub email: ChannelLimits,
+}
+
+impl NotifyConfig {
+    /// The limits of `channel`.
+    pub fn limits(&self, channel: Channel) -> ChannelLimits {
+        match channel {
+            Channel::Sms => self.sms,
+            Channel::Email => self.email,
+        }
+    }
+
+    /// A configuration with the default limits, retries and queue.
+    pub fn new(base_url: &str, api_key: ApiKey, sender: &str, sent_record: PathBuf) -> Self {
+        NotifyConfig {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            sender: sender.into(),
+            sent_record,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            queue: 1024,
+            sms: ChannelLimits::default_for(Channel::Sms),
+            email: ChannelLimits::default_for(Channel::Email),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let config = NotifyConfig::new(
+            "http://127.0.0.1:1/",
+            ApiKey::new("s3cr3t-key".into()),
+            "Eddy",
+            "sent.redb".into(),
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("ApiKey(<redacted>)"));
+        assert_eq!(config.base_url, "http://127.0.0.1:1");
+    }
+}
