@@ -51,6 +51,31 @@ fn outside(at: u64, within: u64, now: u64) -> bool {
     at.saturating_add(within) <= now
 }
 
+/// Drops the entries of `queue` (oldest first, each at time `.0`) that have left the span of
+/// `within` ending at `now`, handing each to `gone`.
+fn evict<T: Timed>(queue: &mut VecDeque<T>, within: u64, now: u64, mut gone: impl FnMut(T)) {
+    while queue.front().is_some_and(|r| outside(r.at(), within, now)) {
+        gone(queue.pop_front().expect("checked"));
+    }
+}
+
+/// A remembered payment, by the time it was made.
+trait Timed {
+    fn at(&self) -> u64;
+}
+
+impl<A, B> Timed for (u64, A, B) {
+    fn at(&self) -> u64 {
+        self.0
+    }
+}
+
+impl<A> Timed for (u64, A) {
+    fn at(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Rule 1: at least `count` payments, or a total of at least `amount`, within `within`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Velocity {
@@ -80,13 +105,7 @@ impl<D: Payment> Pattern<D> for Velocity {
         events: &[D],
         emit: &mut impl FnMut(RuleMatch),
     ) {
-        while s
-            .recent
-            .front()
-            .is_some_and(|r| outside(r.0, self.within, time))
-        {
-            s.total -= s.recent.pop_front().expect("checked").1;
-        }
+        evict(&mut s.recent, self.within, time, |r| s.total -= r.1);
         for e in events {
             s.recent
                 .push_back((time, e.amount(), CompactString::from(e.id())));
@@ -144,13 +163,7 @@ impl<D: Payment> Pattern<D> for SmallThenLarge {
         events: &[D],
         emit: &mut impl FnMut(RuleMatch),
     ) {
-        while s
-            .smalls
-            .front()
-            .is_some_and(|r| outside(r.0, self.within, time))
-        {
-            s.smalls.pop_front();
-        }
+        evict(&mut s.smalls, self.within, time, drop);
         for e in events.iter().filter(|e| e.amount() < self.small_below) {
             s.smalls.push_back((time, CompactString::from(e.id())));
         }
@@ -339,13 +352,7 @@ impl<D: Payment> Pattern<D> for CardTesting {
         events: &[D],
         emit: &mut impl FnMut(RuleMatch),
     ) {
-        while s
-            .smalls
-            .front()
-            .is_some_and(|r| outside(r.0, self.within, time))
-        {
-            s.smalls.pop_front();
-        }
+        evict(&mut s.smalls, self.within, time, drop);
         let before = s.smalls.len();
         for e in events.iter().filter(|e| e.amount() < self.small_below) {
             s.smalls.push_back((
