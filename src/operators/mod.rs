@@ -5,5 +5,7 @@ pub mod aggregate;
 pub mod decode;
 pub mod fraud;
 pub mod pattern;
+pub mod predicate;
+pub mod route;
 pub mod watermark;
 pub mod window;
