@@ -2,6 +2,7 @@
 
 pub mod fraud;
 pub mod metrics;
+pub mod routes;
 
 use std::cell::Cell;
 use std::cmp::Ordering;
@@ -18,6 +19,7 @@ use crate::record::{DeadLetter, Record};
 use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
+use crate::sinks::topic::TopicTemplate;
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
@@ -110,6 +112,9 @@ pub fn build_job(
             &options.stats,
         )?);
     }
+    for (index, (source, _)) in events.iter().enumerate() {
+        flushed.extend(routes::build_routes(source.clone(), index, job)?);
+    }
     scope.concatenate(flushed).probe_with(&progress.flushed);
     Ok(JobProbes {
         sources: job.sources.len(),
@@ -185,7 +190,7 @@ fn write_dead_letters<'scope>(
 
 /// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns
 /// (and, for a file sink with `order_by`, sorted by those columns); Kafka messages carry the
-/// `provenance` headers.
+/// `provenance` headers, and go to the topic the sink's `topic` names for each row.
 pub fn write_rows<'scope>(
     rows: StreamVec<'scope, u64, Record>,
     sink: &SinkSpec,
@@ -205,7 +210,13 @@ pub fn write_rows<'scope>(
     let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index))
         .with_provenance(provenance);
     match &sink.kind {
-        SinkKind::Kafka(config) => rows.write_kafka(config, encoder),
+        SinkKind::Kafka(config) => {
+            let topic = TopicTemplate::parse(&config.topic)
+                .and_then(|t| t.for_rows(|name| columns.iter().position(|c| c == name)))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("sink `{}`", sink.name))?;
+            rows.write_kafka(config, encoder.with_topic(topic))
+        }
         SinkKind::File(target) => {
             let order = (!sink.order_by.is_empty()).then(|| {
                 let by: Vec<usize> = sink.order_by.iter().map(index).collect();

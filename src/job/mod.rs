@@ -3,6 +3,7 @@
 
 mod fraud;
 mod raw;
+mod routes;
 
 use std::fmt;
 use std::ops::Range;
@@ -21,8 +22,11 @@ use crate::record::{Field, FieldType, Schema, Value};
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
+use crate::sinks::topic::TopicTemplate;
 use crate::sources::generator::{self, GeneratorConfig};
 use crate::sources::incidents::FraudMix;
+
+pub use routes::{RouteSpec, Selection};
 
 /// A validated job.
 #[derive(Clone, Debug)]
@@ -41,6 +45,8 @@ pub struct Job {
     pub metrics: Vec<MetricSpec>,
     /// The fraud detectors.
     pub fraud: Vec<FraudSpec>,
+    /// The routes.
+    pub routes: Vec<RouteSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
 }
@@ -583,14 +589,21 @@ impl Checker<'_> {
                 fraud.push(spec);
             }
         }
-        if file.metrics.is_empty() && file.fraud.is_empty() {
+        let routes = self.routes(&file.routes, &sources, &sink_index);
+        if file.metrics.is_empty() && file.fraud.is_empty() && file.routes.is_empty() {
             self.error(
                 file.job.span(),
                 "metrics",
-                "the job computes nothing: add a [[metrics]] or [[fraud]] section",
+                "the job computes nothing: add a [[metrics]], [[fraud]] or [[routes]] section",
             );
         }
-        self.check_sink_columns(&file, &sinks, &metrics, &fraud, &sources, dead_letter);
+        self.check_sink_columns(
+            &file,
+            &sinks,
+            (&metrics, &fraud, &routes),
+            &sources,
+            dead_letter,
+        );
         Job {
             name: section.name.get_ref().clone(),
             tick,
@@ -599,6 +612,7 @@ impl Checker<'_> {
             sources,
             metrics,
             fraud,
+            routes,
             sinks,
         }
     }
@@ -804,7 +818,13 @@ impl Checker<'_> {
             "kafka" => {
                 let properties = self.kafka_properties(&s.kind, &s.brokers, &s.properties, &field);
                 let topic = match &s.topic {
-                    Some(t) => t.get_ref().clone(),
+                    Some(t) => {
+                        let topic = self.expand(t, format!("{field}.topic"));
+                        if let Err(message) = TopicTemplate::parse(&topic) {
+                            self.error(t.span(), format!("{field}.topic"), message);
+                        }
+                        topic
+                    }
                     None => {
                         self.error(
                             s.kind.span(),
@@ -1023,8 +1043,7 @@ impl Checker<'_> {
         &mut self,
         file: &raw::JobFile,
         sinks: &[SinkSpec],
-        metrics: &[MetricSpec],
-        fraud: &[FraudSpec],
+        (metrics, fraud, routes): (&[MetricSpec], &[FraudSpec], &[RouteSpec]),
         sources: &[SourceSpec],
         dead_letter: Option<usize>,
     ) {
@@ -1047,6 +1066,21 @@ impl Checker<'_> {
                     m.source,
                 )
             })
+            .chain(routes.iter().map(|r| {
+                let columns = sources[r.source]
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name.to_string());
+                (
+                    format!("route `{}`", r.name),
+                    columns.collect(),
+                    &r.sinks,
+                    None,
+                    Vec::new(),
+                    r.source,
+                )
+            }))
             .chain(fraud.iter().map(|f| {
                 let late = f.late_columns(&sources[f.source].schema);
                 (
@@ -1083,6 +1117,7 @@ impl Checker<'_> {
         }
         if let Some(s) = dead_letter {
             writers[s].push("dead letters".into());
+            self.check_columns(file, &sinks[s], &[], "dead letters");
         }
         for (i, (sink, writers)) in sinks.iter().zip(&writers).enumerate() {
             let span = file
@@ -1117,6 +1152,10 @@ impl Checker<'_> {
             .find(|(_, s)| *s.get_ref().name.get_ref() == sink.name);
         let Some((i, raw)) = raw else { return };
         let raw = raw.get_ref();
+        let listed = match available {
+            [] => "they have none".to_string(),
+            _ => available.join(", "),
+        };
         let named = raw
             .columns
             .iter()
@@ -1128,11 +1167,20 @@ impl Checker<'_> {
                 self.error(
                     column.span(),
                     format!("sinks[{i}]"),
-                    format!(
-                        "`{}` is not a column of {what}: {}",
-                        column.get_ref(),
-                        available.join(", ")
-                    ),
+                    format!("`{}` is not a column of {what}: {listed}", column.get_ref()),
+                );
+            }
+        }
+        if let (SinkKind::Kafka(config), Some(span)) =
+            (&sink.kind, raw.topic.as_ref().map(Spanned::span))
+        {
+            let placeholders = TopicTemplate::parse(&config.topic)
+                .map_or(Vec::new(), |t| t.columns().map(str::to_string).collect());
+            for column in placeholders.iter().filter(|c| !available.contains(c)) {
+                self.error(
+                    span.clone(),
+                    format!("sinks[{i}].topic"),
+                    format!("`{{{column}}}` is not a column of {what}: {listed}"),
                 );
             }
         }
