@@ -6,6 +6,8 @@
 //! (default 2 000 000, from a generator of two partitions); the Kafka runs read 480 000 events pre-produced into 16 partitions (the
 //! in-process cluster keeps about 5 MiB per partition).
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -86,6 +88,40 @@ kind = "file"
 path = "/dev/null"
 "#
     )
+}
+
+/// The ten content routes of `common::ROUTES` and a default route over `source`, each to its
+/// own CSV file sink on /dev/null.
+fn routing_job(source: &str) -> String {
+    let mut job = format!(
+        r#"[job]
+name = "bench-routing"
+
+[[sources]]
+name = "transactions"
+{source}
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }}
+
+[[routes]]
+name = "default"
+source = "transactions"
+otherwise = true
+sinks = ["default"]
+"#
+    );
+    for (name, when) in common::ROUTES {
+        job += &format!(
+            "\n[[routes]]\nname = \"{name}\"\nsource = \"transactions\"\nwhen = '{when}'\nsinks = [\"{name}\"]\n"
+        );
+    }
+    for name in common::ROUTES.iter().map(|r| r.0).chain(["default"]) {
+        job += &format!(
+            "\n[[sinks]]\nname = \"{name}\"\nkind = \"file\"\npath = \"/dev/null\"\nformat = \"csv\"\n"
+        );
+    }
+    job
 }
 
 /// The generator's transactions in fraud mode: an incident every 1000 transactions, laid out
@@ -206,6 +242,19 @@ fn main() {
         );
     }
 
+    let generator = format!(
+        "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
+    );
+    for workers in [1, 2] {
+        let job = Job::parse(Path::new("bench.toml"), &routing_job(&generator)).expect("valid job");
+        row(
+            "routing (10 predicates)",
+            "engine (generator)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+
     let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
     let brokers = mock.bootstrap_servers();
     for topic in ["bench", "bench-fraud"] {
@@ -254,6 +303,18 @@ fn main() {
         let job = Job::parse(Path::new("bench.toml"), &fraud_job(&source)).expect("valid job");
         row(
             "fraud (5 rules)",
+            "Kafka (in-process cluster, JSON)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+    for workers in [1, 2] {
+        let source = format!(
+            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-routing-{workers}\""
+        );
+        let job = Job::parse(Path::new("bench.toml"), &routing_job(&source)).expect("valid job");
+        row(
+            "routing (10 predicates)",
             "Kafka (in-process cluster, JSON)",
             workers,
             &measure(job, workers, true),

@@ -33,8 +33,15 @@ pub fn build_routes<'scope>(
             Selection::Every | Selection::Otherwise => None,
         })
         .collect();
-    let Routed { matched, unmatched } = rows.clone().route(&job.sources[source].name, predicates);
-    let mut matched = matched.into_iter();
+    // The route operator runs when some route has `when` (the loader allows `otherwise` only
+    // then).
+    let (mut matched, unmatched) = if predicates.is_empty() {
+        (Vec::new().into_iter(), None)
+    } else {
+        let Routed { matched, unmatched } =
+            rows.clone().route(&job.sources[source].name, predicates);
+        (matched.into_iter(), Some(unmatched))
+    };
     let schema = &job.sources[source].schema;
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name.to_string()).collect();
     let mut flushed = Vec::new();
@@ -42,7 +49,7 @@ pub fn build_routes<'scope>(
         let taken = match route.select {
             Selection::Every => rows.clone(),
             Selection::When(_) => matched.next().expect("an output per `when` route"),
-            Selection::Otherwise => unmatched.clone(),
+            Selection::Otherwise => unmatched.clone().expect("a route operator"),
         };
         for &sink in &route.sinks {
             flushed.push(write_rows(

@@ -71,11 +71,6 @@ impl Predicate {
     pub fn holds(&self, record: &[Value]) -> bool {
         self.test.get(record) == Some(true)
     }
-
-    /// The expression as written.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
 }
 
 impl fmt::Debug for Predicate {

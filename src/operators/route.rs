@@ -101,8 +101,8 @@ mod tests {
                 let Routed { matched, unmatched } = numbers.route(
                     "numbers",
                     vec![
-                        Box::new(|n: &u64| n % 2 == 0) as Box<dyn Fn(&u64) -> bool>,
-                        Box::new(|n: &u64| n % 3 == 0),
+                        Box::new(|n: &u64| n.is_multiple_of(2)) as Box<dyn Fn(&u64) -> bool>,
+                        Box::new(|n: &u64| n.is_multiple_of(3)),
                         Box::new(|n: &u64| *n >= 1000),
                     ],
                 );
