@@ -91,8 +91,8 @@ path = "/dev/null"
 }
 
 /// The ten content routes of `common::ROUTES` and a default route over `source`, each to its
-/// own CSV file sink on /dev/null.
-fn routing_job(source: &str) -> String {
+/// own sink: `sink` declares it (`kind` and the rest).
+fn routing_job(source: &str, sink: &str) -> String {
     let mut job = format!(
         r#"[job]
 name = "bench-routing"
@@ -117,12 +117,15 @@ sinks = ["default"]
         );
     }
     for name in common::ROUTES.iter().map(|r| r.0).chain(["default"]) {
-        job += &format!(
-            "\n[[sinks]]\nname = \"{name}\"\nkind = \"file\"\npath = \"/dev/null\"\nformat = \"csv\"\n"
-        );
+        job += &format!("\n[[sinks]]\nname = \"{name}\"\n{sink}\n");
     }
     job
 }
+
+/// Routing sinks that drop the rows: the engine's routing alone.
+const DISCARD: &str = "kind = \"discard\"";
+/// Routing sinks that write CSV to /dev/null: one writer per file sink, on worker 0.
+const CSV_FILE: &str = "kind = \"file\"\npath = \"/dev/null\"\nformat = \"csv\"";
 
 /// The generator's transactions in fraud mode: an incident every 1000 transactions, laid out
 /// for the fraud job's 10 s spans.
@@ -245,14 +248,20 @@ fn main() {
     let generator = format!(
         "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
     );
-    for workers in [1, 2] {
-        let job = Job::parse(Path::new("bench.toml"), &routing_job(&generator)).expect("valid job");
-        row(
-            "routing (10 predicates)",
-            "engine (generator)",
-            workers,
-            &measure(job, workers, true),
-        );
+    for (path, sink) in [
+        ("engine (generator, discard sinks)", DISCARD),
+        ("engine (generator, CSV files)", CSV_FILE),
+    ] {
+        for workers in [1, 2] {
+            let job = Job::parse(Path::new("bench.toml"), &routing_job(&generator, sink))
+                .expect("valid job");
+            row(
+                "routing (10 predicates)",
+                path,
+                workers,
+                &measure(job, workers, true),
+            );
+        }
     }
 
     let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
@@ -312,7 +321,8 @@ fn main() {
         let source = format!(
             "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-routing-{workers}\""
         );
-        let job = Job::parse(Path::new("bench.toml"), &routing_job(&source)).expect("valid job");
+        let job =
+            Job::parse(Path::new("bench.toml"), &routing_job(&source, DISCARD)).expect("valid job");
         row(
             "routing (10 predicates)",
             "Kafka (in-process cluster, JSON)",

@@ -16,6 +16,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::record::{DeadLetter, Record};
+use crate::sinks::discard::Discard;
 use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
@@ -182,6 +183,7 @@ fn write_dead_letters<'scope>(
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     match &sink.kind {
         SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
+        SinkKind::Discard => Ok(dead.discard()),
         SinkKind::File(target) => {
             Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false }, None)?)
         }
@@ -229,5 +231,6 @@ pub fn write_rows<'scope>(
             });
             Ok(rows.write_file(target.clone(), encoder, order)?)
         }
+        SinkKind::Discard => Ok(rows.discard()),
     }
 }

@@ -260,6 +260,8 @@ pub enum SinkKind {
     Kafka(KafkaSinkConfig),
     /// A file or standard output.
     File(FileTarget),
+    /// Nowhere: rows are dropped (for benchmarks and dry runs).
+    Discard,
 }
 
 /// One problem in a job file.
@@ -858,11 +860,12 @@ impl Checker<'_> {
                 }
             },
             "stdout" => SinkKind::File(FileTarget::Stdout),
+            "discard" => SinkKind::Discard,
             other => {
                 self.error(
                     s.kind.span(),
                     format!("{field}.kind"),
-                    format!("unknown sink kind `{other}`: expected kafka, file or stdout"),
+                    format!("unknown sink kind `{other}`: expected kafka, file, stdout or discard"),
                 );
                 return None;
             }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, Expr, LiteralValue, SourceInfo, operators};
 use cel::parser::Parser;
-use compact_str::CompactString;
 
 use crate::record::{FieldType, Schema, Value};
 
@@ -161,11 +160,11 @@ impl<T: Scalar> Operand<T> {
 }
 
 /// A string operand: a field or a literal (strings are never computed, so reading one never
-/// allocates).
+/// allocates). Literals are plain boxed strings: reading one needs no decoding.
 #[derive(Clone)]
 enum Text {
     Field(usize),
-    Const(CompactString),
+    Const(Box<str>),
 }
 
 impl Text {
@@ -404,14 +403,9 @@ impl Compiler<'_> {
         let args = &call.args;
         match name {
             operators::LOGICAL_AND | operators::LOGICAL_OR => {
-                let operands = args
-                    .iter()
-                    .map(|a| self.boolean(a, name))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Typed::Bool(logical(
-                    name == operators::LOGICAL_AND,
-                    operands,
-                )))
+                let a = self.boolean(&args[0], name)?;
+                let b = self.boolean(&args[1], name)?;
+                Ok(Typed::Bool(logical(name == operators::LOGICAL_AND, a, b)))
             }
             operators::LOGICAL_NOT => {
                 let operand = self.boolean(&args[0], name)?;
@@ -507,6 +501,11 @@ impl Compiler<'_> {
             }
             (Typed::Double(a), Typed::Double(b)) => compare(op, a, b, |a, b| a.partial_cmp(&b)),
             (Typed::Bool(a), Typed::Bool(b)) => compare(op, a, b, |a, b| Some(a.cmp(&b))),
+            // Equality tests lengths first: cheaper than ordering the strings.
+            (Typed::Str(a), Typed::Str(b)) if matches!(op, Comparison::Eq | Comparison::Ne) => {
+                let equal = op == Comparison::Eq;
+                computed(move |r| Some(same(a.get(r)?, b.get(r)?) == equal))
+            }
             (Typed::Str(a), Typed::Str(b)) => {
                 computed(move |r| Some(op.test(Some(a.get(r)?.cmp(b.get(r)?)))))
             }
@@ -600,7 +599,7 @@ impl Compiler<'_> {
                 })?;
                 computed(move |r| {
                     let s = item.get(r)?;
-                    Some(strings.iter().any(|x| x == s))
+                    Some(strings.iter().any(|x| same(x, s)))
                 })
             }
             Typed::Int(item) => {
@@ -663,6 +662,13 @@ fn number(element: &Typed) -> Option<f64> {
     }
 }
 
+/// String equality without a call to `memcmp`, which costs more than the comparison itself for
+/// the short strings (codes, types, countries) that predicates compare.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 fn computed<T>(f: impl Fn(&[Value]) -> Option<T> + Send + Sync + 'static) -> Operand<T> {
     Operand::Computed(Box::new(f))
 }
@@ -689,19 +695,17 @@ fn null_test(is_null: bool, x: Typed) -> Operand<bool> {
     computed(move |r| Some(matches!(r[field], Value::Null) == is_null))
 }
 
-/// `&&` (`and`) or `||` over `operands`, with CEL's error absorption: a deciding operand wins
-/// over an error, whichever side the error is on.
-fn logical(and: bool, operands: Vec<Operand<bool>>) -> Operand<bool> {
-    computed(move |r| {
-        let mut error = false;
-        for operand in &operands {
-            match operand.get(r) {
-                Some(b) if b != and => return Some(b),
-                Some(_) => {}
-                None => error = true,
-            }
-        }
-        (!error).then_some(and)
+/// `a && b` (`and`) or `a || b`, with CEL's error absorption: a deciding operand wins over an
+/// error, whichever side the error is on.
+fn logical(and: bool, a: Operand<bool>, b: Operand<bool>) -> Operand<bool> {
+    computed(move |r| match a.get(r) {
+        Some(x) if x != and => Some(x),
+        first => match b.get(r) {
+            Some(y) if y != and => Some(y),
+            // `first` is the neutral value or an error, which the result then is.
+            Some(_) => first,
+            None => None,
+        },
     })
 }
 
@@ -821,6 +825,9 @@ mod tests {
         assert!(!holds("!(amount_cents / 0 == 1)", &r));
         assert!(holds("amount_cents / 0 == 1 || true", &r));
         assert!(!holds("amount_cents / 0 == 1 && false", &r));
+        assert!(holds("false || amount_cents / 0 == 1 || true", &r));
+        assert!(!holds("true && amount_cents / 0 == 1 && true", &r));
+        assert!(!holds("!(true && amount_cents / 0 == 1 && true)", &r));
         assert!(!holds("9223372036854775807 + amount_cents > 0", &r));
     }
 

@@ -2,6 +2,7 @@
 //! frontier passes a time only once everything the sink received at that time is durable; the
 //! sources commit their positions behind a probe on those streams (at-least-once).
 
+pub mod discard;
 pub mod file;
 pub mod format;
 pub mod kafka;
