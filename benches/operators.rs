@@ -1,10 +1,13 @@
 //! Criterion micro-benchmarks of the operators: the window operator (tumbling, hopping, session)
 //! and the pattern operator with fraud rules on one worker, watermark stamping, aggregate folding
-//! and merging, and schema-driven JSON decoding.
+//! and merging, schema-driven JSON decoding, routing predicates (compiled, and the `cel` crate's
+//! interpreter for comparison) and the route operator.
+
+mod common;
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use eddy::Aggregate;
 use eddy::operators::fraud::{
     AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
@@ -15,10 +18,11 @@ use eddy::record::{CardPayment, Field, FieldType, Id};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::incidents::FraudMix;
 use eddy::{
-    AggregateKind, Event, FieldAggregates, Record, Schema, Value, WindowAggregate, WindowSpec,
-    WindowStreams,
+    AggregateKind, Event, FieldAggregates, Predicate, Record, Route, Routed, Schema, Value,
+    WindowAggregate, WindowSpec, WindowStreams,
 };
 use timely::dataflow::InputHandle;
+use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::Probe;
 
 const EVENTS: u64 = 200_000;
@@ -296,5 +300,143 @@ fn aggregate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, window, pattern, watermark, aggregate, decode);
+/// The generator's transactions as records of all six of its fields, and their schema.
+fn transaction_records() -> (Schema, Vec<Record>) {
+    let schema = Schema::new(
+        eddy::sources::generator::FIELDS
+            .iter()
+            .map(|&name| Field {
+                name: name.into(),
+                ty: match name {
+                    "txn_id" | "merchant" | "country" => FieldType::String,
+                    "ts" => FieldType::Timestamp,
+                    _ => FieldType::Int,
+                },
+                required: true,
+            })
+            .collect(),
+        "ts",
+    )
+    .unwrap();
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 1,
+        count: Some(EVENTS),
+        rate: 10_000,
+        accounts: 100_000,
+        merchants: 5_000,
+        disorder_ms: 1_000,
+        start_ms: 1_700_000_000_000,
+        paced: false,
+        fraud: None,
+    });
+    let mut records = Vec::new();
+    while !generator.finished() {
+        generator.take(8192, |t| {
+            records.push((0..6).map(|f| t.field(f)).collect::<Record>());
+        });
+    }
+    (schema, records)
+}
+
+/// The ten routes' predicates on every event: compiled into closures, and, for comparison, run
+/// by the `cel` crate's interpreter with the event's fields as variables.
+fn predicate(c: &mut Criterion) {
+    let (schema, records) = transaction_records();
+    let compiled: Vec<Predicate> = common::ROUTES
+        .iter()
+        .map(|(_, when)| Predicate::compile(when, &schema).unwrap())
+        .collect();
+    let mut group = c.benchmark_group("predicate");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(10);
+    group.bench_function("ten_routes_compiled", |b| {
+        b.iter(|| {
+            let matches: usize = records
+                .iter()
+                .map(|r| compiled.iter().filter(|p| p.holds(black_box(r))).count())
+                .sum();
+            matches
+        })
+    });
+    let programs: Vec<cel::Program> = common::ROUTES
+        .iter()
+        .map(|(_, when)| cel::Program::compile(when).unwrap())
+        .collect();
+    let few = &records[..records.len() / 10];
+    group.throughput(Throughput::Elements(few.len() as u64));
+    group.bench_function("ten_routes_cel_interpreter", |b| {
+        b.iter(|| {
+            let mut matches = 0;
+            for record in few {
+                let mut context = cel::Context::default();
+                for (field, value) in schema.fields().iter().zip(record.iter()) {
+                    let value = match value {
+                        Value::Int(i) => cel::Value::Int(*i),
+                        Value::Str(s) => cel::Value::from(s.as_str()),
+                        other => unreachable!("{other:?}"),
+                    };
+                    context.add_variable_from_value(field.name.as_str(), value);
+                }
+                matches += programs
+                    .iter()
+                    .filter(|p| matches!(p.execute(&context), Ok(cel::Value::Bool(true))))
+                    .count();
+            }
+            matches
+        })
+    });
+    group.finish();
+}
+
+/// The route operator with the ten routes' predicates and a default output, on one worker.
+fn route(c: &mut Criterion) {
+    let (schema, records) = transaction_records();
+    let predicates: Vec<Predicate> = common::ROUTES
+        .iter()
+        .map(|(_, when)| Predicate::compile(when, &schema).unwrap())
+        .collect();
+    let mut group = c.benchmark_group("route");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(10);
+    group.bench_function("ten_routes_and_default", |b| {
+        // The records are cloned outside the measurement, and moved into the dataflow.
+        let setup = || (records.clone(), predicates.clone());
+        b.iter_batched(
+            setup,
+            |(mut records, predicates)| {
+                timely::execute_directly(move |worker| {
+                    let mut handle = InputHandle::new();
+                    let probe = worker.dataflow::<u64, _, _>(|scope| {
+                        let holds = predicates
+                            .into_iter()
+                            .map(|p| move |r: &Record| p.holds(r))
+                            .collect();
+                        let Routed { matched, unmatched } =
+                            handle.to_stream(scope).route("bench", holds);
+                        scope
+                            .concatenate(matched.into_iter().chain([unmatched]))
+                            .probe()
+                            .0
+                    });
+                    while !records.is_empty() {
+                        let mut batch: Vec<Record> =
+                            records.drain(..records.len().min(8192)).collect();
+                        handle.send_batch(&mut batch);
+                        worker.step();
+                    }
+                    handle.close();
+                    while !probe.done() {
+                        worker.step();
+                    }
+                })
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches, window, pattern, watermark, aggregate, decode, predicate, route
+);
 criterion_main!(benches);

@@ -6,6 +6,8 @@
 //! (default 2 000 000, from a generator of two partitions); the Kafka runs read 480 000 events pre-produced into 16 partitions (the
 //! in-process cluster keeps about 5 MiB per partition).
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -89,6 +91,43 @@ path = "/dev/null"
 "#
     )
 }
+
+/// The ten content routes of `common::ROUTES` and a default route over `source`, each to its
+/// own sink: `sink` declares it (`kind` and the rest).
+fn routing_job(source: &str, sink: &str) -> String {
+    let mut job = format!(
+        r#"[job]
+name = "bench-routing"
+
+[[sources]]
+name = "transactions"
+{source}
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }}
+
+[[routes]]
+name = "default"
+source = "transactions"
+otherwise = true
+sinks = ["default"]
+"#
+    );
+    for (name, when) in common::ROUTES {
+        job += &format!(
+            "\n[[routes]]\nname = \"{name}\"\nsource = \"transactions\"\nwhen = '{when}'\nsinks = [\"{name}\"]\n"
+        );
+    }
+    for name in common::ROUTES.iter().map(|r| r.0).chain(["default"]) {
+        job += &format!("\n[[sinks]]\nname = \"{name}\"\n{sink}\n");
+    }
+    job
+}
+
+/// Routing sinks that drop the rows: the engine's routing alone.
+const DISCARD: &str = "kind = \"discard\"";
+/// Routing sinks that write CSV to /dev/null: one writer per file sink, on worker 0.
+const CSV_FILE: &str = "kind = \"file\"\npath = \"/dev/null\"\nformat = \"csv\"";
 
 /// The generator's transactions in fraud mode: an incident every 1000 transactions, laid out
 /// for the fraud job's 10 s spans.
@@ -284,6 +323,25 @@ fn main() {
     }
     std::fs::remove_dir_all(&dir).expect("temporary directory removed");
 
+    let generator = format!(
+        "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
+    );
+    for (path, sink) in [
+        ("engine (generator, discard sinks)", DISCARD),
+        ("engine (generator, CSV files)", CSV_FILE),
+    ] {
+        for workers in [1, 2] {
+            let job = Job::parse(Path::new("bench.toml"), &routing_job(&generator, sink))
+                .expect("valid job");
+            row(
+                "routing (10 predicates)",
+                path,
+                workers,
+                &measure(job, workers, true),
+            );
+        }
+    }
+
     let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
     let brokers = mock.bootstrap_servers();
     for topic in ["bench", "bench-fraud", "bench-commands"] {
@@ -345,6 +403,19 @@ fn main() {
         let job = Job::parse(Path::new("bench.toml"), &commands_job(&source)).expect("valid job");
         row(
             "command processor",
+            "Kafka (in-process cluster, JSON)",
+            workers,
+            &measure(job, workers, true),
+        );
+    }
+    for workers in [1, 2] {
+        let source = format!(
+            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-routing-{workers}\""
+        );
+        let job =
+            Job::parse(Path::new("bench.toml"), &routing_job(&source, DISCARD)).expect("valid job");
+        row(
+            "routing (10 predicates)",
             "Kafka (in-process cluster, JSON)",
             workers,
             &measure(job, workers, true),

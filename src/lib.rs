@@ -17,5 +17,7 @@ pub mod sources;
 pub mod stats;
 
 pub use operators::aggregate::{Aggregate, AggregateKind, FieldAggregates};
+pub use operators::predicate::{Predicate, PredicateError};
+pub use operators::route::{Route, Routed};
 pub use operators::window::{WindowAggregate, WindowResult, WindowSpec, WindowStreams, Windows};
 pub use record::{DeadLetter, Event, Record, Schema, Value};

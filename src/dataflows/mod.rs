@@ -4,6 +4,7 @@ pub mod engagement;
 pub mod fraud;
 pub mod metrics;
 pub mod notify;
+pub mod routes;
 
 use std::cell::Cell;
 use std::cmp::Ordering;
@@ -17,9 +18,11 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::record::{DeadLetter, Record};
+use crate::sinks::discard::Discard;
 use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
+use crate::sinks::topic::TopicTemplate;
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
@@ -143,6 +146,9 @@ pub fn build_job(
             &options.stats,
         )?);
     }
+    for (index, (source, _)) in events.iter().enumerate() {
+        flushed.extend(routes::build_routes(source.clone(), index, job)?);
+    }
     scope.concatenate(flushed).probe_with(&progress.flushed);
     Ok(JobProbes {
         sources: job.sources.len(),
@@ -212,6 +218,7 @@ fn write_dead_letters<'scope>(
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     match &sink.kind {
         SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
+        SinkKind::Discard => Ok(dead.discard()),
         SinkKind::File(target) => {
             Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false }, None)?)
         }
@@ -221,7 +228,7 @@ fn write_dead_letters<'scope>(
 
 /// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns
 /// (and, for a file sink with `order_by`, sorted by those columns); Kafka messages carry the
-/// `provenance` headers.
+/// `provenance` headers, and go to the topic the sink's `topic` names for each row.
 pub fn write_rows<'scope>(
     rows: StreamVec<'scope, u64, Record>,
     sink: &SinkSpec,
@@ -241,7 +248,13 @@ pub fn write_rows<'scope>(
     let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index))
         .with_provenance(provenance);
     match &sink.kind {
-        SinkKind::Kafka(config) => rows.write_kafka(config, encoder),
+        SinkKind::Kafka(config) => {
+            let topic = TopicTemplate::parse(&config.topic)
+                .and_then(|t| t.for_rows(|name| columns.iter().position(|c| c == name)))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("sink `{}`", sink.name))?;
+            rows.write_kafka(config, encoder.with_topic(topic))
+        }
         SinkKind::File(target) => {
             let order = (!sink.order_by.is_empty()).then(|| {
                 let by: Vec<usize> = sink.order_by.iter().map(index).collect();
@@ -255,5 +268,6 @@ pub fn write_rows<'scope>(
             Ok(rows.write_file(target.clone(), encoder, order)?)
         }
         SinkKind::Notify(_) => bail!("rows cannot go to notify sink `{}`", sink.name),
+        SinkKind::Discard => Ok(rows.discard()),
     }
 }

@@ -10,6 +10,7 @@ use timely::dataflow::operators::vec::{Filter, Map};
 
 use crate::job::{Job, NotifySpec, SinkKind, SourceKind};
 use crate::record::{DeadLetter, Event, Record};
+use crate::sinks::discard::Discard;
 use crate::sinks::file::WriteFile;
 use crate::sinks::kafka::WriteKafka;
 use crate::sinks::notify::DeliverNotifications;
@@ -89,6 +90,7 @@ pub fn build_notify<'scope>(
         SinkKind::File(target) => {
             outcomes.write_file::<OutcomeEncoder>(target.clone(), encoder, None)?
         }
+        SinkKind::Discard => outcomes.discard(),
         SinkKind::Notify(_) => bail!("outcomes cannot go to notify sink `{}`", sink.name),
     };
     Ok((flushed, dead))

@@ -5,6 +5,7 @@ mod engagement;
 mod fraud;
 mod notify;
 mod raw;
+mod routes;
 
 use std::fmt;
 use std::ops::Range;
@@ -26,8 +27,11 @@ use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sinks::notify::config::NotifyConfig;
+use crate::sinks::topic::TopicTemplate;
 use crate::sources::generator::{self, GeneratorConfig};
 use crate::sources::incidents::FraudMix;
+
+pub use routes::{RouteSpec, Selection};
 
 /// A validated job.
 #[derive(Clone, Debug)]
@@ -50,6 +54,8 @@ pub struct Job {
     pub commands: Vec<CommandsSpec>,
     /// The orchestrators.
     pub orchestrators: Vec<OrchestratorSpec>,
+    /// The routes.
+    pub routes: Vec<RouteSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
     /// The notify sinks, with what feeds them.
@@ -340,6 +346,8 @@ pub enum SinkKind {
     File(FileTarget),
     /// A CPaaS, through the notification adapter.
     Notify(NotifyConfig),
+    /// Nowhere: rows are dropped (for benchmarks and dry runs).
+    Discard,
 }
 
 /// One problem in a job file.
@@ -455,6 +463,7 @@ struct Outputs<'a> {
     fraud: &'a [FraudSpec],
     commands: &'a [CommandsSpec],
     orchestrators: &'a [OrchestratorSpec],
+    routes: &'a [RouteSpec],
 }
 
 /// Collects errors while turning the raw file into a [`Job`].
@@ -715,10 +724,12 @@ impl Checker<'_> {
             }
         }
         let notifications = self.notifications(&file, &sinks, &sources);
+        let routes = self.routes(&file.routes, &sources, &sink_index);
         if file.metrics.is_empty()
             && file.fraud.is_empty()
             && file.commands.is_empty()
             && file.orchestrators.is_empty()
+            && file.routes.is_empty()
             && !file
                 .sinks
                 .iter()
@@ -727,8 +738,8 @@ impl Checker<'_> {
             self.error(
                 file.job.span(),
                 "metrics",
-                "the job computes nothing: add a [[metrics]], [[fraud]], [[commands]] or \
-                 [[orchestrators]] section, or a notify sink",
+                "the job computes nothing: add a [[metrics]], [[fraud]], [[commands]], \
+                 [[orchestrators]] or [[routes]] section, or a notify sink",
             );
         }
         let outputs = Outputs {
@@ -736,6 +747,7 @@ impl Checker<'_> {
             fraud: &fraud,
             commands: &commands,
             orchestrators: &orchestrators,
+            routes: &routes,
         };
         self.check_sink_columns(
             &file,
@@ -755,6 +767,7 @@ impl Checker<'_> {
             fraud,
             commands,
             orchestrators,
+            routes,
             sinks,
             notifications,
         }
@@ -993,7 +1006,13 @@ impl Checker<'_> {
             "kafka" => {
                 let properties = self.kafka_properties(&s.kind, &s.brokers, &s.properties, &field);
                 let topic = match &s.topic {
-                    Some(t) => t.get_ref().clone(),
+                    Some(t) => {
+                        let topic = self.expand(t, format!("{field}.topic"));
+                        if let Err(message) = TopicTemplate::parse(&topic) {
+                            self.error(t.span(), format!("{field}.topic"), message);
+                        }
+                        topic
+                    }
                     None => {
                         self.error(
                             s.kind.span(),
@@ -1028,11 +1047,15 @@ impl Checker<'_> {
             },
             "stdout" => SinkKind::File(FileTarget::Stdout),
             "notify" => SinkKind::Notify(self.notify_config(s, &field)),
+            "discard" => SinkKind::Discard,
             other => {
                 self.error(
                     s.kind.span(),
                     format!("{field}.kind"),
-                    format!("unknown sink kind `{other}`: expected kafka, file, stdout or notify"),
+                    format!(
+                        "unknown sink kind `{other}`: expected kafka, file, stdout, notify or \
+                         discard"
+                    ),
                 );
                 return None;
             }
@@ -1224,6 +1247,7 @@ impl Checker<'_> {
             fraud,
             commands,
             orchestrators,
+            routes,
         } = *outputs;
         let mut writers = vec![Vec::<String>::new(); sinks.len()];
         for n in notifications {
@@ -1267,6 +1291,10 @@ impl Checker<'_> {
                 c.source,
             ));
         }
+        for r in routes {
+            let what = format!("route `{}`", r.name);
+            all.push((what, schema_columns(r.source), &r.sinks, None, r.source));
+        }
         for o in orchestrators {
             let what = format!("orchestrator `{}`", o.name);
             all.push((what, names(&REQUEST_COLUMNS), &o.sinks, None, o.events.0));
@@ -1288,6 +1316,7 @@ impl Checker<'_> {
         }
         if let Some(s) = dead_letter {
             writers[s].push("dead letters".into());
+            self.check_columns(file, &sinks[s], &[], "dead letters");
         }
         for (i, (sink, writers)) in sinks.iter().zip(&writers).enumerate() {
             let span = file
@@ -1333,6 +1362,10 @@ impl Checker<'_> {
             .find(|(_, s)| *s.get_ref().name.get_ref() == sink.name);
         let Some((i, raw)) = raw else { return };
         let raw = raw.get_ref();
+        let listed = match available {
+            [] => "they have none".to_string(),
+            _ => available.join(", "),
+        };
         let named = raw
             .columns
             .iter()
@@ -1344,11 +1377,20 @@ impl Checker<'_> {
                 self.error(
                     column.span(),
                     format!("sinks[{i}]"),
-                    format!(
-                        "`{}` is not a column of {what}: {}",
-                        column.get_ref(),
-                        available.join(", ")
-                    ),
+                    format!("`{}` is not a column of {what}: {listed}", column.get_ref()),
+                );
+            }
+        }
+        if let (SinkKind::Kafka(config), Some(span)) =
+            (&sink.kind, raw.topic.as_ref().map(Spanned::span))
+        {
+            let placeholders = TopicTemplate::parse(&config.topic)
+                .map_or(Vec::new(), |t| t.columns().map(str::to_string).collect());
+            for column in placeholders.iter().filter(|c| !available.contains(c)) {
+                self.error(
+                    span.clone(),
+                    format!("sinks[{i}].topic"),
+                    format!("`{{{column}}}` is not a column of {what}: {listed}"),
                 );
             }
         }

@@ -23,6 +23,8 @@ pub struct JobFile {
     #[serde(default)]
     pub orchestrators: Vec<Spanned<OrchestratorSection>>,
     #[serde(default)]
+    pub routes: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
     pub sinks: Vec<Spanned<SinkSection>>,
 }
 
@@ -168,6 +170,19 @@ pub struct CardTestingSection {
     pub merchants: Spanned<i64>,
     pub small_below: Spanned<i64>,
     pub within: Text,
+}
+
+/// One `[[routes]]`: the events of a source that meet `when` (every event without it; with
+/// `otherwise = true`, those meeting no `when` of that source's routes) go to `sinks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: Text,
+    pub source: Text,
+    pub when: Option<Text>,
+    pub otherwise: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
 }
 
 /// One `[[commands]]`: a command processor.

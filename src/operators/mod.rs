@@ -7,5 +7,7 @@ pub mod decode;
 pub mod fraud;
 pub mod orchestrate;
 pub mod pattern;
+pub mod predicate;
+pub mod route;
 pub mod watermark;
 pub mod window;

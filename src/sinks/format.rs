@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Encode;
+use super::topic::RowTopic;
 use crate::record::{DeadLetter, Record};
 
 /// How rows are written.
@@ -29,6 +30,8 @@ pub struct RowEncoder {
     json_names: Vec<Vec<u8>>,
     /// Headers on every message: where the rows come from.
     provenance: Vec<(&'static str, String)>,
+    /// The Kafka topic of each row, when the sink's topic names columns.
+    topic: Option<RowTopic>,
 }
 
 impl RowEncoder {
@@ -48,6 +51,7 @@ impl RowEncoder {
             key,
             json_names,
             provenance: Vec::new(),
+            topic: None,
         }
     }
 
@@ -55,6 +59,12 @@ impl RowEncoder {
     /// from, e.g. `eddy.job` and `eddy.output`.
     pub fn with_provenance(mut self, headers: Vec<(&'static str, String)>) -> Self {
         self.provenance = headers;
+        self
+    }
+
+    /// The same encoder, choosing each row's Kafka topic by `topic` (`None`: the sink's topic).
+    pub fn with_topic(mut self, topic: Option<RowTopic>) -> Self {
+        self.topic = topic;
         self
     }
 }
@@ -93,6 +103,14 @@ impl Encode<Record> for RowEncoder {
             crate::record::Value::Str(s) => out.extend_from_slice(s.as_bytes()),
             other => other.write_json(out),
         }
+        true
+    }
+
+    fn topic(&self, row: &Record, out: &mut String) -> bool {
+        let Some(topic) = &self.topic else {
+            return false;
+        };
+        topic.write(row, out);
         true
     }
 

@@ -25,7 +25,7 @@ use crate::sources::kafka::client_config;
 pub struct KafkaSinkConfig {
     /// librdkafka properties, passed verbatim (`bootstrap.servers`, TLS, SASL, …).
     pub properties: Vec<(String, String)>,
-    /// The topic written.
+    /// The topic written; it may name columns in braces, filled per row (see [`super::topic`]).
     pub topic: String,
 }
 
@@ -72,7 +72,8 @@ pub fn producer(config: &KafkaSinkConfig) -> anyhow::Result<BaseProducer<Deliver
 
 /// Writes a stream to a Kafka topic.
 pub trait WriteKafka<'scope, D> {
-    /// Produces every item as one message of `config.topic`; the returned stream's frontier
+    /// Produces every item as one message of `config.topic` (or of the topic the encoder
+    /// chooses for it); the returned stream's frontier
     /// passes a time once the broker has acknowledged every message of that time.
     fn write_kafka<E: Encode<D>>(
         self,
@@ -96,7 +97,7 @@ impl<'scope, D: 'static> WriteKafka<'scope, D> for StreamVec<'scope, u64, D> {
             move |_cap, info| {
                 let activator = scope.activator_for(info.address);
                 let mut held = BTreeMap::<u64, Capability<u64>>::new();
-                let (mut key, mut value) = (Vec::new(), Vec::new());
+                let (mut key, mut value, mut item_topic) = (Vec::new(), Vec::new(), String::new());
                 move |(input, _frontier), _output| {
                     input.for_each(|cap, data| {
                         let Some(time) = cap.least().copied() else {
@@ -116,7 +117,12 @@ impl<'scope, D: 'static> WriteKafka<'scope, D> for StreamVec<'scope, u64, D> {
                             let has_key = encoder.key(&item, &mut key);
                             encoder.value(&item, &mut value);
                             let headers = encoder.headers(&item);
-                            send(&producer, &topic, has_key.then_some(&key[..]), &value, &headers, time);
+                            let topic = if encoder.topic(&item, &mut item_topic) {
+                                &item_topic
+                            } else {
+                                &topic
+                            };
+                            send(&producer, topic, has_key.then_some(&key[..]), &value, &headers, time);
                         }
                     });
                     producer.poll(Duration::ZERO);

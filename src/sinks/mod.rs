@@ -2,10 +2,12 @@
 //! frontier passes a time only once everything the sink received at that time is durable; the
 //! sources commit their positions behind a probe on those streams (at-least-once).
 
+pub mod discard;
 pub mod file;
 pub mod format;
 pub mod kafka;
 pub mod notify;
+pub mod topic;
 
 /// How a sink turns an item into bytes.
 pub trait Encode<D>: 'static {
@@ -13,6 +15,11 @@ pub trait Encode<D>: 'static {
     fn value(&self, item: &D, out: &mut Vec<u8>);
     /// Writes the message key of `item`; returns false when it has none.
     fn key(&self, _item: &D, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// Writes the Kafka topic of `item` into `out` when the encoder chooses topics per item;
+    /// false: the sink's own topic.
+    fn topic(&self, _item: &D, _out: &mut String) -> bool {
         false
     }
     /// Message headers of `item`.

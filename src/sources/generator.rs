@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use compact_str::{CompactString, format_compact};
+use compact_str::CompactString;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
@@ -53,10 +53,10 @@ impl Transaction {
     /// The value of field `FIELDS[field]`.
     pub fn field(&self, field: usize) -> Value {
         match field {
-            0 => Value::Str(format_compact!("t{}", self.seq)),
+            0 => Value::Str(prefixed("t", self.seq)),
             1 => Value::Int(self.account_id),
             2 => Value::Int(self.amount_cents),
-            3 => Value::Str(format_compact!("m{}", self.merchant)),
+            3 => Value::Str(prefixed("m", self.merchant.into())),
             4 => Value::Str(CompactString::const_new(self.country)),
             5 => Value::Int(self.ts as i64),
             _ => Value::Null,
@@ -64,14 +64,22 @@ impl Transaction {
     }
 }
 
+/// `prefix` followed by `n` in decimal (an id such as `t42`), without the formatting machinery:
+/// this runs for every generated record.
+fn prefixed(prefix: &'static str, n: u64) -> CompactString {
+    let mut id = CompactString::const_new(prefix);
+    id.push_str(itoa::Buffer::new().format(n));
+    id
+}
+
 impl Serialize for Transaction {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut s = serializer.serialize_struct("Transaction", 6)?;
-        s.serialize_field("txn_id", &format_compact!("t{}", self.seq))?;
+        s.serialize_field("txn_id", &prefixed("t", self.seq))?;
         s.serialize_field("account_id", &self.account_id)?;
         s.serialize_field("amount_cents", &self.amount_cents)?;
-        s.serialize_field("merchant", &format_compact!("m{}", self.merchant))?;
+        s.serialize_field("merchant", &prefixed("m", self.merchant.into()))?;
         s.serialize_field("country", self.country)?;
         s.serialize_field("ts", &self.ts)?;
         s.end()

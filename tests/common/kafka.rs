@@ -339,8 +339,22 @@ pub fn generator(tier: Tier, seed: u64, count: u64, start_ms: u64) -> GeneratorC
 
 /// The transactions `config` describes, regenerated here, in generation order.
 pub fn generate(config: &GeneratorConfig) -> Vec<generator::Transaction> {
+    drain(Generator::new(config.clone()))
+}
+
+/// The transactions of a job's generator source with `config` and `partitions` partitions,
+/// regenerated here, partition after partition.
+pub fn generate_partitions(
+    config: &GeneratorConfig,
+    partitions: u64,
+) -> Vec<generator::Transaction> {
+    (0..partitions)
+        .flat_map(|p| drain(Generator::partition(config.clone(), p, partitions)))
+        .collect()
+}
+
+fn drain(mut generator: Generator) -> Vec<generator::Transaction> {
     let mut all = Vec::new();
-    let mut generator = Generator::new(config.clone());
     while !generator.finished() {
         generator.take(1000, |t| all.push(t));
     }

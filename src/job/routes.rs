@@ -1,0 +1,142 @@
+//! Validation of `[[routes]]` sections: the source, the CEL predicate (compiled here, so a bad one
+//! is an `eddy check` error with its column), `otherwise` (at most one per source, never with
+//! `when`) and the sinks.
+
+use toml::Spanned;
+
+use super::{Checker, SourceSpec, raw};
+use crate::operators::predicate::Predicate;
+
+/// A route: which events of a source go to its sinks, as rows of the source's fields.
+#[derive(Clone, Debug)]
+pub struct RouteSpec {
+    /// Its name (the `eddy.output` header of its Kafka messages).
+    pub name: String,
+    /// The source index.
+    pub source: usize,
+    /// Which of the source's events it takes.
+    pub select: Selection,
+    /// Sink indexes.
+    pub sinks: Vec<usize>,
+}
+
+/// Which events a route takes.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    /// Every event of the source (no `when`).
+    Every,
+    /// The events the predicate holds for.
+    When(Predicate),
+    /// The events for which no `When` route of the same source holds.
+    Otherwise,
+}
+
+/// Looks a sink up by name, reporting an unknown one at `field`.
+pub(super) type SinkIndex<'c, 'a> =
+    dyn Fn(&mut Checker<'a>, &raw::Text, String) -> Option<usize> + 'c;
+
+impl<'a> Checker<'a> {
+    pub(super) fn routes(
+        &mut self,
+        sections: &[Spanned<raw::RouteSection>],
+        sources: &[SourceSpec],
+        sink_index: &SinkIndex<'_, 'a>,
+    ) -> Vec<RouteSpec> {
+        let mut routes = Vec::new();
+        // Per source: the first `otherwise` route's name, and whether it has a `when` route.
+        let mut otherwise = vec![None::<&str>; sources.len()];
+        let mut has_when = vec![false; sources.len()];
+        let mut otherwise_spans = Vec::new();
+        for (i, r) in sections.iter().enumerate() {
+            let r = r.get_ref();
+            let field = format!("routes[{i}]");
+            let errors_before = self.errors.len();
+            let source = sources.iter().position(|s| s.name == *r.source.get_ref());
+            if source.is_none() {
+                self.error(
+                    r.source.span(),
+                    format!("{field}.source"),
+                    format!("no source named `{}`", r.source.get_ref()),
+                );
+            }
+            let sinks: Vec<usize> = r
+                .sinks
+                .iter()
+                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
+                .collect();
+            if r.sinks.is_empty() {
+                self.error(
+                    r.name.span(),
+                    format!("{field}.sinks"),
+                    "the events go nowhere: name at least one sink",
+                );
+            }
+            let is_otherwise = r.otherwise.as_ref().is_some_and(|o| *o.get_ref());
+            let select = match (&r.when, is_otherwise) {
+                (Some(_), true) => {
+                    self.error(
+                        r.otherwise.as_ref().expect("set").span(),
+                        format!("{field}.otherwise"),
+                        "a route takes either `when` or `otherwise = true`, not both",
+                    );
+                    None
+                }
+                (None, true) => {
+                    let span = r.otherwise.as_ref().expect("set").span();
+                    if let Some(s) = source {
+                        match otherwise[s] {
+                            Some(first) => self.error(
+                                span,
+                                format!("{field}.otherwise"),
+                                format!(
+                                    "source `{}` already has an otherwise route, `{first}`",
+                                    sources[s].name
+                                ),
+                            ),
+                            None => {
+                                otherwise[s] = Some(r.name.get_ref());
+                                otherwise_spans.push((s, span, field.clone()));
+                            }
+                        }
+                    }
+                    Some(Selection::Otherwise)
+                }
+                (Some(when), false) => source.and_then(|s| {
+                    has_when[s] = true;
+                    match Predicate::compile(when.get_ref(), &sources[s].schema) {
+                        Ok(predicate) => Some(Selection::When(predicate)),
+                        Err(e) => {
+                            self.error(when.span(), format!("{field}.when"), e.to_string());
+                            None
+                        }
+                    }
+                }),
+                (None, false) => Some(Selection::Every),
+            };
+            if let (Some(source), Some(select), true) =
+                (source, select, self.errors.len() == errors_before)
+            {
+                routes.push(RouteSpec {
+                    name: r.name.get_ref().clone(),
+                    source,
+                    select,
+                    sinks,
+                });
+            }
+        }
+        for (s, span, field) in otherwise_spans {
+            if !has_when[s] {
+                self.error(
+                    span,
+                    format!("{field}.otherwise"),
+                    format!(
+                        "source `{}` has no route with `when`, so this route would take every \
+                         event: drop `otherwise`",
+                        sources[s].name
+                    ),
+                );
+            }
+        }
+        routes
+    }
+}

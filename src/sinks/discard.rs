@@ -1,0 +1,22 @@
+//! A sink that drops what it receives, as Flink's `blackhole` connector does: for measuring a
+//! dataflow without the cost of writing its output, and for dry runs.
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+/// Drops a stream.
+pub trait Discard<'scope> {
+    /// Drops every item on arrival; the returned stream's frontier follows the input's, as a
+    /// sink's flushed stream does.
+    fn discard(self) -> StreamVec<'scope, u64, ()>;
+}
+
+impl<'scope, D: 'static> Discard<'scope> for StreamVec<'scope, u64, D> {
+    fn discard(self) -> StreamVec<'scope, u64, ()> {
+        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Discard", |_, _| {
+            |input, _output| input.for_each(|_, data| data.clear())
+        })
+    }
+}
