@@ -242,6 +242,8 @@ where
             let status = reader.read(&mut batch);
             let time = *cap.time();
             if !batch.events.is_empty() {
+                // `give_container` leaves `stamped` empty: size it once rather than let it double.
+                stamped.reserve(batch.events.len());
                 stamped.extend(batch.events.drain(..).map(|(partition, t, data)| Event {
                     time: t,
                     frontier: watermarks.stamp(partition, t, now),
