@@ -257,7 +257,7 @@ fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
 
 fn row(dataflow: &str, path: &str, workers: usize, m: &Measured) {
     println!(
-        "| {dataflow} | {path} | {workers} | {} | {:.2} | {:.0} k | {:.0} | {:.0} |",
+        "| {dataflow} | {path} | {workers} | {} | {:.2} | {:.0} k | {:.1} | {:.1} |",
         m.events,
         m.seconds,
         m.events as f64 / m.seconds / 1e3,
