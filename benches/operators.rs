@@ -21,36 +21,72 @@ use eddy::{
     AggregateKind, Event, FieldAggregates, Predicate, Record, Route, Routed, Schema, Value,
     WindowAggregate, WindowSpec, WindowStreams,
 };
-use timely::dataflow::InputHandle;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
 const EVENTS: u64 = 200_000;
+
+/// `(event time, datum)` stamped as a source would stamp one partition with 2 s of
+/// out-of-orderness.
+fn stamped<D>(data: impl IntoIterator<Item = (u64, D)>) -> Vec<Event<D>> {
+    let mut max_plus_one = 0u64;
+    data.into_iter()
+        .map(|(time, data)| {
+            let frontier = max_plus_one.saturating_sub(2_000);
+            max_plus_one = max_plus_one.max(time + 1);
+            Event {
+                time,
+                frontier,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Runs `input` on one worker through the dataflow `build` makes of it, in batches of 8192 at
+/// the batch's stamp (truncated to 10 ms, as a source would), until the probe it returns is done.
+fn run_stamped<D, F>(input: Vec<Event<D>>, build: F)
+where
+    D: Clone + Send + Sync + 'static,
+    F: for<'scope> FnOnce(StreamVec<'scope, u64, Event<D>>) -> ProbeHandle<u64>
+        + Send
+        + Sync
+        + 'static,
+{
+    timely::execute_directly(move |worker| {
+        let mut handle = InputHandle::new();
+        let probe = worker.dataflow::<u64, _, _>(|scope| build(handle.to_stream(scope)));
+        for chunk in input.chunks(8192) {
+            let frontier = chunk[0].frontier - chunk[0].frontier % 10;
+            if frontier > *handle.time() {
+                handle.advance_to(frontier);
+            }
+            handle.send_batch(&mut chunk.to_vec());
+            worker.step();
+        }
+        handle.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+}
 
 /// Events over 10 000 keys, 10 per millisecond of event time, with up to 2 s of disorder.
 fn events() -> Vec<Event<Record>> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut max_plus_one = 0u64;
-    (0..EVENTS)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let time = 1_700_000_000_000 + i / 10 - x % 2_000;
-            let frontier = max_plus_one.saturating_sub(2_000);
-            max_plus_one = max_plus_one.max(time + 1);
-            let record: Record = vec![
-                Value::Int((x >> 20) as i64 % 10_000),
-                Value::Int((x % 50_000) as i64),
-            ]
-            .into();
-            Event {
-                time,
-                frontier,
-                data: record,
-            }
-        })
-        .collect()
+    stamped((0..EVENTS).map(|i| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let time = 1_700_000_000_000 + i / 10 - x % 2_000;
+        let record: Record = vec![
+            Value::Int((x >> 20) as i64 % 10_000),
+            Value::Int((x % 50_000) as i64),
+        ]
+        .into();
+        (time, record)
+    }))
 }
 
 fn window(c: &mut Criterion) {
@@ -71,34 +107,17 @@ fn window(c: &mut Criterion) {
     ] {
         group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
             b.iter(|| {
-                let input = input.clone();
-                timely::execute_directly(move |worker| {
-                    let mut handle = InputHandle::new();
-                    let probe = worker.dataflow::<u64, _, _>(|scope| {
-                        let WindowStreams { results, .. } =
-                            handle.to_stream(scope).window_aggregate(
-                                spec,
-                                |r: &Record| r[0].clone(),
-                                FieldAggregates(vec![
-                                    (AggregateKind::Count, 0),
-                                    (AggregateKind::Sum, 1),
-                                    (AggregateKind::Max, 1),
-                                ]),
-                            );
-                        results.probe().0
-                    });
-                    for chunk in input.chunks(8192) {
-                        let frontier = chunk[0].frontier - chunk[0].frontier % 10;
-                        if frontier > *handle.time() {
-                            handle.advance_to(frontier);
-                        }
-                        handle.send_batch(&mut chunk.to_vec());
-                        worker.step();
-                    }
-                    handle.close();
-                    while !probe.done() {
-                        worker.step();
-                    }
+                run_stamped(input.clone(), move |events| {
+                    let WindowStreams { results, .. } = events.window_aggregate(
+                        spec,
+                        |r: &Record| r[0].clone(),
+                        FieldAggregates(vec![
+                            (AggregateKind::Count, 0),
+                            (AggregateKind::Sum, 1),
+                            (AggregateKind::Max, 1),
+                        ]),
+                    );
+                    results.probe().0
                 })
             })
         });
@@ -123,57 +142,34 @@ fn payments() -> Vec<Event<CardPayment>> {
             within_ms: 10_000,
         }),
     });
-    let mut max_plus_one = 0u64;
-    let mut out = Vec::new();
+    let mut payments = Vec::new();
     while !generator.finished() {
         generator.take(8192, |t| {
-            let frontier = max_plus_one.saturating_sub(2_000);
-            max_plus_one = max_plus_one.max(t.ts + 1);
-            out.push(Event {
-                time: t.ts,
-                frontier,
-                data: CardPayment {
-                    id: compact_str::format_compact!("t{}", t.seq),
-                    account: Id::Int(t.account_id),
-                    amount: t.amount_cents,
-                    merchant: compact_str::format_compact!("m{}", t.merchant),
-                    country: t.country.into(),
-                },
-            })
+            let payment = CardPayment {
+                id: compact_str::format_compact!("t{}", t.seq),
+                account: Id::Int(t.account_id),
+                amount: t.amount_cents,
+                merchant: compact_str::format_compact!("m{}", t.merchant),
+                country: t.country.into(),
+            };
+            payments.push((t.ts, payment));
         });
     }
-    out
+    stamped(payments)
 }
 
 /// Runs `input` through the pattern operator with `pattern`, per account, on one worker.
 fn detect<P>(input: &[Event<CardPayment>], pattern: P)
 where
-    P: Pattern<CardPayment> + Send + Sync + Clone,
-    P::Match: Clone,
+    P: Pattern<CardPayment> + Send + Sync,
 {
-    let input = input.to_vec();
-    timely::execute_directly(move |worker| {
-        let mut handle = InputHandle::new();
-        let probe = worker.dataflow::<u64, _, _>(|scope| {
-            let PatternStreams { matches, .. } = handle.to_stream(scope).detect(
-                Detection::default(),
-                |p: &CardPayment| p.account.clone(),
-                pattern.clone(),
-            );
-            matches.probe().0
-        });
-        for chunk in input.chunks(8192) {
-            let frontier = chunk[0].frontier - chunk[0].frontier % 10;
-            if frontier > *handle.time() {
-                handle.advance_to(frontier);
-            }
-            handle.send_batch(&mut chunk.to_vec());
-            worker.step();
-        }
-        handle.close();
-        while !probe.done() {
-            worker.step();
-        }
+    run_stamped(input.to_vec(), move |payments| {
+        let PatternStreams { matches, .. } = payments.detect(
+            Detection::default(),
+            |p: &CardPayment| p.account.clone(),
+            pattern,
+        );
+        matches.probe().0
     })
 }
 

@@ -279,67 +279,38 @@ fn main() {
     let generator = format!(
         "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
     );
-    for workers in [1, 2] {
-        let job = Job::parse(Path::new("bench.toml"), &metrics_job(&generator)).expect("valid job");
-        row(
-            "metrics (Q1)",
-            "engine (generator)",
-            workers,
-            &measure(job, workers, true),
-        );
-    }
-
-    let generator = format!(
+    rows("metrics (Q1)", "engine (generator)", |_| {
+        metrics_job(&generator)
+    });
+    let fraud_generator_source = format!(
         "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\n\
          disorder = \"1s\"\nfraud = {{ every = 1000, within = \"10s\" }}"
     );
-    for workers in [1, 2] {
-        let job = Job::parse(Path::new("bench.toml"), &fraud_job(&generator)).expect("valid job");
-        row(
-            "fraud (5 rules)",
-            "engine (generator)",
-            workers,
-            &measure(job, workers, true),
-        );
-    }
+    rows("fraud (5 rules)", "engine (generator)", |_| {
+        fraud_job(&fraud_generator_source)
+    });
 
     let dir = std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let commands_file = dir.join("commands.jsonl");
     let lines = command_lines(events / 2);
     std::fs::write(&commands_file, lines.join("\n") + "\n").expect("commands written");
-    for workers in [1, 2] {
-        let source = format!(
-            "kind = \"file\"\npaths = [\"{}\"]\nsplits = 2",
-            commands_file.display()
-        );
-        let job = Job::parse(Path::new("bench.toml"), &commands_job(&source)).expect("valid job");
-        row(
-            "command processor",
-            "engine (JSON-lines file)",
-            workers,
-            &measure(job, workers, true),
-        );
-    }
+    let commands_source = format!(
+        "kind = \"file\"\npaths = [\"{}\"]\nsplits = 2",
+        commands_file.display()
+    );
+    rows("command processor", "engine (JSON-lines file)", |_| {
+        commands_job(&commands_source)
+    });
     std::fs::remove_dir_all(&dir).expect("temporary directory removed");
 
-    let generator = format!(
-        "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\ndisorder = \"2s\""
-    );
     for (path, sink) in [
         ("engine (generator, discard sinks)", DISCARD),
         ("engine (generator, CSV files)", CSV_FILE),
     ] {
-        for workers in [1, 2] {
-            let job = Job::parse(Path::new("bench.toml"), &routing_job(&generator, sink))
-                .expect("valid job");
-            row(
-                "routing (10 predicates)",
-                path,
-                workers,
-                &measure(job, workers, true),
-            );
-        }
+        rows("routing (10 predicates)", path, |_| {
+            routing_job(&generator, sink)
+        });
     }
 
     let mock = MockCluster::new(1).expect("the in-process Kafka cluster starts");
@@ -372,54 +343,32 @@ fn main() {
     };
     produce(&fraud_feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
     produce_lines(&brokers, "bench-commands", &command_lines(KAFKA_EVENTS));
+    // Each run reads its topic from the start in a group of its own.
+    let kafka = |topic: &str, group: &str| {
+        format!(
+            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\""
+        )
+    };
+    let path = "Kafka (in-process cluster, JSON)";
+    rows("metrics (Q1)", path, |w| {
+        metrics_job(&kafka("bench", &format!("bench-{w}")))
+    });
+    rows("fraud (5 rules)", path, |w| {
+        fraud_job(&kafka("bench-fraud", &format!("bench-fraud-{w}")))
+    });
+    rows("command processor", path, |w| {
+        commands_job(&kafka("bench-commands", &format!("bench-commands-{w}")))
+    });
+    rows("routing (10 predicates)", path, |w| {
+        routing_job(&kafka("bench", &format!("bench-routing-{w}")), DISCARD)
+    });
+}
+
+/// Runs the job `text(workers)` on 1 and 2 workers, a row each.
+fn rows(dataflow: &str, path: &str, text: impl Fn(usize) -> String) {
     for workers in [1, 2] {
-        let source = format!(
-            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-{workers}\""
-        );
-        let job = Job::parse(Path::new("bench.toml"), &metrics_job(&source)).expect("valid job");
-        row(
-            "metrics (Q1)",
-            "Kafka (in-process cluster, JSON)",
-            workers,
-            &measure(job, workers, true),
-        );
-    }
-    for workers in [1, 2] {
-        let source = format!(
-            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench-fraud\"]\ngroup = \"bench-fraud-{workers}\""
-        );
-        let job = Job::parse(Path::new("bench.toml"), &fraud_job(&source)).expect("valid job");
-        row(
-            "fraud (5 rules)",
-            "Kafka (in-process cluster, JSON)",
-            workers,
-            &measure(job, workers, true),
-        );
-    }
-    for workers in [1, 2] {
-        let source = format!(
-            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench-commands\"]\ngroup = \"bench-commands-{workers}\""
-        );
-        let job = Job::parse(Path::new("bench.toml"), &commands_job(&source)).expect("valid job");
-        row(
-            "command processor",
-            "Kafka (in-process cluster, JSON)",
-            workers,
-            &measure(job, workers, true),
-        );
-    }
-    for workers in [1, 2] {
-        let source = format!(
-            "kind = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench\"]\ngroup = \"bench-routing-{workers}\""
-        );
-        let job =
-            Job::parse(Path::new("bench.toml"), &routing_job(&source, DISCARD)).expect("valid job");
-        row(
-            "routing (10 predicates)",
-            "Kafka (in-process cluster, JSON)",
-            workers,
-            &measure(job, workers, true),
-        );
+        let job = Job::parse(Path::new("bench.toml"), &text(workers)).expect("valid job");
+        row(dataflow, path, workers, &measure(job, workers, true));
     }
 }
 
