@@ -59,6 +59,11 @@ fn evict<T: Timed>(queue: &mut VecDeque<T>, within: u64, now: u64, mut gone: imp
     }
 }
 
+/// Whether every entry of `queue` (oldest first) has left the span of `within` ending at `now`.
+fn all_outside<T: Timed>(queue: &VecDeque<T>, within: u64, now: u64) -> bool {
+    queue.back().is_none_or(|r| outside(r.at(), within, now))
+}
+
 /// A remembered payment, by the time it was made.
 trait Timed {
     fn at(&self) -> u64;
@@ -129,9 +134,7 @@ impl<D: Payment> Pattern<D> for Velocity {
     }
 
     fn expired(&self, s: &VelocityState, frontier: u64) -> bool {
-        s.recent
-            .back()
-            .is_none_or(|r| outside(r.0, self.within, frontier))
+        all_outside(&s.recent, self.within, frontier)
     }
 }
 
@@ -187,9 +190,7 @@ impl<D: Payment> Pattern<D> for SmallThenLarge {
     }
 
     fn expired(&self, s: &SmallThenLargeState, frontier: u64) -> bool {
-        s.smalls
-            .back()
-            .is_none_or(|r| outside(r.0, self.within, frontier))
+        all_outside(&s.smalls, self.within, frontier)
     }
 }
 
@@ -387,9 +388,7 @@ impl<D: Payment> Pattern<D> for CardTesting {
     }
 
     fn expired(&self, s: &CardTestingState, frontier: u64) -> bool {
-        s.smalls
-            .back()
-            .is_none_or(|r| outside(r.0, self.within, frontier))
+        all_outside(&s.smalls, self.within, frontier)
     }
 }
 

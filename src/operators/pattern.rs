@@ -290,13 +290,13 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                     let Some(&since) = cap.least() else { return };
                     let before = pending.len();
                     for event in data.drain(..) {
-                        let late = event.time < event.frontier;
-                        if late && late_policy == Late::Output {
+                        let is_late = event.time < event.frontier;
+                        if is_late && late_policy == Late::Output {
                             late_events.push(event);
                         } else {
                             let key = key(&event.data);
                             pending.push(Pending {
-                                time: if late {
+                                time: if is_late {
                                     event.time.max(fed_upto)
                                 } else {
                                     event.time
