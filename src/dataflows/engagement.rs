@@ -51,21 +51,7 @@ pub fn build_commands<'scope>(
     let rows = matches
         .map(move |detected| event_row(detected, &payload))
         .count_into(stats, |s| &s.events_out);
-    let provenance = vec![
-        ("eddy.job", job.name.clone()),
-        ("eddy.output", spec.name.clone()),
-    ];
-    spec.sinks
-        .iter()
-        .map(|&sink| {
-            write_rows(
-                rows.clone(),
-                &job.sinks[sink],
-                &spec.columns,
-                provenance.clone(),
-            )
-        })
-        .collect()
+    write_rows(&rows, job, &spec.sinks, &spec.columns, &spec.name)
 }
 
 /// Builds an orchestrator over user `events` and, if it has them, fraud `alerts`; returns the
@@ -116,14 +102,7 @@ pub fn build_orchestrator<'scope>(
         .map(request_row)
         .count_into(stats, |s| &s.notifications_requested);
     let columns: Vec<String> = REQUEST_COLUMNS.iter().map(|c| c.to_string()).collect();
-    let provenance = vec![
-        ("eddy.job", job.name.clone()),
-        ("eddy.output", spec.name.clone()),
-    ];
-    spec.sinks
-        .iter()
-        .map(|&sink| write_rows(rows.clone(), &job.sinks[sink], &columns, provenance.clone()))
-        .collect()
+    write_rows(&rows, job, &spec.sinks, &columns, &spec.name)
 }
 
 /// Matches are emitted once (a restart skips those its checkpoint covers); late input is fed.

@@ -80,23 +80,15 @@ pub fn build_fraud<'scope>(
         .map(move |alert| alert_row(&name, alert))
         .count_into(stats, |s| &s.alerts);
     let columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
-    let provenance = |output: String| vec![("eddy.job", job.name.clone()), ("eddy.output", output)];
-    let mut flushed = Vec::new();
-    for &sink in &spec.sinks {
-        flushed.push(write_rows(
-            alerts.clone(),
-            &job.sinks[sink],
-            &columns,
-            provenance(spec.name.clone()),
-        )?);
-    }
+    let mut flushed = write_rows(&alerts, job, &spec.sinks, &columns, &spec.name)?;
     let late = late.count_into(stats, |s| &s.late);
     if let Some(sink) = spec.late_sink {
-        flushed.push(write_rows(
-            late.map(late_row),
-            &job.sinks[sink],
+        flushed.extend(write_rows(
+            &late.map(late_row),
+            job,
+            &[sink],
             &spec.late_columns(&job.sources[spec.source].schema),
-            provenance(format!("{}.late", spec.name)),
+            &format!("{}.late", spec.name),
         )?);
     }
     Ok(flushed)

@@ -62,25 +62,17 @@ pub fn build_metric<'scope>(
         })
         .filter(move |row| having.iter().all(|c| c.holds(row)))
         .count_into(stats, |s| &s.windows_out);
-    let provenance = |output: String| vec![("eddy.job", job.name.clone()), ("eddy.output", output)];
-    let mut flushed = Vec::new();
-    for &sink in &metric.sinks {
-        flushed.push(write_rows(
-            rows.clone(),
-            &job.sinks[sink],
-            &metric.columns,
-            provenance(metric.name.clone()),
-        )?);
-    }
+    let mut flushed = write_rows(&rows, job, &metric.sinks, &metric.columns, &metric.name)?;
     let late = late.count_into(stats, |s| &s.late);
     if let Some(sink) = metric.late_sink {
         let schema = &job.sources[metric.source].schema;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name.to_string()).collect();
-        flushed.push(write_rows(
-            late.map(|event| event.data),
-            &job.sinks[sink],
+        flushed.extend(write_rows(
+            &late.map(|event| event.data),
+            job,
+            &[sink],
             &columns,
-            provenance(format!("{}.late", metric.name)),
+            &format!("{}.late", metric.name),
         )?);
     }
     Ok(flushed)

@@ -226,10 +226,29 @@ fn write_dead_letters<'scope>(
     }
 }
 
+/// Writes rows (whose columns are named `columns`) of the job's output named `output` to each of
+/// the job's `sinks`; returns their flushed streams.
+pub fn write_rows<'scope>(
+    rows: &StreamVec<'scope, u64, Record>,
+    job: &Job,
+    sinks: &[usize],
+    columns: &[String],
+    output: &str,
+) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
+    let provenance = vec![
+        ("eddy.job", job.name.clone()),
+        ("eddy.output", output.to_string()),
+    ];
+    sinks
+        .iter()
+        .map(|&sink| write_to_sink(rows.clone(), &job.sinks[sink], columns, provenance.clone()))
+        .collect()
+}
+
 /// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns
 /// (and, for a file sink with `order_by`, sorted by those columns); Kafka messages carry the
 /// `provenance` headers, and go to the topic the sink's `topic` names for each row.
-pub fn write_rows<'scope>(
+fn write_to_sink<'scope>(
     rows: StreamVec<'scope, u64, Record>,
     sink: &SinkSpec,
     columns: &[String],

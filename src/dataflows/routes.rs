@@ -51,17 +51,13 @@ pub fn build_routes<'scope>(
             Selection::When(_) => matched.next().expect("an output per `when` route"),
             Selection::Otherwise => unmatched.clone().expect("a route operator"),
         };
-        for &sink in &route.sinks {
-            flushed.push(write_rows(
-                taken.clone(),
-                &job.sinks[sink],
-                &columns,
-                vec![
-                    ("eddy.job", job.name.clone()),
-                    ("eddy.output", route.name.clone()),
-                ],
-            )?);
-        }
+        flushed.extend(write_rows(
+            &taken,
+            job,
+            &route.sinks,
+            &columns,
+            &route.name,
+        )?);
     }
     Ok(flushed)
 }
