@@ -6,16 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
 
-use common::kafka::{Cluster, Input, Payload, Tier, read_topic, run_to_end};
-use eddy::dataflows::RunOptions;
+use common::kafka::{Cluster, Input, Payload, Tier, read_topic, run_job_to_end, run_to_end};
 use eddy::job::Job;
-use eddy::run::{ClusterArgs, run_job};
-use eddy::sources::kafka::StartFrom;
-use eddy::stats::Stats;
 use serde_json::{Value as Json, json};
 
 const T0: u64 = 1_700_000_000_000;
@@ -222,20 +216,7 @@ path = "dlq.jsonl""#,
     std::fs::write(&path, &text).unwrap();
     let job = Job::load(&path).unwrap_or_else(|e| panic!("{e}"));
     for workers in [1, 2] {
-        let options = RunOptions {
-            start: StartFrom::Earliest,
-            until_end: true,
-            stop: Arc::new(AtomicBool::new(false)),
-            stats: Arc::new(Stats::default()),
-        };
-        run_job(
-            job.clone(),
-            &ClusterArgs::local(workers),
-            options,
-            Duration::from_secs(5),
-            |_, _| {},
-        )
-        .expect("running the job");
+        run_job_to_end(job.clone(), workers);
         let rows: Vec<Json> = std::fs::read_to_string(dir.path().join("events.jsonl"))
             .unwrap()
             .lines()

@@ -8,14 +8,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use common::kafka::{Cluster, Tier, produce_input, read_topic, run_to_end};
+use common::kafka::{Cluster, Tier, produce_input, read_topic, run_job_to_end, run_to_end};
 use eddy::job::{Job, SourceKind};
 use eddy::sources::generator::{Generator, GeneratorConfig, Transaction};
 use eddy::sources::incidents::{Incident, incidents};
-use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -101,21 +98,7 @@ fn run_file_job(dir: &Path, text: &str, workers: usize) -> (Vec<Alert>, usize) {
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
     let job = Job::load(&path).unwrap_or_else(|e| panic!("the test's job is invalid:\n{e}"));
-    let cluster = eddy::run::ClusterArgs::local(workers);
-    let options = eddy::dataflows::RunOptions {
-        start: StartFrom::Earliest,
-        until_end: true,
-        stop: Arc::new(AtomicBool::new(false)),
-        stats: Arc::new(Stats::default()),
-    };
-    eddy::run::run_job(
-        job,
-        &cluster,
-        options,
-        std::time::Duration::from_secs(5),
-        |_, _| {},
-    )
-    .expect("running the job");
+    run_job_to_end(job, workers);
     let alerts = std::fs::read(dir.join("alerts.jsonl")).unwrap();
     let late = std::fs::read_to_string(dir.join("late.jsonl")).unwrap();
     (

@@ -809,10 +809,26 @@ pub fn run(
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) {
-    let job = Job::parse_with(Path::new("test.toml"), text, &|name| {
+    run_parsed(parse(text, brokers), workers, start, until_end, stop, stats);
+}
+
+/// The job `text` describes, with `${BROKERS}` set to `brokers`.
+fn parse(text: &str, brokers: &str) -> Job {
+    Job::parse_with(Path::new("test.toml"), text, &|name| {
         (name == "BROKERS").then(|| brokers.to_string())
     })
-    .unwrap_or_else(|e| panic!("the test's job file is invalid:\n{e}"));
+    .unwrap_or_else(|e| panic!("the test's job file is invalid:\n{e}"))
+}
+
+/// [`run`] for a job already loaded.
+pub fn run_parsed(
+    job: Job,
+    workers: usize,
+    start: StartFrom,
+    until_end: bool,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) {
     let cluster = ClusterArgs::local(workers);
     // A job that never ends is stopped (and the test fails) rather than hanging the test run.
     let finished = Arc::new(AtomicBool::new(false));
@@ -855,10 +871,14 @@ pub fn run(
 
 /// Runs `text` from the beginning of the input to its end.
 pub fn run_to_end(text: &str, brokers: &str, workers: usize) -> Arc<Stats> {
+    run_job_to_end(parse(text, brokers), workers)
+}
+
+/// Runs `job` from the beginning of its input to its end.
+pub fn run_job_to_end(job: Job, workers: usize) -> Arc<Stats> {
     let stats = Arc::new(Stats::default());
-    run(
-        text,
-        brokers,
+    run_parsed(
+        job,
         workers,
         StartFrom::Earliest,
         true,
