@@ -69,6 +69,20 @@ path = "late.jsonl""#
     )
 }
 
+/// The payments source reading `in.jsonl` beside the job, cut into `splits` partitions.
+fn file_source(splits: usize) -> String {
+    format!(
+        r#"[[sources]]
+name = "payments"
+kind = "file"
+paths = ["in.jsonl"]
+splits = {splits}
+event_time = "ts"
+out_of_orderness = "1s"
+{SCHEMA}"#
+    )
+}
+
 /// An alert as the sinks write it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 struct Alert {
@@ -235,16 +249,7 @@ fn arrival_order_within_the_bound_changes_nothing() {
     }
     let truth = incidents(&config);
     let (alerts_sink, late_sink) = file_sinks();
-    let source = format!(
-        r#"[[sources]]
-name = "payments"
-kind = "file"
-paths = ["in.jsonl"]
-splits = 3
-event_time = "ts"
-out_of_orderness = "1s"
-{SCHEMA}"#
-    );
+    let source = file_source(3);
     let text = fraud_job(&source, &alerts_sink, &late_sink);
     let write = |dir: &Path, payments: &[Transaction]| {
         let mut lines = String::new();
@@ -290,15 +295,7 @@ out_of_orderness = "1s"
 #[test]
 fn a_payment_beyond_the_bound_is_late_and_fires_nothing() {
     let (alerts_sink, late_sink) = file_sinks();
-    let source = format!(
-        r#"[[sources]]
-name = "payments"
-kind = "file"
-paths = ["in.jsonl"]
-event_time = "ts"
-out_of_orderness = "1s"
-{SCHEMA}"#
-    );
+    let source = file_source(1);
     let text = fraud_job(&source, &alerts_sink, &late_sink);
     let line = |id: &str, account: i64, amount: i64, country: &str, ts: u64| {
         format!(
