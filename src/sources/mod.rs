@@ -184,8 +184,12 @@ where
         }
         let mut batch = ReadBatch::default();
         let mut stamped = Vec::new();
-        // Positions (and clocks) reached by the data sent at each time, awaiting the sinks.
-        let mut uncommitted = VecDeque::<(u64, R::Position, Vec<u64>)>::new();
+        let mut commits = Commits {
+            uncommitted: VecDeque::new(),
+            flushed,
+            fired: options.fired.clone(),
+            emitted_before,
+        };
         let mut last_commit = Instant::now();
         let mut halted = false;
         move |_frontiers| {
@@ -196,27 +200,15 @@ where
                 // Stop without closing the stream, which would fire open windows with part of
                 // their input: commit what the sinks have flushed and let the worker drop the
                 // dataflow. A restart resumes from there and recomputes the rest in full.
-                commit_flushed(
-                    &mut reader,
-                    &mut uncommitted,
-                    &flushed,
-                    &options.fired,
-                    true,
-                );
+                commits.commit(&mut reader, true);
                 halted = true;
                 options.halted.set(options.halted.get() + 1);
                 return false;
             }
             let Some(cap) = events_cap.as_mut() else {
                 // Finished reading: stay alive until the sinks have flushed, then commit.
-                if flushed.done() {
-                    commit_flushed(
-                        &mut reader,
-                        &mut uncommitted,
-                        &flushed,
-                        &options.fired,
-                        true,
-                    );
+                if commits.flushed.done() {
+                    commits.commit(&mut reader, true);
                     return false;
                 }
                 activator.activate_after(Duration::from_millis(5));
@@ -224,13 +216,7 @@ where
             };
             let now = Instant::now();
             if now.duration_since(last_commit) >= options.commit_interval {
-                commit_flushed(
-                    &mut reader,
-                    &mut uncommitted,
-                    &flushed,
-                    &options.fired,
-                    false,
-                );
+                commits.commit(&mut reader, false);
                 last_commit = now;
             }
             if options.backlogs.iter().any(|b| b.held() > 0) {
@@ -263,12 +249,14 @@ where
             for partition in batch.finished.drain(..) {
                 watermarks.finish(partition);
             }
-            match uncommitted.back_mut() {
+            match commits.uncommitted.back_mut() {
                 Some((t, position, clocks)) if *t == time => {
                     *position = reader.position();
                     *clocks = watermarks.clocks();
                 }
-                _ => uncommitted.push_back((time, reader.position(), watermarks.clocks())),
+                _ => commits
+                    .uncommitted
+                    .push_back((time, reader.position(), watermarks.clocks())),
             }
             if status == ReadStatus::Done || watermarks.all_finished() {
                 (events_cap, dead_cap) = (None, None);
@@ -297,33 +285,43 @@ where
     }
 }
 
-/// Commits the latest position whose data the sinks have flushed (sent at a time the `flushed`
-/// probe has passed), with the `fired` probe's frontier: every window firing before it has been
-/// emitted and flushed.
-fn commit_flushed<D, R: Reader<D>>(
-    reader: &mut R,
-    uncommitted: &mut VecDeque<(u64, R::Position, Vec<u64>)>,
-    flushed: &ProbeHandle<u64>,
-    fired: &ProbeHandle<u64>,
-    last: bool,
-) {
-    let mut safe = None;
-    while uncommitted
-        .front()
-        .is_some_and(|(t, _, _)| !flushed.less_equal(t))
-    {
-        safe = uncommitted.pop_front();
-    }
-    if let Some((_, position, clocks)) = safe {
-        let emitted_before = fired.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
-        reader.commit(
-            &position,
-            &Checkpoint {
+/// What a source has read but not committed yet, and what tells it when it may.
+struct Commits<P> {
+    /// Positions (and clocks) reached by the data sent at each time, awaiting the sinks.
+    uncommitted: VecDeque<(u64, P, Vec<u64>)>,
+    /// A probe on every sink: data sent before its frontier is flushed.
+    flushed: ProbeHandle<u64>,
+    /// A probe on the window and pattern operators' fired streams.
+    fired: ProbeHandle<u64>,
+    /// From the restored checkpoint: an earlier run had emitted everything firing before this.
+    emitted_before: u64,
+}
+
+impl<P> Commits<P> {
+    /// Commits the latest position whose data the sinks have flushed (sent at a time the
+    /// `flushed` probe has passed), with the time before which everything has fired: the `fired`
+    /// probe's frontier, but never less than the restored checkpoint's (what fires before it
+    /// was emitted by an earlier run, and this run skips it, so `fired` may lag behind it);
+    /// `last` for a source that stops reading.
+    fn commit<D, R: Reader<D, Position = P>>(&mut self, reader: &mut R, last: bool) {
+        let mut safe = None;
+        while self
+            .uncommitted
+            .front()
+            .is_some_and(|(t, _, _)| !self.flushed.less_equal(t))
+        {
+            safe = self.uncommitted.pop_front();
+        }
+        if let Some((_, position, clocks)) = safe {
+            let fired = self
+                .fired
+                .with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            let checkpoint = Checkpoint {
                 clocks,
-                emitted_before,
-            },
-            last,
-        );
+                emitted_before: fired.max(self.emitted_before),
+            };
+            reader.commit(&position, &checkpoint, last);
+        }
     }
 }
 
