@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use compact_str::CompactString;
+use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{Scope, StreamVec};
 
 use super::{Progress, write_rows};
@@ -41,12 +41,17 @@ pub fn build_commands<'scope>(
             record: event.data,
         },
     });
-    let PatternStreams { matches, fired, .. } = commands.detect(
+    let PatternStreams {
+        matches,
+        fired,
+        settled,
+        ..
+    } = commands.detect(
         detection(emitted_before, progress),
         |c: &Command| c.user.clone(),
         spec.processor.clone(),
     );
-    fired.probe_with(&progress.fired);
+    progress.track(fired, settled);
     let payload = spec.payload.clone();
     let rows = matches
         .map(move |detected| event_row(detected, &payload))
@@ -92,12 +97,17 @@ pub fn build_orchestrator<'scope>(
             },
         }));
     }
-    let PatternStreams { matches, fired, .. } = scope.concatenate(happenings).detect(
+    let PatternStreams {
+        matches,
+        fired,
+        settled,
+        ..
+    } = scope.concatenate(happenings).detect(
         detection(emitted_before, progress),
         |h: &Happening| h.user.clone(),
         spec.orchestrator.clone(),
     );
-    fired.probe_with(&progress.fired);
+    progress.track(fired, settled);
     let rows = matches
         .map(request_row)
         .count_into(stats, |s| &s.notifications_requested);

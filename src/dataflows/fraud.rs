@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use compact_str::{CompactString, format_compact};
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::Map;
 
 use super::{Progress, write_rows};
@@ -69,12 +68,13 @@ pub fn build_fraud<'scope>(
         matches,
         late,
         fired,
+        settled,
     } = payments.detect(
         detection,
         |payment: &CardPayment| payment.account.clone(),
         rules,
     );
-    fired.probe_with(&progress.fired);
+    progress.track(fired, settled);
     let name = spec.name.clone();
     let alerts = matches
         .map(move |alert| alert_row(&name, alert))

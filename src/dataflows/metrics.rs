@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::{Filter, Map};
 
 use super::Progress;
@@ -44,12 +43,13 @@ pub fn build_metric<'scope>(
         results,
         late,
         fired,
+        settled,
     } = events.window_aggregate(
         windows,
         move |record: &Record| group_by.iter().map(|i| record[*i].clone()).collect::<Key>(),
         aggregates,
     );
-    fired.probe_with(&progress.fired);
+    progress.track(fired, settled);
     let having = metric.having.clone();
     let rows = results
         .map(|result| -> Record {

@@ -61,9 +61,20 @@ pub struct JobProbes {
 pub struct Progress {
     /// Every sink's flushed stream: output derived from input sent before its frontier is durable.
     pub flushed: ProbeHandle<u64>,
-    /// Every window operator's fired stream: windows firing before its frontier are emitted and
-    /// flushed.
+    /// Every window and pattern operator's fired stream: windows firing before its frontier are
+    /// emitted and flushed.
     pub fired: ProbeHandle<u64>,
+    /// Every sink's flushed stream and every window and pattern operator's settled stream: what
+    /// was sent before its frontier is flushed, and `fired` counts the windows it made.
+    pub settled: ProbeHandle<u64>,
+}
+
+impl Progress {
+    /// Follows a window or pattern operator's fired and settled streams.
+    pub fn track(&self, fired: StreamVec<'_, u64, ()>, settled: StreamVec<'_, u64, ()>) {
+        fired.probe_with(&self.fired);
+        settled.probe_with(&self.settled);
+    }
 }
 
 /// Builds `job` into `scope` on this worker.
@@ -75,6 +86,7 @@ pub fn build_job(
     let progress = Progress {
         flushed: ProbeHandle::new(),
         fired: ProbeHandle::new(),
+        settled: ProbeHandle::new(),
     };
     let ingested = ProbeHandle::new();
     let halted = Rc::new(Cell::new(0));
@@ -149,7 +161,10 @@ pub fn build_job(
     for (index, (source, _)) in events.iter().enumerate() {
         flushed.extend(routes::build_routes(source.clone(), index, job)?);
     }
-    scope.concatenate(flushed).probe_with(&progress.flushed);
+    scope
+        .concatenate(flushed)
+        .probe_with(&progress.flushed)
+        .probe_with(&progress.settled);
     Ok(JobProbes {
         sources: job.sources.len(),
         halted,
@@ -180,7 +195,7 @@ fn source_stream<'scope>(
     let (index, peers) = (scope.index(), scope.peers());
     let schema = Arc::clone(&source.schema);
     let name = &source.name;
-    let flushed = progress.flushed.clone();
+    let settled = progress.settled.clone();
     Ok(match &source.kind {
         SourceKind::Kafka { properties, topics } => {
             let config = KafkaSourceConfig {
@@ -198,16 +213,16 @@ fn source_stream<'scope>(
                 &options.stop,
             )
             .with_context(|| format!("source `{name}`"))?;
-            event_source(scope, name, reader, source_options, flushed)
+            event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::File { paths, splits } => {
             let reader = FileReader::open(paths, *splits, schema, index, peers)
                 .with_context(|| format!("source `{name}`"))?;
-            event_source(scope, name, reader, source_options, flushed)
+            event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::Generator { config, partitions } => {
             let reader = GeneratorReader::new(config.clone(), *partitions, &schema, index, peers);
-            event_source(scope, name, reader, source_options, flushed)
+            event_source(scope, name, reader, source_options, settled)
         }
     })
 }

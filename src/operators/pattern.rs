@@ -199,6 +199,10 @@ pub struct PatternStreams<'scope, K, M, D> {
     /// No data: its frontier passes a time `t` once every match before event time `t` has been
     /// emitted and (with [`Detection::flushed`]) has passed that probe.
     pub fired: StreamVec<'scope, u64, ()>,
+    /// No data, in input times: its frontier passes a time `t` once every match emitted before
+    /// `t` has passed [`Detection::flushed`] *and* `fired` has moved past it, in the same step
+    /// (see [`crate::operators::window::WindowStreams::settled`]).
+    pub settled: StreamVec<'scope, u64, ()>,
 }
 
 /// Keyed pattern detection over an event stream.
@@ -254,6 +258,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
         let (matches, matches_stream) = builder.new_output();
         let (late, late_stream) = builder.new_output();
         let (_fired, fired_stream) = builder.new_output::<Vec<()>>();
+        let (_settled, settled_stream) = builder.new_output::<Vec<()>>();
         let mut matches = OutputBuilder::from(matches);
         let mut late = OutputBuilder::from(late);
         let Detection {
@@ -264,6 +269,9 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
         let horizon = pattern.horizon();
 
         builder.build(move |mut initial_capabilities| {
+            // On the `settled` output: at the earliest time of matches awaiting `flushed`, or
+            // at which matches may still be emitted.
+            let mut settled_cap = initial_capabilities.pop().filter(|_| flushed.is_some());
             // On the `fired` output: at the least event time whose matches may not be emitted
             // and flushed yet.
             let mut fired_cap = initial_capabilities.pop();
@@ -410,12 +418,25 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         }
                     }
                 }
+                if let Some(cap) = settled_cap.as_mut() {
+                    let unsettled = unflushed.iter().map(|u| u.1);
+                    let emittable = held
+                        .as_ref()
+                        .map(|h| *h.time())
+                        .into_iter()
+                        .chain(frontiers[0].frontier().first().copied());
+                    match unsettled.chain(emittable).min() {
+                        Some(t) => cap.downgrade(&t),
+                        None => settled_cap = None,
+                    }
+                }
             }
         });
         PatternStreams {
             matches: matches_stream,
             late: late_stream,
             fired: fired_stream,
+            settled: settled_stream,
         }
     }
 }

@@ -66,10 +66,11 @@ impl Watermarks {
         before.max(self.emitted)
     }
 
-    /// Per partition, the highest event time seen + 1 (0 before any record): what a checkpoint
+    /// The highest event time seen + 1 on `partition` (0 before any record): what a checkpoint
     /// keeps so that a restart stamps replayed records as this run did.
-    pub fn clocks(&self) -> Vec<u64> {
-        self.clocks.iter().map(|c| c.max_seen_plus_one).collect()
+    #[inline]
+    pub fn clock(&self, partition: usize) -> u64 {
+        self.clocks[partition].max_seen_plus_one
     }
 
     /// Restores the per-partition clocks of a checkpoint.

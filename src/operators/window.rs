@@ -89,6 +89,11 @@ pub struct WindowStreams<'scope, K, O, D> {
     /// (with [`Windows::flushed`]) its results have passed that probe. Sources record it with their
     /// offsets as the frontier of emitted windows (see [`Windows::emitted_before`]).
     pub fired: StreamVec<'scope, u64, ()>,
+    /// No data, in input times: its frontier passes a time `t` once every result emitted before
+    /// `t` has passed [`Windows::flushed`] *and* `fired` has moved past its window, in the same
+    /// step. A source commits an offset once this (and the sinks) passed the time its data was
+    /// sent at, and reads `fired` then: the windows whose contents it commits count as emitted.
+    pub settled: StreamVec<'scope, u64, ()>,
 }
 
 /// One fired window of one key.
@@ -153,10 +158,14 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
         let (results, results_stream) = builder.new_output();
         let (late, late_stream) = builder.new_output();
         let (_fired, fired_stream) = builder.new_output::<Vec<()>>();
+        let (_settled, settled_stream) = builder.new_output::<Vec<()>>();
         let mut results = OutputBuilder::from(results);
         let mut late = OutputBuilder::from(late);
 
-        builder.build(move |_initial_capabilities| {
+        builder.build(move |mut initial_capabilities| {
+            // On the `settled` output: at the earliest time of a result awaiting `flushed`, or
+            // at which a result may still be emitted.
+            let mut settled_cap = initial_capabilities.pop().filter(|_| flushed.is_some());
             // On the `fired` output: a capability at the least fire time of a window that is
             // pending, or fired with results the `flushed` probe has not passed yet.
             let mut fired_cap: Option<Capability<u64>> = None;
@@ -241,12 +250,24 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                     None => held = None,
                 }
+                if let Some(cap) = settled_cap.as_mut() {
+                    let unsettled = unflushed.values().copied();
+                    match unsettled
+                        .chain(held.as_ref().map(|h| *h.time()))
+                        .chain(upto)
+                        .min()
+                    {
+                        Some(t) => cap.downgrade(&t),
+                        None => settled_cap = None,
+                    }
+                }
             }
         });
         WindowStreams {
             results: results_stream,
             late: late_stream,
             fired: fired_stream,
+            settled: settled_stream,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
+use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Record, Schema};
 
 const CHUNK: usize = 1 << 20;
@@ -141,9 +141,6 @@ impl FileReader {
 }
 
 impl Reader<Record> for FileReader {
-    /// Files are replayed whole; there is nothing to resume from.
-    type Position = ();
-
     fn partitions(&self) -> usize {
         self.splits.len()
     }
@@ -157,16 +154,27 @@ impl Reader<Record> for FileReader {
             while batch.events.len() < BATCH {
                 match split.next_line() {
                     Ok(Some((_, line))) if line.iter().all(u8::is_ascii_whitespace) => {}
-                    Ok(Some((offset, line))) => match self.schema.decode(line) {
-                        Ok((time, record)) => batch.events.push((partition, time, record)),
-                        Err(e) => batch.dead.push(DeadLetter {
-                            error: e.0,
-                            topic: path.to_string(),
-                            partition: index,
-                            offset: offset as i64,
-                            payload: line.to_vec(),
-                        }),
-                    },
+                    Ok(Some((offset, line))) => {
+                        let next = (offset + line.len() as u64 + 1) as i64;
+                        match self.schema.decode(line) {
+                            Ok(item) => batch.events.push(Positioned {
+                                partition,
+                                next,
+                                item,
+                            }),
+                            Err(e) => batch.dead.push(Positioned {
+                                partition,
+                                next,
+                                item: DeadLetter {
+                                    error: e.0,
+                                    topic: path.to_string(),
+                                    partition: index,
+                                    offset: offset as i64,
+                                    payload: line.to_vec(),
+                                },
+                            }),
+                        }
+                    }
                     Ok(None) => {
                         split.done = true;
                         batch.finished.push(partition);
@@ -188,9 +196,8 @@ impl Reader<Record> for FileReader {
         }
     }
 
-    fn position(&self) {}
-
-    fn commit(&mut self, _position: &(), _checkpoint: &Checkpoint, _last: bool) {}
+    /// Files are replayed whole; there is nothing to resume from.
+    fn commit(&mut self, _positions: &[i64], _checkpoint: &Checkpoint, _last: bool) {}
 }
 
 #[cfg(test)]
@@ -234,13 +241,13 @@ mod tests {
                         FileReader::open(&paths, splits, schema.clone(), index, peers).unwrap();
                     let mut batch = ReadBatch::default();
                     while reader.read(&mut batch) != ReadStatus::Done {}
-                    times.extend(batch.events.iter().map(|(_, t, _)| *t));
+                    times.extend(batch.events.iter().map(|read| read.item.0));
                     dead.append(&mut batch.dead);
                 }
                 times.sort();
                 assert_eq!(times, expected, "splits {splits}, peers {peers}");
                 assert_eq!(dead.len(), 1);
-                assert_eq!(dead[0].payload, b"not json");
+                assert_eq!(dead[0].item.payload, b"not json");
             }
         }
     }

@@ -10,7 +10,7 @@ use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 
 use super::incidents::{FraudMix, IncidentSchedule};
-use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
+use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{Record, Schema, Value};
 
 /// Countries the generator draws from (ISO 3166 alpha-2).
@@ -256,9 +256,6 @@ impl GeneratorReader {
 }
 
 impl Reader<Record> for GeneratorReader {
-    /// The generator is replayed from its seed; there is nothing to resume from.
-    type Position = ();
-
     fn partitions(&self) -> usize {
         self.generators.len()
     }
@@ -273,7 +270,11 @@ impl Reader<Record> for GeneratorReader {
             }
             generator.take(share, |txn| {
                 let record: Record = fields.iter().map(|&f| txn.field(f)).collect();
-                batch.events.push((partition, txn.ts, record));
+                batch.events.push(Positioned {
+                    partition,
+                    next: txn.seq as i64 + 1,
+                    item: (txn.ts, record),
+                });
             });
             if generator.finished() {
                 batch.finished.push(partition);
@@ -288,9 +289,8 @@ impl Reader<Record> for GeneratorReader {
         status
     }
 
-    fn position(&self) {}
-
-    fn commit(&mut self, _position: &(), _checkpoint: &Checkpoint, _last: bool) {}
+    /// The generator is replayed from its seed; there is nothing to resume from.
+    fn commit(&mut self, _positions: &[i64], _checkpoint: &Checkpoint, _last: bool) {}
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Checkpoint, ReadBatch, ReadStatus, Reader};
+use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Record, Schema};
 use crate::stats::Stats;
 
@@ -316,8 +316,6 @@ fn assign(
 
 impl Reader<Record> for KafkaReader {
     /// The next offset of each partition.
-    type Position = Vec<i64>;
-
     fn partitions(&self) -> usize {
         self.partitions.len()
     }
@@ -349,18 +347,27 @@ impl Reader<Record> for KafkaReader {
             }
             self.positions[p] = offset + 1;
             let payload = message.payload().unwrap_or_default();
+            let next = offset + 1;
             match self.schema.decode(payload) {
-                Ok((time, record)) => batch.events.push((p, time, record)),
-                Err(e) => batch.dead.push(DeadLetter {
-                    error: if payload.is_empty() {
-                        "empty payload".into()
-                    } else {
-                        e.0
+                Ok(item) => batch.events.push(Positioned {
+                    partition: p,
+                    next,
+                    item,
+                }),
+                Err(e) => batch.dead.push(Positioned {
+                    partition: p,
+                    next,
+                    item: DeadLetter {
+                        error: if payload.is_empty() {
+                            "empty payload".into()
+                        } else {
+                            e.0
+                        },
+                        topic: topic.to_owned(),
+                        partition,
+                        offset,
+                        payload: payload.to_vec(),
                     },
-                    topic: topic.to_owned(),
-                    partition,
-                    offset,
-                    payload: payload.to_vec(),
                 }),
             }
         }
@@ -379,19 +386,15 @@ impl Reader<Record> for KafkaReader {
         status
     }
 
-    fn position(&self) -> Vec<i64> {
-        self.positions.clone()
-    }
-
     fn restored(&self) -> Option<&Checkpoint> {
         self.restored.as_ref()
     }
 
-    fn commit(&mut self, position: &Vec<i64>, checkpoint: &Checkpoint, last: bool) {
+    fn commit(&mut self, positions: &[i64], checkpoint: &Checkpoint, last: bool) {
         let mut tpl = TopicPartitionList::new();
         for (p, (topic, partition)) in self.partitions.iter().enumerate() {
-            if position[p] > self.committed[p] {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(position[p]))
+            if positions[p] > self.committed[p] {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(positions[p]))
                     .expect("a valid offset");
                 let mut elem = tpl.find_partition(topic, *partition).expect("just added");
                 elem.set_metadata(checkpoint_metadata(
@@ -409,7 +412,11 @@ impl Reader<Record> for KafkaReader {
             CommitMode::Async
         };
         match self.consumer.commit(&tpl, mode) {
-            Ok(()) => self.committed.clone_from(position),
+            Ok(()) => {
+                for (committed, &position) in self.committed.iter_mut().zip(positions) {
+                    *committed = (*committed).max(position);
+                }
+            }
             Err(e) => tracing::warn!("committing offsets failed (will retry): {e}"),
         }
     }

@@ -20,13 +20,25 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use crate::operators::watermark::Watermarks;
 use crate::record::{DeadLetter, Event};
 
+/// One record of a partition as a reader hands it over.
+#[derive(Debug)]
+pub struct Positioned<T> {
+    /// The partition, numbered from 0 per reader.
+    pub partition: usize,
+    /// The partition's position just after this record: where a restart resumes once everything
+    /// derived from it is flushed (Kafka: its offset + 1).
+    pub next: i64,
+    /// The record: a decoded event `(event time, datum)`, or a dead letter.
+    pub item: T,
+}
+
 /// What one call to [`Reader::read`] produced.
 #[derive(Debug)]
 pub struct ReadBatch<D> {
-    /// Decoded events as `(partition, event time, datum)`, partitions numbered from 0 per reader.
-    pub events: Vec<(usize, u64, D)>,
+    /// Decoded events as `(event time, datum)`.
+    pub events: Vec<Positioned<(u64, D)>>,
     /// Inputs that did not decode.
-    pub dead: Vec<DeadLetter>,
+    pub dead: Vec<Positioned<DeadLetter>>,
     /// Partitions that reached their end during this call.
     pub finished: Vec<usize>,
 }
@@ -65,17 +77,14 @@ pub struct Checkpoint {
 
 /// One worker's share of a source: some partitions, read in batches.
 pub trait Reader<D>: 'static {
-    /// A resumable position in all of this reader's partitions (offsets, for Kafka).
-    type Position: Clone + 'static;
     /// How many partitions this reader owns.
     fn partitions(&self) -> usize;
     /// Reads the next batch into `batch`.
     fn read(&mut self, batch: &mut ReadBatch<D>) -> ReadStatus;
-    /// The position after everything read so far.
-    fn position(&self) -> Self::Position;
-    /// Records that all output derived from input before `position` has been flushed by every
-    /// sink, so a restart may resume there with `checkpoint`.
-    fn commit(&mut self, position: &Self::Position, checkpoint: &Checkpoint, last: bool);
+    /// Records that, per partition, all output derived from input before `positions[p]` (a
+    /// [`Positioned::next`], or −1 for nothing yet) has been flushed by every sink, so a restart may
+    /// resume there with `checkpoint`.
+    fn commit(&mut self, positions: &[i64], checkpoint: &Checkpoint, last: bool);
     /// The checkpoint committed with the position this reader resumes from, if any.
     fn restored(&self) -> Option<&Checkpoint> {
         None
@@ -141,18 +150,22 @@ pub struct SourceStreams<'scope, D> {
 
 /// Reads `reader` into a stream of events stamped per DESIGN §3, and a stream of dead letters.
 ///
-/// The source's capability follows the worker watermark (truncated to the tick). Positions are
-/// committed once `flushed` (a probe on every sink) has passed the time the data was sent at.
-/// When the reader ends, the source closes its streams (every open window fires) and commits its
-/// final position once everything is flushed. When `options.stop` is set instead, it commits only
-/// what is flushed and halts with its streams open, counting itself in `options.halted`: the
-/// worker then drops the dataflow, so a stop never emits a window with part of its input.
+/// The source's capability follows the worker watermark (truncated to the tick); each event is
+/// sent at its own partition's watermark (truncated), never earlier, so the timely time an event
+/// travels at stays close to its event time even when one read spans a long stretch of it. A
+/// partition's position is committed once `settled` (a probe on every sink and on the window
+/// and pattern operators' settled streams) has passed the time everything before it was sent
+/// at. When the reader ends, the source closes its streams (every open window fires) and
+/// commits its final positions once everything is settled. When `options.stop` is set instead,
+/// it commits only what is settled and halts with its streams open, counting itself in
+/// `options.halted`: the worker then drops the dataflow, so a stop never emits a window with
+/// part of its input.
 pub fn event_source<'scope, D, R>(
     scope: Scope<'scope, u64>,
     name: &str,
     mut reader: R,
     options: SourceOptions,
-    flushed: ProbeHandle<u64>,
+    settled: ProbeHandle<u64>,
 ) -> SourceStreams<'scope, D>
 where
     D: Clone + 'static,
@@ -183,13 +196,14 @@ where
             (events_cap, dead_cap) = (None, None);
         }
         let mut batch = ReadBatch::default();
-        let mut stamped = Vec::new();
-        let mut commits = Commits {
-            uncommitted: VecDeque::new(),
-            flushed,
-            fired: options.fired.clone(),
+        let mut outbox = Outbox::default();
+        let mut dead_letters = Vec::new();
+        let mut commits = Commits::new(
+            reader.partitions(),
+            settled,
+            options.fired.clone(),
             emitted_before,
-        };
+        );
         let mut last_commit = Instant::now();
         let mut halted = false;
         move |_frontiers| {
@@ -198,16 +212,16 @@ where
             }
             if options.stop.load(Ordering::Relaxed) {
                 // Stop without closing the stream, which would fire open windows with part of
-                // their input: commit what the sinks have flushed and let the worker drop the
-                // dataflow. A restart resumes from there and recomputes the rest in full.
+                // their input: commit what has settled and let the worker drop the dataflow. A
+                // restart resumes from there and recomputes the rest in full.
                 commits.commit(&mut reader, true);
                 halted = true;
                 options.halted.set(options.halted.get() + 1);
                 return false;
             }
             let Some(cap) = events_cap.as_mut() else {
-                // Finished reading: stay alive until the sinks have flushed, then commit.
-                if commits.flushed.done() {
+                // Finished reading: stay alive until everything has settled, then commit.
+                if commits.settled.done() {
                     commits.commit(&mut reader, true);
                     return false;
                 }
@@ -227,36 +241,41 @@ where
             }
             let status = reader.read(&mut batch);
             let time = *cap.time();
-            if !batch.events.is_empty() {
-                // `give_container` leaves `stamped` empty: size it once rather than let it double.
-                stamped.reserve(batch.events.len());
-                stamped.extend(batch.events.drain(..).map(|(partition, t, data)| Event {
-                    time: t,
-                    frontier: watermarks.stamp(partition, t, now),
-                    data,
-                }));
-                events
-                    .activate()
-                    .session(&*cap)
-                    .give_container(&mut stamped);
+            outbox.reserve(batch.events.len());
+            for read in batch.events.drain(..) {
+                let (t, data) = read.item;
+                let frontier = watermarks.stamp(read.partition, t, now);
+                let at = frontier - frontier % options.tick;
+                let clock = watermarks.clock(read.partition);
+                commits.record(read.partition, at, read.next, clock);
+                outbox.push(
+                    at,
+                    Event {
+                        time: t,
+                        frontier,
+                        data,
+                    },
+                );
             }
+            let mut output = events.activate();
+            for (at, mut group) in outbox.drain() {
+                // At or after the capability's time: the stamp is never behind the worker's.
+                output.session(&cap.delayed(&at)).give_container(&mut group);
+            }
+            drop(output);
             if !batch.dead.is_empty() {
                 let dead_cap = dead_cap.as_ref().expect("held with the events capability");
+                for read in batch.dead.drain(..) {
+                    let clock = watermarks.clock(read.partition);
+                    commits.record(read.partition, time, read.next, clock);
+                    dead_letters.push(read.item);
+                }
                 dead.activate()
                     .session(dead_cap)
-                    .give_container(&mut batch.dead);
+                    .give_container(&mut dead_letters);
             }
             for partition in batch.finished.drain(..) {
                 watermarks.finish(partition);
-            }
-            match commits.uncommitted.back_mut() {
-                Some((t, position, clocks)) if *t == time => {
-                    *position = reader.position();
-                    *clocks = watermarks.clocks();
-                }
-                _ => commits
-                    .uncommitted
-                    .push_back((time, reader.position(), watermarks.clocks())),
             }
             if status == ReadStatus::Done || watermarks.all_finished() {
                 (events_cap, dead_cap) = (None, None);
@@ -285,42 +304,135 @@ where
     }
 }
 
+/// Events of one read, grouped by the timely time each is sent at.
+struct Outbox<T> {
+    groups: Vec<(u64, Vec<T>)>,
+    /// Room for the first group: usually every event of a read goes at one time.
+    capacity: usize,
+}
+
+impl<T> Default for Outbox<T> {
+    fn default() -> Self {
+        Outbox {
+            groups: Vec::new(),
+            capacity: 0,
+        }
+    }
+}
+
+impl<T> Outbox<T> {
+    fn reserve(&mut self, n: usize) {
+        self.capacity = n;
+    }
+
+    fn push(&mut self, time: u64, item: T) {
+        // Events of one partition go at non-decreasing times: the latest group is nearly always
+        // the one.
+        match self.groups.iter_mut().rev().find(|(t, _)| *t == time) {
+            Some((_, items)) => items.push(item),
+            None => {
+                let mut items = Vec::with_capacity(std::mem::take(&mut self.capacity));
+                items.push(item);
+                self.groups.push((time, items));
+            }
+        }
+    }
+
+    /// The groups as `(time, events)`, leaving the outbox empty.
+    fn drain(&mut self) -> std::vec::Drain<'_, (u64, Vec<T>)> {
+        self.groups.drain(..)
+    }
+}
+
+/// Where a partition had been read to by data sent at some time.
+struct Mark {
+    /// The latest time anything before `next` was sent at.
+    sent_at: u64,
+    /// The partition's position after it.
+    next: i64,
+    /// The partition's clock there (highest event time seen + 1).
+    clock: u64,
+}
+
 /// What a source has read but not committed yet, and what tells it when it may.
-struct Commits<P> {
-    /// Positions (and clocks) reached by the data sent at each time, awaiting the sinks.
-    uncommitted: VecDeque<(u64, P, Vec<u64>)>,
-    /// A probe on every sink: data sent before its frontier is flushed.
-    flushed: ProbeHandle<u64>,
+struct Commits {
+    /// Per partition, the positions reached by data sent at increasing times, awaiting
+    /// `settled`.
+    marks: Vec<VecDeque<Mark>>,
+    /// Per partition, the position (and clock) a commit records: −1 before anything settled.
+    positions: Vec<i64>,
+    clocks: Vec<u64>,
+    /// A probe on every sink and on the window and pattern operators' settled streams: data
+    /// sent before its frontier has been flushed, and the `fired` probe counts what it became.
+    settled: ProbeHandle<u64>,
     /// A probe on the window and pattern operators' fired streams.
     fired: ProbeHandle<u64>,
     /// From the restored checkpoint: an earlier run had emitted everything firing before this.
     emitted_before: u64,
 }
 
-impl<P> Commits<P> {
-    /// Commits the latest position whose data the sinks have flushed (sent at a time the
-    /// `flushed` probe has passed), with the time before which everything has fired: the `fired`
-    /// probe's frontier, but never less than the restored checkpoint's (what fires before it
-    /// was emitted by an earlier run, and this run skips it, so `fired` may lag behind it);
-    /// `last` for a source that stops reading.
-    fn commit<D, R: Reader<D, Position = P>>(&mut self, reader: &mut R, last: bool) {
-        let mut safe = None;
-        while self
-            .uncommitted
-            .front()
-            .is_some_and(|(t, _, _)| !self.flushed.less_equal(t))
-        {
-            safe = self.uncommitted.pop_front();
+impl Commits {
+    fn new(
+        partitions: usize,
+        settled: ProbeHandle<u64>,
+        fired: ProbeHandle<u64>,
+        emitted_before: u64,
+    ) -> Self {
+        Commits {
+            marks: (0..partitions).map(|_| VecDeque::new()).collect(),
+            positions: vec![-1; partitions],
+            clocks: vec![0; partitions],
+            settled,
+            fired,
+            emitted_before,
         }
-        if let Some((_, position, clocks)) = safe {
+    }
+
+    /// Notes that `partition` has been read up to `next` by data sent at `sent_at` or earlier.
+    #[inline]
+    fn record(&mut self, partition: usize, sent_at: u64, next: i64, clock: u64) {
+        let marks = &mut self.marks[partition];
+        match marks.back_mut() {
+            Some(mark) if mark.sent_at >= sent_at => {
+                mark.next = next;
+                mark.clock = clock;
+            }
+            _ => marks.push_back(Mark {
+                sent_at,
+                next,
+                clock,
+            }),
+        }
+    }
+
+    /// Commits, per partition, the latest position whose data has settled (sent at a time the
+    /// `settled` probe has passed), with the time before which everything has fired: the
+    /// `fired` probe's frontier, but never less than the restored checkpoint's (what fires
+    /// before it was emitted by an earlier run, and this run skips it, so `fired` may lag behind
+    /// it); `last` for a source that stops reading.
+    ///
+    /// The fired frontier read here covers every window whose results have settled: an operator
+    /// releases a result's settled time in the same step as it moves its fired frontier past it.
+    fn commit<D, R: Reader<D>>(&mut self, reader: &mut R, last: bool) {
+        let mut moved = false;
+        for (p, marks) in self.marks.iter_mut().enumerate() {
+            while let Some(mark) = marks.front()
+                && !self.settled.less_equal(&mark.sent_at)
+            {
+                (self.positions[p], self.clocks[p]) = (mark.next, mark.clock);
+                marks.pop_front();
+                moved = true;
+            }
+        }
+        if moved {
             let fired = self
                 .fired
                 .with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
             let checkpoint = Checkpoint {
-                clocks,
+                clocks: self.clocks.clone(),
                 emitted_before: fired.max(self.emitted_before),
             };
-            reader.commit(&position, &checkpoint, last);
+            reader.commit(&self.positions, &checkpoint, last);
         }
     }
 }
