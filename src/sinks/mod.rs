@@ -8,6 +8,7 @@ pub mod format;
 pub mod kafka;
 pub mod notify;
 pub mod topic;
+pub mod view;
 
 /// How a sink turns an item into bytes.
 pub trait Encode<D>: 'static {
