@@ -12,6 +12,7 @@ use eddy::demo::{DemoOptions, demo};
 use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
+use eddy::sinks::view::Views;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
@@ -198,6 +199,7 @@ fn main() -> ExitCode {
                 until_end,
                 stop: stop_on_ctrl_c(),
                 stats: Arc::clone(&stats),
+                views: Views::of(&job),
             };
             let result = run_job(
                 job,

@@ -21,6 +21,7 @@ use eddy::sinks::notify::client::{EMAIL_PATH, SMS_PATH};
 use eddy::sinks::notify::config::{ApiKey, NotifyConfig, RetryPolicy};
 use eddy::sinks::notify::outcome::{Delivery, Outcome};
 use eddy::sinks::notify::request::{Channel, NotificationRequest};
+use eddy::sinks::view::Views;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 use rdkafka::config::ClientConfig;
@@ -403,6 +404,7 @@ fn start_job(
         until_end: false,
         stop: Arc::clone(stop),
         stats: Arc::clone(stats),
+        views: Views::of(&job),
     };
     thread::spawn(move || {
         run_job(

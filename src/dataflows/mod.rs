@@ -5,6 +5,7 @@ pub mod fraud;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
+pub mod views;
 
 use std::cell::Cell;
 use std::cmp::Ordering;
@@ -23,6 +24,7 @@ use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
 use crate::sinks::topic::TopicTemplate;
+use crate::sinks::view::Views;
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
@@ -41,6 +43,8 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Counters for progress displays.
     pub stats: Arc<Stats>,
+    /// The stores of the job's views (see [`Views::of`]), shared with whoever serves them.
+    pub views: Views,
 }
 
 /// Progress of a built job.
@@ -160,6 +164,16 @@ pub fn build_job(
     }
     for (index, (source, _)) in events.iter().enumerate() {
         flushed.extend(routes::build_routes(source.clone(), index, job)?);
+    }
+    let streams: Vec<_> = events.iter().map(|(stream, _)| stream.clone()).collect();
+    for spec in &job.views {
+        let store = options.views.get(&spec.name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "view `{}` has no store: run the job with `Views::of(&job)`",
+                spec.name
+            )
+        })?;
+        flushed.push(views::build_view(scope, &streams, spec, Arc::clone(store)));
     }
     scope
         .concatenate(flushed)

@@ -20,6 +20,7 @@ use crate::dataflows::RunOptions;
 use crate::job::Job;
 use crate::produce::{ProduceOptions, produce};
 use crate::run::{ClusterArgs, run_job};
+use crate::sinks::view::Views;
 use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
@@ -148,6 +149,7 @@ pub fn demo(
         until_end: false,
         stop: Arc::clone(&stop),
         stats: Arc::clone(&stats),
+        views: Views::of(&job),
     };
     let mut last = (0, 0);
     let shown = Arc::clone(&produced);

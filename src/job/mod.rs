@@ -6,6 +6,7 @@ mod fraud;
 mod notify;
 mod raw;
 mod routes;
+mod views;
 
 use std::fmt;
 use std::ops::Range;
@@ -32,6 +33,7 @@ use crate::sources::generator::{self, GeneratorConfig};
 use crate::sources::incidents::FraudMix;
 
 pub use routes::{RouteSpec, Selection};
+pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 
 /// A validated job.
 #[derive(Clone, Debug)]
@@ -56,6 +58,11 @@ pub struct Job {
     pub orchestrators: Vec<OrchestratorSpec>,
     /// The routes.
     pub routes: Vec<RouteSpec>,
+    /// The views, served over HTTP.
+    pub views: Vec<ViewSpec>,
+    /// Where the views, metrics and health are served, if anywhere: jobs with `[server]` or
+    /// views.
+    pub server: Option<ServerSpec>,
     /// The sinks.
     pub sinks: Vec<SinkSpec>,
     /// The notify sinks, with what feeds them.
@@ -725,11 +732,14 @@ impl Checker<'_> {
         }
         let notifications = self.notifications(&file, &sinks, &sources);
         let routes = self.routes(&file.routes, &sources, &sink_index);
+        let views = self.views(&file.views, &sources);
+        let server = self.server(&file.server, &views);
         if file.metrics.is_empty()
             && file.fraud.is_empty()
             && file.commands.is_empty()
             && file.orchestrators.is_empty()
             && file.routes.is_empty()
+            && file.views.is_empty()
             && !file
                 .sinks
                 .iter()
@@ -739,7 +749,7 @@ impl Checker<'_> {
                 file.job.span(),
                 "metrics",
                 "the job computes nothing: add a [[metrics]], [[fraud]], [[commands]], \
-                 [[orchestrators]] or [[routes]] section, or a notify sink",
+                 [[orchestrators]], [[routes]] or [[views]] section, or a notify sink",
             );
         }
         let outputs = Outputs {
@@ -768,6 +778,8 @@ impl Checker<'_> {
             commands,
             orchestrators,
             routes,
+            views,
+            server,
             sinks,
             notifications,
         }

@@ -25,6 +25,9 @@ pub struct JobFile {
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSection>>,
     #[serde(default)]
+    pub views: Vec<Spanned<ViewSection>>,
+    pub server: Option<Spanned<ServerSection>>,
+    #[serde(default)]
     pub sinks: Vec<Spanned<SinkSection>>,
 }
 
@@ -282,4 +285,34 @@ pub struct ChannelSection {
     pub rate: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,
     pub batch: Option<Spanned<i64>>,
+}
+
+/// One `[[views]]`: columns of a view kept from one source; sections with the same `name` make
+/// one view from several sources.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewSection {
+    pub name: Text,
+    pub source: Text,
+    pub key: Text,
+    pub when: Option<Text>,
+    pub tick: Option<Text>,
+    pub columns: Spanned<IndexMap<String, Spanned<ColumnSection>>>,
+}
+
+/// A view column: `"count"`, `"sum(f)"`, `"last(f)"`, or a table with that `value` and a `when`
+/// (untagged, so without spans of their own: errors point at the column).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnSection {
+    Value(String),
+    Table { value: String, when: Option<String> },
+}
+
+/// `[server]`: the HTTP server of the views, metrics and health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Text>,
+    pub token_env: Option<Text>,
 }

@@ -7,8 +7,14 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
+use differential_dataflow::VecCollection;
 use indexmap::IndexMap;
 use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
 use tokio::sync::broadcast;
 
 /// One row of a view: its columns by name, in the order the job declares them.
@@ -172,6 +178,11 @@ impl ViewStore {
 pub struct Views(Arc<IndexMap<String, Arc<ViewStore>>>);
 
 impl Views {
+    /// Empty stores for the views of `job`.
+    pub fn of(job: &crate::job::Job) -> Self {
+        Views::new(job.views.iter().map(|v| v.name.as_str()))
+    }
+
     /// Empty stores for the views `names`.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         Views(Arc::new(
@@ -191,6 +202,97 @@ impl Views {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<ViewStore>> {
         self.0.values()
     }
+}
+
+/// One update of a view cell: `(key, (column, value as JSON text))`.
+pub type Cell = (String, (usize, String));
+
+/// Writes a collection of view cells into a [`ViewStore`].
+pub trait WriteView<'scope> {
+    /// Applies the cells' changes to `store` a time at a time, once the frontier has passed
+    /// that time, on worker 0 (so one change batch holds every key a time changed); `columns`
+    /// names the columns. The returned stream's frontier passes a time once it is applied.
+    fn write_view(
+        self,
+        store: Arc<ViewStore>,
+        columns: Arc<[String]>,
+    ) -> StreamVec<'scope, u64, ()>;
+}
+
+impl<'scope> WriteView<'scope> for VecCollection<'scope, u64, Cell, isize> {
+    fn write_view(
+        self,
+        store: Arc<ViewStore>,
+        columns: Arc<[String]>,
+    ) -> StreamVec<'scope, u64, ()> {
+        self.inner
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(|_: &(Cell, u64, isize)| 0),
+                "ViewSink",
+                move |_cap, _info| {
+                    // Updates by the time they happen at, with a capability there.
+                    let mut pending = BTreeMap::<u64, (Capability<u64>, Vec<(Cell, isize)>)>::new();
+                    move |(input, frontier), _output| {
+                        input.for_each(|cap, data| {
+                            for (cell, time, diff) in data.drain(..) {
+                                pending
+                                    .entry(time)
+                                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                    .1
+                                    .push((cell, diff));
+                            }
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (time, (_cap, updates)) = entry.remove_entry();
+                            store.apply(changes(&store, &columns, time, updates));
+                        }
+                    }
+                },
+            )
+    }
+}
+
+/// The rows that `updates` (all at `time`) change, read against the store's current rows.
+fn changes(
+    store: &ViewStore,
+    columns: &[String],
+    time: u64,
+    mut updates: Vec<(Cell, isize)>,
+) -> ChangeBatch {
+    differential_dataflow::consolidation::consolidate(&mut updates);
+    // Retractions first: a cell's new value replaces its old one whatever their order.
+    updates.sort_by(|((k1, _), d1), ((k2, _), d2)| k1.cmp(k2).then(d1.cmp(d2)));
+    let mut batch = ChangeBatch {
+        time,
+        changes: Vec::new(),
+    };
+    let mut at = 0;
+    while at < updates.len() {
+        let key = updates[at].0.0.clone();
+        let mut row = store.get(&key).0.unwrap_or_default();
+        while at < updates.len() && updates[at].0.0 == key {
+            let ((_, (column, value)), diff) = &updates[at];
+            let name = &columns[*column];
+            let value = serde_json::from_str(value).expect("cells hold JSON text");
+            if *diff < 0 {
+                if row.get(name) == Some(&value) {
+                    row.remove(name);
+                }
+            } else {
+                row.insert(name.clone(), value);
+            }
+            at += 1;
+        }
+        batch.changes.push(if row.is_empty() {
+            Change::Delete { key }
+        } else {
+            Change::Upsert { key, row }
+        });
+    }
+    batch
 }
 
 #[cfg(test)]

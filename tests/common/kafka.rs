@@ -17,6 +17,7 @@ use eddy::dataflows::RunOptions;
 use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
+use eddy::sinks::view::Views;
 use eddy::sources::generator::{self, Generator, GeneratorConfig};
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
@@ -829,6 +830,28 @@ pub fn run_parsed(
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) {
+    let views = Views::of(&job);
+    run_with_views(job, workers, start, until_end, stop, stats, views);
+}
+
+/// Runs `job` from the beginning of its input to its end, keeping its views in `views`.
+pub fn run_views_to_end(job: Job, workers: usize, views: Views) -> Arc<Stats> {
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (start, stats_of_run) = (StartFrom::Earliest, Arc::clone(&stats));
+    run_with_views(job, workers, start, true, stop, stats_of_run, views);
+    stats
+}
+
+fn run_with_views(
+    job: Job,
+    workers: usize,
+    start: StartFrom,
+    until_end: bool,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    views: Views,
+) {
     let cluster = ClusterArgs::local(workers);
     // A job that never ends is stopped (and the test fails) rather than hanging the test run.
     let finished = Arc::new(AtomicBool::new(false));
@@ -857,6 +880,7 @@ pub fn run_parsed(
         until_end,
         stop,
         stats,
+        views,
     };
     let outcome = run_job(job, &cluster, options, Duration::from_secs(1), |_, _| {});
     finished.store(true, Ordering::Relaxed);

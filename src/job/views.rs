@@ -1,0 +1,278 @@
+//! Validation of `[[views]]` sections (sections with one name make one view, each section adding
+//! the columns one source keeps) and of `[server]`, which serves them.
+
+use std::net::SocketAddr;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+
+use super::{Checker, SourceSpec, raw};
+use crate::operators::predicate::Predicate;
+use crate::record::FieldType;
+
+/// A view: rows by key, each column kept current from the events of one source.
+#[derive(Clone, Debug)]
+pub struct ViewSpec {
+    /// Its name, the `{view}` of its HTTP routes.
+    pub name: String,
+    /// Changes become visible a tick of event time at a time (coarser ticks: cheaper updates).
+    pub tick: u64,
+    /// Column names in declaration order over all sections.
+    pub columns: Vec<String>,
+    /// One per section: which source feeds which columns.
+    pub inputs: Vec<ViewInput>,
+}
+
+/// What one source adds to a view.
+#[derive(Clone, Debug)]
+pub struct ViewInput {
+    /// The source index.
+    pub source: usize,
+    /// The field whose value (as text) is the row key.
+    pub key: usize,
+    /// Only events this holds for count.
+    pub when: Option<Predicate>,
+    /// The columns this source keeps.
+    pub columns: Vec<ViewColumn>,
+}
+
+/// One column kept from one source.
+#[derive(Clone, Debug)]
+pub struct ViewColumn {
+    /// Its index in [`ViewSpec::columns`].
+    pub index: usize,
+    /// How events change it.
+    pub value: ColumnValue,
+    /// Only events this holds for change it.
+    pub when: Option<Predicate>,
+}
+
+/// How events change a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnValue {
+    /// The number of events.
+    Count,
+    /// The sum of an integer field.
+    Sum(usize),
+    /// The field's value in the latest event (by event time) where it is not null.
+    Last(usize),
+}
+
+/// Where the HTTP server listens and what guards it.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// The address; 127.0.0.1:8080 unless `[server] listen` says otherwise.
+    pub listen: SocketAddr,
+    /// A bearer token every request must carry, read from the variable `token_env` names.
+    pub token: Option<String>,
+}
+
+/// The default `[server] listen`: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl<'a> Checker<'a> {
+    pub(super) fn views(
+        &mut self,
+        sections: &[Spanned<raw::ViewSection>],
+        sources: &[SourceSpec],
+    ) -> Vec<ViewSpec> {
+        let mut views = IndexMap::<String, ViewSpec>::new();
+        for (i, v) in sections.iter().enumerate() {
+            let v = v.get_ref();
+            let field = format!("views[{i}]");
+            let errors_before = self.errors.len();
+            let Some(source) = self.source_index(sources, &v.source, format!("{field}.source"))
+            else {
+                continue;
+            };
+            let schema = &sources[source].schema;
+            let field_of = |this: &mut Self, name: &raw::Text, at: String| {
+                let found = schema.index_of(name.get_ref());
+                if found.is_none() {
+                    this.error(
+                        name.span(),
+                        at,
+                        format!("`{}` is not a field of the source schema", name.get_ref()),
+                    );
+                }
+                found
+            };
+            let key = field_of(self, &v.key, format!("{field}.key"));
+            let predicate =
+                |this: &mut Self, text: Option<&str>, span: std::ops::Range<usize>, at: String| {
+                    match Predicate::compile(text?, schema) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            this.error(span, at, e.to_string());
+                            None
+                        }
+                    }
+                };
+            let when = v.when.as_ref().and_then(|w| {
+                predicate(self, Some(w.get_ref()), w.span(), format!("{field}.when"))
+            });
+            let tick = self.millis(&v.tick, format!("{field}.tick")).unwrap_or(100);
+            let view = views
+                .entry(v.name.get_ref().clone())
+                .or_insert_with(|| ViewSpec {
+                    name: v.name.get_ref().clone(),
+                    tick,
+                    columns: Vec::new(),
+                    inputs: Vec::new(),
+                });
+            if let Some(text) = v.tick.as_ref().filter(|_| view.tick != tick) {
+                self.error(
+                    text.span(),
+                    format!("{field}.tick"),
+                    format!(
+                        "view `{}` already has tick {} ms: its sections must agree",
+                        view.name, view.tick
+                    ),
+                );
+            }
+            let mut columns = Vec::new();
+            if v.columns.get_ref().is_empty() {
+                self.error(
+                    v.columns.span(),
+                    format!("{field}.columns"),
+                    "declare at least one column",
+                );
+            }
+            for (name, spec) in v.columns.get_ref() {
+                let at = format!("{field}.columns.{name}");
+                if view.columns.contains(name) {
+                    self.error(
+                        spec.span(),
+                        at.clone(),
+                        format!("view `{}` already has a column `{name}`", view.name),
+                    );
+                    continue;
+                }
+                let (text, column_when) = match spec.get_ref() {
+                    raw::ColumnSection::Value(text) => (text.as_str(), None),
+                    raw::ColumnSection::Table { value, when } => (
+                        value.as_str(),
+                        predicate(self, when.as_deref(), spec.span(), format!("{at}.when")),
+                    ),
+                };
+                let value = match parse_column(text) {
+                    Ok((kind, arg)) => {
+                        let index = arg.map(|arg| schema.index_of(arg).ok_or(arg));
+                        match (kind, index) {
+                            ("count", None) => Some(ColumnValue::Count),
+                            ("sum", Some(Ok(i))) if schema.fields()[i].ty == FieldType::Int => {
+                                Some(ColumnValue::Sum(i))
+                            }
+                            ("sum", Some(Ok(i))) => {
+                                let name = &schema.fields()[i].name;
+                                self.error(
+                                    spec.span(),
+                                    at.clone(),
+                                    format!(
+                                        "`{name}` is not an integer field: a view sums integers"
+                                    ),
+                                );
+                                None
+                            }
+                            ("last", Some(Ok(i))) => Some(ColumnValue::Last(i)),
+                            (_, Some(Err(arg))) => {
+                                self.error(
+                                    spec.span(),
+                                    at.clone(),
+                                    format!("`{arg}` is not a field of the source schema"),
+                                );
+                                None
+                            }
+                            _ => {
+                                self.error(
+                                    spec.span(),
+                                    at.clone(),
+                                    format!("`{text}`: expected count, sum(field) or last(field)"),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    Err(message) => {
+                        self.error(spec.span(), at.clone(), message);
+                        None
+                    }
+                };
+                view.columns.push(name.clone());
+                if let Some(value) = value {
+                    columns.push(ViewColumn {
+                        index: view.columns.len() - 1,
+                        value,
+                        when: column_when,
+                    });
+                }
+            }
+            if let (Some(key), true) = (key, self.errors.len() == errors_before) {
+                view.inputs.push(ViewInput {
+                    source,
+                    key,
+                    when,
+                    columns,
+                });
+            }
+        }
+        views.into_values().collect()
+    }
+
+    /// The server of a job with `[server]` or views (on [`DEFAULT_LISTEN`] unless it says).
+    pub(super) fn server(
+        &mut self,
+        section: &Option<Spanned<raw::ServerSection>>,
+        views: &[ViewSpec],
+    ) -> Option<ServerSpec> {
+        let Some(section) = section.as_ref().map(Spanned::get_ref) else {
+            return (!views.is_empty()).then(|| ServerSpec {
+                listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+                token: None,
+            });
+        };
+        let listen = match &section.listen {
+            None => DEFAULT_LISTEN.parse().expect("a valid address"),
+            Some(text) => {
+                let expanded = self.expand(text, "server.listen".into());
+                expanded.parse().unwrap_or_else(|e| {
+                    self.error(
+                        text.span(),
+                        "server.listen",
+                        format!("`{expanded}` is not an address such as {DEFAULT_LISTEN}: {e}"),
+                    );
+                    DEFAULT_LISTEN.parse().expect("a valid address")
+                })
+            }
+        };
+        let token = section.token_env.as_ref().and_then(|name| {
+            let token = (self.vars)(name.get_ref());
+            if token.is_none() {
+                self.error(
+                    name.span(),
+                    "server.token_env",
+                    format!(
+                        "the environment variable `{}` is not set (it holds the bearer token)",
+                        name.get_ref()
+                    ),
+                );
+            }
+            token
+        });
+        Some(ServerSpec { listen, token })
+    }
+}
+
+/// Splits `count`, `sum(field)` or `last(field)` into the function and its argument.
+fn parse_column(text: &str) -> Result<(&str, Option<&str>), String> {
+    let text = text.trim();
+    match text.split_once('(') {
+        None => Ok((text, None)),
+        Some((function, rest)) => match rest.strip_suffix(')') {
+            Some(arg) if !arg.trim().is_empty() => Ok((function.trim(), Some(arg.trim()))),
+            _ => Err(format!(
+                "`{text}`: expected count, sum(field) or last(field)"
+            )),
+        },
+    }
+}
