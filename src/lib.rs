@@ -12,6 +12,7 @@ pub mod operators;
 pub mod produce;
 pub mod record;
 pub mod run;
+pub mod server;
 pub mod sinks;
 pub mod sources;
 pub mod stats;

@@ -12,6 +12,7 @@ use eddy::demo::{DemoOptions, demo};
 use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
+use eddy::server::Server;
 use eddy::sinks::view::Views;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
@@ -194,12 +195,26 @@ fn main() -> ExitCode {
                 }
             };
             let stats = Arc::new(Stats::default());
+            let views = Views::of(&job);
+            let server = match Server::for_job(&job, &views, &stats) {
+                Ok(server) => server,
+                Err(e) => {
+                    eprintln!("eddy: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(server) = &server {
+                eprintln!(
+                    "eddy: serving views, /metrics and /health at http://{}",
+                    server.addr()
+                );
+            }
             let options = RunOptions {
                 start: from,
                 until_end,
                 stop: stop_on_ctrl_c(),
                 stats: Arc::clone(&stats),
-                views: Views::of(&job),
+                views,
             };
             let result = run_job(
                 job,

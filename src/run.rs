@@ -97,6 +97,10 @@ pub fn run_job(
     mut report: impl FnMut(&Stats, Duration) + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = cluster.config()?;
+    options.stats.workers.store(
+        cluster.workers * cluster.processes,
+        std::sync::atomic::Ordering::Release,
+    );
     let job = Arc::new(job);
     let done = Arc::new(AtomicBool::new(false));
     let reporter = {
@@ -112,6 +116,10 @@ pub fn run_job(
     let result = timely::execute(config, move |worker| -> anyhow::Result<()> {
         let dataflow = worker.next_dataflow_index();
         let probes = worker.dataflow::<u64, _, _>(|scope| build_job(scope, &job, &options))?;
+        options
+            .stats
+            .workers_ready
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut latency = LatencyTracker::default();
         while !probes.flushed.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));

@@ -1,6 +1,6 @@
 //! Live counters of a running job, shared by its workers and read by progress displays.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,10 @@ pub struct Stats {
     pub notifications_deduplicated: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
+    /// How many workers have built their dataflow (their sources opened and assigned).
+    pub workers_ready: AtomicUsize,
+    /// How many workers the job runs on.
+    pub workers: AtomicUsize,
     /// End-to-end latency in microseconds: from the moment the sources have emitted everything
     /// up to an event time until every sink has flushed what derives from it.
     pub latency: Mutex<Histogram<u64>>,
@@ -57,6 +61,8 @@ impl Default for Stats {
             notification_retries: Default::default(),
             notifications_deduplicated: Default::default(),
             consumer_lag: Default::default(),
+            workers_ready: Default::default(),
+            workers: Default::default(),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
             ),
@@ -68,6 +74,12 @@ impl Stats {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Whether every worker has built its dataflow: the job is running.
+    pub fn ready(&self) -> bool {
+        let workers = self.workers.load(Ordering::Acquire);
+        workers > 0 && self.workers_ready.load(Ordering::Acquire) >= workers
     }
 
     /// Reads a counter.

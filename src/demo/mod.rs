@@ -20,6 +20,7 @@ use crate::dataflows::RunOptions;
 use crate::job::Job;
 use crate::produce::{ProduceOptions, produce};
 use crate::run::{ClusterArgs, run_job};
+use crate::server::Server;
 use crate::sinks::view::Views;
 use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
@@ -144,12 +145,22 @@ pub fn demo(
     }
 
     let stats = Arc::new(Stats::default());
+    let views = Views::of(&job);
+    let server = Server::for_job(&job, &views, &stats)?;
+    if let Some(server) = &server {
+        let url = format!("http://{}", server.addr());
+        eprintln!(
+            "  views: {url}/views/users?limit=5, {url}/views/accounts, {url}/metrics, \
+             {url}/health; e.g.\n    curl -s '{url}/views/users?limit=3'\n    curl -sN \
+             {url}/views/users/changes"
+        );
+    }
     let run = RunOptions {
         start: StartFrom::Earliest,
         until_end: false,
         stop: Arc::clone(&stop),
         stats: Arc::clone(&stats),
-        views: Views::of(&job),
+        views,
     };
     let mut last = (0, 0);
     let shown = Arc::clone(&produced);

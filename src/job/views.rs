@@ -59,12 +59,23 @@ pub enum ColumnValue {
 }
 
 /// Where the HTTP server listens and what guards it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerSpec {
-    /// The address; 127.0.0.1:8080 unless `[server] listen` says otherwise.
+    /// The address; 127.0.0.1:8080 unless `[server] listen` says otherwise (port 0: any free
+    /// port).
     pub listen: SocketAddr,
     /// A bearer token every request must carry, read from the variable `token_env` names.
     pub token: Option<String>,
+}
+
+/// Shows whether a token is set, never the token itself.
+impl std::fmt::Debug for ServerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSpec")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The default `[server] listen`: loopback only.

@@ -1,0 +1,519 @@
+//! The HTTP server against a real client on 127.0.0.1: row lookups, paging, the change stream,
+//! the bearer token, health and metrics, with views filled directly through `ViewStore::apply`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use eddy::job::ServerSpec;
+use eddy::server::Server;
+use eddy::sinks::view::{Change, ChangeBatch, Row, Views};
+use eddy::stats::Stats;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Only so a broken server fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A server on a free loopback port over the views `names`, with its inputs.
+struct Fixture {
+    server: Server,
+    views: Views,
+    stats: Arc<Stats>,
+    client: reqwest::Client,
+}
+
+impl Fixture {
+    fn start(names: &[&str], token: Option<&str>) -> Fixture {
+        let views = Views::new(names.iter().copied());
+        let stats = Arc::new(Stats::default());
+        let server = Server::start(
+            ServerSpec {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                token: token.map(String::from),
+            },
+            views.clone(),
+            Arc::clone(&stats),
+        )
+        .expect("server starts");
+        let client = reqwest::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .unwrap();
+        Fixture {
+            server,
+            views,
+            stats,
+            client,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.addr())
+    }
+
+    /// GETs `path` (with `token` as bearer token, if any): the status and the body as JSON.
+    async fn get_with(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request answered");
+        let status = response.status();
+        let body = response.text().await.expect("body read");
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path}: {status} body is not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.get_with(path, None).await
+    }
+}
+
+/// Runs a test's client side, failing it if it takes more than [`PATIENCE`].
+async fn patiently<F: Future<Output = ()>>(test: F) {
+    tokio::time::timeout(PATIENCE, test)
+        .await
+        .expect("test finished in time");
+}
+
+fn row(n: i64, name: &str) -> Row {
+    let mut row = Row::new();
+    row.insert("n".into(), n.into());
+    row.insert("name".into(), name.into());
+    row
+}
+
+fn upsert(key: &str, n: i64) -> Change {
+    Change::Upsert {
+        key: key.into(),
+        row: row(n, key),
+    }
+}
+
+/// The error message of a JSON error answer.
+fn error_of(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a JSON error: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looks_rows_up_and_answers_404_for_unknown_views_and_keys() {
+    let fx = Fixture::start(&["balances"], None);
+    let view = fx.views.get("balances").unwrap();
+    view.apply(ChangeBatch {
+        time: 10,
+        changes: vec![upsert("alice", 5), upsert("bob/smith", 7)],
+    });
+    view.apply(ChangeBatch {
+        time: 20,
+        changes: vec![
+            upsert("alice", 6),
+            Change::Delete {
+                key: "carol".into(),
+            },
+        ],
+    });
+    patiently(async {
+        let (status, body) = fx.get("/views/balances/alice").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({"key": "alice", "row": {"n": 6, "name": "alice"}, "frontier": 21})
+        );
+
+        // A key with a slash, percent-encoded.
+        let (status, body) = fx.get("/views/balances/bob%2Fsmith").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["row"], json!({"n": 7, "name": "bob/smith"}));
+
+        let (status, body) = fx.get("/views/nope/alice").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(error_of(&body).contains("nope"), "{body}");
+
+        let (status, body) = fx.get("/views/balances/carol").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(error_of(&body).contains("carol"), "{body}");
+
+        let (status, body) = fx.get("/views/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(error_of(&body).contains("nope"), "{body}");
+
+        let (status, body) = fx.get("/nowhere").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(error_of(&body).contains("/nowhere"), "{body}");
+
+        let response = fx
+            .client
+            .post(fx.url("/views/balances/alice"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(
+            response.headers()[reqwest::header::ALLOW]
+                .to_str()
+                .unwrap()
+                .contains("GET")
+        );
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        error_of(&body);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_walk_every_matching_row_once_in_key_order() {
+    let fx = Fixture::start(&["accounts"], None);
+    let view = fx.views.get("accounts").unwrap();
+    let mut expected = BTreeMap::new();
+    let mut changes = Vec::new();
+    for i in 0..57 {
+        for prefix in ["a", "b", "ab"] {
+            let key = format!("{prefix}-{i:03}");
+            changes.push(upsert(&key, i));
+            if key.starts_with("ab") {
+                expected.insert(key.clone(), json!(row(i, &key)));
+            }
+        }
+    }
+    changes.sort_by(|x, y| key_of(x).cmp(key_of(y)));
+    view.apply(ChangeBatch { time: 1, changes });
+    patiently(async {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = "/views/accounts?prefix=ab&limit=10".to_string();
+            if let Some(after) = &after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let (status, page) = fx.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["frontier"], json!(2));
+            let rows = page["rows"].as_array().unwrap();
+            assert!(rows.len() <= 10);
+            for keyed in rows {
+                let key = keyed["key"].as_str().unwrap().to_string();
+                assert_eq!(Some(&keyed["row"]), expected.get(&key), "{key}");
+                seen.push(key);
+            }
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        let wanted: Vec<String> = expected.keys().cloned().collect();
+        assert_eq!(seen, wanted);
+
+        // Without a prefix or limit: the first 100 rows of all.
+        let (status, page) = fx.get("/views/accounts").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["rows"].as_array().unwrap().len(), 100);
+        assert_eq!(page["rows"][0]["key"], json!("a-000"));
+
+        for bad in ["0", "1001", "ten", "-1", ""] {
+            let (status, body) = fx.get(&format!("/views/accounts?limit={bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "limit={bad}: {body}");
+            assert!(error_of(&body).contains("limit"), "{body}");
+        }
+    })
+    .await;
+}
+
+fn key_of(change: &Change) -> &str {
+    match change {
+        Change::Upsert { key, .. } | Change::Delete { key } => key,
+    }
+}
+
+/// Reads server-sent events from `response` until `wanted` of them have come: (event, data).
+async fn read_events(response: &mut reqwest::Response, wanted: usize) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    while events.len() < wanted {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("stream readable")
+            .expect("stream still open");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let mut event = None;
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = Some(name.trim().to_string());
+                } else if let Some(line) = line.strip_prefix("data:") {
+                    data.push_str(line.strip_prefix(' ').unwrap_or(line));
+                }
+                // Anything else (`:` keep-alive comments) carries no event.
+            }
+            if let Some(event) = event {
+                events.push((event, serde_json::from_str(&data).expect("JSON data")));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_every_batch_applied_after_subscribing_in_order() {
+    let fx = Fixture::start(&["positions"], None);
+    let view = Arc::clone(fx.views.get("positions").unwrap());
+    view.apply(ChangeBatch {
+        time: 1,
+        changes: vec![upsert("before", 0)],
+    });
+    let batches: Vec<ChangeBatch> = (0..20)
+        .map(|i| ChangeBatch {
+            time: 10 + i,
+            changes: vec![
+                upsert(&format!("k{i}"), i as i64),
+                Change::Delete {
+                    key: format!("k{}", i.saturating_sub(1)),
+                },
+            ],
+        })
+        .collect();
+    patiently(async {
+        let mut response = fx
+            .client
+            .get(fx.url("/views/positions/changes"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        // The answer's head came: the server has subscribed.
+        let to_apply = batches.clone();
+        let applier = thread::spawn(move || {
+            for batch in to_apply {
+                view.apply(batch);
+            }
+        });
+        let events = read_events(&mut response, batches.len()).await;
+        applier.join().unwrap();
+        let expected: Vec<(String, Value)> = batches
+            .iter()
+            .map(|b| ("changes".to_string(), serde_json::to_value(b).unwrap()))
+            .collect();
+        assert_eq!(events, expected);
+
+        let (status, body) = fx.get("/views/positions/changes/more").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, body) = fx.get("/views/nope/changes").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(error_of(&body).contains("nope"), "{body}");
+    })
+    .await;
+    // Dropping the fixture stops the server with the stream still open.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_route() {
+    let fx = Fixture::start(&["v"], Some("s3cret-token"));
+    fx.views.get("v").unwrap().apply(ChangeBatch {
+        time: 1,
+        changes: vec![upsert("k", 1)],
+    });
+    fx.stats.workers.store(1, Ordering::Release);
+    fx.stats.workers_ready.store(1, Ordering::Release);
+    patiently(async {
+        let routes = [
+            "/views/v/k",
+            "/views/v",
+            "/views/v/changes",
+            "/metrics",
+            "/health",
+            "/nowhere",
+        ];
+        for path in routes {
+            for token in [
+                None,
+                Some("wrong"),
+                Some("s3cret-toke"),
+                Some("s3cret-token2"),
+            ] {
+                let mut request = fx.client.get(fx.url(path));
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{path} {token:?}"
+                );
+                assert_eq!(
+                    response.headers()[reqwest::header::WWW_AUTHENTICATE],
+                    "Bearer"
+                );
+                let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+                error_of(&body);
+            }
+        }
+        // Another scheme with the right token is still refused.
+        let response = fx
+            .client
+            .get(fx.url("/health"))
+            .header("Authorization", "Basic s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        for path in [
+            "/views/v/k",
+            "/views/v",
+            "/views/v/changes",
+            "/metrics",
+            "/health",
+        ] {
+            let response = fx
+                .client
+                .get(fx.url(path))
+                .bearer_auth("s3cret-token")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        let (status, _) = fx.get_with("/nowhere", Some("s3cret-token")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_ready_and_metrics_expose_the_counters() {
+    let fx = Fixture::start(&["small", "big"], None);
+    patiently(async {
+        let (status, body) = fx.get("/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, json!({"status": "starting"}));
+        fx.stats.workers.store(1, Ordering::Release);
+        fx.stats.workers_ready.store(1, Ordering::Release);
+        let (status, body) = fx.get("/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"status": "ready"}));
+
+        Stats::add(&fx.stats.events_in, 1234);
+        Stats::add(&fx.stats.dead_letters, 3);
+        fx.stats.consumer_lag.store(-2, Ordering::Relaxed);
+        fx.stats.record_latency(Duration::from_millis(3));
+        fx.stats.record_latency(Duration::from_millis(40));
+        fx.stats.record_latency(Duration::from_secs(100));
+        fx.views.get("big").unwrap().apply(ChangeBatch {
+            time: 1,
+            changes: vec![upsert("a", 1), upsert("b", 2), upsert("c", 3)],
+        });
+
+        let response = fx.client.get(fx.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        let samples = parse_exposition(&text);
+        let value = |name: &str| {
+            *samples
+                .get(name)
+                .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+        };
+        assert_eq!(value("eddy_events_in_total"), 1234.0);
+        assert_eq!(value("eddy_dead_letters_total"), 3.0);
+        assert_eq!(value("eddy_notifications_deduplicated_total"), 0.0);
+        assert_eq!(value("eddy_consumer_lag"), -2.0);
+        assert_eq!(value(r#"eddy_view_rows{view="big"}"#), 3.0);
+        assert_eq!(value(r#"eddy_view_rows{view="small"}"#), 0.0);
+        assert_eq!(value("eddy_latency_seconds_count"), 3.0);
+        assert_eq!(value(r#"eddy_latency_seconds_bucket{le="0.005"}"#), 1.0);
+        assert_eq!(value(r#"eddy_latency_seconds_bucket{le="0.05"}"#), 2.0);
+        assert_eq!(value(r#"eddy_latency_seconds_bucket{le="60.0"}"#), 2.0);
+        assert_eq!(value(r#"eddy_latency_seconds_bucket{le="+Inf"}"#), 3.0);
+        let sum = value("eddy_latency_seconds_sum");
+        assert!((sum - 100.043).abs() < 1.5, "sum {sum}");
+        for counter in [
+            "eddy_late_total",
+            "eddy_windows_out_total",
+            "eddy_alerts_total",
+            "eddy_events_out_total",
+            "eddy_notifications_requested_total",
+            "eddy_notifications_sent_total",
+            "eddy_notifications_failed_total",
+            "eddy_notification_retries_total",
+        ] {
+            assert_eq!(value(counter), 0.0, "{counter}");
+        }
+        assert!(text.contains("# TYPE eddy_events_in counter\n"), "{text}");
+        assert!(text.contains("# HELP eddy_events_in "), "{text}");
+    })
+    .await;
+}
+
+/// The samples of a Prometheus / OpenMetrics text exposition, by `name{labels}`, checking that
+/// every line is a comment or a well-formed sample.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            let kind = line.split_whitespace().nth(1);
+            assert!(
+                matches!(kind, Some("HELP" | "TYPE" | "UNIT" | "EOF")),
+                "comment line: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "labels in {line}");
+        }
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value in {line}")),
+        };
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "repeated {series}"
+        );
+    }
+    samples
+}
+
+#[test]
+fn a_taken_address_is_a_clear_error() {
+    let first = Fixture::start(&[], None);
+    let taken = first.server.addr();
+    let error = Server::start(
+        ServerSpec {
+            listen: taken,
+            token: None,
+        },
+        Views::default(),
+        Arc::new(Stats::default()),
+    )
+    .err()
+    .expect("the address is taken");
+    assert!(
+        format!("{error:#}").contains(&taken.to_string()),
+        "{error:#}"
+    );
+}
