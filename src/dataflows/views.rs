@@ -36,11 +36,19 @@ pub fn build_view<'scope>(
 ) -> StreamVec<'scope, u64, ()> {
     let mut cells = Vec::new();
     for input in &spec.inputs {
-        let events = sources[input.source].clone();
-        let (tick, upserts) = (spec.tick, input.clone());
-        let latest = events
+        // Key, filter and time each event once; both kinds of column read the result.
+        let (tick, keyed) = (spec.tick, input.clone());
+        let updates = sources[input.source].clone().flat_map(move |event| {
+            key_of(&keyed, &event.data).map(|key| Update {
+                key,
+                at: update_time(&event, tick),
+                event,
+            })
+        });
+        let upserts = input.clone();
+        let latest = updates
             .clone()
-            .flat_map(move |event| latest_values(&upserts, tick, event));
+            .flat_map(move |update| latest_values(&upserts, update));
         cells.push(
             arrange_from_upsert::<
                 ValBuilder<CellKey, Latest, u64, isize>,
@@ -52,8 +60,8 @@ pub fn build_view<'scope>(
         );
         let counted = input.clone();
         cells.push(
-            events
-                .flat_map(move |event| counts(&counted, tick, event))
+            updates
+                .flat_map(move |update| counts(&counted, update))
                 .as_collection()
                 .count_total()
                 .map(|((key, column), total)| (key, (column, total.to_string()))),
@@ -80,44 +88,46 @@ fn key_of(input: &ViewInput, record: &Record) -> Option<String> {
     Some(record[input.key].to_text().into())
 }
 
+/// An event of a view input with its row key and the time its updates happen at.
+#[derive(Clone)]
+struct Update {
+    key: String,
+    at: u64,
+    event: Event<Record>,
+}
+
 /// The `last(f)` upserts of an on-time event: the value with its event time, so that of two
 /// values in one tick the later one wins.
-fn latest_values(
-    input: &ViewInput,
-    tick: u64,
-    event: Event<Record>,
-) -> Vec<(CellKey, Option<Latest>, u64)> {
-    let late = event.time < event.frontier;
-    let Some(key) = key_of(input, &event.data).filter(|_| !late) else {
+fn latest_values(input: &ViewInput, update: Update) -> Vec<(CellKey, Option<Latest>, u64)> {
+    let Update { key, at, event } = update;
+    if event.time < event.frontier {
         return Vec::new();
-    };
-    let at = update_time(&event, tick);
+    }
     input
         .columns
         .iter()
-        .filter(|c| c.when.as_ref().is_none_or(|w| w.holds(&event.data)))
         .filter_map(|c| match c.value {
             ColumnValue::Last(field) if !matches!(event.data[field], Value::Null) => {
-                let mut json = Vec::new();
-                event.data[field].write_json(&mut json);
-                let json = String::from_utf8(json).expect("JSON is UTF-8");
-                Some(((key.clone(), c.index), Some((event.time, json)), at))
+                Some((c, field))
             }
             _ => None,
+        })
+        .filter(|(c, _)| c.when.as_ref().is_none_or(|w| w.holds(&event.data)))
+        .map(|(c, field)| {
+            let mut json = Vec::new();
+            event.data[field].write_json(&mut json);
+            let json = String::from_utf8(json).expect("JSON is UTF-8");
+            ((key.clone(), c.index), Some((event.time, json)), at)
         })
         .collect()
 }
 
 /// The `count` and `sum(f)` updates of an event.
-fn counts(input: &ViewInput, tick: u64, event: Event<Record>) -> Vec<(CellKey, u64, isize)> {
-    let Some(key) = key_of(input, &event.data) else {
-        return Vec::new();
-    };
-    let at = update_time(&event, tick);
+fn counts(input: &ViewInput, update: Update) -> Vec<(CellKey, u64, isize)> {
+    let Update { key, at, event } = update;
     input
         .columns
         .iter()
-        .filter(|c| c.when.as_ref().is_none_or(|w| w.holds(&event.data)))
         .filter_map(|c| {
             let diff = match c.value {
                 ColumnValue::Count => 1,
@@ -127,7 +137,9 @@ fn counts(input: &ViewInput, tick: u64, event: Event<Record>) -> Vec<(CellKey, u
                 },
                 ColumnValue::Last(_) => return None,
             };
-            Some(((key.clone(), c.index), at, diff))
+            Some((c, diff))
         })
+        .filter(|(c, _)| c.when.as_ref().is_none_or(|w| w.holds(&event.data)))
+        .map(|(c, diff)| ((key.clone(), c.index), at, diff))
         .collect()
 }
