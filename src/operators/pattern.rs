@@ -418,18 +418,10 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         }
                     }
                 }
-                if let Some(cap) = settled_cap.as_mut() {
-                    let unsettled = unflushed.iter().map(|u| u.1);
-                    let emittable = held
-                        .as_ref()
-                        .map(|h| *h.time())
-                        .into_iter()
-                        .chain(frontiers[0].frontier().first().copied());
-                    match unsettled.chain(emittable).min() {
-                        Some(t) => cap.downgrade(&t),
-                        None => settled_cap = None,
-                    }
-                }
+                let unsettled = unflushed.iter().map(|u| u.1);
+                let emittable = held.as_ref().map(|h| *h.time());
+                let input = frontiers[0].frontier().first().copied();
+                super::hold_at_least(&mut settled_cap, unsettled.chain(emittable).chain(input));
             }
         });
         PatternStreams {

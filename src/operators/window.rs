@@ -250,17 +250,9 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                     None => held = None,
                 }
-                if let Some(cap) = settled_cap.as_mut() {
-                    let unsettled = unflushed.values().copied();
-                    match unsettled
-                        .chain(held.as_ref().map(|h| *h.time()))
-                        .chain(upto)
-                        .min()
-                    {
-                        Some(t) => cap.downgrade(&t),
-                        None => settled_cap = None,
-                    }
-                }
+                let unsettled = unflushed.values().copied();
+                let emittable = held.as_ref().map(|h| *h.time());
+                super::hold_at_least(&mut settled_cap, unsettled.chain(emittable).chain(upto));
             }
         });
         WindowStreams {
