@@ -2,7 +2,8 @@
 //! outcomes, shuffled within the out-of-orderness bound) must hold, for every user, exactly the
 //! row a reference computes from the same input, on 1 and 2 workers; its change batches come in
 //! time order and, replayed from nothing, rebuild the final rows (every intermediate state is a
-//! whole one). Bad `[[views]]` sections name the file, line and field.
+//! whole one). Its columns include `recent` lists, with and without a `when`. Bad `[[views]]`
+//! sections name the file, line and field.
 
 mod common;
 
@@ -106,7 +107,14 @@ fn reference(events: &[Line], outcomes: &[Line]) -> BTreeMap<String, Row> {
             add(&j["user_id"], "sms_sent", 1);
         }
     }
-    // Lines are in event-time order: the last non-null value of a field is the latest.
+    // Lines are in event-time order: the last non-null value of a field is the latest, and
+    // a list of recent values gains it in front.
+    let push_recent = |row: &mut Row, column: &str, value: &Value, n: usize| {
+        let list = row.entry(column).or_insert_with(|| json!([]));
+        let list = list.as_array_mut().unwrap();
+        list.insert(0, value.clone());
+        list.truncate(n);
+    };
     for line in events.iter().filter(|l| l.json["kind"] != "Heartbeat") {
         let row = rows.entry(line.json["user_id"].to_string()).or_default();
         for field in ["name", "channel"] {
@@ -115,6 +123,12 @@ fn reference(events: &[Line], outcomes: &[Line]) -> BTreeMap<String, Row> {
             }
         }
         row.insert("last_seen".into(), line.ts.into());
+        if let Some(amount) = line.json.get("amount_cents") {
+            push_recent(row, "recent_amounts", amount, 3);
+        }
+        if line.json["kind"] != "PurchaseInitiated" {
+            push_recent(row, "recent_kinds", &line.json["kind"], 2);
+        }
     }
     rows
 }
@@ -149,7 +163,7 @@ source = "events"
 key = "user_id"
 when = 'kind != "Heartbeat"'
 tick = "200ms"
-columns = {{ name = "last(name)", channel = "last(channel)", last_seen = "last(ts)", events = "count", purchases = {{ value = "count", when = 'kind == "PurchaseInitiated"' }}, spent_cents = {{ value = "sum(amount_cents)", when = 'kind == "PurchaseInitiated"' }} }}
+columns = {{ name = "last(name)", channel = "last(channel)", last_seen = "last(ts)", events = "count", purchases = {{ value = "count", when = 'kind == "PurchaseInitiated"' }}, spent_cents = {{ value = "sum(amount_cents)", when = 'kind == "PurchaseInitiated"' }}, recent_amounts = "recent(amount_cents, 3)", recent_kinds = {{ value = "recent(kind, 2)", when = 'kind != "PurchaseInitiated"' }} }}
 
 [[views]]
 name = "users"
@@ -261,7 +275,27 @@ columns = {{ {columns} }}
         (
             r#"n = "median(ts)""#,
             "views[0].columns.n",
-            "expected count, sum(field) or last(field)",
+            "expected count, sum(field), last(field) or recent(field, n)",
+        ),
+        (
+            r#"n = "recent(nope, 5)""#,
+            "views[0].columns.n",
+            "`nope` is not a field",
+        ),
+        (
+            r#"n = "recent(name, 0)""#,
+            "views[0].columns.n",
+            "n must be an integer from 1 to 1000",
+        ),
+        (
+            r#"n = "recent(name, lots)""#,
+            "views[0].columns.n",
+            "n must be an integer from 1 to 1000",
+        ),
+        (
+            r#"n = "recent(name)""#,
+            "views[0].columns.n",
+            "expected recent(field, n)",
         ),
         (
             r#"n = { value = "count", when = "kind ==" }"#,

@@ -2,7 +2,9 @@
 //! into one store per view.
 //!
 //! `last(f)` columns are upserts keyed by `(key, column)`, arranged by differential's upsert
-//! operator, which turns each new value into a retraction of the old one; `count` and `sum(f)`
+//! operator, which turns each new value into a retraction of the old one; `recent(f, n)` columns
+//! are upserts too, of the list the [`KeepRecent`] operator keeps (n values per cell, where a
+//! differential `reduce` would hold and rescan every value ever seen); `count` and `sum(f)`
 //! columns are updates whose differences add up (`count_total`). Every update happens at the end
 //! of the view tick holding its event time (or its stamp, when later), so a view changes a tick
 //! of event time at a time and only ever shows what all events before a frontier made of it.
@@ -13,17 +15,20 @@ use differential_dataflow::AsCollection;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::job::{ColumnValue, ViewInput, ViewSpec};
+use crate::operators::recent::KeepRecent;
 use crate::record::{Event, Record, Value};
 use crate::sinks::view::{ViewStore, WriteView};
 
 /// A cell of a view: `(key, column)`.
 type CellKey = (String, usize);
 
-/// A `last(f)` value: the event time it is from and its JSON text.
+/// A `last(f)` value or `recent(f, n)` list: the (newest) event time it is from and its JSON
+/// text.
 type Latest = (u64, String);
 
 /// Builds view `spec` over the streams of the job's sources; returns the stream that says what
@@ -35,8 +40,18 @@ pub fn build_view<'scope>(
     store: Arc<ViewStore>,
 ) -> StreamVec<'scope, u64, ()> {
     let mut cells = Vec::new();
+    // How many values each column keeps, for its `recent` lists.
+    let mut limits = vec![0; spec.columns.len()];
     for input in &spec.inputs {
-        // Key, filter and time each event once; both kinds of column read the result.
+        for c in &input.columns {
+            if let ColumnValue::Recent { n, .. } = c.value {
+                limits[c.index] = n;
+            }
+        }
+    }
+    let limits: Arc<[usize]> = limits.into();
+    for input in &spec.inputs {
+        // Key, filter and time each event once; every kind of column reads the result.
         let (tick, keyed) = (spec.tick, input.clone());
         let updates = sources[input.source].clone().flat_map(move |event| {
             key_of(&keyed, &event.data).map(|key| Update {
@@ -46,9 +61,23 @@ pub fn build_view<'scope>(
             })
         });
         let upserts = input.clone();
-        let latest = updates
+        let mut latest = updates
             .clone()
-            .flat_map(move |update| latest_values(&upserts, update));
+            .flat_map(move |update| kept_values(&upserts, &update, Kept::Last))
+            .map(|(cell, value, at)| (cell, Some(value), at));
+        if input
+            .columns
+            .iter()
+            .any(|c| matches!(c.value, ColumnValue::Recent { .. }))
+        {
+            let (listed, limits) = (input.clone(), Arc::clone(&limits));
+            let recent = updates
+                .clone()
+                .flat_map(move |update| kept_values(&listed, &update, Kept::Recent))
+                .keep_recent(move |(_, column): &CellKey| limits[*column])
+                .map(|(cell, list, at)| (cell, Some(json_list(&list)), at));
+            latest = latest.concat(recent);
+        }
         cells.push(
             arrange_from_upsert::<
                 ValBuilder<CellKey, Latest, u64, isize>,
@@ -96,9 +125,19 @@ struct Update {
     event: Event<Record>,
 }
 
-/// The `last(f)` upserts of an on-time event: the value with its event time, so that of two
-/// values in one tick the later one wins.
-fn latest_values(input: &ViewInput, update: Update) -> Vec<(CellKey, Option<Latest>, u64)> {
+/// Which columns [`kept_values`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// `last(f)`: upserts of the value.
+    Last,
+    /// `recent(f, n)`: values for the lists.
+    Recent,
+}
+
+/// The values an on-time event gives the `last(f)` or (`kept`) `recent(f, n)` columns it sets:
+/// each with its event time, so that of two values in one tick the later one wins (or comes
+/// first).
+fn kept_values(input: &ViewInput, update: &Update, kept: Kept) -> Vec<(CellKey, Latest, u64)> {
     let Update { key, at, event } = update;
     if event.time < event.frontier {
         return Vec::new();
@@ -106,8 +145,11 @@ fn latest_values(input: &ViewInput, update: Update) -> Vec<(CellKey, Option<Late
     input
         .columns
         .iter()
-        .filter_map(|c| match c.value {
-            ColumnValue::Last(field) if !matches!(event.data[field], Value::Null) => {
+        .filter_map(|c| match (c.value, kept) {
+            (ColumnValue::Last(field), Kept::Last)
+            | (ColumnValue::Recent { field, .. }, Kept::Recent)
+                if !matches!(event.data[field], Value::Null) =>
+            {
                 Some((c, field))
             }
             _ => None,
@@ -117,9 +159,17 @@ fn latest_values(input: &ViewInput, update: Update) -> Vec<(CellKey, Option<Late
             let mut json = Vec::new();
             event.data[field].write_json(&mut json);
             let json = String::from_utf8(json).expect("JSON is UTF-8");
-            ((key.clone(), c.index), Some((event.time, json)), at)
+            ((key.clone(), c.index), (event.time, json), *at)
         })
         .collect()
+}
+
+/// A `recent` list (newest first) as the upsert of its cell: the newest event time and the
+/// values as a JSON array.
+fn json_list(list: &[Latest]) -> Latest {
+    let values: Vec<&str> = list.iter().map(|(_, json)| json.as_str()).collect();
+    let newest = list.first().map_or(0, |(time, _)| *time);
+    (newest, format!("[{}]", values.join(",")))
 }
 
 /// The `count` and `sum(f)` updates of an event.
@@ -135,7 +185,7 @@ fn counts(input: &ViewInput, update: Update) -> Vec<(CellKey, u64, isize)> {
                     Value::Int(n) if n != 0 => n as isize,
                     _ => return None,
                 },
-                ColumnValue::Last(_) => return None,
+                ColumnValue::Last(_) | ColumnValue::Recent { .. } => return None,
             };
             Some((c, diff))
         })

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{Checker, SourceSpec, raw};
 use crate::operators::predicate::Predicate;
-use crate::record::FieldType;
+use crate::record::{FieldType, Schema};
 
 /// A view: rows by key, each column kept current from the events of one source.
 #[derive(Clone, Debug)]
@@ -56,7 +56,17 @@ pub enum ColumnValue {
     Sum(usize),
     /// The field's value in the latest event (by event time) where it is not null.
     Last(usize),
+    /// The field's `n` latest non-null values (by event time), newest first, as a JSON array.
+    Recent {
+        /// The field.
+        field: usize,
+        /// How many values the column keeps.
+        n: usize,
+    },
 }
+
+/// The most values a `recent(field, n)` column keeps: each row holds its `n` values in memory.
+pub const MAX_RECENT: usize = 1000;
 
 /// Where the HTTP server listens and what guards it.
 #[derive(Clone)]
@@ -167,6 +177,13 @@ impl<'a> Checker<'a> {
                     ),
                 };
                 let value = match parse_column(text) {
+                    Ok(("recent", Some(arg))) => match recent_column(arg, schema) {
+                        Ok(value) => Some(value),
+                        Err(message) => {
+                            self.error(spec.span(), at.clone(), message);
+                            None
+                        }
+                    },
                     Ok((kind, arg)) => {
                         let index = arg.map(|arg| schema.index_of(arg).ok_or(arg));
                         match (kind, index) {
@@ -198,7 +215,7 @@ impl<'a> Checker<'a> {
                                 self.error(
                                     spec.span(),
                                     at.clone(),
-                                    format!("`{text}`: expected count, sum(field) or last(field)"),
+                                    format!("`{text}`: {EXPECTED_COLUMN}"),
                                 );
                                 None
                             }
@@ -274,16 +291,37 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Splits `count`, `sum(field)` or `last(field)` into the function and its argument.
+/// What a column's value may be, for messages.
+const EXPECTED_COLUMN: &str = "expected count, sum(field), last(field) or recent(field, n)";
+
+/// Splits `count`, `sum(field)`, `last(field)` or `recent(field, n)` into the function and the
+/// text between its parentheses.
 fn parse_column(text: &str) -> Result<(&str, Option<&str>), String> {
     let text = text.trim();
     match text.split_once('(') {
         None => Ok((text, None)),
         Some((function, rest)) => match rest.strip_suffix(')') {
             Some(arg) if !arg.trim().is_empty() => Ok((function.trim(), Some(arg.trim()))),
-            _ => Err(format!(
-                "`{text}`: expected count, sum(field) or last(field)"
-            )),
+            _ => Err(format!("`{text}`: {EXPECTED_COLUMN}")),
         },
+    }
+}
+
+/// The column `recent(field, n)` whose parenthesized text is `arg`.
+fn recent_column(arg: &str, schema: &Schema) -> Result<ColumnValue, String> {
+    let Some((name, n)) = arg.split_once(',') else {
+        return Err(format!(
+            "`recent({arg})`: expected recent(field, n), n the number of values to keep"
+        ));
+    };
+    let (name, n) = (name.trim(), n.trim());
+    let field = schema
+        .index_of(name)
+        .ok_or_else(|| format!("`{name}` is not a field of the source schema"))?;
+    match n.parse::<usize>() {
+        Ok(n) if (1..=MAX_RECENT).contains(&n) => Ok(ColumnValue::Recent { field, n }),
+        _ => Err(format!(
+            "`{n}` in recent({name}, {n}): n must be an integer from 1 to {MAX_RECENT}"
+        )),
     }
 }

@@ -8,6 +8,7 @@ pub mod fraud;
 pub mod orchestrate;
 pub mod pattern;
 pub mod predicate;
+pub mod recent;
 pub mod route;
 pub mod watermark;
 pub mod window;

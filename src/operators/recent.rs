@@ -1,0 +1,91 @@
+//! The most recent values per key: for each key, the `n` values with the latest event times,
+//! as a whole list at every time the list changes.
+//!
+//! Each value comes with the time it counts at (no earlier than the timely time it arrives at).
+//! The operator holds values until the input frontier passes that time, then merges a time's
+//! values at once, in time order, so the lists depend only on the data, never on arrival order,
+//! batching or the number of workers. It keeps `n` values per key, not the whole history: the
+//! list is the upsert a differential arrangement turns into retractions of the previous one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use differential_dataflow::Hashable;
+use timely::ExchangeData;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+/// A value with its event time, as kept and listed.
+pub type Timed<V> = (u64, V);
+
+/// Keeps the most recent values per key.
+pub trait KeepRecent<'scope, K, V> {
+    /// For input `(key, (event time, value), time)`, emits `(key, list, time)` at each time a
+    /// key's list changes: its `limit(key)` values with the greatest event times, newest first
+    /// (ties: the greater value first), over every value at that time or before.
+    fn keep_recent(
+        self,
+        limit: impl Fn(&K) -> usize + 'static,
+    ) -> StreamVec<'scope, u64, (K, Vec<Timed<V>>, u64)>;
+}
+
+impl<'scope, K, V> KeepRecent<'scope, K, V> for StreamVec<'scope, u64, (K, Timed<V>, u64)>
+where
+    K: ExchangeData + Clone + Hash + Ord,
+    V: ExchangeData + Clone + Ord,
+{
+    fn keep_recent(
+        self,
+        limit: impl Fn(&K) -> usize + 'static,
+    ) -> StreamVec<'scope, u64, (K, Vec<Timed<V>>, u64)> {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+            Exchange::new(|(key, _, _): &(K, Timed<V>, u64)| key.hashed()),
+            "KeepRecent",
+            move |_cap, _info| {
+                // Values by the time they count at, with a capability there.
+                let mut pending = BTreeMap::<u64, (Capability<u64>, Vec<(K, Timed<V>)>)>::new();
+                // Per key, its list, newest first.
+                let mut kept = HashMap::<K, Vec<Timed<V>>>::new();
+                let mut changed = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        for (key, value, time) in data.drain(..) {
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((key, value));
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (time, (cap, values)) = entry.remove_entry();
+                        for (key, value) in values {
+                            let n = limit(&key);
+                            let list = kept.entry(key.clone()).or_default();
+                            // Newest first: the place after every value at least as recent.
+                            let at = list.partition_point(|kept| *kept >= value);
+                            if at < n {
+                                list.insert(at, value);
+                                list.truncate(n);
+                                changed.push(key);
+                            }
+                        }
+                        changed.sort();
+                        changed.dedup();
+                        let mut session = output.session(&cap);
+                        for key in changed.drain(..) {
+                            let list = kept[&key].clone();
+                            session.give((key, list, time));
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
