@@ -1,6 +1,7 @@
 //! Dataflows: the compiler from a job file to a timely dataflow, and the built-in graphs.
 
 pub mod engagement;
+pub mod enrich;
 pub mod fraud;
 pub mod metrics;
 pub mod notify;
@@ -24,7 +25,7 @@ use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
 use crate::sinks::topic::TopicTemplate;
-use crate::sinks::view::Views;
+use crate::sinks::view::{Views, WriteView};
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
@@ -166,14 +167,34 @@ pub fn build_job(
         flushed.extend(routes::build_routes(source.clone(), index, job)?);
     }
     let streams: Vec<_> = events.iter().map(|(stream, _)| stream.clone()).collect();
-    for spec in &job.views {
+    // Per view, its cells arranged by row key when an enrichment joins with it.
+    let mut tables = Vec::new();
+    for (index, spec) in job.views.iter().enumerate() {
         let store = options.views.get(&spec.name).ok_or_else(|| {
             anyhow::anyhow!(
                 "view `{}` has no store: run the job with `Views::of(&job)`",
                 spec.name
             )
         })?;
-        flushed.push(views::build_view(scope, &streams, spec, Arc::clone(store)));
+        let cells = views::view_cells(scope, &streams, spec);
+        flushed.push(
+            cells
+                .clone()
+                .write_view(Arc::clone(store), spec.columns.clone().into()),
+        );
+        let joined = job.enrich.iter().any(|e| e.view == index);
+        tables.push(joined.then(|| cells.arrange_by_key_named("ViewRows")));
+    }
+    for spec in &job.enrich {
+        let table = tables[spec.view]
+            .clone()
+            .expect("arranged for its enrichments");
+        flushed.extend(enrich::build_enrich(
+            streams[spec.source].clone(),
+            table,
+            job,
+            spec,
+        )?);
     }
     scope
         .concatenate(flushed)

@@ -11,18 +11,19 @@
 
 use std::sync::Arc;
 
-use differential_dataflow::AsCollection;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::job::{ColumnValue, ViewInput, ViewSpec};
+use crate::operators::enrich::Table;
 use crate::operators::recent::KeepRecent;
 use crate::record::{Event, Record, Value};
-use crate::sinks::view::{ViewStore, WriteView};
+use crate::sinks::view::Cell;
 
 /// A cell of a view: `(key, column)`.
 type CellKey = (String, usize);
@@ -31,14 +32,17 @@ type CellKey = (String, usize);
 /// text.
 type Latest = (u64, String);
 
-/// Builds view `spec` over the streams of the job's sources; returns the stream that says what
-/// has been applied to `store`.
-pub fn build_view<'scope>(
+/// A view's rows as a differential arrangement: `(key, (column, JSON text))` cells by row key,
+/// for joins with streams.
+pub type ViewTable<'scope> = Table<'scope, String, (usize, String)>;
+
+/// The cells of view `spec` over the streams of the job's sources: what its store is written
+/// from (with [`crate::sinks::view::WriteView::write_view`]) and, arranged by key, what enrichments join with.
+pub fn view_cells<'scope>(
     scope: Scope<'scope, u64>,
     sources: &[StreamVec<'scope, u64, Event<Record>>],
     spec: &ViewSpec,
-    store: Arc<ViewStore>,
-) -> StreamVec<'scope, u64, ()> {
+) -> VecCollection<'scope, u64, Cell> {
     let mut cells = Vec::new();
     // How many values each column keeps, for its `recent` lists.
     let mut limits = vec![0; spec.columns.len()];
@@ -97,7 +101,6 @@ pub fn build_view<'scope>(
         );
     }
     differential_dataflow::collection::concatenate(scope, cells)
-        .write_view(store, spec.columns.clone().into())
 }
 
 /// The time an event's updates happen at: the last millisecond of the view tick holding its

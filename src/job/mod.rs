@@ -2,6 +2,7 @@
 //! errors that name the file, the line and the field.
 
 mod engagement;
+mod enrich;
 mod fraud;
 mod notify;
 mod raw;
@@ -32,6 +33,7 @@ use crate::sinks::topic::TopicTemplate;
 use crate::sources::generator::{self, GeneratorConfig};
 use crate::sources::incidents::FraudMix;
 
+pub use enrich::EnrichSpec;
 pub use routes::{RouteSpec, Selection};
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 
@@ -60,6 +62,8 @@ pub struct Job {
     pub routes: Vec<RouteSpec>,
     /// The views, served over HTTP.
     pub views: Vec<ViewSpec>,
+    /// The enrichments: events joined with view rows.
+    pub enrich: Vec<EnrichSpec>,
     /// Where the views, metrics and health are served, if anywhere: jobs with `[server]` or
     /// views.
     pub server: Option<ServerSpec>,
@@ -471,6 +475,7 @@ struct Outputs<'a> {
     commands: &'a [CommandsSpec],
     orchestrators: &'a [OrchestratorSpec],
     routes: &'a [RouteSpec],
+    enrich: &'a [EnrichSpec],
 }
 
 /// Collects errors while turning the raw file into a [`Job`].
@@ -733,6 +738,7 @@ impl Checker<'_> {
         let notifications = self.notifications(&file, &sinks, &sources);
         let routes = self.routes(&file.routes, &sources, &sink_index);
         let views = self.views(&file.views, &sources);
+        let enrich = self.enrich(&file.enrich, &sources, &views, &sink_index);
         let server = self.server(&file.server, &views);
         if file.metrics.is_empty()
             && file.fraud.is_empty()
@@ -740,6 +746,7 @@ impl Checker<'_> {
             && file.orchestrators.is_empty()
             && file.routes.is_empty()
             && file.views.is_empty()
+            && file.enrich.is_empty()
             && !file
                 .sinks
                 .iter()
@@ -749,7 +756,8 @@ impl Checker<'_> {
                 file.job.span(),
                 "metrics",
                 "the job computes nothing: add a [[metrics]], [[fraud]], [[commands]], \
-                 [[orchestrators]], [[routes]] or [[views]] section, or a notify sink",
+                 [[orchestrators]], [[routes]], [[views]] or [[enrich]] section, or a notify \
+                 sink",
             );
         }
         let outputs = Outputs {
@@ -758,6 +766,7 @@ impl Checker<'_> {
             commands: &commands,
             orchestrators: &orchestrators,
             routes: &routes,
+            enrich: &enrich,
         };
         self.check_sink_columns(
             &file,
@@ -779,6 +788,7 @@ impl Checker<'_> {
             orchestrators,
             routes,
             views,
+            enrich,
             server,
             sinks,
             notifications,
@@ -1260,6 +1270,7 @@ impl Checker<'_> {
             commands,
             orchestrators,
             routes,
+            enrich,
         } = *outputs;
         let mut writers = vec![Vec::<String>::new(); sinks.len()];
         for n in notifications {
@@ -1306,6 +1317,10 @@ impl Checker<'_> {
         for r in routes {
             let what = format!("route `{}`", r.name);
             all.push((what, schema_columns(r.source), &r.sinks, None, r.source));
+        }
+        for e in enrich {
+            let what = format!("enrichment `{}`", e.name);
+            all.push((what, e.columns.clone(), &e.sinks, None, e.source));
         }
         for o in orchestrators {
             let what = format!("orchestrator `{}`", o.name);

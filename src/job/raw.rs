@@ -26,6 +26,8 @@ pub struct JobFile {
     pub routes: Vec<Spanned<RouteSection>>,
     #[serde(default)]
     pub views: Vec<Spanned<ViewSection>>,
+    #[serde(default)]
+    pub enrich: Vec<Spanned<EnrichSection>>,
     pub server: Option<Spanned<ServerSection>>,
     #[serde(default)]
     pub sinks: Vec<Spanned<SinkSection>>,
@@ -307,6 +309,22 @@ pub struct ViewSection {
 pub enum ColumnSection {
     Value(String),
     Table { value: String, when: Option<String> },
+}
+
+/// One `[[enrich]]`: the events of `source`, each with columns of the row of `view` whose key is
+/// the event's `key` field, as the row stood at the event's time; `columns` maps output names to
+/// view columns; with `inner = true`, events whose key has no row are dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichSection {
+    pub name: Text,
+    pub source: Text,
+    pub view: Text,
+    pub key: Text,
+    pub columns: Spanned<IndexMap<String, Text>>,
+    pub inner: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub sinks: Vec<Text>,
 }
 
 /// `[server]`: the HTTP server of the views, metrics and health.

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod command;
 pub mod decode;
+pub mod enrich;
 pub mod fraud;
 pub mod orchestrate;
 pub mod pattern;
