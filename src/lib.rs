@@ -18,7 +18,9 @@ pub mod sources;
 pub mod stats;
 
 pub use operators::aggregate::{Aggregate, AggregateKind, FieldAggregates};
+pub use operators::enrich::{Enrich, Table};
 pub use operators::predicate::{Predicate, PredicateError};
+pub use operators::recent::KeepRecent;
 pub use operators::route::{Route, Routed};
 pub use operators::window::{WindowAggregate, WindowResult, WindowSpec, WindowStreams, Windows};
 pub use record::{DeadLetter, Event, Record, Schema, Value};

@@ -137,9 +137,9 @@ enum Kept {
     Recent,
 }
 
-/// The values an on-time event gives the `last(f)` or (`kept`) `recent(f, n)` columns it sets:
-/// each with its event time, so that of two values in one tick the later one wins (or comes
-/// first).
+/// The values an on-time event gives the columns of kind `kept` it sets (`last(f)` or
+/// `recent(f, n)`), each with its event time: of two values in one tick the later one wins
+/// (`last`) or comes first (`recent`).
 fn kept_values(input: &ViewInput, update: &Update, kept: Kept) -> Vec<(CellKey, Latest, u64)> {
     let Update { key, at, event } = update;
     if event.time < event.frontier {
