@@ -3,6 +3,8 @@
 //! and a running job's view read during a burst, whose every read must be a state the change
 //! stream says existed at the frontier the read reports.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::kafka::Tier;
 use eddy::dataflows::RunOptions;
 use eddy::job::{Job, ServerSpec, SourceKind};
 use eddy::run::{ClusterArgs, run_job};
@@ -439,7 +442,6 @@ async fn health_turns_ready_and_metrics_expose_the_counters() {
 
         Stats::add(&fx.stats.events_in, 1234);
         Stats::add(&fx.stats.dead_letters, 3);
-        fx.stats.consumer_lag.store(-2, Ordering::Relaxed);
         fx.stats.record_latency(Duration::from_millis(3));
         fx.stats.record_latency(Duration::from_millis(40));
         fx.stats.record_latency(Duration::from_secs(100));
@@ -460,7 +462,6 @@ async fn health_turns_ready_and_metrics_expose_the_counters() {
         assert_eq!(value("eddy_events_in_total"), 1234.0);
         assert_eq!(value("eddy_dead_letters_total"), 3.0);
         assert_eq!(value("eddy_notifications_deduplicated_total"), 0.0);
-        assert_eq!(value("eddy_consumer_lag"), -2.0);
         assert_eq!(value(r#"eddy_view_rows{view="big"}"#), 3.0);
         assert_eq!(value(r#"eddy_view_rows{view="small"}"#), 0.0);
         assert_eq!(value("eddy_latency_seconds_count"), 3.0);
@@ -525,6 +526,166 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         );
     }
     samples
+}
+
+/// A job with a Kafka source of three partitions (every `MALFORMED`-th message broken) routed
+/// by amount to two sinks with its dead letters to a third, and a generator source to a fourth.
+fn counted_job(topic: &str) -> String {
+    format!(
+        r#"
+[job]
+name = "counted"
+dead_letter = "dlq"
+
+[[sources]]
+name = "payments"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topics = ["{topic}"]
+group = "counted"
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ account_id = "int", amount_cents = "int", ts = "timestamp" }}
+
+[[sources]]
+name = "generated"
+kind = "generator"
+count = {GENERATED}
+event_time = "ts"
+schema = {{ account_id = "int", ts = "timestamp" }}
+
+[[routes]]
+name = "big"
+source = "payments"
+when = 'amount_cents >= 5000'
+sinks = ["big"]
+
+[[routes]]
+name = "rest"
+source = "payments"
+otherwise = true
+sinks = ["rest"]
+
+[[routes]]
+name = "generated"
+source = "generated"
+sinks = ["generated_all"]
+
+[[sinks]]
+name = "big"
+kind = "discard"
+
+[[sinks]]
+name = "rest"
+kind = "discard"
+
+[[sinks]]
+name = "dlq"
+kind = "discard"
+
+[[sinks]]
+name = "generated_all"
+kind = "discard"
+"#
+    )
+}
+
+/// Every `MALFORMED`-th message of [`counted_job`]'s topic is broken JSON.
+const MALFORMED: u64 = 20;
+/// Transactions of [`counted_job`]'s generator source.
+const GENERATED: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_records_per_source_and_sink_and_lag_per_partition() {
+    let cluster = common::kafka::Cluster::start(Tier::Mock, "counted", &[("payments", 3)])
+        .expect("the mock cluster");
+    let topic = cluster.topic("payments");
+    let config = common::kafka::generator(Tier::Mock, 5, 1_000, 1_700_000_000_000);
+    common::kafka::produce_input(cluster.brokers(), &topic, &config, Some(MALFORMED));
+    let (mut big, mut rest, mut dead) = (0, 0, 0);
+    for (i, txn) in common::kafka::generate(&config).iter().enumerate() {
+        if (i as u64 + 1).is_multiple_of(MALFORMED) {
+            dead += 1;
+        } else if txn.amount_cents >= 5000 {
+            big += 1;
+        } else {
+            rest += 1;
+        }
+    }
+    let stats = Arc::new(Stats::default());
+    common::kafka::run(
+        &counted_job(&topic),
+        cluster.brokers(),
+        2,
+        StartFrom::Earliest,
+        true,
+        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&stats),
+    );
+    let server = Server::start(
+        ServerSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        },
+        Views::default(),
+        stats,
+    )
+    .expect("server starts");
+    let client = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("http://{}/metrics", server.addr()))
+        .send()
+        .await
+        .expect("request answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("body read");
+    let samples = parse_exposition(&text);
+    let value = |name: &str| {
+        *samples
+            .get(name)
+            .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"eddy_source_records_total{source="payments"}"#),
+        (big + rest) as f64
+    );
+    assert_eq!(
+        value(r#"eddy_source_records_total{source="generated"}"#),
+        GENERATED as f64
+    );
+    for (sink, n) in [
+        ("big", big),
+        ("rest", rest),
+        ("dlq", dead),
+        ("generated_all", GENERATED),
+    ] {
+        assert_eq!(
+            value(&format!(r#"eddy_sink_records_total{{sink="{sink}"}}"#)),
+            n as f64,
+            "sink {sink}"
+        );
+    }
+    assert!(big > 0 && rest > 0 && dead > 0, "{big} {rest} {dead}");
+    // Read to the end: no partition is behind.
+    let lags: Vec<&String> = samples
+        .keys()
+        .filter(|k| k.starts_with("eddy_consumer_lag{"))
+        .collect();
+    assert_eq!(lags.len(), 3, "{text}");
+    for partition in 0..3 {
+        let series = format!(
+            r#"eddy_consumer_lag{{source="payments",topic="{topic}",partition="{partition}"}}"#
+        );
+        assert_eq!(value(&series), 0.0, "{series}");
+    }
+    assert!(
+        text.contains("# TYPE eddy_sink_records counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE eddy_consumer_lag gauge\n"), "{text}");
 }
 
 #[test]
