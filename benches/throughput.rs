@@ -1,10 +1,10 @@
-//! The throughput harness: events/s and end-to-end latency of the built-in dataflows, engine-only
-//! (from the in-memory generator) and through Kafka (librdkafka's in-process cluster), on 1 and 2
-//! workers, printed as one Markdown table.
+//! The throughput harness: events/s and end-to-end latency of the built-in dataflows and of a
+//! view (events into its store), engine-only (from the in-memory generator) and through Kafka
+//! (librdkafka's in-process cluster), on 1 and 2 workers, printed as one Markdown table.
 //!
 //! `cargo bench --bench throughput`; `EDDY_BENCH_EVENTS` sets the engine-only event count
-//! (default 2 000 000, from a generator of two partitions); the Kafka runs read 480 000 events pre-produced into 16 partitions (the
-//! in-process cluster keeps about 5 MiB per partition).
+//! (default 2 000 000, from a generator of two partitions); the Kafka runs read 480 000 events
+//! pre-produced into 16 partitions (the in-process cluster keeps about 5 MiB per partition).
 
 mod common;
 
@@ -89,6 +89,29 @@ sinks = ["null"]
 name = "null"
 kind = "file"
 path = "/dev/null"
+"#
+    )
+}
+
+/// A view of the users (accounts) in `source`: per key, a count, a sum and the latest event time,
+/// at the default view tick (100 ms), served by no one (the store is kept all the same).
+fn view_job(source: &str) -> String {
+    format!(
+        r#"[job]
+name = "bench-view"
+
+[[sources]]
+name = "transactions"
+{source}
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ account_id = "int", amount_cents = "int", ts = "timestamp" }}
+
+[[views]]
+name = "users"
+source = "transactions"
+key = "account_id"
+columns = {{ n = "count", spent = "sum(amount_cents)", last_ts = "last(ts)" }}
 "#
     )
 }
@@ -283,6 +306,9 @@ fn main() {
     );
     rows("metrics (Q1)", "engine (generator)", |_| {
         metrics_job(&generator)
+    });
+    rows("user view (count, sum, last)", "engine (generator)", |_| {
+        view_job(&generator)
     });
     let fraud_generator_source = format!(
         "kind = \"generator\"\npartitions = 2\ncount = {events}\nrate = 10000\naccounts = 100000\n\

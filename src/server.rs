@@ -18,7 +18,8 @@
 //!   is below that frontier. This route takes precedence over a row lookup, so a key literally
 //!   named `changes` is reachable only through the page route (`?prefix=changes&limit=1`).
 //! - `/metrics`: the job's [`Stats`] and view sizes in the OpenMetrics text format (which
-//!   Prometheus scrapes).
+//!   Prometheus scrapes): totals, records per source and per sink, and the consumer lag per
+//!   Kafka partition.
 //! - `/health`: 200 `{"status":"ready"}` once the job is ready, 503 `{"status":"starting"}`
 //!   before.
 //!
@@ -29,7 +30,7 @@
 use std::fmt;
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -48,7 +49,6 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use serde::Deserialize;
 use serde_json::json;
@@ -103,6 +103,21 @@ impl Server {
     pub fn start(config: ServerSpec, views: Views, stats: Arc<Stats>) -> anyhow::Result<Server> {
         let (stop, stopped) = watch::channel(false);
         let mut metrics = Registry::with_prefix("eddy");
+        metrics.register(
+            "source_records",
+            "Events decoded, per source.",
+            stats.source_records.clone(),
+        );
+        metrics.register(
+            "sink_records",
+            "Records handed to each sink to write, per sink.",
+            stats.sink_records.clone(),
+        );
+        metrics.register(
+            "consumer_lag",
+            "Messages behind the end of each assigned Kafka partition.",
+            stats.partition_lag.clone(),
+        );
         metrics.register_collector(Box::new(JobMetrics {
             stats: Arc::clone(&stats),
             views: views.clone(),
@@ -547,13 +562,6 @@ impl Collector for JobMetrics {
                 counter.metric_type(),
             )?)?;
         }
-        let lag = ConstGauge::new(self.stats.consumer_lag.load(Ordering::Relaxed));
-        lag.encode(encoder.encode_descriptor(
-            "consumer_lag",
-            "Messages behind the end of the assigned partitions, summed over consumers.",
-            None,
-            lag.metric_type(),
-        )?)?;
         let mut rows = encoder.encode_descriptor(
             "view_rows",
             "Rows in each view.",

@@ -5,9 +5,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::core::Inspect;
+
+/// The labels of one series of a labelled metric, as `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
 
 /// Counters a job updates as it runs; every field only grows except `consumer_lag`.
 #[derive(Debug)]
@@ -37,6 +43,13 @@ pub struct Stats {
     pub notifications_deduplicated: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
+    /// Events decoded, per source (label `source`).
+    pub source_records: Family<Labels, Counter>,
+    /// Records handed to each sink to write, per sink (label `sink`).
+    pub sink_records: Family<Labels, Counter>,
+    /// Messages behind the end of each assigned Kafka partition (labels `source`, `topic`,
+    /// `partition`).
+    pub partition_lag: Family<Labels, Gauge>,
     /// How many workers have built their dataflow (their sources opened and assigned).
     pub workers_ready: AtomicUsize,
     /// How many workers the job runs on.
@@ -61,6 +74,9 @@ impl Default for Stats {
             notification_retries: Default::default(),
             notifications_deduplicated: Default::default(),
             consumer_lag: Default::default(),
+            source_records: Default::default(),
+            sink_records: Default::default(),
+            partition_lag: Default::default(),
             workers_ready: Default::default(),
             workers: Default::default(),
             latency: Mutex::new(
@@ -80,6 +96,28 @@ impl Stats {
     pub fn ready(&self) -> bool {
         let workers = self.workers.load(Ordering::Acquire);
         workers > 0 && self.workers_ready.load(Ordering::Acquire) >= workers
+    }
+
+    /// The records counter of source `name`, registered at build time so that counting is one
+    /// atomic add per batch.
+    pub fn source_counter(&self, name: &str) -> Counter {
+        self.source_records
+            .get_or_create_owned(&vec![("source", name.to_string())])
+    }
+
+    /// The records counter of sink `name` (see [`Stats::source_counter`]).
+    pub fn sink_counter(&self, name: &str) -> Counter {
+        self.sink_records
+            .get_or_create_owned(&vec![("sink", name.to_string())])
+    }
+
+    /// The lag gauge of partition `partition` of `topic`, read by source `source`.
+    pub fn partition_lag(&self, source: &str, topic: &str, partition: i32) -> Gauge {
+        self.partition_lag.get_or_create_owned(&vec![
+            ("source", source.to_string()),
+            ("topic", topic.to_string()),
+            ("partition", partition.to_string()),
+        ])
     }
 
     /// Reads a counter.
@@ -104,18 +142,30 @@ impl Stats {
     }
 }
 
-/// Counts the records of a stream into one of the job's counters.
-pub trait CountInto {
+/// Counts the records of a stream, a batch at a time.
+pub trait CountInto: Sized {
+    /// Calls `add` with the number of records of each batch passing by.
+    fn count_with(self, add: impl Fn(usize) + 'static) -> Self;
+
     /// Adds the number of records passing by to the counter `pick` chooses.
-    fn count_into(self, stats: &Arc<Stats>, pick: fn(&Stats) -> &AtomicU64) -> Self;
+    fn count_into(self, stats: &Arc<Stats>, pick: fn(&Stats) -> &AtomicU64) -> Self {
+        let stats = Arc::clone(stats);
+        self.count_with(move |n| Stats::add(pick(&stats), n))
+    }
+
+    /// Adds the number of records passing by to a labelled `counter`.
+    fn count_in(self, counter: Counter) -> Self {
+        self.count_with(move |n| {
+            counter.inc_by(n as u64);
+        })
+    }
 }
 
 impl<D: 'static> CountInto for StreamVec<'_, u64, D> {
-    fn count_into(self, stats: &Arc<Stats>, pick: fn(&Stats) -> &AtomicU64) -> Self {
-        let stats = Arc::clone(stats);
+    fn count_with(self, add: impl Fn(usize) + 'static) -> Self {
         self.inspect_core(move |event| {
             if let Ok((_, batch)) = event {
-                Stats::add(pick(&stats), batch.len());
+                add(batch.len());
             }
         })
     }

@@ -1,16 +1,25 @@
 //! The HTTP server against a real client on 127.0.0.1: row lookups, paging, the change stream,
-//! the bearer token, health and metrics, with views filled directly through `ViewStore::apply`.
+//! the bearer token, health and metrics, with views filled directly through `ViewStore::apply`;
+//! and a running job's view read during a burst, whose every read must be a state the change
+//! stream says existed at the frontier the read reports.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use eddy::job::ServerSpec;
+use common::kafka::Tier;
+use eddy::dataflows::RunOptions;
+use eddy::job::{Job, ServerSpec, SourceKind};
+use eddy::run::{ClusterArgs, run_job};
 use eddy::server::Server;
 use eddy::sinks::view::{Change, ChangeBatch, Row, Views};
+use eddy::sources::generator::{Generator, GeneratorConfig};
+use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -61,17 +70,22 @@ impl Fixture {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.expect("request answered");
-        let status = response.status();
-        let body = response.text().await.expect("body read");
-        let json = serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("GET {path}: {status} body is not JSON ({e}): {body}"));
-        (status, json)
+        json_answer(request, path).await
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.get_with(path, None).await
     }
+}
+
+/// Sends `request` (for `path`): the status and the body as JSON.
+async fn json_answer(request: reqwest::RequestBuilder, path: &str) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request answered");
+    let status = response.status();
+    let body = response.text().await.expect("body read");
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("GET {path}: {status} body is not JSON ({e}): {body}"));
+    (status, json)
 }
 
 /// Runs a test's client side, failing it if it takes more than [`PATIENCE`].
@@ -231,35 +245,49 @@ fn key_of(change: &Change) -> &str {
     }
 }
 
-/// Reads server-sent events from `response` until `wanted` of them have come: (event, data).
-async fn read_events(response: &mut reqwest::Response, wanted: usize) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    while events.len() < wanted {
-        let chunk = response
-            .chunk()
-            .await
-            .expect("stream readable")
-            .expect("stream still open");
-        buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let mut event = None;
-            let mut data = String::new();
-            for line in frame.lines() {
-                if let Some(name) = line.strip_prefix("event:") {
-                    event = Some(name.trim().to_string());
-                } else if let Some(line) = line.strip_prefix("data:") {
-                    data.push_str(line.strip_prefix(' ').unwrap_or(line));
-                }
-                // Anything else (`:` keep-alive comments) carries no event.
-            }
-            if let Some(event) = event {
-                events.push((event, serde_json::from_str(&data).expect("JSON data")));
-            }
+/// A change stream's server-sent events, read one at a time.
+struct EventReader {
+    response: reqwest::Response,
+    /// Received text not yet parsed into events.
+    buffer: String,
+}
+
+impl EventReader {
+    fn new(response: reqwest::Response) -> Self {
+        EventReader {
+            response,
+            buffer: String::new(),
         }
     }
-    events
+
+    /// The next event: its name and its data as JSON (`:` keep-alive comments are skipped).
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut event = None;
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        event = Some(name.trim().to_string());
+                    } else if let Some(line) = line.strip_prefix("data:") {
+                        data.push_str(line.strip_prefix(' ').unwrap_or(line));
+                    }
+                }
+                if let Some(event) = event {
+                    return (event, serde_json::from_str(&data).expect("JSON data"));
+                }
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .expect("stream readable")
+                .expect("stream still open");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +310,7 @@ async fn streams_every_batch_applied_after_subscribing_in_order() {
         })
         .collect();
     patiently(async {
-        let mut response = fx
+        let response = fx
             .client
             .get(fx.url("/views/positions/changes"))
             .send()
@@ -302,7 +330,11 @@ async fn streams_every_batch_applied_after_subscribing_in_order() {
                 view.apply(batch);
             }
         });
-        let events = read_events(&mut response, batches.len()).await;
+        let mut reader = EventReader::new(response);
+        let mut events = Vec::new();
+        for _ in &batches {
+            events.push(reader.next().await);
+        }
         applier.join().unwrap();
         let expected: Vec<(String, Value)> = batches
             .iter()
@@ -410,7 +442,6 @@ async fn health_turns_ready_and_metrics_expose_the_counters() {
 
         Stats::add(&fx.stats.events_in, 1234);
         Stats::add(&fx.stats.dead_letters, 3);
-        fx.stats.consumer_lag.store(-2, Ordering::Relaxed);
         fx.stats.record_latency(Duration::from_millis(3));
         fx.stats.record_latency(Duration::from_millis(40));
         fx.stats.record_latency(Duration::from_secs(100));
@@ -431,7 +462,6 @@ async fn health_turns_ready_and_metrics_expose_the_counters() {
         assert_eq!(value("eddy_events_in_total"), 1234.0);
         assert_eq!(value("eddy_dead_letters_total"), 3.0);
         assert_eq!(value("eddy_notifications_deduplicated_total"), 0.0);
-        assert_eq!(value("eddy_consumer_lag"), -2.0);
         assert_eq!(value(r#"eddy_view_rows{view="big"}"#), 3.0);
         assert_eq!(value(r#"eddy_view_rows{view="small"}"#), 0.0);
         assert_eq!(value("eddy_latency_seconds_count"), 3.0);
@@ -498,6 +528,166 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
+/// A job with a Kafka source of three partitions (every `MALFORMED`-th message broken) routed
+/// by amount to two sinks with its dead letters to a third, and a generator source to a fourth.
+fn counted_job(topic: &str) -> String {
+    format!(
+        r#"
+[job]
+name = "counted"
+dead_letter = "dlq"
+
+[[sources]]
+name = "payments"
+kind = "kafka"
+brokers = "${{BROKERS}}"
+topics = ["{topic}"]
+group = "counted"
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ account_id = "int", amount_cents = "int", ts = "timestamp" }}
+
+[[sources]]
+name = "generated"
+kind = "generator"
+count = {GENERATED}
+event_time = "ts"
+schema = {{ account_id = "int", ts = "timestamp" }}
+
+[[routes]]
+name = "big"
+source = "payments"
+when = 'amount_cents >= 5000'
+sinks = ["big"]
+
+[[routes]]
+name = "rest"
+source = "payments"
+otherwise = true
+sinks = ["rest"]
+
+[[routes]]
+name = "generated"
+source = "generated"
+sinks = ["generated_all"]
+
+[[sinks]]
+name = "big"
+kind = "discard"
+
+[[sinks]]
+name = "rest"
+kind = "discard"
+
+[[sinks]]
+name = "dlq"
+kind = "discard"
+
+[[sinks]]
+name = "generated_all"
+kind = "discard"
+"#
+    )
+}
+
+/// Every `MALFORMED`-th message of [`counted_job`]'s topic is broken JSON.
+const MALFORMED: u64 = 20;
+/// Transactions of [`counted_job`]'s generator source.
+const GENERATED: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_records_per_source_and_sink_and_lag_per_partition() {
+    let cluster = common::kafka::Cluster::start(Tier::Mock, "counted", &[("payments", 3)])
+        .expect("the mock cluster");
+    let topic = cluster.topic("payments");
+    let config = common::kafka::generator(Tier::Mock, 5, 1_000, 1_700_000_000_000);
+    common::kafka::produce_input(cluster.brokers(), &topic, &config, Some(MALFORMED));
+    let (mut big, mut rest, mut dead) = (0, 0, 0);
+    for (i, txn) in common::kafka::generate(&config).iter().enumerate() {
+        if (i as u64 + 1).is_multiple_of(MALFORMED) {
+            dead += 1;
+        } else if txn.amount_cents >= 5000 {
+            big += 1;
+        } else {
+            rest += 1;
+        }
+    }
+    let stats = Arc::new(Stats::default());
+    common::kafka::run(
+        &counted_job(&topic),
+        cluster.brokers(),
+        2,
+        StartFrom::Earliest,
+        true,
+        Arc::new(AtomicBool::new(false)),
+        Arc::clone(&stats),
+    );
+    let server = Server::start(
+        ServerSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        },
+        Views::default(),
+        stats,
+    )
+    .expect("server starts");
+    let client = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("http://{}/metrics", server.addr()))
+        .send()
+        .await
+        .expect("request answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.expect("body read");
+    let samples = parse_exposition(&text);
+    let value = |name: &str| {
+        *samples
+            .get(name)
+            .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"eddy_source_records_total{source="payments"}"#),
+        (big + rest) as f64
+    );
+    assert_eq!(
+        value(r#"eddy_source_records_total{source="generated"}"#),
+        GENERATED as f64
+    );
+    for (sink, n) in [
+        ("big", big),
+        ("rest", rest),
+        ("dlq", dead),
+        ("generated_all", GENERATED),
+    ] {
+        assert_eq!(
+            value(&format!(r#"eddy_sink_records_total{{sink="{sink}"}}"#)),
+            n as f64,
+            "sink {sink}"
+        );
+    }
+    assert!(big > 0 && rest > 0 && dead > 0, "{big} {rest} {dead}");
+    // Read to the end: no partition is behind.
+    let lags: Vec<&String> = samples
+        .keys()
+        .filter(|k| k.starts_with("eddy_consumer_lag{"))
+        .collect();
+    assert_eq!(lags.len(), 3, "{text}");
+    for partition in 0..3 {
+        let series = format!(
+            r#"eddy_consumer_lag{{source="payments",topic="{topic}",partition="{partition}"}}"#
+        );
+        assert_eq!(value(&series), 0.0, "{series}");
+    }
+    assert!(
+        text.contains("# TYPE eddy_sink_records counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE eddy_consumer_lag gauge\n"), "{text}");
+}
+
 #[test]
 fn a_taken_address_is_a_clear_error() {
     let first = Fixture::start(&[], None);
@@ -516,4 +706,264 @@ fn a_taken_address_is_a_clear_error() {
         format!("{error:#}").contains(&taken.to_string()),
         "{error:#}"
     );
+}
+
+/// A job whose generator emits `rate` transactions a second of wall time (1.5 s of them, over
+/// two partitions) into an `accounts` view served on a free loopback port. Every transaction
+/// changes three columns of its account's row at once (`n`, `spent`, `last_ts`), so a row read
+/// halfway through applying a change would show a state that never existed.
+fn live_job(rate: u64) -> String {
+    format!(
+        r#"
+[job]
+name = "views-live"
+
+[[sources]]
+name = "transactions"
+kind = "generator"
+partitions = 2
+count = {count}
+rate = {rate}
+accounts = 300
+disorder = "200ms"
+paced = true
+event_time = "ts"
+out_of_orderness = "1s"
+schema = {{ account_id = "int", amount_cents = "int", country = "string", ts = "timestamp" }}
+
+[[views]]
+name = "accounts"
+source = "transactions"
+key = "account_id"
+tick = "50ms"
+columns = {{ n = "count", spent = "sum(amount_cents)", last_ts = "last(ts)", us = {{ value = "count", when = 'country == "US"' }} }}
+
+[server]
+listen = "127.0.0.1:0"
+"#,
+        count = rate * 3 / 2,
+    )
+}
+
+/// The `accounts` view computed in plain Rust from the generator's transactions: per account,
+/// how many, their total, the latest event time (ties carry the same value) and how many in
+/// the US (absent when none, as the view leaves a zero count out).
+fn accounts_reference(config: &GeneratorConfig, partitions: u64) -> BTreeMap<String, Row> {
+    let mut rows = BTreeMap::<String, Row>::new();
+    for partition in 0..partitions {
+        let mut generator = Generator::partition(
+            GeneratorConfig {
+                paced: false,
+                ..config.clone()
+            },
+            partition,
+            partitions,
+        );
+        while !generator.finished() {
+            generator.take(usize::MAX, |txn| {
+                let row = rows.entry(txn.account_id.to_string()).or_default();
+                let mut add = |column: &str, by: i64| {
+                    let total = row.get(column).and_then(Value::as_i64).unwrap_or(0) + by;
+                    row.insert(column.into(), total.into());
+                };
+                add("n", 1);
+                add("spent", txn.amount_cents);
+                if txn.country == "US" {
+                    add("us", 1);
+                }
+                let latest = row.get("last_ts").and_then(Value::as_u64).unwrap_or(0);
+                row.insert("last_ts".into(), latest.max(txn.ts).into());
+            });
+        }
+    }
+    rows
+}
+
+/// What a reader saw of the view: every row of a page, or one row, at the frontier the server
+/// reported with it.
+struct Observed {
+    frontier: u64,
+    rows: BTreeMap<String, Row>,
+    /// The whole view (a page of every row) rather than one key.
+    whole: bool,
+}
+
+/// The rows of a page answer, by key.
+fn page_rows(page: &Value) -> BTreeMap<String, Row> {
+    page["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a page: {page}"))
+        .iter()
+        .map(|keyed| {
+            let row = serde_json::from_value(keyed["row"].clone()).expect("a row");
+            (keyed["key"].as_str().expect("a key").to_string(), row)
+        })
+        .collect()
+}
+
+/// Reads the `accounts` view over HTTP until `done` turns true: alternately a page of every row
+/// and single rows of a few keys.
+async fn observe(
+    client: reqwest::Client,
+    base: String,
+    done: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Observed> {
+    let mut observed = Vec::new();
+    for round in 0u64.. {
+        if *done.borrow() {
+            break;
+        }
+        let path = "/views/accounts?limit=1000";
+        let (status, page) = json_answer(client.get(format!("{base}{path}")), path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page["next"].is_null(), "every row fits one page");
+        observed.push(Observed {
+            frontier: page["frontier"].as_u64().expect("a frontier"),
+            rows: page_rows(&page),
+            whole: true,
+        });
+        for key in [round % 300, (round * 7 + 3) % 300] {
+            let path = format!("/views/accounts/{key}");
+            let (status, body) = json_answer(client.get(format!("{base}{path}")), &path).await;
+            if status == StatusCode::NOT_FOUND {
+                continue;
+            }
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let row = serde_json::from_value(body["row"].clone()).expect("a row");
+            observed.push(Observed {
+                frontier: body["frontier"].as_u64().expect("a frontier"),
+                rows: BTreeMap::from([(key.to_string(), row)]),
+                whole: false,
+            });
+        }
+    }
+    observed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_serves_only_states_that_existed_at_a_frontier() {
+    let job = Job::parse(std::path::Path::new("live.toml"), &live_job(20_000))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let SourceKind::Generator { config, partitions } = &job.sources[0].kind else {
+        unreachable!("a generator source");
+    };
+    let expected = accounts_reference(config, *partitions);
+    let views = Views::of(&job);
+    let stats = Arc::new(Stats::default());
+    let server = Server::for_job(&job, &views, &stats)
+        .expect("server starts")
+        .expect("the job declares a server");
+    let base = format!("http://{}", server.addr());
+    let client = reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    patiently(async {
+        // Subscribed before the job starts: the stream holds every batch the view applies.
+        let response = client
+            .get(format!("{base}/views/accounts/changes"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut changes = EventReader::new(response);
+        let (done, running) = tokio::sync::watch::channel(false);
+        let readers: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(observe(client.clone(), base.clone(), running.clone())))
+            .collect();
+        let options = RunOptions {
+            start: StartFrom::Earliest,
+            until_end: true,
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::clone(&stats),
+            views: views.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            run_job(
+                job,
+                &ClusterArgs::local(2),
+                options,
+                Duration::from_secs(1),
+                |_, _| {},
+            )
+        })
+        .await
+        .expect("the job's thread")
+        .expect("the job runs");
+        done.send_replace(true);
+        let mut observed = Vec::new();
+        for reader in readers {
+            observed.extend(reader.await.expect("a reader"));
+        }
+
+        // (a) The rows at the end are the reference's.
+        let path = "/views/accounts?limit=1000";
+        let (status, last) = json_answer(client.get(format!("{base}{path}")), path).await;
+        assert_eq!(status, StatusCode::OK, "{last}");
+        let final_frontier = last["frontier"].as_u64().unwrap();
+        let final_rows = page_rows(&last);
+        assert_eq!(final_rows.len(), expected.len(), "accounts in the view");
+        for (key, row) in &expected {
+            assert_eq!(final_rows.get(key), Some(row), "row of account {key}");
+        }
+
+        // (c) Every batch, in time order, up to the last one applied.
+        let mut batches = Vec::new();
+        let mut last_time = None;
+        while last_time.is_none_or(|t: u64| t + 1 < final_frontier) {
+            let (event, data) = changes.next().await;
+            assert_eq!(event, "changes", "{data}");
+            let batch: ChangeBatch = serde_json::from_value(data).expect("a change batch");
+            assert!(
+                last_time < Some(batch.time),
+                "batch at {} after one at {last_time:?}",
+                batch.time
+            );
+            last_time = Some(batch.time);
+            batches.push(batch);
+        }
+        assert!(batches.len() > 10, "{} batches", batches.len());
+
+        // (b) Every read equals the view replayed from the batches before its frontier.
+        observed.sort_by_key(|o| o.frontier);
+        let mut observed = observed.into_iter().peekable();
+        let mut state = BTreeMap::<String, Row>::new();
+        let mut frontier = 0;
+        let mut frontiers_seen = std::collections::BTreeSet::new();
+        for batch in batches.iter().map(Some).chain([None]) {
+            let next_frontier = batch.map_or(u64::MAX, |b| b.time + 1);
+            while let Some(o) = observed.next_if(|o| o.frontier < next_frontier) {
+                assert_eq!(
+                    o.frontier, frontier,
+                    "a read at a frontier no batch ended at"
+                );
+                frontiers_seen.insert(o.frontier);
+                if o.whole {
+                    assert_eq!(o.rows, state, "the page read at frontier {frontier}");
+                } else {
+                    for (key, row) in &o.rows {
+                        assert_eq!(Some(row), state.get(key), "row {key} read at {frontier}");
+                    }
+                }
+            }
+            let Some(batch) = batch else { break };
+            for change in &batch.changes {
+                match change {
+                    Change::Upsert { key, row } => state.insert(key.clone(), row.clone()),
+                    Change::Delete { key } => state.remove(key),
+                };
+            }
+            frontier = next_frontier;
+        }
+        assert_eq!(state, final_rows, "the batches replayed");
+        let during = frontiers_seen
+            .iter()
+            .filter(|&&f| f > 0 && f < final_frontier)
+            .count();
+        assert!(
+            during >= 2,
+            "reads during the run saw {during} frontiers: {frontiers_seen:?}"
+        );
+    })
+    .await;
 }

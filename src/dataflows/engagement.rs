@@ -56,7 +56,7 @@ pub fn build_commands<'scope>(
     let rows = matches
         .map(move |detected| event_row(detected, &payload))
         .count_into(stats, |s| &s.events_out);
-    write_rows(&rows, job, &spec.sinks, &spec.columns, &spec.name)
+    write_rows(&rows, job, &spec.sinks, &spec.columns, &spec.name, stats)
 }
 
 /// Builds an orchestrator over user `events` and, if it has them, fraud `alerts`; returns the
@@ -112,7 +112,7 @@ pub fn build_orchestrator<'scope>(
         .map(request_row)
         .count_into(stats, |s| &s.notifications_requested);
     let columns: Vec<String> = REQUEST_COLUMNS.iter().map(|c| c.to_string()).collect();
-    write_rows(&rows, job, &spec.sinks, &columns, &spec.name)
+    write_rows(&rows, job, &spec.sinks, &columns, &spec.name, stats)
 }
 
 /// Matches are emitted once (a restart skips those its checkpoint covers); late input is fed.

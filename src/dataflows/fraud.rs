@@ -80,7 +80,7 @@ pub fn build_fraud<'scope>(
         .map(move |alert| alert_row(&name, alert))
         .count_into(stats, |s| &s.alerts);
     let columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
-    let mut flushed = write_rows(&alerts, job, &spec.sinks, &columns, &spec.name)?;
+    let mut flushed = write_rows(&alerts, job, &spec.sinks, &columns, &spec.name, stats)?;
     let late = late.count_into(stats, |s| &s.late);
     if let Some(sink) = spec.late_sink {
         flushed.extend(write_rows(
@@ -89,6 +89,7 @@ pub fn build_fraud<'scope>(
             &[sink],
             &spec.late_columns(&job.sources[spec.source].schema),
             &format!("{}.late", spec.name),
+            stats,
         )?);
     }
     Ok(flushed)

@@ -62,7 +62,14 @@ pub fn build_metric<'scope>(
         })
         .filter(move |row| having.iter().all(|c| c.holds(row)))
         .count_into(stats, |s| &s.windows_out);
-    let mut flushed = write_rows(&rows, job, &metric.sinks, &metric.columns, &metric.name)?;
+    let mut flushed = write_rows(
+        &rows,
+        job,
+        &metric.sinks,
+        &metric.columns,
+        &metric.name,
+        stats,
+    )?;
     let late = late.count_into(stats, |s| &s.late);
     if let Some(sink) = metric.late_sink {
         let schema = &job.sources[metric.source].schema;
@@ -73,6 +80,7 @@ pub fn build_metric<'scope>(
             &[sink],
             &columns,
             &format!("{}.late", metric.name),
+            stats,
         )?);
     }
     Ok(flushed)

@@ -105,21 +105,28 @@ pub fn build_job(
             .map(|n| n.backlog.clone())
             .collect();
         let streams = source_stream(scope, job, source, options, &progress, &halted, backlogs)?;
-        let counted = streams.events.count_into(&options.stats, |s| &s.events_in);
+        let counted = streams
+            .events
+            .count_into(&options.stats, |s| &s.events_in)
+            .count_in(options.stats.source_counter(&source.name));
         events.push((counted.probe_with(&ingested), streams.emitted_before));
         dead.push(streams.dead);
     }
     let mut flushed = Vec::new();
     for plan in &notifications {
-        let (outcomes, failed) =
-            notify::build_notify(events[plan.spec.source].0.clone(), plan, job)?;
+        let (outcomes, failed) = notify::build_notify(
+            events[plan.spec.source].0.clone(),
+            plan,
+            job,
+            &options.stats,
+        )?;
         flushed.push(outcomes);
         dead.push(failed);
     }
     let dead = scope.concatenate(dead);
     let dead = dead.count_into(&options.stats, |s| &s.dead_letters);
     flushed.push(match job.dead_letter {
-        Some(sink) => write_dead_letters(dead, &job.sinks[sink])?,
+        Some(sink) => write_dead_letters(dead, &job.sinks[sink], &options.stats)?,
         None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false }, None)?,
     });
     for metric in &job.metrics {
@@ -164,7 +171,12 @@ pub fn build_job(
         )?);
     }
     for (index, (source, _)) in events.iter().enumerate() {
-        flushed.extend(routes::build_routes(source.clone(), index, job)?);
+        flushed.extend(routes::build_routes(
+            source.clone(),
+            index,
+            job,
+            &options.stats,
+        )?);
     }
     let streams: Vec<_> = events.iter().map(|(stream, _)| stream.clone()).collect();
     // Per view, its cells arranged by row key when an enrichment joins with it.
@@ -240,6 +252,7 @@ fn source_stream<'scope>(
                 until_end: options.until_end,
             };
             let reader = KafkaReader::open(
+                name,
                 &config,
                 schema,
                 index,
@@ -265,7 +278,9 @@ fn source_stream<'scope>(
 fn write_dead_letters<'scope>(
     dead: StreamVec<'scope, u64, DeadLetter>,
     sink: &SinkSpec,
+    stats: &Stats,
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+    let dead = dead.count_in(stats.sink_counter(&sink.name));
     match &sink.kind {
         SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
         SinkKind::Discard => Ok(dead.discard()),
@@ -277,13 +292,15 @@ fn write_dead_letters<'scope>(
 }
 
 /// Writes rows (whose columns are named `columns`) of the job's output named `output` to each of
-/// the job's `sinks`; returns their flushed streams.
+/// the job's `sinks`, counting them into each sink's records counter; returns their flushed
+/// streams.
 pub fn write_rows<'scope>(
     rows: &StreamVec<'scope, u64, Record>,
     job: &Job,
     sinks: &[usize],
     columns: &[String],
     output: &str,
+    stats: &Stats,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let provenance = vec![
         ("eddy.job", job.name.clone()),
@@ -291,7 +308,11 @@ pub fn write_rows<'scope>(
     ];
     sinks
         .iter()
-        .map(|&sink| write_to_sink(rows.clone(), &job.sinks[sink], columns, provenance.clone()))
+        .map(|&sink| {
+            let sink = &job.sinks[sink];
+            let rows = rows.clone().count_in(stats.sink_counter(&sink.name));
+            write_to_sink(rows, sink, columns, provenance.clone())
+        })
         .collect()
 }
 

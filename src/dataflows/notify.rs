@@ -18,7 +18,7 @@ use crate::sinks::notify::adapter::NotificationAdapter;
 use crate::sinks::notify::outcome::{OutcomeEncoder, Resolved};
 use crate::sinks::notify::request::RequestFields;
 use crate::sources::Backlog;
-use crate::stats::Stats;
+use crate::stats::{CountInto, Stats};
 
 /// A notify sink's adapter and the backlog its source watches, made before the sources are
 /// built.
@@ -57,6 +57,7 @@ pub fn build_notify<'scope>(
     requests: StreamVec<'scope, u64, Event<Record>>,
     plan: &NotifyPlan,
     job: &Job,
+    stats: &Stats,
 ) -> anyhow::Result<(
     StreamVec<'scope, u64, ()>,
     StreamVec<'scope, u64, DeadLetter>,
@@ -67,24 +68,28 @@ pub fn build_notify<'scope>(
         SourceKind::Kafka { topics, .. } => topics.join(","),
         _ => source.name.clone(),
     };
-    let resolved = requests.deliver_notifications(
-        Arc::clone(&plan.adapter),
-        fields,
-        origin.clone(),
-        plan.backlog.clone(),
-    );
+    let notify = &job.sinks[plan.spec.sink];
+    let resolved = requests
+        .count_in(stats.sink_counter(&notify.name))
+        .deliver_notifications(
+            Arc::clone(&plan.adapter),
+            fields,
+            origin.clone(),
+            plan.backlog.clone(),
+        );
     let dead = resolved
         .clone()
         .flat_map(move |r: Resolved| r.dead_letter(&origin));
-    let outcomes = resolved.filter(Resolved::has_event);
-    let notify = &job.sinks[plan.spec.sink];
+    let sink = &job.sinks[plan.spec.outcomes];
+    let outcomes = resolved
+        .filter(Resolved::has_event)
+        .count_in(stats.sink_counter(&sink.name));
     let encoder = OutcomeEncoder {
         provenance: vec![
             ("eddy.job", job.name.clone()),
             ("eddy.output", notify.name.clone()),
         ],
     };
-    let sink = &job.sinks[plan.spec.outcomes];
     let flushed = match &sink.kind {
         SinkKind::Kafka(config) => outcomes.write_kafka(config, encoder)?,
         SinkKind::File(target) => {

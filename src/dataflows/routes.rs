@@ -10,6 +10,7 @@ use super::write_rows;
 use crate::job::{Job, Selection};
 use crate::operators::route::{Route, Routed};
 use crate::record::{Event, Record};
+use crate::stats::Stats;
 
 /// Builds the routes of source `source` over its `events`; returns the flushed streams of their
 /// sinks.
@@ -17,6 +18,7 @@ pub fn build_routes<'scope>(
     events: StreamVec<'scope, u64, Event<Record>>,
     source: usize,
     job: &Job,
+    stats: &Stats,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let routes: Vec<_> = job.routes.iter().filter(|r| r.source == source).collect();
     if routes.is_empty() {
@@ -57,6 +59,7 @@ pub fn build_routes<'scope>(
             &route.sinks,
             &columns,
             &route.name,
+            stats,
         )?);
     }
     Ok(flushed)

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use differential_dataflow::VecCollection;
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 pub type Row = serde_json::Map<String, serde_json::Value>;
 
 /// What happened to one key.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
     /// The key's row is now `row`.
@@ -38,8 +38,9 @@ pub enum Change {
     },
 }
 
-/// The changes that became final at one time, in key order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The changes that became final at one time, in key order (deserializable, so a Rust client
+/// can read the change stream).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeBatch {
     /// The timely time (epoch ms, truncated to the job's tick) the changes happened at.
     pub time: u64,

@@ -67,21 +67,35 @@ pub struct KafkaSourceConfig {
 }
 
 /// Forwards librdkafka's statistics into the job's [`Stats`]: the consumer lag, as messages
-/// between what the source has read and the end of its partitions.
+/// between what the source has read and the end of its partitions, in total and per partition.
 pub struct LagContext {
     stats: Arc<Stats>,
+    /// The source's name, the `source` label of its partitions' lag.
+    source: String,
     last: std::sync::atomic::AtomicI64,
+}
+
+impl LagContext {
+    /// Reports `lag` messages behind the end of partition `partition` of `topic`.
+    fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.stats
+            .partition_lag(&self.source, topic, partition)
+            .set(lag);
+    }
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
-        let lag: i64 = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.hi_offset >= 0 && p.app_offset >= 0)
-            .map(|p| (p.hi_offset - p.app_offset).max(0))
-            .sum();
+        let mut lag = 0;
+        for topic in statistics.topics.values() {
+            for p in topic.partitions.values() {
+                if p.partition >= 0 && p.hi_offset >= 0 && p.app_offset >= 0 {
+                    let behind = (p.hi_offset - p.app_offset).max(0);
+                    self.set_lag(&topic.topic, p.partition, behind);
+                    lag += behind;
+                }
+            }
+        }
         let previous = self.last.swap(lag, Ordering::Relaxed);
         self.stats
             .consumer_lag
@@ -121,10 +135,12 @@ pub fn client_config(defaults: &[(&str, &str)], properties: &[(String, String)])
 }
 
 impl KafkaReader {
-    /// Connects worker `index` of `peers` and assigns it its share of the topics' partitions.
+    /// Connects worker `index` of `peers` of source `source` and assigns it its share of the
+    /// topics' partitions.
     /// While the brokers cannot be reached (or the topics are not there yet), it retries with
     /// exponential backoff and says so in the log, until `stop` is set.
     pub fn open(
+        source: &str,
         config: &KafkaSourceConfig,
         schema: Arc<Schema>,
         index: usize,
@@ -144,6 +160,7 @@ impl KafkaReader {
         )
         .create_with_context(LagContext {
             stats,
+            source: source.to_string(),
             last: Default::default(),
         })
         .context("creating the Kafka consumer")?;
@@ -191,7 +208,8 @@ fn parse_checkpoint(metadata: &str) -> Option<(u64, u64)> {
 }
 
 /// The partitions a worker owns, their start offsets, (reading `until_end`) their end offsets,
-/// and the checkpoint resumed from; assigned to `consumer`.
+/// and the checkpoint resumed from; assigned to `consumer`, whose context reports each
+/// partition's lag from its start.
 type Assignment = (
     Vec<(String, i32)>,
     Vec<i64>,
@@ -303,6 +321,7 @@ fn assign(
             _ => low,
         };
         assignment.add_partition_offset(topic, *p, Offset::Offset(start))?;
+        consumer.context().set_lag(topic, *p, high - start);
         positions.push(start);
     }
     consumer
@@ -377,6 +396,9 @@ impl Reader<Record> for KafkaReader {
                 if !*done && self.positions[p] >= ends[p] {
                     *done = true;
                     batch.finished.push(p);
+                    // Read to the end it was asked to read: nothing left behind.
+                    let (topic, partition) = &self.partitions[p];
+                    self.consumer.context().set_lag(topic, *partition, 0);
                 }
             }
             if self.finished.iter().all(|d| *d) {
