@@ -206,6 +206,7 @@ pub fn build_job(
             table,
             job,
             spec,
+            &options.stats,
         )?);
     }
     scope
