@@ -273,7 +273,7 @@ pub struct ImpossibleTravel {
 /// Per country seen within the span, the last payment there: (country, time, id).
 #[derive(Debug, Default)]
 pub struct ImpossibleTravelState {
-    seen: SmallVec<[(CompactString, u64, CompactString); 2]>,
+    seen: SmallVec<[(CompactString, u64, CompactString); 1]>,
 }
 
 impl<D: Payment> Pattern<D> for ImpossibleTravel {

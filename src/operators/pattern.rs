@@ -17,7 +17,7 @@
 //! emitted and flushed; a restarted job passes that back as [`Detection::emitted_before`] and does
 //! not emit those matches again.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::rc::Rc;
 use std::time::Duration;
@@ -122,21 +122,22 @@ pub struct Suppressed<P> {
 }
 
 impl<D, P: Pattern<D>> Pattern<D> for Suppressed<P> {
-    /// The pattern's state and the time of the last reported match.
-    type State = (P::State, Option<u64>);
+    /// The pattern's state and the event time before which matches are merged into the last
+    /// reported one (0 until one is reported): a plain number keeps per-key state small.
+    type State = (P::State, u64);
     type Match = P::Match;
 
     fn advance(
         &self,
-        (state, last): &mut Self::State,
+        (state, quiet_until): &mut Self::State,
         time: u64,
         events: &[D],
         emit: &mut impl FnMut(P::Match),
     ) {
         let period = self.period;
         self.pattern.advance(state, time, events, &mut |m| {
-            if last.is_none_or(|l| time >= l.saturating_add(period)) {
-                *last = Some(time);
+            if time >= *quiet_until {
+                *quiet_until = time.saturating_add(period);
                 emit(m);
             }
         });
@@ -147,9 +148,8 @@ impl<D, P: Pattern<D>> Pattern<D> for Suppressed<P> {
         self.pattern.horizon().saturating_add(self.period)
     }
 
-    fn expired(&self, (state, last): &Self::State, frontier: u64) -> bool {
-        self.pattern.expired(state, frontier)
-            && last.is_none_or(|l| l.saturating_add(self.period) <= frontier)
+    fn expired(&self, (state, quiet_until): &Self::State, frontier: u64) -> bool {
+        self.pattern.expired(state, frontier) && *quiet_until <= frontier
     }
 }
 
@@ -232,6 +232,88 @@ struct Pending<K, D> {
     since: u64,
 }
 
+/// On-time events awaiting the frontier, in buckets of event time, so that a round takes the
+/// ready events without moving or scanning those that wait.
+struct PendingEvents<K, D> {
+    /// By `time / BUCKET_MS`: the events and the earliest timely time any of them arrived at.
+    buckets: BTreeMap<u64, (Vec<Pending<K, D>>, u64)>,
+}
+
+/// Milliseconds of event time per bucket of [`PendingEvents`].
+const BUCKET_MS: u64 = 64;
+
+impl<K: Ord, D: Ord> PendingEvents<K, D> {
+    fn push(&mut self, event: Pending<K, D>) {
+        let (events, since) = self
+            .buckets
+            .entry(event.time / BUCKET_MS)
+            .or_insert_with(|| (Vec::new(), u64::MAX));
+        *since = (*since).min(event.since);
+        events.push(event);
+    }
+
+    /// Moves the events before event time `upto` to `ready`.
+    fn take_before(&mut self, upto: u64, ready: &mut Ready<K, D>) {
+        ready.events.clear();
+        while let Some(mut bucket) = self.buckets.first_entry() {
+            let start = *bucket.key() * BUCKET_MS;
+            if start >= upto {
+                break;
+            }
+            if start.saturating_add(BUCKET_MS) <= upto {
+                ready.events.extend(bucket.remove().0.into_iter().map(Some));
+                continue;
+            }
+            let (events, since) = bucket.get_mut();
+            let mut i = 0;
+            while i < events.len() {
+                if events[i].time < upto {
+                    ready.events.push(Some(events.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+            *since = events.iter().map(|e| e.since).min().unwrap_or(u64::MAX);
+            break;
+        }
+    }
+
+    /// The earliest timely time a waiting event arrived at.
+    fn since(&self) -> Option<u64> {
+        self.buckets.values().map(|b| b.1).min()
+    }
+}
+
+/// Events ready to be fed, and the order to feed them in.
+struct Ready<K, D> {
+    events: Vec<Option<Pending<K, D>>>,
+    /// `(time, key hash, index)` of each event, sorted as compact triples so that most
+    /// comparisons and moves never touch the events.
+    order: Vec<(u64, u64, usize)>,
+}
+
+impl<K: Ord, D: Ord> Ready<K, D> {
+    /// The events in order of (time, key hash, key, data), each moved out once.
+    fn drain_in_order(&mut self) -> impl Iterator<Item = Pending<K, D>> + '_ {
+        let Ready { events, order } = self;
+        order.clear();
+        order.extend(events.iter().enumerate().map(|(i, e)| {
+            let e = e.as_ref().expect("not taken yet");
+            (e.time, e.hash, i)
+        }));
+        order.sort_unstable_by(|a, b| {
+            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+                let (a, b) = (events[a.2].as_ref(), events[b.2].as_ref());
+                let (a, b) = (a.expect("not taken yet"), b.expect("not taken yet"));
+                (&a.key, &a.data).cmp(&(&b.key, &b.data))
+            })
+        });
+        order
+            .iter()
+            .map(|&(_, _, i)| events[i].take().expect("each event is taken once"))
+    }
+}
+
 impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
     for StreamVec<'scope, u64, Event<D>>
 {
@@ -276,7 +358,9 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             // and flushed yet.
             let mut fired_cap = initial_capabilities.pop();
             let mut states = FxHashMap::<K, P::State>::default();
-            let mut pending = Vec::<Pending<K, D>>::new();
+            let mut pending = PendingEvents::<K, D> {
+                buckets: BTreeMap::new(),
+            };
             // Per round of fed events: the earliest input time among them and the event time
             // after which none of them matters; kept with increasing input times (a later round
             // with an earlier input time absorbs the rounds before it).
@@ -288,7 +372,10 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             // Every event before this event time has been fed.
             let mut fed_upto = 0u64;
             let mut last_sweep = 0u64;
-            let mut order = Vec::new();
+            let mut ready = Ready {
+                events: Vec::new(),
+                order: Vec::new(),
+            };
             let mut group = Vec::new();
             let mut found = Vec::new();
             let mut late_events = Vec::new();
@@ -296,13 +383,14 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                 let mut late = late.activate();
                 input.for_each(|cap, data| {
                     let Some(&since) = cap.least() else { return };
-                    let before = pending.len();
+                    let mut any = false;
                     for event in data.drain(..) {
                         let is_late = event.time < event.frontier;
                         if is_late && late_policy == Late::Output {
                             late_events.push(event);
                         } else {
                             let key = key(&event.data);
+                            any = true;
                             pending.push(Pending {
                                 time: if is_late {
                                     event.time.max(fed_upto)
@@ -316,7 +404,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                             });
                         }
                     }
-                    if pending.len() > before && held.as_ref().is_none_or(|h| *h.time() > since) {
+                    if any && held.as_ref().is_none_or(|h| *h.time() > since) {
                         held = Some(cap.delayed(&since, 0));
                     }
                     if !late_events.is_empty() {
@@ -325,50 +413,37 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                 });
                 let upto = frontiers[0].frontier().first().copied().unwrap_or(u64::MAX);
                 if upto > fed_upto {
-                    // Ready events in order of (time, key), by index: the events stay put.
-                    order.clear();
-                    order.extend((0..pending.len()).filter(|&i| pending[i].time < upto));
-                    order.sort_unstable_by(|&a, &b| {
-                        let (a, b) = (&pending[a], &pending[b]);
-                        (a.time, a.hash)
-                            .cmp(&(b.time, b.hash))
-                            .then_with(|| (&a.key, &a.data).cmp(&(&b.key, &b.data)))
-                    });
-                    if !order.is_empty() {
+                    pending.take_before(upto, &mut ready);
+                    if !ready.events.is_empty() {
                         let mut round = (u64::MAX, 0);
-                        let mut at = 0;
-                        while at < order.len() {
-                            let first = &pending[order[at]];
-                            let end = at
-                                + order[at..]
-                                    .iter()
-                                    .position(|&i| {
-                                        pending[i].time != first.time || pending[i].key != first.key
-                                    })
-                                    .unwrap_or(order.len() - at);
-                            for &i in &order[at..end] {
-                                round.0 = round.0.min(pending[i].since);
-                                group.push(pending[i].data.clone());
+                        let mut events = ready.drain_in_order().peekable();
+                        while let Some(first) = events.next() {
+                            let (time, hash) = (first.time, first.hash);
+                            round.0 = round.0.min(first.since);
+                            group.push(first.data);
+                            let key = first.key;
+                            while let Some(next) =
+                                events.next_if(|e| e.time == time && e.hash == hash && e.key == key)
+                            {
+                                round.0 = round.0.min(next.since);
+                                group.push(next.data);
                             }
-                            round.1 = first.time;
-                            let state = match states.get_mut(&first.key) {
+                            round.1 = time;
+                            let state = match states.get_mut(&key) {
                                 Some(state) => state,
-                                None => states.entry(first.key.clone()).or_default(),
+                                None => states.entry(key.clone()).or_default(),
                             };
-                            let time = first.time;
                             pattern.advance(state, time, &group, &mut |value| {
                                 if time >= emitted_before {
                                     found.push(Detected {
-                                        key: first.key.clone(),
+                                        key: key.clone(),
                                         time,
                                         value,
                                     });
                                 }
                             });
                             group.clear();
-                            at = end;
                         }
-                        pending.retain(|p| p.time >= upto);
                         let (since, mut release) = (round.0, round.1.saturating_add(horizon));
                         while rounds.back().is_some_and(|r| r.0 >= since) {
                             release = release.max(rounds.pop_back().expect("checked").1);
@@ -392,8 +467,8 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         last_sweep = upto;
                     }
                     let earliest = pending
-                        .iter()
-                        .map(|p| p.since)
+                        .since()
+                        .into_iter()
                         .chain(rounds.front().map(|r| r.0))
                         .min();
                     match earliest {
