@@ -170,7 +170,58 @@ impl ViewStore {
 
     /// Every change batch applied from now on, in order.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeBatch>> {
+        // Under the lock: `apply_cells` sees this subscriber, or applied its batch before.
+        let _state = self.state.read().expect("view lock");
         self.changes.subscribe()
+    }
+
+    /// Applies cell updates (each a `(key, (column, JSON text))` and its difference), all at
+    /// `time`, to the rows in place and at once, and passes the rows they changed to the
+    /// subscribers, if there are any.
+    pub fn apply_cells(&self, time: u64, mut updates: Vec<(Cell, isize)>, columns: &[String]) {
+        differential_dataflow::consolidation::consolidate(&mut updates);
+        // Retractions first: a cell's new value replaces its old one whatever their order.
+        updates.sort_by(|((k1, _), d1), ((k2, _), d2)| k1.cmp(k2).then(d1.cmp(d2)));
+        let mut state = self.state.write().expect("view lock");
+        let subscribed = self.changes.receiver_count() > 0;
+        let mut batch = ChangeBatch {
+            time,
+            changes: Vec::new(),
+        };
+        let mut updates = updates.into_iter().peekable();
+        while let Some(((key, first), diff)) = updates.next() {
+            let row = state.rows.entry(key.clone()).or_default();
+            let same_key = |((k, _), _): &(Cell, isize)| *k == key;
+            for ((column, value), diff) in
+                std::iter::once((first, diff)).chain(std::iter::from_fn(|| {
+                    updates.next_if(same_key).map(|((_, c), d)| (c, d))
+                }))
+            {
+                let name = &columns[column];
+                let value = serde_json::from_str(&value).expect("cells hold JSON text");
+                if diff < 0 {
+                    if row.get(name) == Some(&value) {
+                        row.remove(name);
+                    }
+                } else {
+                    row.insert(name.clone(), value);
+                }
+            }
+            if row.is_empty() {
+                state.rows.remove(&key);
+                if subscribed {
+                    batch.changes.push(Change::Delete { key });
+                }
+            } else if subscribed {
+                let row = row.clone();
+                batch.changes.push(Change::Upsert { key, row });
+            }
+        }
+        state.frontier = state.frontier.max(time + 1);
+        if subscribed {
+            // No subscriber left is not an error.
+            let _ = self.changes.send(Arc::new(batch));
+        }
     }
 }
 
@@ -248,52 +299,12 @@ impl<'scope> WriteView<'scope> for VecCollection<'scope, u64, Cell, isize> {
                                 break;
                             }
                             let (time, (_cap, updates)) = entry.remove_entry();
-                            store.apply(changes(&store, &columns, time, updates));
+                            store.apply_cells(time, updates, &columns);
                         }
                     }
                 },
             )
     }
-}
-
-/// The rows that `updates` (all at `time`) change, read against the store's current rows.
-fn changes(
-    store: &ViewStore,
-    columns: &[String],
-    time: u64,
-    mut updates: Vec<(Cell, isize)>,
-) -> ChangeBatch {
-    differential_dataflow::consolidation::consolidate(&mut updates);
-    // Retractions first: a cell's new value replaces its old one whatever their order.
-    updates.sort_by(|((k1, _), d1), ((k2, _), d2)| k1.cmp(k2).then(d1.cmp(d2)));
-    let mut batch = ChangeBatch {
-        time,
-        changes: Vec::new(),
-    };
-    let mut at = 0;
-    while at < updates.len() {
-        let key = updates[at].0.0.clone();
-        let mut row = store.get(&key).0.unwrap_or_default();
-        while at < updates.len() && updates[at].0.0 == key {
-            let ((_, (column, value)), diff) = &updates[at];
-            let name = &columns[*column];
-            let value = serde_json::from_str(value).expect("cells hold JSON text");
-            if *diff < 0 {
-                if row.get(name) == Some(&value) {
-                    row.remove(name);
-                }
-            } else {
-                row.insert(name.clone(), value);
-            }
-            at += 1;
-        }
-        batch.changes.push(if row.is_empty() {
-            Change::Delete { key }
-        } else {
-            Change::Upsert { key, row }
-        });
-    }
-    batch
 }
 
 #[cfg(test)]
