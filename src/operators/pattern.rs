@@ -237,6 +237,8 @@ struct Pending<K, D> {
 struct PendingEvents<K, D> {
     /// By `time / BUCKET_MS`: the events and the earliest timely time any of them arrived at.
     buckets: BTreeMap<u64, (Vec<Pending<K, D>>, u64)>,
+    /// Emptied bucket vectors, reused so that buckets do not grow from nothing each time.
+    spare: Vec<Vec<Pending<K, D>>>,
 }
 
 /// Milliseconds of event time per bucket of [`PendingEvents`].
@@ -247,7 +249,7 @@ impl<K: Ord, D: Ord> PendingEvents<K, D> {
         let (events, since) = self
             .buckets
             .entry(event.time / BUCKET_MS)
-            .or_insert_with(|| (Vec::new(), u64::MAX));
+            .or_insert_with(|| (self.spare.pop().unwrap_or_default(), u64::MAX));
         *since = (*since).min(event.since);
         events.push(event);
     }
@@ -261,7 +263,9 @@ impl<K: Ord, D: Ord> PendingEvents<K, D> {
                 break;
             }
             if start.saturating_add(BUCKET_MS) <= upto {
-                ready.events.extend(bucket.remove().0.into_iter().map(Some));
+                let mut events = bucket.remove().0;
+                ready.events.extend(events.drain(..).map(Some));
+                self.spare.push(events);
                 continue;
             }
             let (events, since) = bucket.get_mut();
@@ -360,6 +364,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             let mut states = FxHashMap::<K, P::State>::default();
             let mut pending = PendingEvents::<K, D> {
                 buckets: BTreeMap::new(),
+                spare: Vec::new(),
             };
             // Per round of fed events: the earliest input time among them and the event time
             // after which none of them matters; kept with increasing input times (a later round
