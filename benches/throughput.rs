@@ -5,6 +5,8 @@
 //! `cargo bench --bench throughput`; `EDDY_BENCH_EVENTS` sets the engine-only event count
 //! (default 2 000 000, from a generator of two partitions); the Kafka runs read 480 000 events
 //! pre-produced into 16 partitions (the in-process cluster keeps about 5 MiB per partition).
+//! Arguments keep only the rows whose dataflow or path contains one of them:
+//! `cargo bench --bench throughput -- fraud`.
 
 mod common;
 
@@ -25,6 +27,10 @@ use eddy::stats::Stats;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// The allocator `eddy` runs with (src/main.rs), so the harness measures what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const KAFKA_EVENTS: u64 = 480_000;
 const KAFKA_PARTITIONS: i32 = 16;
@@ -394,6 +400,17 @@ fn main() {
 
 /// Runs the job `text(workers)` on 1 and 2 workers, a row each.
 fn rows(dataflow: &str, path: &str, text: impl Fn(usize) -> String) {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if !filters.is_empty()
+        && !filters
+            .iter()
+            .any(|f| dataflow.contains(f.as_str()) || path.contains(f.as_str()))
+    {
+        return;
+    }
     for workers in [1, 2] {
         let job = Job::parse(Path::new("bench.toml"), &text(workers)).expect("valid job");
         row(dataflow, path, workers, &measure(job, workers, true));
