@@ -5,8 +5,6 @@
 //! "Within T" means a span of T milliseconds ending at the current payment: times in `(t − T, t]`.
 //! Payments at the same millisecond are simultaneous: each counts as before the other.
 
-use std::collections::VecDeque;
-
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -53,15 +51,24 @@ fn outside(at: u64, within: u64, now: u64) -> bool {
 
 /// Drops the entries of `queue` (oldest first, each at time `.0`) that have left the span of
 /// `within` ending at `now`, handing each to `gone`.
-fn evict<T: Timed>(queue: &mut VecDeque<T>, within: u64, now: u64, mut gone: impl FnMut(T)) {
-    while queue.front().is_some_and(|r| outside(r.at(), within, now)) {
-        gone(queue.pop_front().expect("checked"));
-    }
+fn evict<A: smallvec::Array>(
+    queue: &mut SmallVec<A>,
+    within: u64,
+    now: u64,
+    gone: impl FnMut(A::Item),
+) where
+    A::Item: Timed,
+{
+    let left = queue
+        .iter()
+        .take_while(|r| outside(r.at(), within, now))
+        .count();
+    queue.drain(..left).for_each(gone);
 }
 
 /// Whether every entry of `queue` (oldest first) has left the span of `within` ending at `now`.
-fn all_outside<T: Timed>(queue: &VecDeque<T>, within: u64, now: u64) -> bool {
-    queue.back().is_none_or(|r| outside(r.at(), within, now))
+fn all_outside<T: Timed>(queue: &[T], within: u64, now: u64) -> bool {
+    queue.last().is_none_or(|r| outside(r.at(), within, now))
 }
 
 /// A remembered payment, by the time it was made.
@@ -92,10 +99,12 @@ pub struct Velocity {
     pub within: u64,
 }
 
-/// The payments of an account within the span, and their total.
+/// The payments of an account within the span, and their total. Kept inline up to two: most
+/// accounts have no more within a span, and state that needs no second memory access is what
+/// makes the rule fast over many accounts.
 #[derive(Debug, Default)]
 pub struct VelocityState {
-    recent: VecDeque<(u64, i64, CompactString)>,
+    recent: SmallVec<[(u64, i64, CompactString); 2]>,
     total: i64,
 }
 
@@ -113,7 +122,7 @@ impl<D: Payment> Pattern<D> for Velocity {
         evict(&mut s.recent, self.within, time, |r| s.total -= r.1);
         for e in events {
             s.recent
-                .push_back((time, e.amount(), CompactString::from(e.id())));
+                .push((time, e.amount(), CompactString::from(e.id())));
             s.total += e.amount();
         }
         let n = s.recent.len();
@@ -152,7 +161,7 @@ pub struct SmallThenLarge {
 /// The small payments of an account within the span.
 #[derive(Debug, Default)]
 pub struct SmallThenLargeState {
-    smalls: VecDeque<(u64, CompactString)>,
+    smalls: SmallVec<[(u64, CompactString); 1]>,
 }
 
 impl<D: Payment> Pattern<D> for SmallThenLarge {
@@ -168,10 +177,10 @@ impl<D: Payment> Pattern<D> for SmallThenLarge {
     ) {
         evict(&mut s.smalls, self.within, time, drop);
         for e in events.iter().filter(|e| e.amount() < self.small_below) {
-            s.smalls.push_back((time, CompactString::from(e.id())));
+            s.smalls.push((time, CompactString::from(e.id())));
         }
         let large = events.iter().find(|e| e.amount() > self.large_above);
-        if let (Some(large), Some((at, small))) = (large, s.smalls.back()) {
+        if let (Some(large), Some((at, small))) = (large, s.smalls.last()) {
             emit(RuleMatch {
                 rule: "small_then_large",
                 evidence: vec![small.clone(), CompactString::from(large.id())],
@@ -209,10 +218,10 @@ pub struct AmountSpike {
     pub min_history: usize,
 }
 
-/// An account's recent amounts and their sum.
+/// An account's recent amounts (inline up to 16, the usual history) and their sum.
 #[derive(Debug, Default)]
 pub struct AmountSpikeState {
-    amounts: VecDeque<i64>,
+    amounts: SmallVec<[i64; 16]>,
     sum: i64,
 }
 
@@ -246,10 +255,10 @@ impl<D: Payment> Pattern<D> for AmountSpike {
             }
         }
         for e in events {
-            s.amounts.push_back(e.amount());
+            s.amounts.push(e.amount());
             s.sum += e.amount();
             if s.amounts.len() > self.history {
-                s.sum -= s.amounts.pop_front().expect("not empty");
+                s.sum -= s.amounts.remove(0);
             }
         }
     }
@@ -339,7 +348,7 @@ pub struct CardTesting {
 /// The small payments of an account within the span: (time, merchant, id).
 #[derive(Debug, Default)]
 pub struct CardTestingState {
-    smalls: VecDeque<(u64, CompactString, CompactString)>,
+    smalls: SmallVec<[(u64, CompactString, CompactString); 1]>,
 }
 
 impl<D: Payment> Pattern<D> for CardTesting {
@@ -356,7 +365,7 @@ impl<D: Payment> Pattern<D> for CardTesting {
         evict(&mut s.smalls, self.within, time, drop);
         let before = s.smalls.len();
         for e in events.iter().filter(|e| e.amount() < self.small_below) {
-            s.smalls.push_back((
+            s.smalls.push((
                 time,
                 CompactString::from(e.merchant()),
                 CompactString::from(e.id()),

@@ -297,8 +297,8 @@ struct Ready<K, D> {
 }
 
 impl<K: Ord, D: Ord> Ready<K, D> {
-    /// The events in order of (time, key hash, key, data), each moved out once.
-    fn drain_in_order(&mut self) -> impl Iterator<Item = Pending<K, D>> + '_ {
+    /// Orders the events by (time, key hash, key, data): the order they are fed in.
+    fn sort(&mut self) {
         let Ready { events, order } = self;
         order.clear();
         order.extend(events.iter().enumerate().map(|(i, e)| {
@@ -312,10 +312,92 @@ impl<K: Ord, D: Ord> Ready<K, D> {
                 (&a.key, &a.data).cmp(&(&b.key, &b.data))
             })
         });
-        order
-            .iter()
-            .map(|&(_, _, i)| events[i].take().expect("each event is taken once"))
     }
+
+    /// How many events there are.
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The event at position `at` of the order, unless taken or past the end.
+    fn peek(&self, at: usize) -> Option<&Pending<K, D>> {
+        self.order
+            .get(at)
+            .and_then(|&(_, _, i)| self.events[i].as_ref())
+    }
+
+    /// Moves the event at position `at` of the order out.
+    fn take(&mut self, at: usize) -> Pending<K, D> {
+        self.events[self.order[at].2]
+            .take()
+            .expect("each event is taken once")
+    }
+}
+
+/// How many events ahead of the one it feeds the operator prefetches a key's state.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Per-key states in one vector, found through an index from key to slot. The index is small
+/// enough to stay in cache, so the operator looks keys up a few events ahead and has the CPU
+/// fetch their states while it feeds the current one: with many keys, waiting for state memory
+/// is most of a pattern's cost.
+struct States<K, S> {
+    slots: FxHashMap<K, usize>,
+    states: Vec<(K, S)>,
+}
+
+impl<K: Hash + Eq + Clone, S: Default> States<K, S> {
+    /// The state of `key`, a default one if it has none.
+    fn get_or_default(&mut self, key: &K) -> &mut S {
+        let slot = match self.slots.get(key) {
+            Some(&slot) => slot,
+            None => {
+                self.slots.insert(key.clone(), self.states.len());
+                self.states.push((key.clone(), S::default()));
+                self.states.len() - 1
+            }
+        };
+        &mut self.states[slot].1
+    }
+
+    /// Asks the CPU to bring the state of `key`, if it has one, into cache.
+    fn prefetch(&self, key: &K) {
+        if let Some(&slot) = self.slots.get(key) {
+            prefetch(&self.states[slot]);
+        }
+    }
+
+    /// Drops the states `keep` says no to.
+    fn retain(&mut self, keep: impl Fn(&S) -> bool) {
+        let mut slot = 0;
+        while slot < self.states.len() {
+            if keep(&self.states[slot].1) {
+                slot += 1;
+                continue;
+            }
+            let (key, _) = self.states.swap_remove(slot);
+            self.slots.remove(&key);
+            if let Some((moved, _)) = self.states.get(slot) {
+                *self.slots.get_mut(moved).expect("every state is indexed") = slot;
+            }
+        }
+    }
+}
+
+/// A hint to the CPU to load the cache lines of `value`; it never faults and changes nothing.
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..size_of::<T>()).step_by(64) {
+            // SAFETY: SSE is part of every x86_64 target, and a prefetch is only a hint: it
+            // reads nothing and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
@@ -361,7 +443,10 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             // On the `fired` output: at the least event time whose matches may not be emitted
             // and flushed yet.
             let mut fired_cap = initial_capabilities.pop();
-            let mut states = FxHashMap::<K, P::State>::default();
+            let mut states = States::<K, P::State> {
+                slots: FxHashMap::default(),
+                states: Vec::new(),
+            };
             let mut pending = PendingEvents::<K, D> {
                 buckets: BTreeMap::new(),
                 spare: Vec::new(),
@@ -421,23 +506,29 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                     pending.take_before(upto, &mut ready);
                     if !ready.events.is_empty() {
                         let mut round = (u64::MAX, 0);
-                        let mut events = ready.drain_in_order().peekable();
-                        while let Some(first) = events.next() {
+                        ready.sort();
+                        let mut at = 0;
+                        while at < ready.len() {
+                            if let Some(ahead) = ready.peek(at + PREFETCH_AHEAD) {
+                                states.prefetch(&ahead.key);
+                            }
+                            let first = ready.take(at);
+                            at += 1;
                             let (time, hash) = (first.time, first.hash);
                             round.0 = round.0.min(first.since);
                             group.push(first.data);
                             let key = first.key;
-                            while let Some(next) =
-                                events.next_if(|e| e.time == time && e.hash == hash && e.key == key)
+                            while ready
+                                .peek(at)
+                                .is_some_and(|e| e.time == time && e.hash == hash && e.key == key)
                             {
+                                let next = ready.take(at);
+                                at += 1;
                                 round.0 = round.0.min(next.since);
                                 group.push(next.data);
                             }
                             round.1 = time;
-                            let state = match states.get_mut(&key) {
-                                Some(state) => state,
-                                None => states.entry(key.clone()).or_default(),
-                            };
+                            let state = states.get_or_default(&key);
                             pattern.advance(state, time, &group, &mut |value| {
                                 if time >= emitted_before {
                                     found.push(Detected {
@@ -468,7 +559,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         rounds.pop_front();
                     }
                     if upto == u64::MAX || upto - last_sweep >= horizon.max(1000) {
-                        states.retain(|_, state| !pattern.expired(state, upto));
+                        states.retain(|state| !pattern.expired(state, upto));
                         last_sweep = upto;
                     }
                     let earliest = pending
