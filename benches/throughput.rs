@@ -260,7 +260,7 @@ fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
         job,
         &cluster,
         options,
-        Duration::from_millis(5),
+        Duration::from_millis(50),
         move |stats, _| {
             let events = Stats::get(&stats.events_in);
             let mut span = seen.lock().unwrap();
