@@ -447,6 +447,8 @@ struct OutcomeEvent {
     message_id: Option<String>,
     reason: Option<String>,
     deduplicated: bool,
+    user_id: Option<String>,
+    time: Option<i64>,
 }
 
 fn outcome_events(brokers: &str) -> Vec<OutcomeEvent> {
@@ -825,7 +827,7 @@ brokers = "${{BROKERS}}"
 topics = ["requests"]
 group = "orchestrated-requests"
 event_time = "time"
-schema = {{ request_id = "string", channel = "string?", to = "string?", subject = "string?", text = "string", time = "timestamp" }}
+schema = {{ request_id = "string", channel = "string?", to = "string?", subject = "string?", text = "string", time = "timestamp", user_id = "int?" }}
 
 [[sinks]]
 name = "requests"
@@ -866,7 +868,7 @@ topic = "{DLQ}"
 
     let mut events = outcome_events(&brokers);
     events.sort_by(|a, b| a.request_id.cmp(&b.request_id));
-    let summary: Vec<(&str, &str, Option<&str>)> = events
+    let summary: Vec<_> = events
         .iter()
         .map(|e| (&*e.request_id, &*e.kind, e.reason.as_deref()))
         .collect();
@@ -880,6 +882,20 @@ topic = "{DLQ}"
                 "NotificationFailed",
                 Some("request `e3:sms`: `to` is empty")
             ),
+        ]
+    );
+    // Each outcome names the user and event time of the request (the rejected one too), so a
+    // view can count a user's notifications.
+    let users: Vec<_> = events
+        .iter()
+        .map(|e| (&*e.request_id, e.user_id.as_deref(), e.time))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("e1:sms", Some("1"), Some(1_700_000_000_000)),
+            ("e2:email", Some("2"), Some(1_700_000_000_001)),
+            ("e3:sms", Some("3"), Some(1_700_000_000_002)),
         ]
     );
     let sent = standin.sent();

@@ -30,7 +30,7 @@ use crate::stats::Stats;
 pub struct Submission {
     /// The request.
     pub request: NotificationRequest,
-    /// Returned with the outcome, untouched (the dataflow time the request was received at).
+    /// Returned with the outcome, untouched (the notify operator numbers its submissions).
     pub tag: u64,
     /// Where the outcome is sent.
     pub reply: std_mpsc::Sender<Completion>,

@@ -20,7 +20,7 @@ pub mod outcome;
 pub mod request;
 pub mod sent_record;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -34,15 +34,16 @@ use timely::dataflow::operators::generic::Operator;
 use crate::record::{DeadLetter, Event, Record};
 use crate::sources::Backlog;
 use adapter::{Completion, NotificationAdapter, Submission};
-use outcome::{Rejection, Resolved};
+use outcome::{Rejection, RequestContext, Resolved};
 use request::RequestFields;
 
 /// Delivers a stream of notification requests.
 pub trait DeliverNotifications<'scope> {
     /// Reads a request from each record (at `fields`), has `adapter` deliver it, and emits its
-    /// outcome at the time the record came in. A record that is no valid request fails at once:
-    /// a [`Rejection`] if it names a request id, and a dead letter with the reason, attributed to
-    /// `source`. Requests the adapter's queue refuses are held and counted in `backlog`.
+    /// outcome, with the record's user and event time, at the time the record came in. A record
+    /// that is no valid request fails at once: a [`Rejection`] if it names a request id, and a
+    /// dead letter with the reason, attributed to `source`. Requests the adapter's queue refuses
+    /// are held and counted in `backlog`.
     fn deliver_notifications(
         self,
         adapter: Arc<NotificationAdapter>,
@@ -69,6 +70,10 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                 let (reply, completions) = mpsc::channel::<Completion>();
                 // Per time with undecided requests: its capability and how many are undecided.
                 let mut undecided = BTreeMap::<u64, (Capability<u64>, usize)>::new();
+                // Per request handed over, by its submission tag (a sequence number): the time
+                // it came in at, and its record's user and event time for the outcome event.
+                let mut submitted = HashMap::<u64, (u64, RequestContext)>::new();
+                let mut next_tag = 0u64;
                 // Requests the adapter's queue refused, oldest first.
                 let mut refused = VecDeque::<Submission>::new();
                 let mut invalid = Vec::new();
@@ -84,11 +89,13 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                             match fields.read(&event.data) {
                                 Ok(request) => {
                                     entry.1 += 1;
+                                    submitted.insert(next_tag, (time, fields.context(&event.data)));
                                     refused.push_back(Submission {
                                         request,
-                                        tag: time,
+                                        tag: next_tag,
                                         reply: reply.clone(),
                                     });
+                                    next_tag += 1;
                                     backlog.hold(1);
                                 }
                                 Err(reason) => invalid.push(Resolved::Invalid {
@@ -105,6 +112,7 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                                             channel,
                                             to,
                                             reason,
+                                            context: fields.context(&event.data),
                                         },
                                     ),
                                 }),
@@ -128,10 +136,15 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                                  the request is committed"
                             )
                         });
+                        let (time, context) = submitted
+                            .remove(&completion.tag)
+                            .expect("a completion for a submitted request");
                         let (cap, left) = undecided
-                            .get_mut(&completion.tag)
+                            .get_mut(&time)
                             .expect("a completion for a held time");
-                        output.session(&*cap).give(Resolved::Outcome(outcome));
+                        output
+                            .session(&*cap)
+                            .give(Resolved::Outcome(outcome, context));
                         *left -= 1;
                     }
                     undecided.retain(|_, (_, left)| *left > 0);

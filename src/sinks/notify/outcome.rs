@@ -75,6 +75,17 @@ impl Outcome {
     }
 }
 
+/// Whom a request is for and when, as its record gives them (not part of the request: the
+/// adapter neither needs nor records them): outcome events carry both, so a view can count a
+/// user's notifications.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    /// The user, as text, when the record names one (a `user_id` field).
+    pub user_id: Option<String>,
+    /// The record's event time (epoch milliseconds).
+    pub time: Option<i64>,
+}
+
 /// A record that is no valid request but names its request id: it fails with the reason, and
 /// is reported with whatever channel and recipient it gave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,13 +98,15 @@ pub struct Rejection {
     pub to: Option<String>,
     /// What is wrong with it.
     pub reason: String,
+    /// Its user and event time.
+    pub context: RequestContext,
 }
 
 /// What the notify operator emits for each record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Resolved {
-    /// The outcome of a request.
-    Outcome(Outcome),
+    /// The outcome of a request, with its record's user and event time.
+    Outcome(Outcome, RequestContext),
     /// A record that is no valid request: a failure event when it names a request id, and a
     /// dead letter with the reason.
     Invalid {
@@ -119,13 +132,14 @@ impl Resolved {
     /// The dead letter: an invalid record, or a request that failed (attributed to `source`).
     pub fn dead_letter(self, source: &str) -> Option<DeadLetter> {
         match self {
-            Resolved::Outcome(outcome) => outcome.dead_letter(source),
+            Resolved::Outcome(outcome, _) => outcome.dead_letter(source),
             Resolved::Invalid { letter, .. } => Some(letter),
         }
     }
 }
 
-/// The outcome event as written: flat JSON with a `type`.
+/// The outcome event as written: flat JSON with a `type`, and the request's `user_id` and `time`
+/// where known.
 #[derive(Serialize)]
 struct OutcomeEvent<'a> {
     #[serde(rename = "type")]
@@ -141,6 +155,10 @@ struct OutcomeEvent<'a> {
     reason: Option<&'a str>,
     attempts: u32,
     deduplicated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<i64>,
 }
 
 /// Writes outcomes as JSON events keyed by request id, with provenance headers and an
@@ -154,7 +172,7 @@ pub struct OutcomeEncoder {
 impl OutcomeEncoder {
     fn event<'a>(&self, resolved: &'a Resolved) -> OutcomeEvent<'a> {
         match resolved {
-            Resolved::Outcome(outcome) => {
+            Resolved::Outcome(outcome, context) => {
                 let (message_id, status, reason) = match &outcome.delivery {
                     Delivery::Sent { message_id, status } => {
                         (Some(&**message_id), Some(&**status), None)
@@ -171,12 +189,20 @@ impl OutcomeEncoder {
                     reason,
                     attempts: outcome.attempts,
                     deduplicated: outcome.deduplicated,
+                    user_id: context.user_id.as_deref(),
+                    time: context.time,
                 }
             }
             Resolved::Invalid { rejection, letter } => {
-                let (request_id, channel, to) = match rejection {
-                    Some(r) => (&*r.request_id, r.channel.as_deref(), r.to.as_deref()),
-                    None => ("", None, None),
+                let (request_id, channel, to, user_id, time) = match rejection {
+                    Some(r) => (
+                        &*r.request_id,
+                        r.channel.as_deref(),
+                        r.to.as_deref(),
+                        r.context.user_id.as_deref(),
+                        r.context.time,
+                    ),
+                    None => ("", None, None, None, None),
                 };
                 OutcomeEvent {
                     kind: "NotificationFailed",
@@ -188,6 +214,8 @@ impl OutcomeEncoder {
                     reason: Some(rejection.as_ref().map_or(&*letter.error, |r| &*r.reason)),
                     attempts: 0,
                     deduplicated: false,
+                    user_id,
+                    time,
                 }
             }
         }
@@ -238,7 +266,7 @@ mod tests {
             deduplicated: false,
         };
         let encoder = OutcomeEncoder::default();
-        let sent = Resolved::Outcome(sent);
+        let sent = Resolved::Outcome(sent, RequestContext::default());
         let mut out = Vec::new();
         encoder.value(&sent, &mut out);
         assert_eq!(
@@ -256,10 +284,44 @@ mod tests {
     }
 
     #[test]
+    fn outcome_events_carry_the_user_and_time_of_the_request() {
+        let context = |user_id: Option<&str>| RequestContext {
+            user_id: user_id.map(Into::into),
+            time: Some(1_700_000_000_000),
+        };
+        let event = |outcome: Outcome, user_id| {
+            let mut out = Vec::new();
+            OutcomeEncoder::default()
+                .value(&Resolved::Outcome(outcome, context(user_id)), &mut out);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let sent = Outcome {
+            request: request(),
+            delivery: Delivery::Sent {
+                message_id: "r1".into(),
+                status: "PENDING_ACCEPTED".into(),
+            },
+            attempts: 1,
+            deduplicated: false,
+        };
+        let sent = event(sent, Some("42"));
+        assert_eq!(sent["user_id"], "42");
+        assert_eq!(sent["time"], 1_700_000_000_000_i64);
+        let failed = event(
+            Outcome::failed(request(), "CPaaS answered 400".into(), 1),
+            None,
+        );
+        assert_eq!(failed["type"], "NotificationFailed");
+        assert_eq!(failed.get("user_id"), None);
+        assert_eq!(failed["time"], 1_700_000_000_000_i64);
+    }
+
+    #[test]
     fn a_failed_request_becomes_a_dead_letter_with_its_reason() {
         let failed = Outcome::failed(request(), "CPaaS answered 400".into(), 1);
         let mut out = Vec::new();
-        OutcomeEncoder::default().value(&Resolved::Outcome(failed.clone()), &mut out);
+        let context = RequestContext::default();
+        OutcomeEncoder::default().value(&Resolved::Outcome(failed.clone(), context), &mut out);
         assert!(String::from_utf8(out).unwrap().contains(
             r#""type":"NotificationFailed","request_id":"r1","channel":"sms","to":"+41790000001","reason":"CPaaS answered 400""#
         ));
@@ -285,6 +347,10 @@ mod tests {
                 channel: Some("sms".into()),
                 to: None,
                 reason: "`to` is empty".into(),
+                context: RequestContext {
+                    user_id: Some("7".into()),
+                    time: Some(1_700_000_000_000),
+                },
             }),
             letter: letter.clone(),
         };
@@ -293,7 +359,7 @@ mod tests {
         OutcomeEncoder::default().value(&invalid, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"type":"NotificationFailed","request_id":"r9","channel":"sms","to":null,"reason":"`to` is empty","attempts":0,"deduplicated":false}"#
+            r#"{"type":"NotificationFailed","request_id":"r9","channel":"sms","to":null,"reason":"`to` is empty","attempts":0,"deduplicated":false,"user_id":"7","time":1700000000000}"#
         );
         assert_eq!(invalid.dead_letter("requests"), Some(letter.clone()));
         let anonymous = Resolved::Invalid {

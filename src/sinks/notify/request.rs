@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome::RequestContext;
 use crate::record::{Record, Schema, Value};
 
 /// How a notification reaches its recipient.
@@ -63,11 +64,14 @@ pub struct RequestFields {
     to: usize,
     text: usize,
     subject: Option<usize>,
+    user_id: Option<usize>,
+    time: usize,
 }
 
 impl RequestFields {
     /// Locates the fields in `schema`: `request_id`, `channel`, `to` and `text` are required,
-    /// `subject` optional; the error names what is missing.
+    /// `subject` and `user_id` optional (the event-time field is the request's time); the error
+    /// names what is missing.
     pub fn new(schema: &Schema) -> Result<RequestFields, String> {
         let find = |name: &str| {
             schema.index_of(name).ok_or_else(|| {
@@ -84,6 +88,8 @@ impl RequestFields {
             to: find("to")?,
             text: find("text")?,
             subject: schema.index_of("subject"),
+            user_id: schema.index_of("user_id"),
+            time: schema.time_index(),
         })
     }
 
@@ -115,6 +121,20 @@ impl RequestFields {
     pub fn identity(&self, record: &Record) -> Option<(String, Option<String>, Option<String>)> {
         let text = |index: usize| text_of(&record[index]);
         Some((text(self.request_id)?, text(self.channel), text(self.to)))
+    }
+
+    /// The user a record names (any scalar, as text) and its event time, where it gives them.
+    pub fn context(&self, record: &Record) -> RequestContext {
+        let user_id = self.user_id.and_then(|i| match &record[i] {
+            Value::Null => None,
+            Value::Str(s) if s.trim().is_empty() => None,
+            other => Some(other.to_text().to_string()),
+        });
+        let time = match record[self.time] {
+            Value::Int(ms) => Some(ms),
+            _ => None,
+        };
+        RequestContext { user_id, time }
     }
 
     /// The request a record holds, or why it is not a valid one.
@@ -227,6 +247,52 @@ mod tests {
             ]))
             .unwrap();
         assert_eq!(email.subject.as_deref(), Some("Welcome"));
+    }
+
+    #[test]
+    fn a_request_record_gives_its_user_and_event_time() {
+        let field = |name: &str, ty| Field {
+            name: name.into(),
+            ty,
+            required: false,
+        };
+        let schema = |user_id: bool| {
+            let mut fields = ["request_id", "channel", "to", "text"]
+                .map(|name| field(name, FieldType::String))
+                .to_vec();
+            fields.push(field("time", FieldType::Timestamp));
+            if user_id {
+                fields.push(field("user_id", FieldType::Int));
+            }
+            RequestFields::new(&Schema::new(fields, "time").unwrap()).unwrap()
+        };
+        let request = [s("r1"), s("sms"), s("+41790000001"), s("hi")];
+        let context = |user_id: Option<Value>| {
+            let fields = schema(user_id.is_some());
+            let record: Record = request
+                .iter()
+                .cloned()
+                .chain([Value::Int(1_700_000_000_000)])
+                .chain(user_id)
+                .collect();
+            fields.context(&record)
+        };
+        assert_eq!(
+            context(Some(Value::Int(42))),
+            RequestContext {
+                user_id: Some("42".into()),
+                time: Some(1_700_000_000_000),
+            }
+        );
+        assert_eq!(context(Some(s("u-7"))).user_id.as_deref(), Some("u-7"));
+        assert_eq!(context(Some(Value::Null)).user_id, None);
+        assert_eq!(
+            context(None),
+            RequestContext {
+                user_id: None,
+                time: Some(1_700_000_000_000),
+            }
+        );
     }
 
     #[test]
