@@ -9,7 +9,6 @@ pub mod routes;
 pub mod views;
 
 use std::cell::Cell;
-use std::cmp::Ordering;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -21,7 +20,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::record::{DeadLetter, Record};
 use crate::sinks::discard::Discard;
-use crate::sinks::file::{FileTarget, Order, WriteFile};
+use crate::sinks::file::{FileTarget, Order, SortKey, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
 use crate::sinks::topic::TopicTemplate;
@@ -349,12 +348,8 @@ fn write_to_sink<'scope>(
         SinkKind::File(target) => {
             let order = (!sink.order_by.is_empty()).then(|| {
                 let by: Vec<usize> = sink.order_by.iter().map(index).collect();
-                Box::new(move |a: &Record, b: &Record| {
-                    by.iter()
-                        .map(|&i| a[i].partial_cmp(&b[i]).unwrap_or(Ordering::Equal))
-                        .find(|o| o.is_ne())
-                        .unwrap_or(Ordering::Equal)
-                }) as Order<Record>
+                Box::new(move |row: &Record| SortKey(by.iter().map(|&i| row[i].clone()).collect()))
+                    as Order<Record>
             });
             Ok(rows.write_file(target.clone(), encoder, order)?)
         }

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use smallvec::SmallVec;
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -14,6 +15,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
+use crate::record::Value;
 
 /// Where a file sink writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +28,39 @@ pub enum FileTarget {
     Path(PathBuf),
 }
 
-/// An order of items, for sorted output.
-pub type Order<D> = Box<dyn Fn(&D, &D) -> Ordering>;
+/// An order of items, for sorted output: the key each item sorts by. Keys are taken once per
+/// item and compared in place, so sorting never follows an item's pointers.
+pub type Order<D> = Box<dyn Fn(&D) -> SortKey>;
+
+/// The values an item sorts by, compared one after the other; values that do not compare (NaN,
+/// or of different types) count as equal.
+#[derive(Clone, Debug)]
+pub struct SortKey(pub SmallVec<[Value; 2]>);
+
+impl Ord for SortKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| a.partial_cmp(b).unwrap_or(Ordering::Equal))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    }
+}
+
+impl PartialOrd for SortKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for SortKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for SortKey {}
 
 /// Writes a stream to a file.
 pub trait WriteFile<'scope, D> {
@@ -92,7 +125,7 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
                     if let Some(order) = &order
                         && input_frontier.is_empty()
                     {
-                        kept.sort_unstable_by(order);
+                        kept.sort_by_cached_key(order);
                         kept.drain(..).for_each(|item| write(w, &item));
                     }
                     if *input_frontier.frontier() != frontier[..] {
