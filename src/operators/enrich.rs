@@ -9,7 +9,6 @@
 //! result does not depend on the number of workers. The operator holds the trace's compaction
 //! back to the earliest time it may still look up.
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -23,9 +22,10 @@ use timely::PartialOrder;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::progress::Antichain;
+
+use super::Stash;
 
 /// A table to enrich with: `(key, value)` pairs arranged by key.
 pub type Table<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, u64, isize>>>;
@@ -74,8 +74,8 @@ impl<'scope, D: ExchangeData> Enrich<'scope, D> for StreamVec<'scope, u64, D> {
             Pipeline,
             "Enrich",
             move |_cap, _info| {
-                // Data by the time they look up, with a capability there.
-                let mut pending = BTreeMap::<u64, (Capability<u64>, Vec<D>)>::new();
+                // Data by the time they look up.
+                let mut pending = Stash::default();
                 // The trace holds every table update before this frontier.
                 let mut acknowledged = Antichain::from_elem(0u64);
                 let mut row = Vec::new();
@@ -84,11 +84,7 @@ impl<'scope, D: ExchangeData> Enrich<'scope, D> for StreamVec<'scope, u64, D> {
                         let Some(&since) = cap.least() else { return };
                         for datum in data.drain(..) {
                             let t = time(&datum).max(since);
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                                .1
-                                .push(datum);
+                            pending.push(t, datum, || cap.delayed(&t, 0));
                         }
                     });
                     spans.for_each(|_, spans| {
@@ -99,17 +95,13 @@ impl<'scope, D: ExchangeData> Enrich<'scope, D> for StreamVec<'scope, u64, D> {
                         }
                     });
                     trace.advance_upper(&mut acknowledged);
-                    let ready = |t: &u64| !acknowledged.less_equal(t);
-                    if pending.first_key_value().is_some_and(|(t, _)| ready(t)) {
+                    let ready = |t: u64| !acknowledged.less_equal(&t);
+                    if pending.first_time().is_some_and(ready) {
                         let batches = trace
                             .batches_through(acknowledged.borrow())
                             .expect("the trace is compacted no further than acknowledged");
                         let (mut cursor, storage) = cursor_list(batches);
-                        while let Some(entry) = pending.first_entry() {
-                            if !ready(entry.key()) {
-                                break;
-                            }
-                            let (t, (cap, data)) = entry.remove_entry();
+                        while let Some((t, cap, data)) = pending.pop_done(ready) {
                             // By key, for one forward pass of the cursor.
                             let mut keyed: Vec<(Option<K>, D)> =
                                 data.into_iter().map(|d| (key(&d), d)).collect();
@@ -144,7 +136,7 @@ impl<'scope, D: ExchangeData> Enrich<'scope, D> for StreamVec<'scope, u64, D> {
                     }
                     // Later lookups are at pending times or at the data frontier and beyond.
                     let mut lookups = data_frontier.frontier().to_owned();
-                    if let Some(&t) = pending.keys().next() {
+                    if let Some(t) = pending.first_time() {
                         lookups.insert(t);
                     }
                     trace.set_logical_compaction(lookups.borrow());

@@ -14,7 +14,53 @@ pub mod route;
 pub mod watermark;
 pub mod window;
 
+use std::collections::BTreeMap;
+
 use timely::dataflow::operators::Capability;
+
+/// Data held back by the time it is due at, each time with a capability there, and handed out a
+/// whole time at a time, in time order, once that time is done: how operators that act only
+/// behind a frontier (view stores, recent lists, enrichments) keep their input meanwhile.
+pub struct Stash<D> {
+    by_time: BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+}
+
+impl<D> Default for Stash<D> {
+    fn default() -> Self {
+        Stash {
+            by_time: BTreeMap::new(),
+        }
+    }
+}
+
+impl<D> Stash<D> {
+    /// Holds `datum` until `time`; `hold` makes the capability at `time` if it has none yet.
+    pub fn push(&mut self, time: u64, datum: D, hold: impl FnOnce() -> Capability<u64>) {
+        self.by_time
+            .entry(time)
+            .or_insert_with(|| (hold(), Vec::new()))
+            .1
+            .push(datum);
+    }
+
+    /// The earliest time held, if `done` says it is complete: with its capability and data.
+    pub fn pop_done(
+        &mut self,
+        done: impl Fn(u64) -> bool,
+    ) -> Option<(u64, Capability<u64>, Vec<D>)> {
+        let entry = self.by_time.first_entry()?;
+        if !done(*entry.key()) {
+            return None;
+        }
+        let (time, (cap, data)) = entry.remove_entry();
+        Some((time, cap, data))
+    }
+
+    /// The earliest time held.
+    pub fn first_time(&self) -> Option<u64> {
+        self.by_time.keys().next().copied()
+    }
+}
 
 /// Moves `cap` to the least of `times` (which must not be before it), or drops it when there
 /// are none: how the window and pattern operators hold their `settled` output.

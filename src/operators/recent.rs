@@ -7,7 +7,7 @@
 //! batching or the number of workers. It keeps `n` values per key, not the whole history: the
 //! list is the upsert a differential arrangement turns into retractions of the previous one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use differential_dataflow::Hashable;
@@ -15,8 +15,9 @@ use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+
+use super::Stash;
 
 /// A value with its event time, as kept and listed.
 pub type Timed<V> = (u64, V);
@@ -45,26 +46,20 @@ where
             Exchange::new(|(key, _, _): &(K, Timed<V>, u64)| key.hashed()),
             "KeepRecent",
             move |_cap, _info| {
-                // Values by the time they count at, with a capability there.
-                let mut pending = BTreeMap::<u64, (Capability<u64>, Vec<(K, Timed<V>)>)>::new();
+                // Values by the time they count at.
+                let mut pending = Stash::default();
                 // Per key, its list, newest first.
                 let mut kept = HashMap::<K, Vec<Timed<V>>>::new();
                 let mut changed = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         for (key, value, time) in data.drain(..) {
-                            pending
-                                .entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((key, value));
+                            pending.push(time, (key, value), || cap.delayed(&time, 0));
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (time, (cap, values)) = entry.remove_entry();
+                    while let Some((time, cap, values)) =
+                        pending.pop_done(|t| !frontier.less_equal(&t))
+                    {
                         for (key, value) in values {
                             let n = limit(&key);
                             let list = kept.entry(key.clone()).or_default();

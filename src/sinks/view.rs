@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use tokio::sync::broadcast;
+
+use crate::operators::Stash;
 
 /// One row of a view: its columns by name, in the order the job declares them.
 pub type Row = serde_json::Map<String, serde_json::Value>;
@@ -282,23 +283,17 @@ impl<'scope> WriteView<'scope> for VecCollection<'scope, u64, Cell, isize> {
                 Exchange::new(|_: &(Cell, u64, isize)| 0),
                 "ViewSink",
                 move |_cap, _info| {
-                    // Updates by the time they happen at, with a capability there.
-                    let mut pending = BTreeMap::<u64, (Capability<u64>, Vec<(Cell, isize)>)>::new();
+                    // Updates by the time they happen at.
+                    let mut pending = Stash::default();
                     move |(input, frontier), _output| {
                         input.for_each(|cap, data| {
                             for (cell, time, diff) in data.drain(..) {
-                                pending
-                                    .entry(time)
-                                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                    .1
-                                    .push((cell, diff));
+                                pending.push(time, (cell, diff), || cap.delayed(&time, 0));
                             }
                         });
-                        while let Some(entry) = pending.first_entry() {
-                            if frontier.less_equal(entry.key()) {
-                                break;
-                            }
-                            let (time, (_cap, updates)) = entry.remove_entry();
+                        while let Some((time, _cap, updates)) =
+                            pending.pop_done(|t| !frontier.less_equal(&t))
+                        {
                             store.apply_cells(time, updates, &columns);
                         }
                     }
