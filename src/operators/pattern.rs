@@ -244,7 +244,7 @@ struct PendingEvents<K, D> {
 /// Milliseconds of event time per bucket of [`PendingEvents`].
 const BUCKET_MS: u64 = 64;
 
-impl<K: Ord, D: Ord> PendingEvents<K, D> {
+impl<K, D> PendingEvents<K, D> {
     fn push(&mut self, event: Pending<K, D>) {
         let (events, since) = self
             .buckets
