@@ -11,6 +11,7 @@ pub mod pattern;
 pub mod predicate;
 pub mod recent;
 pub mod route;
+pub mod slots;
 pub mod watermark;
 pub mod window;
 
@@ -71,4 +72,20 @@ fn hold_at_least(cap: &mut Option<Capability<u64>>, times: impl IntoIterator<Ite
             None => *cap = None,
         }
     }
+}
+
+/// A hint to the CPU to load the cache lines of `value`; it never faults and changes nothing.
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = (value as *const T).cast::<i8>();
+        for offset in (0..size_of::<T>()).step_by(64) {
+            // SAFETY: SSE is part of every x86_64 target, and a prefetch is only a hint: it
+            // reads nothing and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }

@@ -363,7 +363,7 @@ impl<K: Hash + Eq + Clone, S: Default> States<K, S> {
     /// Asks the CPU to bring the state of `key`, if it has one, into cache.
     fn prefetch(&self, key: &K) {
         if let Some(&slot) = self.slots.get(key) {
-            prefetch(&self.states[slot]);
+            super::prefetch(&self.states[slot]);
         }
     }
 
@@ -382,22 +382,6 @@ impl<K: Hash + Eq + Clone, S: Default> States<K, S> {
             }
         }
     }
-}
-
-/// A hint to the CPU to load the cache lines of `value`; it never faults and changes nothing.
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let start = (value as *const T).cast::<i8>();
-        for offset in (0..size_of::<T>()).step_by(64) {
-            // SAFETY: SSE is part of every x86_64 target, and a prefetch is only a hint: it
-            // reads nothing and never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>

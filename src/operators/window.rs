@@ -27,7 +27,12 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
 use super::aggregate::Aggregate;
+use super::slots::KeySlots;
 use crate::record::Event;
+
+/// How many results a firing window hands downstream at a time: a window of many keys goes out
+/// in batches rather than as one vector that grows to its size.
+const RESULTS_BATCH: usize = 1024;
 
 /// The shape of the windows, in milliseconds of event time. Windows are aligned to the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,27 +188,22 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 let mut late = late.activate();
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
-                    state.new_message();
                     let mut retained = false;
-                    for event in data.drain(..) {
-                        let on_time = state.insert(
-                            key(&event.data),
-                            &event,
-                            time,
-                            &aggregate,
-                            |fire, since| {
-                                let earliest = pending.entry(fire).or_insert(since);
-                                *earliest = (*earliest).min(since);
-                                retained = true;
-                                if fired_cap.as_ref().is_none_or(|c| *c.time() > fire) {
-                                    fired_cap = Some(cap.delayed(&fire, 2));
-                                }
-                            },
-                        );
-                        if !on_time {
-                            late_events.push(event);
-                        }
-                    }
+                    state.insert_message(
+                        data,
+                        &*key,
+                        time,
+                        &aggregate,
+                        |fire, since| {
+                            let earliest = pending.entry(fire).or_insert(since);
+                            *earliest = (*earliest).min(since);
+                            retained = true;
+                            if fired_cap.as_ref().is_none_or(|c| *c.time() > fire) {
+                                fired_cap = Some(cap.delayed(&fire, 2));
+                            }
+                        },
+                        &mut late_events,
+                    );
                     if retained && held.as_ref().is_none_or(|h| *h.time() > time) {
                         held = Some(cap.delayed(&time, 0));
                     }
@@ -217,16 +217,25 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         break;
                     }
                     let (fire, since) = entry.remove_entry();
-                    state.fire(fire, &aggregate, |result| fired.push(result));
-                    if !fired.is_empty() {
-                        let held = held.as_ref().expect("retained contents hold a capability");
-                        results
-                            .session(&held.delayed(&since))
-                            .give_container(&mut fired);
-                        if flushed.is_some() {
-                            let emitted = unflushed.entry(fire).or_insert(since);
-                            *emitted = (*emitted).max(since);
+                    let held = held.as_ref().expect("pending contents hold a capability");
+                    let at = held.delayed(&since);
+                    let mut session = results.session(&at);
+                    let mut emitted = false;
+                    state.fire(fire, &aggregate, |result| {
+                        fired.push(result);
+                        if fired.len() == RESULTS_BATCH {
+                            session.give_container(&mut fired);
+                            emitted = true;
                         }
+                    });
+                    if !fired.is_empty() {
+                        session.give_container(&mut fired);
+                        emitted = true;
+                    }
+                    drop(session);
+                    if emitted && flushed.is_some() {
+                        let emitted = unflushed.entry(fire).or_insert(since);
+                        *emitted = (*emitted).max(since);
                     }
                 }
                 if let Some(probe) = &flushed {
@@ -266,7 +275,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
 
 /// The keyed window contents of one operator instance.
 enum WindowState<K, S> {
-    Panes(Panes<K, S>),
+    Panes(Box<Panes<K, S>>),
     Sessions(Sessions<K, S>),
 }
 
@@ -276,10 +285,10 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
         let emitted_before = windows.emitted_before as i64;
         match windows.spec {
             WindowSpec::Tumbling { size } => {
-                Self::Panes(Panes::new(size, size, lateness, emitted_before))
+                Self::Panes(Box::new(Panes::new(size, size, lateness, emitted_before)))
             }
             WindowSpec::Hopping { size, slide } => {
-                Self::Panes(Panes::new(size, slide, lateness, emitted_before))
+                Self::Panes(Box::new(Panes::new(size, slide, lateness, emitted_before)))
             }
             WindowSpec::Session { gap } => Self::Sessions(Sessions {
                 gap: gap as i64,
@@ -291,29 +300,31 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
         }
     }
 
-    /// Starts a new input message: registrations are no longer known to cover its time.
-    fn new_message(&mut self) {
-        if let Self::Panes(panes) = self {
-            panes.registered = None;
-        }
-    }
-
-    /// Folds `event`, which arrived in a message of timely time `time`, into its open windows,
-    /// calling `register(fire, since)` for the windows whose contents it joins (at least once per
-    /// message): `since` is the earliest input time of those contents. Returns false when the
-    /// event is late for all its windows.
-    #[inline]
-    fn insert<D, A: Aggregate<D, State = S>>(
+    /// Folds the `events` of one input message of timely time `time` into their open windows,
+    /// calling `register(fire, since)` for the windows whose contents they join (at least once
+    /// per message): `since` is the earliest input time of those contents. Moves the events that
+    /// are late for all their windows to `late`.
+    fn insert_message<D, A: Aggregate<D, State = S>>(
         &mut self,
-        key: K,
-        event: &Event<D>,
+        events: &mut Vec<Event<D>>,
+        key: &impl Fn(&D) -> K,
         time: u64,
         aggregate: &A,
-        register: impl FnMut(u64, u64),
-    ) -> bool {
+        mut register: impl FnMut(u64, u64),
+        late: &mut Vec<Event<D>>,
+    ) {
         match self {
-            Self::Panes(panes) => panes.insert(key, event, time, aggregate, register),
-            Self::Sessions(sessions) => sessions.insert(key, event, time, aggregate, register),
+            Self::Panes(panes) => {
+                panes.insert_message(events, key, time, aggregate, register, late)
+            }
+            Self::Sessions(sessions) => {
+                for event in events.drain(..) {
+                    let key = key(&event.data);
+                    if !sessions.insert(key, &event, time, aggregate, &mut register) {
+                        late.push(event);
+                    }
+                }
+            }
         }
     }
 
@@ -338,6 +349,58 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
     }
 }
 
+/// How many events ahead of the one it folds the window operator prefetches a state.
+const PREFETCH_AHEAD: usize = 8;
+
+/// The per-key states of one pane, or of one window's records that were late for some of its
+/// panes, by key slot (see [`KeySlots`]).
+struct Pane<S> {
+    start: i64,
+    states: Vec<Option<S>>,
+    /// The slots with a state, in the order they got it.
+    filled: Vec<u32>,
+}
+
+impl<S> Pane<S> {
+    fn new(start: i64) -> Self {
+        Pane {
+            start,
+            states: Vec::new(),
+            filled: Vec::new(),
+        }
+    }
+
+    /// The state of `slot`, made by `init` if it has none.
+    #[inline]
+    fn state(&mut self, slot: usize, init: impl FnOnce() -> S) -> &mut S {
+        if slot >= self.states.len() {
+            self.states.resize_with(slot + 1, || None);
+        }
+        let cell = &mut self.states[slot];
+        if cell.is_none() {
+            self.filled.push(slot as u32);
+        }
+        cell.get_or_insert_with(init)
+    }
+
+    /// Asks the CPU to bring the state of `slot` into cache.
+    #[inline]
+    fn prefetch(&self, slot: usize) {
+        if let Some(cell) = self.states.get(slot) {
+            super::prefetch(cell);
+        }
+    }
+
+    /// Takes the states out, in the order they were made, and leaves the pane empty.
+    fn drain(&mut self) -> impl Iterator<Item = (usize, S)> + '_ {
+        let states = &mut self.states;
+        self.filled.drain(..).map(move |slot| {
+            let state = states[slot as usize].take();
+            (slot as usize, state.expect("a filled slot has a state"))
+        })
+    }
+}
+
 /// Tumbling and hopping windows, folded per pane of `gcd(size, slide)`.
 struct Panes<K, S> {
     size: i64,
@@ -346,18 +409,27 @@ struct Panes<K, S> {
     lateness: i64,
     /// Windows firing before this were emitted by an earlier run.
     emitted_before: i64,
-    /// Per-pane state, ordered by pane start; only a few panes are live at once.
-    panes: Vec<(i64, FxHashMap<K, S>)>,
+    /// The slot of each key with state in some pane, kept until its last pane is released.
+    slots: KeySlots<K>,
+    /// The first open window start when slots were last released.
+    slots_released: i64,
+    /// The live panes, ordered by start; only a few are live at once.
+    panes: Vec<Pane<S>>,
     /// Per-window state of records that were late for some of their windows but not all.
-    partial: BTreeMap<i64, FxHashMap<K, S>>,
+    partial: BTreeMap<i64, Pane<S>>,
     /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
-    /// Emptied maps kept for reuse.
-    spare: Vec<FxHashMap<K, S>>,
+    /// Emptied panes kept for reuse.
+    spare: Vec<Pane<S>>,
+    /// The keys, their hashes and their slots of the message being folded (kept for their
+    /// allocations).
+    message_keys: Vec<K>,
+    message_hashes: Vec<u64>,
+    message_slots: Vec<usize>,
 }
 
-/// How many emptied maps a window operator keeps for reuse.
-const SPARE_MAPS: usize = 8;
+/// How many emptied panes a window operator keeps for reuse.
+const SPARE_PANES: usize = 8;
 
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -372,10 +444,15 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             pane: gcd(size, slide),
             lateness,
             emitted_before,
+            slots: KeySlots::default(),
+            slots_released: i64::MIN,
             panes: Vec::new(),
             partial: BTreeMap::new(),
             registered: None,
             spare: Vec::new(),
+            message_keys: Vec::new(),
+            message_hashes: Vec::new(),
+            message_slots: Vec::new(),
         }
     }
 
@@ -383,10 +460,78 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         (start + self.size + self.lateness) as u64
     }
 
+    fn pane_start(&self, time: u64) -> i64 {
+        let t = time as i64;
+        t - t.rem_euclid(self.pane)
+    }
+
+    /// An empty pane starting at `start`, reused if one is spare.
+    fn empty_pane(&mut self, start: i64) -> Pane<S> {
+        let mut pane = self.spare.pop().unwrap_or_else(|| Pane::new(start));
+        pane.start = start;
+        pane
+    }
+
+    /// Folds a message in passes: the keys and their hashes; each key's slot, while the CPU
+    /// fetches the index bucket of a key a few events ahead; then each event, while it fetches
+    /// the state of one a few events ahead.
+    fn insert_message<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        events: &mut Vec<Event<D>>,
+        key: &impl Fn(&D) -> K,
+        time: u64,
+        aggregate: &A,
+        mut register: impl FnMut(u64, u64),
+        late: &mut Vec<Event<D>>,
+    ) {
+        self.registered = None;
+        let mut keys = std::mem::take(&mut self.message_keys);
+        let mut hashes = std::mem::take(&mut self.message_hashes);
+        let mut slots = std::mem::take(&mut self.message_slots);
+        keys.extend(events.iter().map(|event| key(&event.data)));
+        hashes.extend(keys.iter().map(KeySlots::hash));
+        for (at, (key, event)) in keys.drain(..).zip(events.iter()).enumerate() {
+            if let Some(&ahead) = hashes.get(at + PREFETCH_AHEAD) {
+                self.slots.prefetch(ahead);
+            }
+            let until = self.pane_start(event.time) + self.pane;
+            slots.push(self.slots.slot(key, hashes[at], until));
+        }
+        let mut late_at = Vec::new();
+        for (at, (event, &slot)) in events.iter().zip(&slots).enumerate() {
+            if let (Some(ahead), Some(&slot)) = (
+                events.get(at + PREFETCH_AHEAD),
+                slots.get(at + PREFETCH_AHEAD),
+            ) {
+                let start = self.pane_start(ahead.time);
+                if let Some(pane) = self.panes.iter().find(|p| p.start == start) {
+                    pane.prefetch(slot);
+                }
+            }
+            if !self.insert(slot, event, time, aggregate, &mut register) {
+                late_at.push(at);
+            }
+        }
+        slots.clear();
+        hashes.clear();
+        (self.message_keys, self.message_hashes, self.message_slots) = (keys, hashes, slots);
+        if late_at.is_empty() {
+            events.clear();
+        } else {
+            let mut late_at = late_at.into_iter().peekable();
+            for (at, event) in events.drain(..).enumerate() {
+                if late_at.next_if_eq(&at).is_some() {
+                    late.push(event);
+                }
+            }
+        }
+    }
+
+    /// Folds one event, whose key has `slot`; returns false when it is late for all its windows.
     #[inline]
     fn insert<D, A: Aggregate<D, State = S>>(
         &mut self,
-        key: K,
+        slot: usize,
         event: &Event<D>,
         time: u64,
         aggregate: &A,
@@ -424,28 +569,26 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         if first_open != oldest {
             // Late for its oldest windows only: fold it into the open ones directly.
             for start in (first_open..=last).step_by(self.slide as usize) {
-                let states = self.partial.entry(start).or_default();
-                let state = states
-                    .entry(key.clone())
-                    .or_insert_with(|| aggregate.init());
-                aggregate.add(state, &event.data);
+                if !self.partial.contains_key(&start) {
+                    let pane = self.empty_pane(start);
+                    self.partial.insert(start, pane);
+                }
+                let states = self.partial.get_mut(&start).expect("just made");
+                aggregate.add(states.state(slot, || aggregate.init()), &event.data);
             }
             return true;
         }
-        let pane = t - t.rem_euclid(self.pane);
-        let at = match self.panes.iter().rposition(|(start, _)| *start <= pane) {
-            Some(i) if self.panes[i].0 == pane => i,
+        let start = self.pane_start(event.time);
+        let at = match self.panes.iter().rposition(|p| p.start <= start) {
+            Some(i) if self.panes[i].start == start => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                let map = self.spare.pop().unwrap_or_default();
-                self.panes.insert(at, (pane, map));
+                let pane = self.empty_pane(start);
+                self.panes.insert(at, pane);
                 at
             }
         };
-        let state = self.panes[at]
-            .1
-            .entry(key)
-            .or_insert_with(|| aggregate.init());
+        let state = self.panes[at].state(slot, || aggregate.init());
         aggregate.add(state, &event.data);
         true
     }
@@ -459,34 +602,37 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         self.registered = None;
         let end = fire as i64 - self.lateness;
         let start = end - self.size;
+        // The panes before `start + slide` belong to no later window: unless records late for
+        // some panes started the window, the first becomes the base of the merge, taken whole
+        // (for tumbling windows, it is the whole window).
+        let oldest = start..start + self.slide;
         let mut merged = match self.partial.remove(&start) {
             Some(partial) => partial,
-            None => self.spare.pop().unwrap_or_default(),
+            None => match self.panes.iter().position(|p| oldest.contains(&p.start)) {
+                Some(i) => self.panes.remove(i),
+                None => self.empty_pane(start),
+            },
         };
-        // The panes before `start + slide` belong to no later window: the first becomes the base
-        // of the merge, taken whole (for tumbling windows, it is the whole window).
-        let oldest = start..start + self.slide;
-        if merged.is_empty()
-            && let Some(i) = self.panes.iter().position(|(s, _)| oldest.contains(s))
+        for pane in self
+            .panes
+            .iter()
+            .filter(|p| (start..end).contains(&p.start))
         {
-            let base = self.panes.remove(i).1;
-            self.spare.push(std::mem::replace(&mut merged, base));
-        }
-        for (_, pane) in self.panes.iter().filter(|(s, _)| (start..end).contains(s)) {
-            for (key, state) in pane {
-                match merged.get_mut(key) {
-                    Some(into) => aggregate.merge(into, state),
-                    None => {
-                        let mut into = aggregate.init();
-                        aggregate.merge(&mut into, state);
-                        merged.insert(key.clone(), into);
-                    }
+            for (at, &slot) in pane.filled.iter().enumerate() {
+                if let Some(&ahead) = pane.filled.get(at + PREFETCH_AHEAD) {
+                    pane.prefetch(ahead as usize);
+                    merged.prefetch(ahead as usize);
                 }
+                let slot = slot as usize;
+                let from = pane.states[slot]
+                    .as_ref()
+                    .expect("a filled slot has a state");
+                aggregate.merge(merged.state(slot, || aggregate.init()), from);
             }
         }
-        for (key, state) in merged.drain() {
+        for (slot, state) in merged.drain() {
             emit(WindowResult {
-                key,
+                key: self.slots.key(slot).clone(),
                 start,
                 end,
                 value: aggregate.finish(&state),
@@ -495,12 +641,12 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         self.recycle(merged);
     }
 
-    /// Keeps an emptied map, with its capacity, for the next pane: windows come and go at a
-    /// steady pace, and reusing their tables spares the allocator and the kernel's page zeroing.
-    fn recycle(&mut self, mut map: FxHashMap<K, S>) {
-        if self.spare.len() < SPARE_MAPS {
-            map.clear();
-            self.spare.push(map);
+    /// Keeps an emptied pane, with its vectors, for the next one: panes come and go at a steady
+    /// pace, and reusing their vectors spares the allocator and the kernel's page zeroing.
+    fn recycle(&mut self, mut pane: Pane<S>) {
+        if self.spare.len() < SPARE_PANES {
+            pane.drain().for_each(drop);
+            self.spare.push(pane);
         }
     }
 
@@ -508,6 +654,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         let Some(upto) = upto else {
             self.panes.clear();
             self.partial.clear();
+            self.slots.clear();
             return;
         };
         // Windows whose fire time is at most `upto` have fired; the first still open starts at
@@ -517,12 +664,18 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         while let Some(i) = self
             .panes
             .iter()
-            .position(|(start, _)| start + self.pane <= first_open)
+            .position(|p| p.start + self.pane <= first_open)
         {
-            let (_, map) = self.panes.remove(i);
-            self.recycle(map);
+            let pane = self.panes.remove(i);
+            self.recycle(pane);
         }
         self.partial.retain(|start, _| *start >= first_open);
+        if first_open > self.slots_released {
+            // A key's slot lives until the end of the latest pane it joined, which covers every
+            // window it joined late, too; every window before `first_open` has fired.
+            self.slots.release(first_open);
+            self.slots_released = first_open;
+        }
     }
 }
 
@@ -635,5 +788,39 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
                 self.by_key.remove(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::aggregate::{AggregateKind, FieldAggregates};
+    use crate::record::{Key, Record, Value};
+
+    /// Keys that come and go hold no slot once their windows have fired.
+    #[test]
+    fn keys_that_are_gone_give_up_their_slots() {
+        let aggregate = FieldAggregates(vec![(AggregateKind::Count, 0)]);
+        let key = |record: &Record| -> Key { std::iter::once(record[0].clone()).collect() };
+        let mut panes = Panes::new(1_000, 1_000, 0, 0);
+        let (mut late, mut results) = (Vec::new(), Vec::new());
+        for second in 0..50u64 {
+            // Each second, 100 keys that were never seen before.
+            let at = second * 1_000;
+            let mut events: Vec<Event<Record>> = (0..100)
+                .map(|i| Event {
+                    time: at + i,
+                    frontier: at,
+                    data: vec![Value::Int((at + i) as i64)].into(),
+                })
+                .collect();
+            panes.insert_message(&mut events, &key, at, &aggregate, |_, _| {}, &mut late);
+            panes.fire(at, &aggregate, |result| results.push(result));
+            panes.release(Some(at));
+            assert_eq!(panes.slots.live(), 100, "second {second}");
+        }
+        assert!(late.is_empty());
+        assert_eq!(results.len(), 49 * 100);
+        assert!(results.iter().all(|r| r.value == vec![Value::Int(1)]));
     }
 }
