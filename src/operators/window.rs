@@ -350,7 +350,7 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
 }
 
 /// How many events ahead of the one it folds the window operator prefetches a state.
-const PREFETCH_AHEAD: usize = 8;
+const PREFETCH_AHEAD: usize = 16;
 
 /// The per-key states of one pane, or of one window's records that were late for some of its
 /// panes, by key slot (see [`KeySlots`]).
@@ -391,7 +391,13 @@ impl<S> Pane<S> {
         }
     }
 
-    /// Takes the states out, in the order they were made, and leaves the pane empty.
+    /// Orders the filled slots by number, so that a pass over them reads the state vectors (and
+    /// the keys of the slots) front to back rather than at random.
+    fn sort(&mut self) {
+        self.filled.sort_unstable();
+    }
+
+    /// Takes the states out, in the order of `filled`, and leaves the pane empty.
     fn drain(&mut self) -> impl Iterator<Item = (usize, S)> + '_ {
         let states = &mut self.states;
         self.filled.drain(..).map(move |slot| {
@@ -615,14 +621,11 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         };
         for pane in self
             .panes
-            .iter()
+            .iter_mut()
             .filter(|p| (start..end).contains(&p.start))
         {
-            for (at, &slot) in pane.filled.iter().enumerate() {
-                if let Some(&ahead) = pane.filled.get(at + PREFETCH_AHEAD) {
-                    pane.prefetch(ahead as usize);
-                    merged.prefetch(ahead as usize);
-                }
+            pane.sort();
+            for &slot in &pane.filled {
                 let slot = slot as usize;
                 let from = pane.states[slot]
                     .as_ref()
@@ -630,6 +633,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
                 aggregate.merge(merged.state(slot, || aggregate.init()), from);
             }
         }
+        merged.sort();
         for (slot, state) in merged.drain() {
             emit(WindowResult {
                 key: self.slots.key(slot).clone(),
