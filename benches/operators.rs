@@ -1,28 +1,35 @@
 //! Criterion micro-benchmarks of the operators: the window operator (tumbling, hopping, session)
 //! and the pattern operator with fraud rules on one worker, watermark stamping, aggregate folding
 //! and merging, schema-driven JSON decoding, routing predicates (compiled, and the `cel` crate's
-//! interpreter for comparison) and the route operator.
+//! interpreter for comparison), the route operator, enrichment (a stream–table join), recent
+//! values per key, the command processor and the orchestrator.
 
 mod common;
 
+use std::hash::Hash;
 use std::hint::black_box;
+use std::path::Path;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use eddy::Aggregate;
+use differential_dataflow::AsCollection;
+use eddy::job::Job;
+use eddy::operators::command::Command;
 use eddy::operators::fraud::{
     AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
 };
+use eddy::operators::orchestrate::Happening;
 use eddy::operators::pattern::{DetectPattern, Detection, Pattern, PatternStreams, Suppressed};
 use eddy::operators::watermark::Watermarks;
 use eddy::record::{CardPayment, Field, FieldType, Id};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::incidents::FraudMix;
 use eddy::{
-    AggregateKind, Event, FieldAggregates, Predicate, Record, Route, Routed, Schema, Value,
-    WindowAggregate, WindowSpec, WindowStreams,
+    Aggregate, AggregateKind, Enrich, Event, FieldAggregates, KeepRecent, Predicate, Record, Route,
+    Routed, Schema, Value, WindowAggregate, WindowSpec, WindowStreams,
 };
-use timely::dataflow::operators::Concatenate;
-use timely::dataflow::operators::Probe;
+use timely::ExchangeData;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Probe, ToStream};
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
 const EVENTS: u64 = 200_000;
@@ -72,8 +79,9 @@ where
     })
 }
 
-/// Events over 10 000 keys, 10 per millisecond of event time, with up to 2 s of disorder.
-fn events() -> Vec<Event<Record>> {
+/// Events `[key, amount]` over `keys` keys, 10 per millisecond of event time, with up to 2 s of
+/// disorder.
+fn events(keys: i64) -> Vec<Event<Record>> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     stamped((0..EVENTS).map(|i| {
         x ^= x << 13;
@@ -81,7 +89,7 @@ fn events() -> Vec<Event<Record>> {
         x ^= x << 17;
         let time = 1_700_000_000_000 + i / 10 - x % 2_000;
         let record: Record = vec![
-            Value::Int((x >> 20) as i64 % 10_000),
+            Value::Int((x >> 20) as i64 % keys),
             Value::Int((x % 50_000) as i64),
         ]
         .into();
@@ -90,7 +98,7 @@ fn events() -> Vec<Event<Record>> {
 }
 
 fn window(c: &mut Criterion) {
-    let input = events();
+    let input = events(10_000);
     let mut group = c.benchmark_group("window");
     group.throughput(Throughput::Elements(EVENTS));
     group.sample_size(10);
@@ -158,19 +166,22 @@ fn payments() -> Vec<Event<CardPayment>> {
     stamped(payments)
 }
 
-/// Runs `input` through the pattern operator with `pattern`, per account, on one worker.
-fn detect<P>(input: &[Event<CardPayment>], pattern: P)
+/// Runs `input` through the pattern operator with `pattern`, per `key`, on one worker.
+fn detect<D, K, P>(input: &[Event<D>], key: fn(&D) -> K, pattern: P)
 where
-    P: Pattern<CardPayment> + Send + Sync,
+    D: ExchangeData + Clone + Ord + Sync,
+    K: Hash + Ord + Clone + 'static,
+    P: Pattern<D> + Send + Sync,
 {
-    run_stamped(input.to_vec(), move |payments| {
-        let PatternStreams { matches, .. } = payments.detect(
-            Detection::default(),
-            |p: &CardPayment| p.account.clone(),
-            pattern,
-        );
+    run_stamped(input.to_vec(), move |data| {
+        let PatternStreams { matches, .. } = data.detect(Detection::default(), key, pattern);
         matches.probe().0
     })
+}
+
+/// The account a payment is on: the fraud rules' key.
+fn account(payment: &CardPayment) -> Id {
+    payment.account.clone()
 }
 
 fn pattern(c: &mut Criterion) {
@@ -183,6 +194,7 @@ fn pattern(c: &mut Criterion) {
         b.iter(|| {
             detect(
                 &input,
+                account,
                 Velocity {
                     count: Some(5),
                     amount: Some(100_000),
@@ -230,7 +242,7 @@ fn pattern(c: &mut Criterion) {
         },
     );
     group.bench_function("five_fraud_rules", |b| {
-        b.iter(|| detect(&input, rules.clone()))
+        b.iter(|| detect(&input, account, rules.clone()))
     });
     group.finish();
 }
@@ -432,7 +444,191 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
+/// Keys of the enrichment's stream, each a row of its table.
+const TABLE_KEYS: i64 = 100_000;
+
+/// Enriching events over 100k keys with a table of those keys arranged by key (built at time 0,
+/// in each iteration: the figure counts only the events).
+fn enrich(c: &mut Criterion) {
+    let input = events(TABLE_KEYS);
+    let mut group = c.benchmark_group("enrich");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    group.bench_function("table_100k_keys", |b| {
+        b.iter(|| {
+            run_stamped(input.clone(), |events| {
+                // A view's rows: per key, two cells (column, JSON text).
+                let table = (0..TABLE_KEYS)
+                    .flat_map(|k| {
+                        [
+                            (Id::Int(k), (0, format!("\"tier{}\"", k % 4))),
+                            (Id::Int(k), (1, (k * 37 % 1_000).to_string())),
+                        ]
+                    })
+                    .map(|row| (row, 0u64, 1isize))
+                    .to_stream(events.scope())
+                    .as_collection()
+                    .arrange_by_key();
+                events
+                    .enrich_with(
+                        table,
+                        |event: &Event<Record>| Id::of(&event.data[0]),
+                        |event| event.time.max(event.frontier),
+                        |event, cells: &[((usize, String), isize)]| {
+                            let mut record = event.data.into_vec();
+                            record.extend(
+                                cells
+                                    .iter()
+                                    .map(|((_, json), _)| Value::Str(json.as_str().into())),
+                            );
+                            Some(record.into_boxed_slice())
+                        },
+                    )
+                    .probe()
+                    .0
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Keeping the 5 latest amounts of each of 10k keys (20 each), counted at the end of 10 ms ticks.
+fn recent(c: &mut Criterion) {
+    let input = events(10_000);
+    let mut group = c.benchmark_group("recent");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    group.bench_function("10k_keys_keep_5", |b| {
+        b.iter(|| {
+            run_stamped(input.clone(), |events| {
+                events
+                    .map(|event| {
+                        let [Value::Int(key), Value::Int(amount)] = *event.data else {
+                            unreachable!("events are [key, amount]")
+                        };
+                        // As a view's `recent` column: at the end of the event's tick.
+                        let t = event.time.max(event.frontier);
+                        (key, (event.time, amount), t - t % 10 + 9)
+                    })
+                    .keep_recent(|_| 5)
+                    .probe()
+                    .0
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The engagement example job, for its command processor, orchestrator and source schemas.
+fn engagement_job() -> Job {
+    let text = include_str!("../examples/jobs/engagement.toml");
+    Job::parse_with(Path::new("examples/jobs/engagement.toml"), text, &|name| {
+        let value = match name {
+            "EDDY_CPAAS_URL" => "http://localhost",
+            _ => "bench",
+        };
+        Some(value.into())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The feed of `common::command_lines` (`EVENTS` commands: every user registers, then purchases
+/// and preference changes, one in ten invalid), one in twenty sent again 1 000 commands (100 ms)
+/// later, as the engagement job's command processor reads them.
+fn commands(job: &Job) -> Vec<Event<Command>> {
+    let spec = &job.commands[0];
+    let lines = common::command_lines(EVENTS);
+    let resent = (0..lines.len()).flat_map(|i| {
+        let again = (i >= 1_000 && i % 20 == 0).then(|| i - 1_000);
+        std::iter::once(i).chain(again)
+    });
+    let fields = [spec.id, spec.user, spec.kind];
+    stamped(resent.map(|i| {
+        let (time, record) = decoded(job, spec.source, &lines[i]);
+        (time, Command::from_record(record, fields))
+    }))
+}
+
+/// `line` decoded with the schema of the job's source `source`.
+fn decoded(job: &Job, source: usize, line: &str) -> (u64, Record) {
+    let schema = &job.sources[source].schema;
+    schema
+        .decode(line.as_bytes())
+        .unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+/// What the engagement job's orchestrator reads: `EVENTS` user events, 10 000 per second of event
+/// time (every user registers, then purchases and preference changes; one in ten a rejected
+/// command), and a fraud alert on the user's card after every 50th event.
+fn happenings(job: &Job) -> Vec<Event<Happening>> {
+    let spec = &job.orchestrators[0];
+    let (alerts, alert_fields) = spec.alerts.expect("the engagement job reads alerts");
+    let users = EVENTS / 10;
+    stamped((0..EVENTS).flat_map(|i| {
+        let time = 1_700_000_000_000 + i / 10;
+        let user = if i < users { i } else { i * 7919 % users };
+        let fields = match (i < users, i % 10) {
+            (true, _) => format!(
+                r#""event":"UserRegistered","name":"U{i}","phone":"+4479{i:08}","email":"u{i}@example.com","channel":"sms""#
+            ),
+            (false, 0) => r#""event":"CommandRejected""#.to_string(),
+            (false, 1) => r#""event":"PreferencesUpdated","channel":"email""#.to_string(),
+            _ => r#""event":"PurchaseInitiated","amount_cents":1500,"item":"ticket""#.to_string(),
+        };
+        let line = format!(r#"{{"event_id":"e{i}","user_id":{user},"time":{time},{fields}}}"#);
+        let (time, record) = decoded(job, spec.events.0, &line);
+        let event = (time, Happening::event(record, spec.events.1));
+        let alert = (i % 50 == 49).then(|| {
+            let line = format!(
+                r#"{{"alert_id":"a{i}","rule":"velocity","account_id":{user},"time":{time},"detail":"5 payments within 10 s"}}"#
+            );
+            let (time, record) = decoded(job, alerts, &line);
+            (time, Happening::alert(record, alert_fields))
+        });
+        std::iter::once(event).chain(alert)
+    }))
+}
+
+/// The engagement job's command processor on [`commands`]: validation, users and deduplication.
+fn command(c: &mut Criterion) {
+    let job = engagement_job();
+    let input = commands(&job);
+    let processor = job.commands[0].processor.clone();
+    let mut group = c.benchmark_group("command");
+    group.throughput(Throughput::Elements(input.len() as u64));
+    group.sample_size(10);
+    group.bench_function("engagement_job", |b| {
+        b.iter(|| detect(&input, |c: &Command| c.user.clone(), processor.clone()))
+    });
+    group.finish();
+}
+
+/// The engagement job's orchestrator on [`happenings`]: profiles, and requests rendered from templates.
+fn orchestrate(c: &mut Criterion) {
+    let job = engagement_job();
+    let input = happenings(&job);
+    let orchestrator = job.orchestrators[0].orchestrator.clone();
+    let mut group = c.benchmark_group("orchestrate");
+    group.throughput(Throughput::Elements(input.len() as u64));
+    group.sample_size(10);
+    group.bench_function("engagement_job", |b| {
+        b.iter(|| detect(&input, |h: &Happening| h.user.clone(), orchestrator.clone()))
+    });
+    group.finish();
+}
+
 criterion_group!(
-    benches, window, pattern, watermark, aggregate, decode, predicate, route
+    benches,
+    window,
+    pattern,
+    watermark,
+    aggregate,
+    decode,
+    predicate,
+    route,
+    enrich,
+    recent,
+    command,
+    orchestrate
 );
 criterion_main!(benches);

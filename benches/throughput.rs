@@ -205,35 +205,6 @@ path = "/dev/null"
     )
 }
 
-/// `count` commands as JSON lines, 10 000 per second of event time: every user registers, then
-/// purchases and preference changes for registered users, one in ten invalid.
-fn command_lines(count: u64) -> Vec<String> {
-    let users = count / 10;
-    (0..count)
-        .map(|i| {
-            let ts = 1_700_000_000_000 + i / 10;
-            if i < users {
-                format!(
-                    r#"{{"command_id":"c{i}","user_id":{i},"type":"RegisterUser","ts":{ts},"name":"U{i}","phone":"+4479{i:08}","email":"u{i}@example.com","channel":"sms"}}"#
-                )
-            } else {
-                let user = i * 7919 % users;
-                match i % 10 {
-                    0 => format!(
-                        r#"{{"command_id":"c{i}","user_id":{user},"type":"InitiatePurchase","ts":{ts},"amount_cents":-1,"item":"x"}}"#
-                    ),
-                    1 => format!(
-                        r#"{{"command_id":"c{i}","user_id":{user},"type":"UpdatePreferences","ts":{ts},"channel":"email"}}"#
-                    ),
-                    _ => format!(
-                        r#"{{"command_id":"c{i}","user_id":{user},"type":"InitiatePurchase","ts":{ts},"amount_cents":1500,"item":"ticket"}}"#
-                    ),
-                }
-            }
-        })
-        .collect()
-}
-
 struct Measured {
     events: u64,
     seconds: f64,
@@ -327,7 +298,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let commands_file = dir.join("commands.jsonl");
-    let lines = command_lines(events / 2);
+    let lines = common::command_lines(events / 2);
     std::fs::write(&commands_file, lines.join("\n") + "\n").expect("commands written");
     let commands_source = format!(
         "kind = \"file\"\npaths = [\"{}\"]\nsplits = 2",
@@ -376,7 +347,11 @@ fn main() {
         ..feed
     };
     produce(&fraud_feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
-    produce_lines(&brokers, "bench-commands", &command_lines(KAFKA_EVENTS));
+    produce_lines(
+        &brokers,
+        "bench-commands",
+        &common::command_lines(KAFKA_EVENTS),
+    );
     // Each run reads its topic from the start in a group of its own.
     let kafka = |topic: &str, group: &str| {
         format!(

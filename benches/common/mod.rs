@@ -1,4 +1,5 @@
-//! What the benchmarks share: the ten content routes of the routing benchmarks.
+//! What the benchmarks share: the ten content routes of the routing benchmarks, and the command
+//! feed of the command-processor benchmarks.
 
 /// Ten routes over the generator's payments (name, CEL predicate), as a routing job might
 /// declare them: comparisons, `in` lists, string methods, arithmetic, `&&` and `||`. Together
@@ -30,3 +31,32 @@ pub const ROUTES: [(&str, &str); 10] = [
         r#"amount_cents * 3 > 400000 || (country.startsWith("C") && amount_cents > 30000)"#,
     ),
 ];
+
+/// `count` commands as JSON lines, 10 000 per second of event time: every user registers, then
+/// purchases and preference changes for registered users, one in ten invalid.
+pub fn command_lines(count: u64) -> Vec<String> {
+    let users = count / 10;
+    (0..count)
+        .map(|i| {
+            let ts = 1_700_000_000_000 + i / 10;
+            if i < users {
+                format!(
+                    r#"{{"command_id":"c{i}","user_id":{i},"type":"RegisterUser","ts":{ts},"name":"U{i}","phone":"+4479{i:08}","email":"u{i}@example.com","channel":"sms"}}"#
+                )
+            } else {
+                let user = i * 7919 % users;
+                match i % 10 {
+                    0 => format!(
+                        r#"{{"command_id":"c{i}","user_id":{user},"type":"InitiatePurchase","ts":{ts},"amount_cents":-1,"item":"x"}}"#
+                    ),
+                    1 => format!(
+                        r#"{{"command_id":"c{i}","user_id":{user},"type":"UpdatePreferences","ts":{ts},"channel":"email"}}"#
+                    ),
+                    _ => format!(
+                        r#"{{"command_id":"c{i}","user_id":{user},"type":"InitiatePurchase","ts":{ts},"amount_cents":1500,"item":"ticket"}}"#
+                    ),
+                }
+            }
+        })
+        .collect()
+}

@@ -14,7 +14,7 @@ use timely::dataflow::{Scope, StreamVec};
 use super::{Progress, write_rows};
 use crate::job::{CommandsSpec, EVENT_COLUMNS, Job, OrchestratorSpec, REQUEST_COLUMNS};
 use crate::operators::command::{Command, Outcome, REJECTED};
-use crate::operators::orchestrate::{Happening, NotificationRequest, Origin};
+use crate::operators::orchestrate::{Happening, NotificationRequest};
 use crate::operators::pattern::{DetectPattern, Detected, Detection, Late, PatternStreams};
 use crate::record::{Event, Id, Record, Value};
 use crate::stats::{CountInto, Stats};
@@ -30,16 +30,11 @@ pub fn build_commands<'scope>(
     spec: &CommandsSpec,
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
-    let (id, user, kind) = (spec.id, spec.user, spec.kind);
+    let fields = [spec.id, spec.user, spec.kind];
     let commands = commands.map(move |event| Event {
         time: event.time,
         frontier: event.frontier,
-        data: Command {
-            id: event.data[id].to_text(),
-            user: Id::of(&event.data[user]).expect("checked by the job loader"),
-            kind: event.data[kind].to_text(),
-            record: event.data,
-        },
+        data: Command::from_record(event.data, fields),
     });
     let PatternStreams {
         matches,
@@ -70,31 +65,19 @@ pub fn build_orchestrator<'scope>(
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let scope: Scope<'scope, u64> = events.0.scope();
-    let [event_id, user_id, event] = spec.events.1;
+    let fields = spec.events.1;
     let mut happenings = vec![events.0.map(move |e| Event {
         time: e.time,
         frontier: e.frontier,
-        data: Happening {
-            id: e.data[event_id].to_text(),
-            user: Id::of(&e.data[user_id]).expect("checked by the job loader"),
-            origin: Origin::Events,
-            kind: e.data[event].to_text(),
-            record: e.data,
-        },
+        data: Happening::event(e.data, fields),
     })];
     let mut emitted_before = events.1;
-    if let (Some((alerts, before)), Some((_, [alert_id, account_id]))) = (alerts, spec.alerts) {
+    if let (Some((alerts, before)), Some((_, fields))) = (alerts, spec.alerts) {
         emitted_before = emitted_before.min(before);
         happenings.push(alerts.map(move |e| Event {
             time: e.time,
             frontier: e.frontier,
-            data: Happening {
-                id: e.data[alert_id].to_text(),
-                user: Id::of(&e.data[account_id]).expect("checked by the job loader"),
-                origin: Origin::Alerts,
-                kind: "alert".into(),
-                record: e.data,
-            },
+            data: Happening::alert(e.data, fields),
         }));
     }
     let PatternStreams {

@@ -30,6 +30,19 @@ pub struct Command {
     pub record: Record,
 }
 
+impl Command {
+    /// The command in `record`, whose command id, user id and type are at the indexes `fields`.
+    /// The job loader checked that the user id is an int or a string.
+    pub fn from_record(record: Record, [id, user, kind]: [usize; 3]) -> Self {
+        Command {
+            id: record[id].to_text(),
+            user: Id::of(&record[user]).expect("checked by the job loader"),
+            kind: record[kind].to_text(),
+            record,
+        }
+    }
+}
+
 impl Eq for Command {}
 
 impl PartialOrd for Command {

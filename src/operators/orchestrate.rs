@@ -38,6 +38,32 @@ pub struct Happening {
     pub record: Record,
 }
 
+impl Happening {
+    /// The user event in `record`, whose event id, user id and event name are at the indexes
+    /// `fields`. The job loader checked that the user id is an int or a string.
+    pub fn event(record: Record, [id, user, kind]: [usize; 3]) -> Self {
+        Happening {
+            id: record[id].to_text(),
+            user: Id::of(&record[user]).expect("checked by the job loader"),
+            origin: Origin::Events,
+            kind: record[kind].to_text(),
+            record,
+        }
+    }
+
+    /// The fraud alert in `record`, whose alert id and card account (the user id) are at the
+    /// indexes `fields`.
+    pub fn alert(record: Record, [id, account]: [usize; 2]) -> Self {
+        Happening {
+            id: record[id].to_text(),
+            user: Id::of(&record[account]).expect("checked by the job loader"),
+            origin: Origin::Alerts,
+            kind: "alert".into(),
+            record,
+        }
+    }
+}
+
 impl Eq for Happening {}
 
 impl PartialOrd for Happening {
