@@ -109,7 +109,7 @@ pub enum SourceKind {
         /// The topics.
         topics: Vec<String>,
     },
-    /// JSON-lines files, each cut into `splits` partitions.
+    /// JSON-lines files, each cut into `splits` partitions of interleaved stripes.
     File {
         /// The files.
         paths: Vec<PathBuf>,

@@ -1,5 +1,8 @@
-//! JSON-lines files as a source: each file is cut into byte-range splits, each split a partition
-//! with its own watermark, decoded through the same path as Kafka messages.
+//! JSON-lines files as a source: each file is cut into splits, each split a partition with its
+//! own watermark, decoded through the same path as Kafka messages. A split is every `splits`-th
+//! stripe of the file, so the splits move through the file, and through the event time of a
+//! time-ordered file, side by side: windows close as the file is read, and the job holds the
+//! state of one stretch of event time, not of one stretch per split.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -9,60 +12,98 @@ use std::sync::Arc;
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Record, Schema};
 
+/// The most a split reads at once.
 const CHUNK: usize = 1 << 20;
+/// The least a split reads at once (past a stripe's end, only to finish its last line).
+const MIN_READ: usize = 1 << 16;
+/// The length of a stripe: lines starting in it belong to its split.
+const STRIPE: u64 = 1 << 20;
 const BATCH: usize = 8192;
 
-/// One byte range of one file, read line by line.
+/// One split of one file, read line by line: the stripes `index`, `index + splits`, … of it.
 struct Split {
     path: Arc<str>,
     index: i32,
     file: File,
+    /// The file's length.
+    len: u64,
     /// File offset of `buf[0]`.
     buf_offset: u64,
     buf: Vec<u8>,
     /// Next unread byte in `buf`.
     cursor: usize,
-    /// Lines starting before this offset belong to the split.
+    /// Lines starting before this offset belong to the current stripe.
     end: u64,
+    /// The length of a stripe ([`STRIPE`] but in tests).
+    stripe: u64,
+    /// Where the split's next stripe starts.
+    next_stripe: u64,
+    /// How far apart the split's stripes are.
+    stride: u64,
     eof: bool,
     done: bool,
 }
 
 impl Split {
-    fn open(path: &Path, index: i32, start: u64, end: u64) -> io::Result<Split> {
-        let mut file = File::open(path)?;
-        // A split starting mid-file begins after the first newline at or past `start - 1`, so a
-        // line that straddles the boundary belongs to the split it starts in.
-        let seek = start.saturating_sub(1);
-        file.seek(SeekFrom::Start(seek))?;
+    fn open(path: &Path, index: i32, splits: u64, stripe: u64) -> io::Result<Split> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+            .len();
         let mut split = Split {
             path: path.display().to_string().into(),
             index,
-            file,
-            buf_offset: seek,
+            file: File::open(path)?,
+            len,
+            buf_offset: 0,
             buf: Vec::with_capacity(CHUNK),
             cursor: 0,
-            end,
+            end: 0,
+            stripe,
+            next_stripe: index as u64 * stripe,
+            stride: splits * stripe,
             eof: false,
-            done: start >= end,
+            done: false,
         };
-        if start > 0 {
-            loop {
-                if let Some(nl) = memchr::memchr(b'\n', &split.buf[split.cursor..]) {
-                    split.cursor += nl + 1;
-                    break;
-                }
-                split.cursor = split.buf.len();
-                if !split.fill()? {
-                    split.done = true;
-                    break;
-                }
-            }
-        }
+        split.done = !split.enter_next_stripe()?;
         Ok(split)
     }
 
-    /// Reads more bytes, keeping the unread tail. Returns false at end of file.
+    /// Moves to the first line of the split's next stripe; false if no line starts in one.
+    fn enter_next_stripe(&mut self) -> io::Result<bool> {
+        let start = self.next_stripe;
+        if start >= self.len {
+            return Ok(false);
+        }
+        self.next_stripe += self.stride;
+        self.end = (start + self.stripe).min(self.len);
+        // A stripe starting mid-file begins after the first newline at or past `start - 1`, so a
+        // line that straddles the boundary belongs to the stripe it starts in.
+        let seek = start.saturating_sub(1);
+        let buffered = self.buf_offset..=self.buf_offset + self.buf.len() as u64;
+        if buffered.contains(&seek) {
+            self.cursor = (seek - self.buf_offset) as usize;
+        } else {
+            self.file.seek(SeekFrom::Start(seek))?;
+            self.buf.clear();
+            (self.buf_offset, self.cursor, self.eof) = (seek, 0, false);
+        }
+        if start == 0 {
+            return Ok(true);
+        }
+        loop {
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf[self.cursor..]) {
+                self.cursor += nl + 1;
+                return Ok(true);
+            }
+            self.cursor = self.buf.len();
+            if !self.fill()? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Reads more bytes, up to the stripe's end (past it, a little at a time), keeping the
+    /// unread tail. Returns false at end of file.
     fn fill(&mut self) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
@@ -71,7 +112,9 @@ impl Split {
         self.buf_offset += self.cursor as u64;
         self.cursor = 0;
         let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
+        let to_end = self.end.saturating_sub(self.buf_offset + len as u64);
+        let want = usize::try_from(to_end).map_or(CHUNK, |n| n.clamp(MIN_READ, CHUNK));
+        self.buf.resize(len + want, 0);
         let n = self.file.read(&mut self.buf[len..])?;
         self.buf.truncate(len + n);
         self.eof = n == 0;
@@ -83,7 +126,10 @@ impl Split {
         loop {
             let offset = self.buf_offset + self.cursor as u64;
             if offset >= self.end {
-                return Ok(None);
+                if !self.enter_next_stripe()? {
+                    return Ok(None);
+                }
+                continue;
             }
             let rest = &self.buf[self.cursor..];
             if let Some(nl) = memchr::memchr(b'\n', rest) {
@@ -111,8 +157,8 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    /// Opens the splits worker `index` of `peers` owns: every file is cut into `splits` byte
-    /// ranges, and the ranges of all files are dealt round-robin.
+    /// Opens the splits worker `index` of `peers` owns: every file is cut into `splits` splits
+    /// of interleaved stripes, and the splits of all files are dealt round-robin.
     pub fn open(
         paths: &[PathBuf],
         splits: usize,
@@ -120,20 +166,25 @@ impl FileReader {
         index: usize,
         peers: usize,
     ) -> io::Result<FileReader> {
-        let mut ranges = Vec::new();
-        for path in paths {
-            let len = std::fs::metadata(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
-                .len();
-            for i in 0..splits as u64 {
-                let at = |i: u64| len * i / splits as u64;
-                ranges.push((path, i as i32, at(i), at(i + 1)));
-            }
-        }
-        let splits = super::owned_partitions(ranges.len(), index, peers)
+        Self::open_striped(paths, splits, STRIPE, schema, index, peers)
+    }
+
+    fn open_striped(
+        paths: &[PathBuf],
+        splits: usize,
+        stripe: u64,
+        schema: Arc<Schema>,
+        index: usize,
+        peers: usize,
+    ) -> io::Result<FileReader> {
+        let all: Vec<_> = paths
+            .iter()
+            .flat_map(|path| (0..splits as i32).map(move |i| (path, i)))
+            .collect();
+        let splits = super::owned_partitions(all.len(), index, peers)
             .map(|i| {
-                let (path, split, start, end) = ranges[i];
-                Split::open(path, split, start, end)
+                let (path, split) = all[i];
+                Split::open(path, split, splits as u64, stripe)
             })
             .collect::<io::Result<_>>()?;
         Ok(FileReader { schema, splits })
@@ -231,24 +282,67 @@ mod tests {
             )
             .unwrap(),
         );
-        for splits in [1, 2, 3, 7] {
+        // Stripes shorter than a line, about as long, and longer than the file.
+        for (splits, stripe) in [1, 2, 3, 7]
+            .into_iter()
+            .flat_map(|n| [13, 64, 1_000, STRIPE].map(|stripe| (n, stripe)))
+        {
             for peers in [1, 2] {
                 let mut times = Vec::new();
                 let mut dead = Vec::new();
                 for index in 0..peers {
                     let paths = [file.path().to_path_buf()];
-                    let mut reader =
-                        FileReader::open(&paths, splits, schema.clone(), index, peers).unwrap();
+                    let mut reader = FileReader::open_striped(
+                        &paths,
+                        splits,
+                        stripe,
+                        schema.clone(),
+                        index,
+                        peers,
+                    )
+                    .unwrap();
                     let mut batch = ReadBatch::default();
                     while reader.read(&mut batch) != ReadStatus::Done {}
                     times.extend(batch.events.iter().map(|read| read.item.0));
                     dead.append(&mut batch.dead);
                 }
                 times.sort();
-                assert_eq!(times, expected, "splits {splits}, peers {peers}");
+                assert_eq!(
+                    times, expected,
+                    "splits {splits}, stripe {stripe}, peers {peers}"
+                );
                 assert_eq!(dead.len(), 1);
                 assert_eq!(dead[0].item.payload, b"not json");
             }
+        }
+    }
+
+    /// Each split reads the lines that start in its own stripes, in file order, so the splits
+    /// of a file advance through it side by side.
+    #[test]
+    fn a_split_reads_the_lines_starting_in_its_stripes() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let mut starts = Vec::new();
+        let mut at = 0;
+        for i in 0..500 {
+            let line = format!("{{\"n\":{i}}}{}\n", " ".repeat(i % 50));
+            starts.push(at);
+            at += line.len() as u64;
+            file.write_all(line.as_bytes()).unwrap();
+        }
+        let (splits, stripe) = (3, 200);
+        for index in 0..splits {
+            let mut split = Split::open(file.path(), index as i32, splits, stripe).unwrap();
+            let mut read = Vec::new();
+            while let Some((offset, _)) = split.next_line().unwrap() {
+                read.push(offset);
+            }
+            let expected: Vec<u64> = starts
+                .iter()
+                .copied()
+                .filter(|start| start / stripe % splits == index)
+                .collect();
+            assert_eq!(read, expected, "split {index}");
         }
     }
 }
