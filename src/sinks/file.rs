@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::ops::Range;
 use std::path::PathBuf;
 
 use smallvec::SmallVec;
@@ -65,8 +66,8 @@ impl Eq for SortKey {}
 /// Writes a stream to a file.
 pub trait WriteFile<'scope, D> {
     /// Writes every item as one line, flushing whenever the input frontier advances; the returned
-    /// stream's frontier passes a time once its lines are flushed. With an `order`, the items are
-    /// kept until the input ends and then written sorted.
+    /// stream's frontier passes a time once its lines are flushed. With an `order`, each item's
+    /// line and sort key are kept until the input ends, then the lines are written sorted.
     fn write_file<E: Encode<D>>(
         self,
         target: FileTarget,
@@ -100,33 +101,50 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
         } else {
             None
         };
-        let mut line = Vec::new();
-        let mut write = move |w: &mut BufWriter<Box<dyn Write>>, item: &D| {
-            line.clear();
-            encoder.value(item, &mut line);
-            line.push(b'\n');
-            w.write_all(&line).expect("writing the file sink");
+        let encode = move |item: &D, into: &mut Vec<u8>| {
+            encoder.value(item, into);
+            into.push(b'\n');
         };
         let sink = self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(|_: &D| 0),
             "FileSink",
             move |_cap, _info| {
                 let mut frontier = Vec::new();
-                let mut kept = Vec::new();
+                let mut line = Vec::new();
+                // With an order: the lines so far, and each one's sort key and place among them.
+                // Items are encoded as they come, which keeps far less than the items would.
+                let mut lines = Vec::new();
+                let mut kept: Vec<(SortKey, Range<usize>)> = Vec::new();
                 move |(input, input_frontier), _output| {
                     let Some(w) = out.as_mut() else {
                         input.for_each(|_, data| data.clear());
                         return;
                     };
-                    input.for_each(|_, data| match order {
-                        Some(_) => kept.append(data),
-                        None => data.drain(..).for_each(|item| write(w, &item)),
+                    input.for_each(|_, data| {
+                        for item in data.drain(..) {
+                            match &order {
+                                Some(order) => {
+                                    let start = lines.len();
+                                    encode(&item, &mut lines);
+                                    kept.push((order(&item), start..lines.len()));
+                                }
+                                None => {
+                                    line.clear();
+                                    encode(&item, &mut line);
+                                    w.write_all(&line).expect("writing the file sink");
+                                }
+                            }
+                        }
                     });
-                    if let Some(order) = &order
-                        && input_frontier.is_empty()
-                    {
-                        kept.sort_by_cached_key(order);
-                        kept.drain(..).for_each(|item| write(w, &item));
+                    if order.is_some() && input_frontier.is_empty() {
+                        // Equal keys keep their arrival order.
+                        kept.sort_unstable_by(|(a, at), (b, bt)| {
+                            a.cmp(b).then(at.start.cmp(&bt.start))
+                        });
+                        for (_, at) in kept.drain(..) {
+                            w.write_all(&lines[at]).expect("writing the file sink");
+                        }
+                        lines = Vec::new();
                     }
                     if *input_frontier.frontier() != frontier[..] {
                         frontier = input_frontier.frontier().to_vec();
