@@ -589,32 +589,46 @@ fn happenings(job: &Job) -> Vec<Event<Happening>> {
     }))
 }
 
-/// The engagement job's command processor on [`commands`]: validation, users and deduplication.
-fn command(c: &mut Criterion) {
-    let job = engagement_job();
-    let input = commands(&job);
-    let processor = job.commands[0].processor.clone();
-    let mut group = c.benchmark_group("command");
+/// Benchmarks `pattern` per user on `input`, on one worker, as the group `name`.
+fn per_user<D, P>(c: &mut Criterion, name: &str, input: &[Event<D>], user: fn(&D) -> Id, pattern: P)
+where
+    D: ExchangeData + Clone + Ord + Sync,
+    P: Pattern<D> + Clone + Send + Sync,
+{
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(input.len() as u64));
     group.sample_size(10);
     group.bench_function("engagement_job", |b| {
-        b.iter(|| detect(&input, |c: &Command| c.user.clone(), processor.clone()))
+        b.iter(|| detect(input, user, pattern.clone()))
     });
     group.finish();
 }
 
-/// The engagement job's orchestrator on [`happenings`]: profiles, and requests rendered from templates.
+/// The engagement job's command processor on [`commands`]: validation, users and deduplication.
+fn command(c: &mut Criterion) {
+    let job = engagement_job();
+    let processor = job.commands[0].processor.clone();
+    per_user(
+        c,
+        "command",
+        &commands(&job),
+        |c: &Command| c.user.clone(),
+        processor,
+    );
+}
+
+/// The engagement job's orchestrator on [`happenings`]: profiles, and requests rendered from
+/// templates.
 fn orchestrate(c: &mut Criterion) {
     let job = engagement_job();
-    let input = happenings(&job);
     let orchestrator = job.orchestrators[0].orchestrator.clone();
-    let mut group = c.benchmark_group("orchestrate");
-    group.throughput(Throughput::Elements(input.len() as u64));
-    group.sample_size(10);
-    group.bench_function("engagement_job", |b| {
-        b.iter(|| detect(&input, |h: &Happening| h.user.clone(), orchestrator.clone()))
-    });
-    group.finish();
+    per_user(
+        c,
+        "orchestrate",
+        &happenings(&job),
+        |h: &Happening| h.user.clone(),
+        orchestrator,
+    );
 }
 
 criterion_group!(
