@@ -362,12 +362,15 @@ struct Pane<S> {
 }
 
 impl<S> Pane<S> {
-    fn new(start: i64) -> Self {
-        Pane {
+    /// An empty pane starting at `start`, one of the `spare` ones if there is one.
+    fn reused(spare: &mut Vec<Pane<S>>, start: i64) -> Self {
+        let mut pane = spare.pop().unwrap_or_else(|| Pane {
             start,
             states: Vec::new(),
             filled: Vec::new(),
-        }
+        });
+        pane.start = start;
+        pane
     }
 
     /// The state of `slot`, made by `init` if it has none.
@@ -471,13 +474,6 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         t - t.rem_euclid(self.pane)
     }
 
-    /// An empty pane starting at `start`, reused if one is spare.
-    fn empty_pane(&mut self, start: i64) -> Pane<S> {
-        let mut pane = self.spare.pop().unwrap_or_else(|| Pane::new(start));
-        pane.start = start;
-        pane
-    }
-
     /// Folds a message in passes: the keys and their hashes; each key's slot, while the CPU
     /// fetches the index bucket of a key a few events ahead; then each event, while it fetches
     /// the state of one a few events ahead.
@@ -575,11 +571,11 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         if first_open != oldest {
             // Late for its oldest windows only: fold it into the open ones directly.
             for start in (first_open..=last).step_by(self.slide as usize) {
-                if !self.partial.contains_key(&start) {
-                    let pane = self.empty_pane(start);
-                    self.partial.insert(start, pane);
-                }
-                let states = self.partial.get_mut(&start).expect("just made");
+                let spare = &mut self.spare;
+                let states = self
+                    .partial
+                    .entry(start)
+                    .or_insert_with(|| Pane::reused(spare, start));
                 aggregate.add(states.state(slot, || aggregate.init()), &event.data);
             }
             return true;
@@ -589,7 +585,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(i) if self.panes[i].start == start => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                let pane = self.empty_pane(start);
+                let pane = Pane::reused(&mut self.spare, start);
                 self.panes.insert(at, pane);
                 at
             }
@@ -616,7 +612,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(partial) => partial,
             None => match self.panes.iter().position(|p| oldest.contains(&p.start)) {
                 Some(i) => self.panes.remove(i),
-                None => self.empty_pane(start),
+                None => Pane::reused(&mut self.spare, start),
             },
         };
         for pane in self

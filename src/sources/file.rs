@@ -46,13 +46,13 @@ struct Split {
 
 impl Split {
     fn open(path: &Path, index: i32, splits: u64, stripe: u64) -> io::Result<Split> {
-        let len = std::fs::metadata(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
-            .len();
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let file = File::open(path).map_err(named)?;
+        let len = file.metadata().map_err(named)?.len();
         let mut split = Split {
             path: path.display().to_string().into(),
             index,
-            file: File::open(path)?,
+            file,
             len,
             buf_offset: 0,
             buf: Vec::with_capacity(CHUNK),
