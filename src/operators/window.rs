@@ -212,10 +212,19 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                 });
                 let upto = frontiers[0].frontier().first().copied();
+                // One fire time per activation: when the frontier passes many at once (at the
+                // end of the input, above all), their results reach the sinks window by window
+                // instead of piling up in between.
+                let mut fired_one = false;
                 while let Some(entry) = pending.first_entry() {
                     if upto.is_some_and(|f| *entry.key() > f) {
                         break;
                     }
+                    if fired_one {
+                        activator.activate();
+                        break;
+                    }
+                    fired_one = true;
                     let (fire, since) = entry.remove_entry();
                     let held = held.as_ref().expect("pending contents hold a capability");
                     let at = held.delayed(&since);
@@ -250,7 +259,14 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     (None, _) => fired_cap = None,
                     (Some(_), None) => unreachable!("a pending window holds the fired capability"),
                 }
-                state.release(upto);
+                // Every window firing before the first one still pending has fired.
+                let fired_upto = match pending.first_key_value() {
+                    Some((&next, _)) if upto.is_none_or(|f| next <= f) => {
+                        Some(next.saturating_sub(1))
+                    }
+                    _ => upto,
+                };
+                state.release(fired_upto);
                 match pending.values().min() {
                     Some(earliest) => {
                         if let Some(h) = held.as_mut() {
@@ -362,12 +378,18 @@ struct Pane<S> {
 }
 
 impl<S> Pane<S> {
-    /// An empty pane starting at `start`, one of the `spare` ones if there is one.
-    fn reused(spare: &mut Vec<Pane<S>>, start: i64) -> Self {
-        let mut pane = spare.pop().unwrap_or_else(|| Pane {
-            start,
-            states: Vec::new(),
-            filled: Vec::new(),
+    /// An empty pane starting at `start`: one of the `spare` ones if there is one, or a new one
+    /// with room for `slots` keys from the start (growing a pane key by key would copy its
+    /// states at each doubling and have the kernel zero twice the memory it ends up with).
+    fn reused(spare: &mut Vec<Pane<S>>, start: i64, slots: usize) -> Self {
+        let mut pane = spare.pop().unwrap_or_else(|| {
+            let mut states = Vec::new();
+            states.resize_with(slots, || None);
+            Pane {
+                start,
+                states,
+                filled: Vec::new(),
+            }
         });
         pane.start = start;
         pane
@@ -571,11 +593,11 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         if first_open != oldest {
             // Late for its oldest windows only: fold it into the open ones directly.
             for start in (first_open..=last).step_by(self.slide as usize) {
-                let spare = &mut self.spare;
+                let (spare, slots) = (&mut self.spare, self.slots.slot_count());
                 let states = self
                     .partial
                     .entry(start)
-                    .or_insert_with(|| Pane::reused(spare, start));
+                    .or_insert_with(|| Pane::reused(spare, start, slots));
                 aggregate.add(states.state(slot, || aggregate.init()), &event.data);
             }
             return true;
@@ -585,7 +607,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(i) if self.panes[i].start == start => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                let pane = Pane::reused(&mut self.spare, start);
+                let pane = Pane::reused(&mut self.spare, start, self.slots.slot_count());
                 self.panes.insert(at, pane);
                 at
             }
@@ -612,7 +634,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(partial) => partial,
             None => match self.panes.iter().position(|p| oldest.contains(&p.start)) {
                 Some(i) => self.panes.remove(i),
-                None => Pane::reused(&mut self.spare, start),
+                None => Pane::reused(&mut self.spare, start, self.slots.slot_count()),
             },
         };
         for pane in self
