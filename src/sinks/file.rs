@@ -2,10 +2,10 @@
 //! job's output is one file whatever the number of workers. Lines are written as they come, or,
 //! with an order, all at once in that order when the input ends (for bounded jobs).
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::ops::Range;
 use std::path::PathBuf;
 
 use smallvec::SmallVec;
@@ -111,10 +111,9 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
             move |_cap, _info| {
                 let mut frontier = Vec::new();
                 let mut line = Vec::new();
-                // With an order: the lines so far, and each one's sort key and place among them.
-                // Items are encoded as they come, which keeps far less than the items would.
-                let mut lines = Vec::new();
-                let mut kept: Vec<(SortKey, Range<usize>)> = Vec::new();
+                // With an order: the lines so far, with their sort keys. Items are encoded as
+                // they come, which keeps far less than the items would.
+                let mut sorted = SortedLines::default();
                 move |(input, input_frontier), _output| {
                     let Some(w) = out.as_mut() else {
                         input.for_each(|_, data| data.clear());
@@ -124,9 +123,7 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
                         for item in data.drain(..) {
                             match &order {
                                 Some(order) => {
-                                    let start = lines.len();
-                                    encode(&item, &mut lines);
-                                    kept.push((order(&item), start..lines.len()));
+                                    sorted.push(order(&item), |into| encode(&item, into))
                                 }
                                 None => {
                                     line.clear();
@@ -137,14 +134,9 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
                         }
                     });
                     if order.is_some() && input_frontier.is_empty() {
-                        // Equal keys keep their arrival order.
-                        kept.sort_unstable_by(|(a, at), (b, bt)| {
-                            a.cmp(b).then(at.start.cmp(&bt.start))
-                        });
-                        for (_, at) in kept.drain(..) {
-                            w.write_all(&lines[at]).expect("writing the file sink");
-                        }
-                        lines = Vec::new();
+                        std::mem::take(&mut sorted)
+                            .write_to(w)
+                            .expect("writing the file sink");
                     }
                     if *input_frontier.frontier() != frontier[..] {
                         frontier = input_frontier.frontier().to_vec();
@@ -154,5 +146,104 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
             },
         );
         Ok(sink)
+    }
+}
+
+/// How many lines a run of [`SortedLines`] holds before it is sorted and a new one begins.
+const RUN_LINES: usize = 1 << 16;
+
+/// Lines kept to be written in the order of their keys, equal keys in the order they came. They
+/// are kept in runs of [`RUN_LINES`], each with its own bytes and sorted once full, and the runs
+/// are merged as they are written: the store grows by runs, never copying what it holds (one
+/// vector doubling up to the whole output would copy it and have the kernel zero twice its size),
+/// and each sort works on a run that fits in cache.
+#[derive(Default)]
+pub struct SortedLines {
+    full: Vec<Run>,
+    current: Run,
+}
+
+/// Lines and, per line, its key and its byte range among them.
+#[derive(Default)]
+struct Run {
+    bytes: Vec<u8>,
+    lines: Vec<(SortKey, (u32, u32))>,
+}
+
+impl Run {
+    /// Sorts the lines by key, then by position: equal keys keep their arrival order.
+    fn sort(&mut self) {
+        self.lines
+            .sort_unstable_by(|(a, at), (b, bt)| a.cmp(b).then(at.0.cmp(&bt.0)));
+    }
+}
+
+impl SortedLines {
+    /// Keeps the line that `encode` appends to a buffer, under `key`.
+    pub fn push(&mut self, key: SortKey, encode: impl FnOnce(&mut Vec<u8>)) {
+        let run = &mut self.current;
+        let start = run.bytes.len();
+        encode(&mut run.bytes);
+        let offset = |at: usize| u32::try_from(at).expect("a run of lines under 4 GiB");
+        run.lines
+            .push((key, (offset(start), offset(run.bytes.len()))));
+        if run.lines.len() == RUN_LINES || run.bytes.len() > u32::MAX as usize / 2 {
+            let mut full = std::mem::take(run);
+            full.sort();
+            self.full.push(full);
+        }
+    }
+
+    /// Writes every line, in order.
+    pub fn write_to(mut self, w: &mut impl Write) -> io::Result<()> {
+        self.current.sort();
+        let mut runs = self.full;
+        runs.push(self.current);
+        let mut heads: Vec<_> = runs
+            .iter_mut()
+            .map(|run| std::mem::take(&mut run.lines).into_iter())
+            .collect();
+        // The next line of each run, least key (then earliest run) first.
+        let mut next = BinaryHeap::new();
+        for (i, head) in heads.iter_mut().enumerate() {
+            if let Some((key, at)) = head.next() {
+                next.push(Reverse((key, i, at)));
+            }
+        }
+        while let Some(Reverse((_, i, (start, end)))) = next.pop() {
+            w.write_all(&runs[i].bytes[start as usize..end as usize])?;
+            if let Some((key, at)) = heads[i].next() {
+                next.push(Reverse((key, i, at)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Across several runs, with many equal keys: lines come out by key, and equal keys in the
+    /// order they were pushed.
+    #[test]
+    fn sorted_lines_merge_runs_by_key_then_arrival() {
+        let count = RUN_LINES * 2 + 1_234;
+        let mut sorted = SortedLines::default();
+        let mut expected = Vec::new();
+        for i in 0..count {
+            let key = (i * 7_919 % 1_000) as i64;
+            let line = format!("{key},{i}\n");
+            sorted.push(SortKey([Value::Int(key)].into_iter().collect()), |into| {
+                into.extend_from_slice(line.as_bytes())
+            });
+            expected.push((key, i, line));
+        }
+        assert!(sorted.full.len() >= 2, "the test spans several runs");
+        expected.sort_by_key(|(key, i, _)| (*key, *i));
+        let mut out = Vec::new();
+        sorted.write_to(&mut out).unwrap();
+        let expected: String = expected.into_iter().map(|(_, _, line)| line).collect();
+        assert!(String::from_utf8(out).unwrap() == expected);
     }
 }
