@@ -212,19 +212,10 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                 });
                 let upto = frontiers[0].frontier().first().copied();
-                // One fire time per activation: when the frontier passes many at once (at the
-                // end of the input, above all), their results reach the sinks window by window
-                // instead of piling up in between.
-                let mut fired_one = false;
                 while let Some(entry) = pending.first_entry() {
                     if upto.is_some_and(|f| *entry.key() > f) {
                         break;
                     }
-                    if fired_one {
-                        activator.activate();
-                        break;
-                    }
-                    fired_one = true;
                     let (fire, since) = entry.remove_entry();
                     let held = held.as_ref().expect("pending contents hold a capability");
                     let at = held.delayed(&since);
@@ -259,14 +250,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     (None, _) => fired_cap = None,
                     (Some(_), None) => unreachable!("a pending window holds the fired capability"),
                 }
-                // Every window firing before the first one still pending has fired.
-                let fired_upto = match pending.first_key_value() {
-                    Some((&next, _)) if upto.is_none_or(|f| next <= f) => {
-                        Some(next.saturating_sub(1))
-                    }
-                    _ => upto,
-                };
-                state.release(fired_upto);
+                state.release(upto);
                 match pending.values().min() {
                     Some(earliest) => {
                         if let Some(h) = held.as_mut() {
