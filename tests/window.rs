@@ -254,6 +254,9 @@ fn results_equal_the_reference_and_do_not_depend_on_the_number_of_workers() {
         .iter()
         .map(|&(key, time, amount)| (key + 1_000 * (time / 1_300) as i64, time, amount))
         .collect();
+    // And with thousands of keys per window: each worker's states span several chunks of slots,
+    // and a window's results several batches.
+    let wide = common::transactions(20_000, 5_000, 1_500, 97, 8_000);
     for ((spec, size, slide), events) in [
         (WindowSpec::Tumbling { size: 5_000 }, 5_000, 5_000),
         (
@@ -266,7 +269,7 @@ fn results_equal_the_reference_and_do_not_depend_on_the_number_of_workers() {
         ),
     ]
     .into_iter()
-    .flat_map(|window| [(window, &events), (window, &churning)])
+    .flat_map(|window| [(window, &events), (window, &churning), (window, &wide)])
     {
         let (expected, expected_late) = common::reference_windows(events, 1_500, size, slide, 0);
         let expected: Vec<Row> = expected

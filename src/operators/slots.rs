@@ -99,11 +99,6 @@ impl<K: Hash + Eq + Clone> KeySlots<K> {
         slot as usize
     }
 
-    /// How many slots there are, held or free: every slot is below this.
-    pub fn slot_count(&self) -> usize {
-        self.keys.len()
-    }
-
     /// How many keys hold a slot.
     pub fn live(&self) -> usize {
         self.live

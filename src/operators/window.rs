@@ -222,6 +222,11 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     let mut session = results.session(&at);
                     let mut emitted = false;
                     state.fire(fire, &aggregate, |result| {
+                        if fired.is_empty() {
+                            // A batch handed downstream takes its buffer along: the next one
+                            // starts at full size instead of doubling up to it.
+                            fired.reserve(RESULTS_BATCH);
+                        }
                         fired.push(result);
                         if fired.len() == RESULTS_BATCH {
                             session.give_container(&mut fired);
@@ -352,40 +357,50 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
 /// How many events ahead of the one it folds the window operator prefetches a state.
 const PREFETCH_AHEAD: usize = 16;
 
+/// How many slots' states a pane keeps in one chunk.
+const CHUNK_SLOTS: usize = 1024;
+
 /// The per-key states of one pane, or of one window's records that were late for some of its
 /// panes, by key slot (see [`KeySlots`]).
+///
+/// The states are kept in chunks of [`CHUNK_SLOTS`] that a pane adds as its slots reach them and
+/// keeps when it is reused: a pane never moves the states it holds (a vector growing by doubling
+/// would copy them and have the kernel zero twice the memory it ends up with), and a reused pane
+/// touches no fresh memory until the keys outgrow it.
 struct Pane<S> {
     start: i64,
-    states: Vec<Option<S>>,
+    chunks: Vec<Box<[Option<S>]>>,
     /// The slots with a state, in the order they got it.
     filled: Vec<u32>,
 }
 
 impl<S> Pane<S> {
-    /// An empty pane starting at `start`: one of the `spare` ones if there is one, or a new one
-    /// with room for `slots` keys from the start (growing a pane key by key would copy its
-    /// states at each doubling and have the kernel zero twice the memory it ends up with).
-    fn reused(spare: &mut Vec<Pane<S>>, start: i64, slots: usize) -> Self {
-        let mut pane = spare.pop().unwrap_or_else(|| {
-            let mut states = Vec::new();
-            states.resize_with(slots, || None);
-            Pane {
-                start,
-                states,
-                filled: Vec::new(),
-            }
+    /// An empty pane starting at `start`: one of the `spare` ones if there is one.
+    fn reused(spare: &mut Vec<Pane<S>>, start: i64) -> Self {
+        let mut pane = spare.pop().unwrap_or_else(|| Pane {
+            start,
+            chunks: Vec::new(),
+            filled: Vec::new(),
         });
         pane.start = start;
         pane
     }
 
+    /// The state of `slot`, if it has one.
+    #[inline]
+    fn get(&self, slot: usize) -> Option<&S> {
+        self.chunks.get(slot / CHUNK_SLOTS)?[slot % CHUNK_SLOTS].as_ref()
+    }
+
     /// The state of `slot`, made by `init` if it has none.
     #[inline]
     fn state(&mut self, slot: usize, init: impl FnOnce() -> S) -> &mut S {
-        if slot >= self.states.len() {
-            self.states.resize_with(slot + 1, || None);
+        let chunk = slot / CHUNK_SLOTS;
+        while chunk >= self.chunks.len() {
+            self.chunks
+                .push(std::iter::repeat_with(|| None).take(CHUNK_SLOTS).collect());
         }
-        let cell = &mut self.states[slot];
+        let cell = &mut self.chunks[chunk][slot % CHUNK_SLOTS];
         if cell.is_none() {
             self.filled.push(slot as u32);
         }
@@ -395,12 +410,12 @@ impl<S> Pane<S> {
     /// Asks the CPU to bring the state of `slot` into cache.
     #[inline]
     fn prefetch(&self, slot: usize) {
-        if let Some(cell) = self.states.get(slot) {
-            super::prefetch(cell);
+        if let Some(chunk) = self.chunks.get(slot / CHUNK_SLOTS) {
+            super::prefetch(&chunk[slot % CHUNK_SLOTS]);
         }
     }
 
-    /// Orders the filled slots by number, so that a pass over them reads the state vectors (and
+    /// Orders the filled slots by number, so that a pass over them reads the state chunks (and
     /// the keys of the slots) front to back rather than at random.
     fn sort(&mut self) {
         self.filled.sort_unstable();
@@ -408,10 +423,11 @@ impl<S> Pane<S> {
 
     /// Takes the states out, in the order of `filled`, and leaves the pane empty.
     fn drain(&mut self) -> impl Iterator<Item = (usize, S)> + '_ {
-        let states = &mut self.states;
+        let chunks = &mut self.chunks;
         self.filled.drain(..).map(move |slot| {
-            let state = states[slot as usize].take();
-            (slot as usize, state.expect("a filled slot has a state"))
+            let slot = slot as usize;
+            let state = chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS].take();
+            (slot, state.expect("a filled slot has a state"))
         })
     }
 }
@@ -577,11 +593,11 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         if first_open != oldest {
             // Late for its oldest windows only: fold it into the open ones directly.
             for start in (first_open..=last).step_by(self.slide as usize) {
-                let (spare, slots) = (&mut self.spare, self.slots.slot_count());
+                let spare = &mut self.spare;
                 let states = self
                     .partial
                     .entry(start)
-                    .or_insert_with(|| Pane::reused(spare, start, slots));
+                    .or_insert_with(|| Pane::reused(spare, start));
                 aggregate.add(states.state(slot, || aggregate.init()), &event.data);
             }
             return true;
@@ -591,7 +607,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(i) if self.panes[i].start == start => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                let pane = Pane::reused(&mut self.spare, start, self.slots.slot_count());
+                let pane = Pane::reused(&mut self.spare, start);
                 self.panes.insert(at, pane);
                 at
             }
@@ -618,7 +634,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(partial) => partial,
             None => match self.panes.iter().position(|p| oldest.contains(&p.start)) {
                 Some(i) => self.panes.remove(i),
-                None => Pane::reused(&mut self.spare, start, self.slots.slot_count()),
+                None => Pane::reused(&mut self.spare, start),
             },
         };
         for pane in self
@@ -629,9 +645,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             pane.sort();
             for &slot in &pane.filled {
                 let slot = slot as usize;
-                let from = pane.states[slot]
-                    .as_ref()
-                    .expect("a filled slot has a state");
+                let from = pane.get(slot).expect("a filled slot has a state");
                 aggregate.merge(merged.state(slot, || aggregate.init()), from);
             }
         }
@@ -827,6 +841,6 @@ mod tests {
         }
         assert!(late.is_empty());
         assert_eq!(results.len(), 49 * 100);
-        assert!(results.iter().all(|r| r.value == vec![Value::Int(1)]));
+        assert!(results.iter().all(|r| r.value[..] == [Value::Int(1)]));
     }
 }
