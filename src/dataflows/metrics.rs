@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::vec::Map;
 
 use super::Progress;
 use super::write_rows;
@@ -51,16 +51,21 @@ pub fn build_metric<'scope>(
     );
     progress.track(fired, settled);
     let having = metric.having.clone();
+    // Each row is laid out in one buffer and boxed only if it passes `having`: most windows of
+    // a selective metric never cost an allocation.
+    let mut row = Vec::new();
     let rows = results
-        .map(|result| -> Record {
-            let mut row = Vec::with_capacity(result.key.len() + 2 + result.value.len());
+        .flat_map(move |result| -> Option<Record> {
+            row.clear();
             row.extend(result.key);
             row.push(Value::Int(result.start));
             row.push(Value::Int(result.end));
             row.extend(result.value);
-            row.into_boxed_slice()
+            having
+                .iter()
+                .all(|c| c.holds(&row))
+                .then(|| row.drain(..).collect())
         })
-        .filter(move |row| having.iter().all(|c| c.holds(row)))
         .count_into(stats, |s| &s.windows_out);
     let mut flushed = write_rows(
         &rows,

@@ -110,9 +110,13 @@ impl FieldAggregates {
 /// allocation-free value in its hash map.
 pub type AggregateStates = SmallVec<[AggregateState; 3]>;
 
+/// The results of a job's aggregates, inline for up to three, so that a fired window costs no
+/// allocation of its own.
+pub type AggregateValues = SmallVec<[Value; 3]>;
+
 impl Aggregate<Record> for FieldAggregates {
     type State = AggregateStates;
-    type Output = Vec<Value>;
+    type Output = AggregateValues;
 
     fn init(&self) -> Self::State {
         self.0
@@ -153,7 +157,7 @@ impl Aggregate<Record> for FieldAggregates {
         }
     }
 
-    fn finish(&self, state: &Self::State) -> Vec<Value> {
+    fn finish(&self, state: &Self::State) -> AggregateValues {
         state
             .iter()
             .map(|s| match s {
@@ -198,7 +202,7 @@ mod tests {
         records[..1].iter().for_each(|r| aggs.add(&mut left, r));
         records[1..].iter().for_each(|r| aggs.add(&mut right, r));
         aggs.merge(&mut left, &right);
-        let expected = vec![
+        let expected = [
             Value::Int(4),
             Value::Int(7),
             Value::Int(1),
@@ -207,7 +211,7 @@ mod tests {
             Value::Int(2),
             Value::Float(3.75),
         ];
-        assert_eq!(aggs.finish(&whole), expected);
-        assert_eq!(aggs.finish(&left), expected);
+        assert_eq!(aggs.finish(&whole)[..], expected);
+        assert_eq!(aggs.finish(&left)[..], expected);
     }
 }
