@@ -151,6 +151,8 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
 
 /// How many lines a run of [`SortedLines`] holds before it is sorted and a new one begins.
 const RUN_LINES: usize = 1 << 16;
+/// The most bytes of lines a run holds (its byte ranges are `u32`).
+const MAX_RUN_BYTES: usize = u32::MAX as usize / 2;
 
 /// Lines kept to be written in the order of their keys, equal keys in the order they came. They
 /// are kept in runs of [`RUN_LINES`], each with its own bytes and sorted once full, and the runs
@@ -187,8 +189,13 @@ impl SortedLines {
         let offset = |at: usize| u32::try_from(at).expect("a run of lines under 4 GiB");
         run.lines
             .push((key, (offset(start), offset(run.bytes.len()))));
-        if run.lines.len() == RUN_LINES || run.bytes.len() > u32::MAX as usize / 2 {
-            let mut full = std::mem::take(run);
+        if run.lines.len() == RUN_LINES || run.bytes.len() > MAX_RUN_BYTES {
+            // The next run gets the room this one ended with, so it does not grow by doubling.
+            let next = Run {
+                bytes: Vec::with_capacity((run.bytes.len() / 8 * 9).min(MAX_RUN_BYTES)),
+                lines: Vec::with_capacity(RUN_LINES),
+            };
+            let mut full = std::mem::replace(run, next);
             full.sort();
             self.full.push(full);
         }
