@@ -16,6 +16,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
+use crate::operators::prefetch;
 use crate::record::Value;
 
 /// Where a file sink writes.
@@ -220,6 +221,13 @@ impl SortedLines {
         while let Some(Reverse((_, i, (start, end)))) = next.pop() {
             w.write_all(&runs[i].bytes[start as usize..end as usize])?;
             if let Some((key, at)) = heads[i].next() {
+                // A run's lines lie in the order they came, not in key order: have the CPU fetch
+                // this one while the lines of the other runs ahead of it are written.
+                let line = &runs[i].bytes[at.0 as usize..at.1 as usize];
+                if let (Some(first), Some(last)) = (line.first(), line.last()) {
+                    prefetch(first);
+                    prefetch(last);
+                }
                 next.push(Reverse((key, i, at)));
             }
         }
