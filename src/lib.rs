@@ -4,6 +4,7 @@
 //! with event time and watermarks, flow through [`operators`] assembled by [`dataflows`], and
 //! leave through [`sinks`]. A job is described by a TOML file ([`job`]).
 
+pub mod allocator;
 pub mod cpaas;
 pub mod dataflows;
 pub mod demo;

@@ -122,10 +122,6 @@ enum Command {
     },
 }
 
-/// mimalloc: per-event allocations (records, keys) are the engine's most frequent calls.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<jiff::SignedDuration>()
         .map_err(|e| e.to_string())
@@ -155,6 +151,7 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
+    eddy::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
