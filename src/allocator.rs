@@ -1,5 +1,7 @@
 //! The engine's allocator: mimalloc, whose per-thread free lists suit the per-event allocations
 //! (records, keys) that are the engine's most frequent calls, set to keep the memory it frees.
+//! It is declared here, in the library, so that every program built on it (`eddy`, the
+//! benchmarks, the tests) runs on the same allocator.
 
 /// mimalloc's number for its `purge_delay` option (`mi_option_purge_delay` in `mimalloc.h`, the
 /// same in v2 and v3), which `libmimalloc-sys` does not name.
