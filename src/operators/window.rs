@@ -34,12 +34,6 @@ use crate::record::Event;
 /// in batches rather than as one vector that grows to its size.
 const RESULTS_BATCH: usize = 1024;
 
-/// How many results the operator emits in one activation. A window of more keys is emitted over
-/// several, so the operators downstream take each share (and free its batches) before the next
-/// is made: the allocator hands the same memory out again, instead of fresh pages for every
-/// window.
-const RESULTS_PER_ACTIVATION: usize = 8 * RESULTS_BATCH;
-
 /// The shape of the windows, in milliseconds of event time. Windows are aligned to the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowSpec {
@@ -185,8 +179,6 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             let mut state = WindowState::<K, A::State>::new(windows);
             // Fire time (window end + lateness) → earliest input time of its contents.
             let mut pending = BTreeMap::<u64, u64>::new();
-            // The (fire time, earliest input time) of a window whose results are being emitted.
-            let mut emitting: Option<(u64, u64)> = None;
             // A capability at the earliest input time of any retained content.
             let mut held: Option<Capability<u64>> = None;
             let mut late_events = Vec::new();
@@ -220,28 +212,22 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                 });
                 let upto = frontiers[0].frontier().first().copied();
-                let due = |fire: &u64| upto.is_none_or(|f| *fire <= f);
-                let mut budget = RESULTS_PER_ACTIVATION;
-                while budget > 0 {
-                    let (fire, since) = match emitting.take() {
-                        Some(window) => window,
-                        None => match pending.first_entry() {
-                            Some(entry) if due(entry.key()) => entry.remove_entry(),
-                            _ => break,
-                        },
-                    };
+                while let Some(entry) = pending.first_entry() {
+                    if upto.is_some_and(|f| *entry.key() > f) {
+                        break;
+                    }
+                    let (fire, since) = entry.remove_entry();
                     let held = held.as_ref().expect("pending contents hold a capability");
                     let at = held.delayed(&since);
                     let mut session = results.session(&at);
                     let mut emitted = false;
-                    let done = state.fire(fire, &aggregate, budget, |result| {
+                    state.fire(fire, &aggregate, |result| {
                         if fired.is_empty() {
                             // A batch handed downstream takes its buffer along: the next one
                             // starts at full size instead of doubling up to it.
                             fired.reserve(RESULTS_BATCH);
                         }
                         fired.push(result);
-                        budget = budget.saturating_sub(1);
                         if fired.len() == RESULTS_BATCH {
                             session.give_container(&mut fired);
                             emitted = true;
@@ -256,16 +242,6 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         let emitted = unflushed.entry(fire).or_insert(since);
                         *emitted = (*emitted).max(since);
                     }
-                    if !done {
-                        emitting = Some((fire, since));
-                    }
-                }
-                // The first due window not emitted in full: the rest wait for the next activation.
-                let unfired = emitting
-                    .map(|(fire, _)| fire)
-                    .or_else(|| pending.keys().next().copied().filter(due));
-                if unfired.is_some() {
-                    activator.activate();
                 }
                 if let Some(probe) = &flushed {
                     unflushed.retain(|_, emitted| probe.less_equal(emitted));
@@ -273,21 +249,17 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         activator.activate_after(std::time::Duration::from_millis(5));
                     }
                 }
-                let emitting_fire = emitting.map(|(fire, _)| fire);
-                let least_fire = pending.keys().chain(unflushed.keys()).copied();
-                let least_fire = least_fire.chain(emitting_fire).min();
+                let least_fire = pending.keys().chain(unflushed.keys()).min().copied();
                 match (least_fire, fired_cap.as_mut()) {
                     (Some(fire), Some(cap)) => cap.downgrade(&fire),
                     (None, _) => fired_cap = None,
                     (Some(_), None) => unreachable!("a pending window holds the fired capability"),
                 }
-                // Panes and key slots stay until every window that needs them is emitted in full.
-                state.release(unfired.map_or(upto, |fire| Some(fire.saturating_sub(1))));
-                let emitting_since = emitting.map(|(_, since)| since);
-                match pending.values().copied().chain(emitting_since).min() {
+                state.release(upto);
+                match pending.values().min() {
                     Some(earliest) => {
                         if let Some(h) = held.as_mut() {
-                            h.downgrade(&earliest);
+                            h.downgrade(earliest);
                         }
                     }
                     None => held = None,
@@ -361,22 +333,16 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
         }
     }
 
-    /// Emits the results of the windows whose fire time is `fire`, about `budget` of them (a
-    /// call for the same `fire` goes on where the last one stopped); true once all are emitted.
-    /// Sessions emit all at once: a key's sessions firing together are few.
+    /// Emits the windows whose fire time is `fire`.
     fn fire<D, A: Aggregate<D, State = S>>(
         &mut self,
         fire: u64,
         aggregate: &A,
-        budget: usize,
-        mut emit: impl FnMut(WindowResult<K, A::Output>),
-    ) -> bool {
+        emit: impl FnMut(WindowResult<K, A::Output>),
+    ) {
         match self {
-            Self::Panes(panes) => panes.fire(fire, aggregate, budget, emit),
-            Self::Sessions(sessions) => {
-                sessions.fire(fire, aggregate, &mut emit);
-                true
-            }
+            Self::Panes(panes) => panes.fire(fire, aggregate, emit),
+            Self::Sessions(sessions) => sessions.fire(fire, aggregate, emit),
         }
     }
 
@@ -420,21 +386,28 @@ impl<S> Pane<S> {
         pane
     }
 
+    /// The chunk of `slot`, and its place there.
+    #[inline]
+    fn cell(slot: usize) -> (usize, usize) {
+        (slot / CHUNK_SLOTS, slot % CHUNK_SLOTS)
+    }
+
     /// The state of `slot`, if it has one.
     #[inline]
     fn get(&self, slot: usize) -> Option<&S> {
-        self.chunks.get(slot / CHUNK_SLOTS)?[slot % CHUNK_SLOTS].as_ref()
+        let (chunk, at) = Self::cell(slot);
+        self.chunks.get(chunk)?[at].as_ref()
     }
 
     /// The state of `slot`, made by `init` if it has none.
     #[inline]
     fn state(&mut self, slot: usize, init: impl FnOnce() -> S) -> &mut S {
-        let chunk = slot / CHUNK_SLOTS;
+        let (chunk, at) = Self::cell(slot);
         while chunk >= self.chunks.len() {
             self.chunks
                 .push(std::iter::repeat_with(|| None).take(CHUNK_SLOTS).collect());
         }
-        let cell = &mut self.chunks[chunk][slot % CHUNK_SLOTS];
+        let cell = &mut self.chunks[chunk][at];
         if cell.is_none() {
             self.filled.push(slot as u32);
         }
@@ -444,8 +417,9 @@ impl<S> Pane<S> {
     /// Asks the CPU to bring the state of `slot` into cache.
     #[inline]
     fn prefetch(&self, slot: usize) {
-        if let Some(chunk) = self.chunks.get(slot / CHUNK_SLOTS) {
-            super::prefetch(&chunk[slot % CHUNK_SLOTS]);
+        let (chunk, at) = Self::cell(slot);
+        if let Some(chunk) = self.chunks.get(chunk) {
+            super::prefetch(&chunk[at]);
         }
     }
 
@@ -455,14 +429,13 @@ impl<S> Pane<S> {
         self.filled.sort_unstable();
     }
 
-    /// Takes the states of the first `count` filled slots out (in the order of `filled`); the
-    /// pane is empty once it has no filled slot left.
-    fn drain(&mut self, count: usize) -> impl Iterator<Item = (usize, S)> + '_ {
+    /// Takes the states out, in the order of `filled`, and leaves the pane empty.
+    fn drain(&mut self) -> impl Iterator<Item = (usize, S)> + '_ {
         let chunks = &mut self.chunks;
-        let count = count.min(self.filled.len());
-        self.filled.drain(..count).map(move |slot| {
+        self.filled.drain(..).map(move |slot| {
             let slot = slot as usize;
-            let state = chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS].take();
+            let (chunk, at) = Self::cell(slot);
+            let state = chunks[chunk][at].take();
             (slot, state.expect("a filled slot has a state"))
         })
     }
@@ -484,8 +457,6 @@ struct Panes<K, S> {
     panes: Vec<Pane<S>>,
     /// Per-window state of records that were late for some of their windows but not all.
     partial: BTreeMap<i64, Pane<S>>,
-    /// The window whose results are being emitted: its start and its states, merged and sorted.
-    firing: Option<(i64, Pane<S>)>,
     /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
     /// Emptied panes kept for reuse.
@@ -517,7 +488,6 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             slots_released: i64::MIN,
             panes: Vec::new(),
             partial: BTreeMap::new(),
-            firing: None,
             registered: None,
             spare: Vec::new(),
             message_keys: Vec::new(),
@@ -656,49 +626,15 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         true
     }
 
-    /// Emits up to `budget` results of the window firing at `fire`, merging its panes on the
-    /// first call; true once all are emitted.
     fn fire<D, A: Aggregate<D, State = S>>(
         &mut self,
         fire: u64,
         aggregate: &A,
-        budget: usize,
         mut emit: impl FnMut(WindowResult<K, A::Output>),
-    ) -> bool {
-        let end = fire as i64 - self.lateness;
-        let (start, merged) = match &mut self.firing {
-            Some(firing) => firing,
-            None => {
-                let merged = self.merge(end - self.size, end, aggregate);
-                self.firing.insert((end - self.size, merged))
-            }
-        };
-        debug_assert_eq!(*start, end - self.size, "one window is emitted at a time");
-        for (slot, state) in merged.drain(budget) {
-            emit(WindowResult {
-                key: self.slots.key(slot).clone(),
-                start: *start,
-                end,
-                value: aggregate.finish(&state),
-            });
-        }
-        if !merged.filled.is_empty() {
-            return false;
-        }
-        if let Some((_, merged)) = self.firing.take() {
-            self.recycle(merged);
-        }
-        true
-    }
-
-    /// The states of the window `[start, end)`, merged from its panes into one, sorted by slot.
-    fn merge<D, A: Aggregate<D, State = S>>(
-        &mut self,
-        start: i64,
-        end: i64,
-        aggregate: &A,
-    ) -> Pane<S> {
+    ) {
         self.registered = None;
+        let end = fire as i64 - self.lateness;
+        let start = end - self.size;
         // The panes before `start + slide` belong to no later window: unless records late for
         // some panes started the window, the first becomes the base of the merge, taken whole
         // (for tumbling windows, it is the whole window).
@@ -723,14 +659,22 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             }
         }
         merged.sort();
-        merged
+        for (slot, state) in merged.drain() {
+            emit(WindowResult {
+                key: self.slots.key(slot).clone(),
+                start,
+                end,
+                value: aggregate.finish(&state),
+            });
+        }
+        self.recycle(merged);
     }
 
     /// Keeps an emptied pane, with its vectors, for the next one: panes come and go at a steady
     /// pace, and reusing their vectors spares the allocator and the kernel's page zeroing.
     fn recycle(&mut self, mut pane: Pane<S>) {
         if self.spare.len() < SPARE_PANES {
-            pane.drain(usize::MAX).for_each(drop);
+            pane.drain().for_each(drop);
             self.spare.push(pane);
         }
     }
@@ -900,8 +844,7 @@ mod tests {
                 })
                 .collect();
             panes.insert_message(&mut events, &key, at, &aggregate, |_, _| {}, &mut late);
-            let done = panes.fire(at, &aggregate, usize::MAX, |result| results.push(result));
-            assert!(done);
+            panes.fire(at, &aggregate, |result| results.push(result));
             panes.release(Some(at));
             assert_eq!(panes.slots.live(), 100, "second {second}");
         }
