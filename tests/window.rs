@@ -30,7 +30,7 @@ fn run(
         spec,
         lateness,
         emitted_before: 0,
-        flushed: None,
+        delivery: None,
     };
     run_windows(windows, delay, events, workers)
 }
@@ -73,7 +73,7 @@ fn run_windows(
                     spec,
                     lateness,
                     emitted_before,
-                    flushed: None,
+                    delivery: None,
                 },
                 |record: &Record| record[0].clone(),
                 FieldAggregates(vec![(AggregateKind::Count, 0), (AggregateKind::Sum, 1)]),
@@ -314,7 +314,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         spec: WindowSpec::Tumbling { size: 10_000 },
         lateness: 0,
         emitted_before: 20_000,
-        flushed: None,
+        delivery: None,
     };
     let (rows, late) = run_windows(tumbling, 100_000, &events, 1);
     assert_eq!(
@@ -333,7 +333,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         },
         lateness: 0,
         emitted_before: 15_000,
-        flushed: None,
+        delivery: None,
     };
     let (rows, _) = run_windows(hopping, 100_000, &[(1, 8_000, 1), (1, 12_000, 2)], 1);
     assert_eq!(
@@ -345,7 +345,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         spec: WindowSpec::Session { gap: 3_000 },
         lateness: 0,
         emitted_before: 20_000,
-        flushed: None,
+        delivery: None,
     };
     let (rows, _) = run_windows(sessions, 100_000, &[(1, 1_000, 1), (1, 30_000, 2)], 1);
     assert_eq!(rows, vec![(1, 30_000, 33_000, 1, 2)]);

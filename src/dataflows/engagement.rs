@@ -25,7 +25,7 @@ pub type Input<'scope> = (StreamVec<'scope, u64, Event<Record>>, u64);
 /// Builds a command processor over `commands`; returns the flushed streams of its sinks.
 pub fn build_commands<'scope>(
     (commands, emitted_before): Input<'scope>,
-    progress: &Progress,
+    progress: &Progress<'scope>,
     job: &Job,
     spec: &CommandsSpec,
     stats: &Arc<Stats>,
@@ -59,7 +59,7 @@ pub fn build_commands<'scope>(
 pub fn build_orchestrator<'scope>(
     events: Input<'scope>,
     alerts: Option<Input<'scope>>,
-    progress: &Progress,
+    progress: &Progress<'scope>,
     job: &Job,
     spec: &OrchestratorSpec,
     stats: &Arc<Stats>,
@@ -99,10 +99,10 @@ pub fn build_orchestrator<'scope>(
 }
 
 /// Matches are emitted once (a restart skips those its checkpoint covers); late input is fed.
-fn detection(emitted_before: u64, progress: &Progress) -> Detection {
+fn detection(emitted_before: u64, progress: &Progress<'_>) -> Detection {
     Detection {
         emitted_before,
-        flushed: Some(progress.flushed.clone()),
+        delivery: Some(progress.delivery()),
         late: Late::Feed,
     }
 }

@@ -37,7 +37,7 @@ impl Payment for CardPayment {
 pub fn build_fraud<'scope>(
     events: StreamVec<'scope, u64, Event<Record>>,
     emitted_before: u64,
-    progress: &Progress,
+    progress: &Progress<'scope>,
     job: &Job,
     spec: &FraudSpec,
     stats: &Arc<Stats>,
@@ -61,7 +61,7 @@ pub fn build_fraud<'scope>(
     );
     let detection = Detection {
         emitted_before,
-        flushed: Some(progress.flushed.clone()),
+        delivery: Some(progress.delivery()),
         late: Late::Output,
     };
     let PatternStreams {

@@ -20,7 +20,7 @@ use crate::stats::{CountInto, Stats};
 pub fn build_metric<'scope>(
     events: StreamVec<'scope, u64, Event<Record>>,
     emitted_before: u64,
-    progress: &Progress,
+    progress: &Progress<'scope>,
     job: &Job,
     metric: &MetricSpec,
     stats: &Arc<Stats>,
@@ -37,7 +37,7 @@ pub fn build_metric<'scope>(
         spec: metric.window,
         lateness: metric.lateness,
         emitted_before,
-        flushed: Some(progress.flushed.clone()),
+        delivery: Some(progress.delivery()),
     };
     let WindowStreams {
         results,

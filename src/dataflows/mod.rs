@@ -8,7 +8,7 @@ pub mod notify;
 pub mod routes;
 pub mod views;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,6 +18,7 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
+use crate::operators::delivery::{Acknowledge, Delivery};
 use crate::record::{DeadLetter, Record};
 use crate::sinks::discard::Discard;
 use crate::sinks::file::{FileTarget, Order, SortKey, WriteFile};
@@ -61,23 +62,55 @@ pub struct JobProbes {
 }
 
 /// The probes sources commit behind.
-#[derive(Clone)]
-pub struct Progress {
+pub struct Progress<'scope> {
     /// Every sink's flushed stream: output derived from input sent before its frontier is durable.
     pub flushed: ProbeHandle<u64>,
     /// Every window and pattern operator's fired stream: windows firing before its frontier are
     /// emitted and flushed.
     pub fired: ProbeHandle<u64>,
+    /// The fired streams, [`Acknowledge`]d: passes `t` once every worker has seen `fired` pass
+    /// `t`. Window and pattern operators keep what fired unsettled until then.
+    pub acknowledged: ProbeHandle<u64>,
     /// Every sink's flushed stream and every window and pattern operator's settled stream: what
     /// was sent before its frontier is flushed, and `fired` counts the windows it made.
     pub settled: ProbeHandle<u64>,
+    /// The fired streams tracked so far: probed together once the job is built.
+    fired_streams: RefCell<Vec<StreamVec<'scope, u64, ()>>>,
 }
 
-impl Progress {
+impl<'scope> Progress<'scope> {
+    fn new() -> Self {
+        Progress {
+            flushed: ProbeHandle::new(),
+            fired: ProbeHandle::new(),
+            acknowledged: ProbeHandle::new(),
+            settled: ProbeHandle::new(),
+            fired_streams: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// What window and pattern operators judge delivery by.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            flushed: self.flushed.clone(),
+            acknowledged: self.acknowledged.clone(),
+        }
+    }
+
     /// Follows a window or pattern operator's fired and settled streams.
-    pub fn track(&self, fired: StreamVec<'_, u64, ()>, settled: StreamVec<'_, u64, ()>) {
-        fired.probe_with(&self.fired);
+    pub fn track(&self, fired: StreamVec<'scope, u64, ()>, settled: StreamVec<'scope, u64, ()>) {
+        self.fired_streams.borrow_mut().push(fired);
         settled.probe_with(&self.settled);
+    }
+
+    /// Probes the tracked fired streams, as they are and acknowledged: once every operator is
+    /// tracked.
+    fn probe_fired(&self, scope: Scope<'scope, u64>) {
+        scope
+            .concatenate(self.fired_streams.take())
+            .probe_with(&self.fired)
+            .acknowledge()
+            .probe_with(&self.acknowledged);
     }
 }
 
@@ -87,11 +120,7 @@ pub fn build_job(
     job: &Job,
     options: &RunOptions,
 ) -> anyhow::Result<JobProbes> {
-    let progress = Progress {
-        flushed: ProbeHandle::new(),
-        fired: ProbeHandle::new(),
-        settled: ProbeHandle::new(),
-    };
+    let progress = Progress::new();
     let ingested = ProbeHandle::new();
     let halted = Rc::new(Cell::new(0));
     let notifications = notify::plan(job, &options.stats)?;
@@ -212,6 +241,7 @@ pub fn build_job(
         .concatenate(flushed)
         .probe_with(&progress.flushed)
         .probe_with(&progress.settled);
+    progress.probe_fired(scope);
     Ok(JobProbes {
         sources: job.sources.len(),
         halted,
@@ -225,7 +255,7 @@ fn source_stream<'scope>(
     job: &Job,
     source: &SourceSpec,
     options: &RunOptions,
-    progress: &Progress,
+    progress: &Progress<'scope>,
     halted: &Rc<Cell<usize>>,
     backlogs: Vec<Backlog>,
 ) -> anyhow::Result<SourceStreams<'scope, Record>> {

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod command;
 pub mod decode;
+pub mod delivery;
 pub mod enrich;
 pub mod fraud;
 pub mod orchestrate;
@@ -60,17 +61,6 @@ impl<D> Stash<D> {
     /// The earliest time held.
     pub fn first_time(&self) -> Option<u64> {
         self.by_time.keys().next().copied()
-    }
-}
-
-/// Moves `cap` to the least of `times` (which must not be before it), or drops it when there
-/// are none: how the window and pattern operators hold their `settled` output.
-fn hold_at_least(cap: &mut Option<Capability<u64>>, times: impl IntoIterator<Item = u64>) {
-    if let Some(held) = cap.as_mut() {
-        match times.into_iter().min() {
-            Some(t) => held.downgrade(&t),
-            None => *cap = None,
-        }
     }
 }
 

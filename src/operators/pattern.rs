@@ -25,12 +25,13 @@ use std::time::Duration;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::{ProbeHandle, StreamVec};
 
+use super::delivery::{Delivery, Unacknowledged, hold_at_least};
 use crate::record::Event;
 
 /// Per-key logic over a key's events in event-time order.
@@ -171,10 +172,12 @@ pub struct Detection {
     /// committed with the source offsets says so): a restart replays their events to rebuild
     /// state, but does not emit them again.
     pub emitted_before: u64,
-    /// A probe on what the matches become downstream (the sinks' flushed streams): matches count
-    /// as done on the [`PatternStreams::fired`] stream once it has passed the time they were
-    /// emitted at. `None`: once emitted.
-    pub flushed: Option<ProbeHandle<u64>>,
+    /// How matches are judged delivered: they count as done on the [`PatternStreams::fired`]
+    /// stream once [`Delivery::flushed`] has passed the time they were emitted at, and events as
+    /// settled once they matter to no future match and [`Delivery::acknowledged`] has passed
+    /// the event times they could still have mattered to. `None`: done once emitted, and no
+    /// `settled` stream.
+    pub delivery: Option<Delivery>,
     /// What to do with late events.
     pub late: Late,
 }
@@ -197,11 +200,11 @@ pub struct PatternStreams<'scope, K, M, D> {
     /// Events that were behind their partition's watermark on arrival (with [`Late::Output`]).
     pub late: StreamVec<'scope, u64, Event<D>>,
     /// No data: its frontier passes a time `t` once every match before event time `t` has been
-    /// emitted and (with [`Detection::flushed`]) has passed that probe.
+    /// emitted and (with [`Detection::delivery`]) flushed.
     pub fired: StreamVec<'scope, u64, ()>,
-    /// No data, in input times: its frontier passes a time `t` once every match emitted before
-    /// `t` has passed [`Detection::flushed`] *and* `fired` has moved past it, in the same step
-    /// (see [`crate::operators::window::WindowStreams::settled`]).
+    /// No data, in input times: its frontier passes a time `t` once no event sent before `t`
+    /// matters to a future match and every worker has seen `fired` pass the matches it could
+    /// have been part of (see [`crate::operators::window::WindowStreams::settled`]).
     pub settled: StreamVec<'scope, u64, ()>,
 }
 
@@ -415,15 +418,15 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
         let mut late = OutputBuilder::from(late);
         let Detection {
             emitted_before,
-            flushed,
+            delivery,
             late: late_policy,
         } = detection;
         let horizon = pattern.horizon();
 
         builder.build(move |mut initial_capabilities| {
-            // On the `settled` output: at the earliest time of matches awaiting `flushed`, or
-            // at which matches may still be emitted.
-            let mut settled_cap = initial_capabilities.pop().filter(|_| flushed.is_some());
+            // On the `settled` output: at the earliest input time of events that may still matter
+            // to a match, or whose matches are not acknowledged yet.
+            let mut settled_cap = initial_capabilities.pop().filter(|_| delivery.is_some());
             // On the `fired` output: at the least event time whose matches may not be emitted
             // and flushed yet.
             let mut fired_cap = initial_capabilities.pop();
@@ -441,6 +444,8 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             let mut rounds = VecDeque::<(u64, u64)>::new();
             // Rounds of matches awaiting `flushed`: (earliest match time, emitted at).
             let mut unflushed = VecDeque::<(u64, u64)>::new();
+            // Rounds that no longer matter, until their matches are acknowledged.
+            let mut unacknowledged = Unacknowledged::default();
             // A capability at the earliest input time any pending event or state may need.
             let mut held: Option<Capability<u64>> = None;
             // Every event before this event time has been fed.
@@ -534,13 +539,18 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         let held = held.as_ref().expect("fed events hold a capability");
                         let first = found.iter().map(|m| m.time).min().expect("not empty");
                         matches.activate().session(held).give_container(&mut found);
-                        if flushed.is_some() {
+                        if delivery.is_some() {
                             unflushed.push_back((first, *held.time()));
                         }
                     }
                     fed_upto = upto;
-                    while rounds.front().is_some_and(|r| r.1 < upto) {
+                    while let Some(&(since, release)) = rounds.front()
+                        && release < upto
+                    {
                         rounds.pop_front();
+                        if delivery.is_some() {
+                            unacknowledged.hold(since, release);
+                        }
                     }
                     if upto == u64::MAX || upto - last_sweep >= horizon.max(1000) {
                         states.retain(|state| !pattern.expired(state, upto));
@@ -556,11 +566,14 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         None => held = None,
                     }
                 }
-                if let Some(probe) = &flushed {
-                    while unflushed.front().is_some_and(|u| !probe.less_equal(&u.1)) {
+                if let Some(delivery) = &delivery {
+                    while unflushed
+                        .front()
+                        .is_some_and(|u| !delivery.flushed.less_equal(&u.1))
+                    {
                         unflushed.pop_front();
                     }
-                    if !unflushed.is_empty() {
+                    if unacknowledged.release(&delivery.acknowledged) || !unflushed.is_empty() {
                         activator.activate_after(Duration::from_millis(5));
                     }
                 }
@@ -573,10 +586,10 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         }
                     }
                 }
-                let unsettled = unflushed.iter().map(|u| u.1);
                 let emittable = held.as_ref().map(|h| *h.time());
                 let input = frontiers[0].frontier().first().copied();
-                super::hold_at_least(&mut settled_cap, unsettled.chain(emittable).chain(input));
+                let unsettled = unacknowledged.times().chain(emittable).chain(input);
+                hold_at_least(&mut settled_cap, unsettled);
             }
         });
         PatternStreams {

@@ -20,13 +20,14 @@ use std::rc::Rc;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::{ProbeHandle, StreamVec};
 
 use super::aggregate::Aggregate;
+use super::delivery::{Delivery, Unacknowledged, hold_at_least};
 use super::slots::KeySlots;
 use crate::record::Event;
 
@@ -67,10 +68,11 @@ pub struct Windows {
     /// checkpoint committed with the source offsets says so): records replayed after a restart do
     /// not count in them again, so a restart never re-emits such a window with part of its input.
     pub emitted_before: u64,
-    /// A probe on what the results become downstream (the sinks' flushed streams): a fired
-    /// window counts as done on the [`WindowStreams::fired`] stream only once this probe has
-    /// passed the time its results were emitted at. `None`: once emitted.
-    pub flushed: Option<ProbeHandle<u64>>,
+    /// How results are judged delivered: a fired window counts as done on the
+    /// [`WindowStreams::fired`] stream only once [`Delivery::flushed`] has passed the time its
+    /// results were emitted at, and its input as settled only once [`Delivery::acknowledged`]
+    /// has passed its fire time. `None`: done once emitted, and no `settled` stream.
+    pub delivery: Option<Delivery>,
 }
 
 impl From<WindowSpec> for Windows {
@@ -79,7 +81,7 @@ impl From<WindowSpec> for Windows {
             spec,
             lateness: 0,
             emitted_before: 0,
-            flushed: None,
+            delivery: None,
         }
     }
 }
@@ -91,13 +93,14 @@ pub struct WindowStreams<'scope, K, O, D> {
     /// Events whose every window had closed by their stamp.
     pub late: StreamVec<'scope, u64, Event<D>>,
     /// No data: its frontier passes a time `t` once every window firing before `t` has fired and
-    /// (with [`Windows::flushed`]) its results have passed that probe. Sources record it with their
+    /// (with [`Windows::delivery`]) its results are flushed. Sources record it with their
     /// offsets as the frontier of emitted windows (see [`Windows::emitted_before`]).
     pub fired: StreamVec<'scope, u64, ()>,
-    /// No data, in input times: its frontier passes a time `t` once every result emitted before
-    /// `t` has passed [`Windows::flushed`] *and* `fired` has moved past its window, in the same
-    /// step. A source commits an offset once this (and the sinks) passed the time its data was
-    /// sent at, and reads `fired` then: the windows whose contents it commits count as emitted.
+    /// No data, in input times: its frontier passes a time `t` once every window with input
+    /// sent before `t` has fired and every worker has seen `fired` pass it (see
+    /// [`crate::operators::delivery`]). A source commits an offset once this (and the sinks)
+    /// passed the time its data was sent at, and reads `fired` then: the windows whose contents
+    /// it commits count as emitted.
     pub settled: StreamVec<'scope, u64, ()>,
 }
 
@@ -150,7 +153,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
     {
         let windows = windows.into();
         let spec = windows.spec;
-        let flushed = windows.flushed.clone();
+        let delivery = windows.delivery.clone();
         let key = Rc::new(key);
         let route = {
             let key = Rc::clone(&key);
@@ -168,14 +171,15 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
         let mut late = OutputBuilder::from(late);
 
         builder.build(move |mut initial_capabilities| {
-            // On the `settled` output: at the earliest time of a result awaiting `flushed`, or
-            // at which a result may still be emitted.
-            let mut settled_cap = initial_capabilities.pop().filter(|_| flushed.is_some());
+            // On the `settled` output: at the earliest input time of a window not fired, or
+            // fired but not acknowledged yet.
+            let mut settled_cap = initial_capabilities.pop().filter(|_| delivery.is_some());
             // On the `fired` output: a capability at the least fire time of a window that is
             // pending, or fired with results the `flushed` probe has not passed yet.
             let mut fired_cap: Option<Capability<u64>> = None;
             // Fire time → latest time its results were emitted at, awaiting `flushed`.
             let mut unflushed = BTreeMap::<u64, u64>::new();
+            let mut unacknowledged = Unacknowledged::default();
             let mut state = WindowState::<K, A::State>::new(windows);
             // Fire time (window end + lateness) → earliest input time of its contents.
             let mut pending = BTreeMap::<u64, u64>::new();
@@ -238,14 +242,17 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         emitted = true;
                     }
                     drop(session);
-                    if emitted && flushed.is_some() {
-                        let emitted = unflushed.entry(fire).or_insert(since);
-                        *emitted = (*emitted).max(since);
+                    if delivery.is_some() {
+                        if emitted {
+                            let emitted = unflushed.entry(fire).or_insert(since);
+                            *emitted = (*emitted).max(since);
+                        }
+                        unacknowledged.hold(since, fire);
                     }
                 }
-                if let Some(probe) = &flushed {
-                    unflushed.retain(|_, emitted| probe.less_equal(emitted));
-                    if !unflushed.is_empty() {
+                if let Some(delivery) = &delivery {
+                    unflushed.retain(|_, emitted| delivery.flushed.less_equal(emitted));
+                    if unacknowledged.release(&delivery.acknowledged) || !unflushed.is_empty() {
                         activator.activate_after(std::time::Duration::from_millis(5));
                     }
                 }
@@ -264,9 +271,9 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                     None => held = None,
                 }
-                let unsettled = unflushed.values().copied();
                 let emittable = held.as_ref().map(|h| *h.time());
-                super::hold_at_least(&mut settled_cap, unsettled.chain(emittable).chain(upto));
+                let unsettled = unacknowledged.times().chain(emittable).chain(upto);
+                hold_at_least(&mut settled_cap, unsettled);
             }
         });
         WindowStreams {

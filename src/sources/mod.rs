@@ -411,8 +411,9 @@ impl Commits {
     /// before it was emitted by an earlier run, and this run skips it, so `fired` may lag behind
     /// it); `last` for a source that stops reading.
     ///
-    /// The fired frontier read here covers every window whose results have settled: an operator
-    /// releases a result's settled time in the same step as it moves its fired frontier past it.
+    /// The fired frontier read here covers every window whose input has settled: an operator
+    /// keeps a fired window's input unsettled until every worker, this one included, has seen
+    /// the fired frontier pass the window (see [`crate::operators::delivery`]).
     fn commit<D, R: Reader<D>>(&mut self, reader: &mut R, last: bool) {
         let mut moved = false;
         for (p, marks) in self.marks.iter_mut().enumerate() {
