@@ -269,11 +269,12 @@ fn results_equal_the_reference_and_do_not_depend_on_the_number_of_workers() {
     }
 }
 
-/// Windows of tens of thousands of keys (states over many chunks, results over many batches,
-/// slots reused as keys come and go): every result is still there, once.
+/// Windows of tens of thousands of keys (states over many chunks, results over many batches
+/// and over several activations while later records keep arriving, slots reused as keys come
+/// and go): every result is still there, once.
 #[test]
 fn windows_of_many_keys_equal_the_reference() {
-    // About 22 000 keys in each 30 s window.
+    // About 22 000 keys in each 30 s window: more than one activation's share on each worker.
     let events = common::transactions(60_000, 50_000, 1_500, 97, 40_000);
     equal_the_reference(WindowSpec::Tumbling { size: 30_000 }, &events);
     equal_the_reference(

@@ -35,6 +35,12 @@ use crate::record::Event;
 /// in batches rather than as one vector that grows to its size.
 const RESULTS_BATCH: usize = 1024;
 
+/// How many results the operator emits in one activation. A window of more keys is emitted over
+/// several, so the operators downstream take each share (and free its batches) before the next
+/// is made: the allocator hands the same memory out again, instead of fresh pages for every
+/// window.
+const RESULTS_PER_ACTIVATION: usize = 8 * RESULTS_BATCH;
+
 /// The shape of the windows, in milliseconds of event time. Windows are aligned to the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowSpec {
@@ -216,22 +222,29 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     }
                 });
                 let upto = frontiers[0].frontier().first().copied();
-                while let Some(entry) = pending.first_entry() {
-                    if upto.is_some_and(|f| *entry.key() > f) {
+                let due = |fire: u64| upto.is_none_or(|f| fire <= f);
+                let mut budget = RESULTS_PER_ACTIVATION;
+                // Due windows in order of fire time; one that is not emitted in full within the
+                // budget stays first in `pending`, and goes on in the next activation.
+                while let Some((&fire, &since)) = pending.first_key_value()
+                    && due(fire)
+                {
+                    if budget == 0 {
+                        activator.activate();
                         break;
                     }
-                    let (fire, since) = entry.remove_entry();
                     let held = held.as_ref().expect("pending contents hold a capability");
                     let at = held.delayed(&since);
                     let mut session = results.session(&at);
                     let mut emitted = false;
-                    state.fire(fire, &aggregate, |result| {
+                    let done = state.fire(fire, &aggregate, budget, |result| {
                         if fired.is_empty() {
                             // A batch handed downstream takes its buffer along: the next one
                             // starts at full size instead of doubling up to it.
                             fired.reserve(RESULTS_BATCH);
                         }
                         fired.push(result);
+                        budget = budget.saturating_sub(1);
                         if fired.len() == RESULTS_BATCH {
                             session.give_container(&mut fired);
                             emitted = true;
@@ -242,11 +255,16 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         emitted = true;
                     }
                     drop(session);
+                    if emitted && delivery.is_some() {
+                        let emitted = unflushed.entry(fire).or_insert(since);
+                        *emitted = (*emitted).max(since);
+                    }
+                    if !done {
+                        activator.activate();
+                        break;
+                    }
+                    pending.pop_first();
                     if delivery.is_some() {
-                        if emitted {
-                            let emitted = unflushed.entry(fire).or_insert(since);
-                            *emitted = (*emitted).max(since);
-                        }
                         unacknowledged.hold(since, fire);
                     }
                 }
@@ -262,7 +280,9 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     (None, _) => fired_cap = None,
                     (Some(_), None) => unreachable!("a pending window holds the fired capability"),
                 }
-                state.release(upto);
+                // Panes and key slots stay until every due window is emitted in full.
+                let unfired = pending.keys().next().copied().filter(|&fire| due(fire));
+                state.release(unfired.map_or(upto, |fire| Some(fire.saturating_sub(1))));
                 match pending.values().min() {
                     Some(earliest) => {
                         if let Some(h) = held.as_mut() {
@@ -340,16 +360,22 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
         }
     }
 
-    /// Emits the windows whose fire time is `fire`.
+    /// Emits the results of the windows whose fire time is `fire`, about `budget` of them (a
+    /// call for the same `fire` goes on where the last one stopped); true once all are emitted.
+    /// Sessions emit all at once: a key's sessions firing together are few.
     fn fire<D, A: Aggregate<D, State = S>>(
         &mut self,
         fire: u64,
         aggregate: &A,
-        emit: impl FnMut(WindowResult<K, A::Output>),
-    ) {
+        budget: usize,
+        mut emit: impl FnMut(WindowResult<K, A::Output>),
+    ) -> bool {
         match self {
-            Self::Panes(panes) => panes.fire(fire, aggregate, emit),
-            Self::Sessions(sessions) => sessions.fire(fire, aggregate, emit),
+            Self::Panes(panes) => panes.fire(fire, aggregate, budget, emit),
+            Self::Sessions(sessions) => {
+                sessions.fire(fire, aggregate, &mut emit);
+                true
+            }
         }
     }
 
@@ -436,10 +462,12 @@ impl<S> Pane<S> {
         self.filled.sort_unstable();
     }
 
-    /// Takes the states out, in the order of `filled`, and leaves the pane empty.
-    fn drain(&mut self) -> impl Iterator<Item = (usize, S)> + '_ {
+    /// Takes the states of the first `count` filled slots out (in the order of `filled`); the
+    /// pane is empty once it has no filled slot left.
+    fn drain(&mut self, count: usize) -> impl Iterator<Item = (usize, S)> + '_ {
         let chunks = &mut self.chunks;
-        self.filled.drain(..).map(move |slot| {
+        let count = count.min(self.filled.len());
+        self.filled.drain(..count).map(move |slot| {
             let slot = slot as usize;
             let (chunk, at) = Self::cell(slot);
             let state = chunks[chunk][at].take();
@@ -464,6 +492,8 @@ struct Panes<K, S> {
     panes: Vec<Pane<S>>,
     /// Per-window state of records that were late for some of their windows but not all.
     partial: BTreeMap<i64, Pane<S>>,
+    /// The window whose results are being emitted: its start and its states, merged and sorted.
+    firing: Option<(i64, Pane<S>)>,
     /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
     /// Emptied panes kept for reuse.
@@ -495,6 +525,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             slots_released: i64::MIN,
             panes: Vec::new(),
             partial: BTreeMap::new(),
+            firing: None,
             registered: None,
             spare: Vec::new(),
             message_keys: Vec::new(),
@@ -633,15 +664,49 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         true
     }
 
+    /// Emits up to `budget` results of the window firing at `fire`, merging its panes on the
+    /// first call; true once all are emitted.
     fn fire<D, A: Aggregate<D, State = S>>(
         &mut self,
         fire: u64,
         aggregate: &A,
+        budget: usize,
         mut emit: impl FnMut(WindowResult<K, A::Output>),
-    ) {
-        self.registered = None;
+    ) -> bool {
         let end = fire as i64 - self.lateness;
-        let start = end - self.size;
+        let (start, merged) = match &mut self.firing {
+            Some(firing) => firing,
+            None => {
+                let merged = self.merge(end - self.size, end, aggregate);
+                self.firing.insert((end - self.size, merged))
+            }
+        };
+        debug_assert_eq!(*start, end - self.size, "one window is emitted at a time");
+        for (slot, state) in merged.drain(budget) {
+            emit(WindowResult {
+                key: self.slots.key(slot).clone(),
+                start: *start,
+                end,
+                value: aggregate.finish(&state),
+            });
+        }
+        if !merged.filled.is_empty() {
+            return false;
+        }
+        if let Some((_, merged)) = self.firing.take() {
+            self.recycle(merged);
+        }
+        true
+    }
+
+    /// The states of the window `[start, end)`, merged from its panes into one, sorted by slot.
+    fn merge<D, A: Aggregate<D, State = S>>(
+        &mut self,
+        start: i64,
+        end: i64,
+        aggregate: &A,
+    ) -> Pane<S> {
+        self.registered = None;
         // The panes before `start + slide` belong to no later window: unless records late for
         // some panes started the window, the first becomes the base of the merge, taken whole
         // (for tumbling windows, it is the whole window).
@@ -666,22 +731,14 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             }
         }
         merged.sort();
-        for (slot, state) in merged.drain() {
-            emit(WindowResult {
-                key: self.slots.key(slot).clone(),
-                start,
-                end,
-                value: aggregate.finish(&state),
-            });
-        }
-        self.recycle(merged);
+        merged
     }
 
     /// Keeps an emptied pane, with its vectors, for the next one: panes come and go at a steady
     /// pace, and reusing their vectors spares the allocator and the kernel's page zeroing.
     fn recycle(&mut self, mut pane: Pane<S>) {
         if self.spare.len() < SPARE_PANES {
-            pane.drain().for_each(drop);
+            pane.drain(usize::MAX).for_each(drop);
             self.spare.push(pane);
         }
     }
@@ -851,7 +908,8 @@ mod tests {
                 })
                 .collect();
             panes.insert_message(&mut events, &key, at, &aggregate, |_, _| {}, &mut late);
-            panes.fire(at, &aggregate, |result| results.push(result));
+            let done = panes.fire(at, &aggregate, usize::MAX, |result| results.push(result));
+            assert!(done);
             panes.release(Some(at));
             assert_eq!(panes.slots.live(), 100, "second {second}");
         }
