@@ -196,13 +196,19 @@ impl Reader<Record> for FileReader {
         self.splits.len()
     }
 
+    /// Every split that has not ended reads its share of a batch, so that a worker's splits
+    /// advance through their files together: the source's watermark is the least of its
+    /// partitions', and a split read to its end before the next would hold it back until then,
+    /// with every window of the input open at once.
     fn read(&mut self, batch: &mut ReadBatch<Record>) -> ReadStatus {
+        let share = BATCH.div_ceil(self.splits.iter().filter(|s| !s.done).count().max(1));
         for (partition, split) in self.splits.iter_mut().enumerate() {
             if split.done {
                 continue;
             }
             let (path, index) = (Arc::clone(&split.path), split.index);
-            while batch.events.len() < BATCH {
+            let until = batch.events.len() + share;
+            while batch.events.len() < until {
                 match split.next_line() {
                     Ok(Some((_, line))) if line.iter().all(u8::is_ascii_whitespace) => {}
                     Ok(Some((offset, line))) => {
@@ -315,6 +321,31 @@ mod tests {
                 assert_eq!(dead[0].item.payload, b"not json");
             }
         }
+    }
+
+    /// One worker's splits take turns within each read: none runs ahead of the others.
+    #[test]
+    fn a_read_takes_an_equal_share_from_each_split() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for i in 0..4 * BATCH {
+            writeln!(file, "{{\"ts\":{i}}}").unwrap();
+        }
+        let schema = Schema::new(
+            vec![Field {
+                name: "ts".into(),
+                ty: FieldType::Int,
+                required: true,
+            }],
+            "ts",
+        )
+        .unwrap();
+        let paths = [file.path().to_path_buf()];
+        let mut reader =
+            FileReader::open_striped(&paths, 2, 1_000, Arc::new(schema), 0, 1).unwrap();
+        let mut batch = ReadBatch::default();
+        assert_eq!(reader.read(&mut batch), ReadStatus::Ready);
+        let of = |p| batch.events.iter().filter(|e| e.partition == p).count();
+        assert_eq!((of(0), of(1)), (BATCH / 2, BATCH / 2));
     }
 
     /// Each split reads the lines that start in its own stripes, in file order, so the splits
