@@ -173,6 +173,7 @@ where
                 let options = SourceOptions {
                     out_of_orderness: Duration::ZERO,
                     idle_timeout: None,
+                    max_drift: None,
                     tick: 1_000,
                     commit_interval: Duration::ZERO,
                     stop: Arc::new(AtomicBool::new(false)),

@@ -114,6 +114,7 @@ kind = "file"
 paths = ["in.jsonl"]
 event_time = "ts"
 out_of_orderness = "1500ms"
+max_drift = "3s"
 schema = { account_id = "int", ts = "timestamp", amount_cents = "int" }
 
 [[metrics]]

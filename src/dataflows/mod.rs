@@ -262,6 +262,7 @@ fn source_stream<'scope>(
     let source_options = SourceOptions {
         out_of_orderness: source.out_of_orderness,
         idle_timeout: source.idle_timeout,
+        max_drift: source.max_drift,
         tick: job.tick,
         commit_interval: job.commit_interval,
         stop: Arc::clone(&options.stop),

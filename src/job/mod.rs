@@ -97,6 +97,9 @@ pub struct SourceSpec {
     pub out_of_orderness: Duration,
     /// When a silent partition stops holding the watermark back.
     pub idle_timeout: Option<Duration>,
+    /// How far, in event time, a worker's share of the source may run ahead of the slowest
+    /// worker's before it waits; `None`: no bound.
+    pub max_drift: Option<Duration>,
 }
 
 /// The kinds of source.
@@ -882,6 +885,10 @@ impl Checker<'_> {
                 Duration::ZERO,
             )
         });
+        let max_drift = s
+            .max_drift
+            .as_ref()
+            .map(|_| self.duration(&s.max_drift, format!("{field}.max_drift"), Duration::ZERO));
         let kind = match s.kind.get_ref().as_str() {
             "kafka" => {
                 let mut properties =
@@ -997,6 +1004,7 @@ impl Checker<'_> {
             schema,
             out_of_orderness,
             idle_timeout,
+            max_drift,
         })
     }
 

@@ -54,6 +54,7 @@ pub struct SourceSection {
     pub event_time: Text,
     pub out_of_orderness: Option<Text>,
     pub idle_timeout: Option<Text>,
+    pub max_drift: Option<Text>,
     // kafka
     pub brokers: Option<Text>,
     pub topics: Option<Spanned<Vec<Text>>>,

@@ -80,6 +80,13 @@ impl Watermarks {
         }
     }
 
+    /// Counts every partition as active at `now`: for a worker that chose not to read.
+    pub fn touch(&mut self, now: Instant) {
+        for clock in &mut self.clocks {
+            clock.last_active = now;
+        }
+    }
+
     /// Marks `partition` as having no more input: it no longer holds the worker back.
     pub fn finish(&mut self, partition: usize) {
         self.clocks[partition].finished = true;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -98,6 +99,10 @@ pub struct SourceOptions {
     pub out_of_orderness: Duration,
     /// A partition silent for longer no longer holds the watermark back.
     pub idle_timeout: Option<Duration>,
+    /// How far this worker's frontier may run ahead of the source's over all workers before it
+    /// stops reading until the others catch up: the state of open windows then spans at most
+    /// that much more event time than the slowest worker needs. `None`: no bound.
+    pub max_drift: Option<Duration>,
     /// Timely timestamps are event-time frontiers truncated to this many milliseconds.
     pub tick: u64,
     /// How often processed positions are committed.
@@ -179,6 +184,11 @@ where
     let mut events = OutputBuilder::from(events);
     let mut dead = OutputBuilder::from(dead);
     let emitted_before = reader.restored().map_or(0, |c| c.emitted_before);
+    // The frontier of this source's events over all workers (the slowest worker's), for
+    // `options.max_drift`.
+    let slowest = ProbeHandle::new();
+    let probe = slowest.clone();
+    let max_drift = options.max_drift.map(|d| d.as_millis() as u64);
 
     builder.build_reschedule(move |mut capabilities| {
         let mut dead_cap = capabilities.pop();
@@ -236,6 +246,16 @@ where
             if options.backlogs.iter().any(|b| b.held() > 0) {
                 // Backpressure: read nothing (and leave the watermark where it is) until the
                 // sink downstream has room again.
+                activator.activate_after(Duration::from_millis(1));
+                return true;
+            }
+            let slowest = slowest.with_frontier(|f| f.first().copied());
+            if let (Some(drift), Some(slowest)) = (max_drift, slowest)
+                && cap.time().saturating_sub(slowest) > drift
+            {
+                // Too far ahead of another worker: wait for it. Waiting is not silence, so the
+                // partitions do not turn idle meanwhile.
+                watermarks.touch(now);
                 activator.activate_after(Duration::from_millis(1));
                 return true;
             }
@@ -298,7 +318,7 @@ where
         }
     });
     SourceStreams {
-        events: events_stream,
+        events: events_stream.probe_with(&probe),
         dead: dead_stream,
         emitted_before,
     }
