@@ -492,8 +492,9 @@ struct Panes<K, S> {
     panes: Vec<Pane<S>>,
     /// Per-window state of records that were late for some of their windows but not all.
     partial: BTreeMap<i64, Pane<S>>,
-    /// The window whose results are being emitted: its start and its states, merged and sorted.
-    firing: Option<(i64, Pane<S>)>,
+    /// The window whose results are being emitted: its states, merged, sorted, and starting
+    /// where it starts.
+    firing: Option<Pane<S>>,
     /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
     /// Emptied panes kept for reuse.
@@ -674,18 +675,19 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         mut emit: impl FnMut(WindowResult<K, A::Output>),
     ) -> bool {
         let end = fire as i64 - self.lateness;
-        let (start, merged) = match &mut self.firing {
-            Some(firing) => firing,
+        let start = end - self.size;
+        let merged = match &mut self.firing {
+            Some(merged) => merged,
             None => {
-                let merged = self.merge(end - self.size, end, aggregate);
-                self.firing.insert((end - self.size, merged))
+                let merged = self.merge(start, end, aggregate);
+                self.firing.insert(merged)
             }
         };
-        debug_assert_eq!(*start, end - self.size, "one window is emitted at a time");
+        debug_assert_eq!(merged.start, start, "one window is emitted at a time");
         for (slot, state) in merged.drain(budget) {
             emit(WindowResult {
                 key: self.slots.key(slot).clone(),
-                start: *start,
+                start,
                 end,
                 value: aggregate.finish(&state),
             });
@@ -693,7 +695,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         if !merged.filled.is_empty() {
             return false;
         }
-        if let Some((_, merged)) = self.firing.take() {
+        if let Some(merged) = self.firing.take() {
             self.recycle(merged);
         }
         true
@@ -731,6 +733,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             }
         }
         merged.sort();
+        merged.start = start;
         merged
     }
 
