@@ -263,6 +263,16 @@ mod tests {
     use crate::record::{Field, FieldType};
     use std::io::Write;
 
+    /// Records of one required integer field, `ts`, their event time.
+    fn ts_schema() -> Arc<Schema> {
+        let ts = Field {
+            name: "ts".into(),
+            ty: FieldType::Int,
+            required: true,
+        };
+        Arc::new(Schema::new(vec![ts], "ts").unwrap())
+    }
+
     #[test]
     fn splits_cover_every_line_once_whatever_the_boundaries() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -277,17 +287,7 @@ mod tests {
             expected.push(i);
         }
         writeln!(file, "not json").unwrap();
-        let schema = Arc::new(
-            Schema::new(
-                vec![Field {
-                    name: "ts".into(),
-                    ty: FieldType::Int,
-                    required: true,
-                }],
-                "ts",
-            )
-            .unwrap(),
-        );
+        let schema = ts_schema();
         // Stripes shorter than a line, about as long, and longer than the file.
         for (splits, stripe) in [1, 2, 3, 7]
             .into_iter()
@@ -330,18 +330,8 @@ mod tests {
         for i in 0..4 * BATCH {
             writeln!(file, "{{\"ts\":{i}}}").unwrap();
         }
-        let schema = Schema::new(
-            vec![Field {
-                name: "ts".into(),
-                ty: FieldType::Int,
-                required: true,
-            }],
-            "ts",
-        )
-        .unwrap();
         let paths = [file.path().to_path_buf()];
-        let mut reader =
-            FileReader::open_striped(&paths, 2, 1_000, Arc::new(schema), 0, 1).unwrap();
+        let mut reader = FileReader::open_striped(&paths, 2, 1_000, ts_schema(), 0, 1).unwrap();
         let mut batch = ReadBatch::default();
         assert_eq!(reader.read(&mut batch), ReadStatus::Ready);
         let of = |p| batch.events.iter().filter(|e| e.partition == p).count();
