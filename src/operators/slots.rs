@@ -3,9 +3,9 @@
 //! fetch both the index entry and the states a few events before it needs them, and reuse the
 //! state vectors from window to window.
 //!
-//! The index is an open-addressing table whose buckets hold the key, so one cache line answers a
-//! lookup, and whose bucket for a hash is known before the lookup: with hundreds of thousands of
-//! keys, waiting for that line is most of what a general-purpose hash map costs per event here.
+//! The index is an open-addressing table of one word per bucket (the slot and part of its key's
+//! hash), so that a table for hundreds of thousands of keys stays a few MiB and in cache, and
+//! whose bucket for a hash is known before the lookup. The keys themselves lie with their slots.
 
 use std::hash::{BuildHasher, Hash};
 
@@ -13,33 +13,33 @@ use rustc_hash::FxBuildHasher;
 
 /// Keys and their slots; a slot is freed once no state of its key may remain.
 pub struct KeySlots<K> {
-    /// Linear probing, at most half full; the length is a power of two (or zero).
-    buckets: Vec<Option<Bucket<K>>>,
+    /// Linear probing, at most half full; the length is a power of two (or zero). An empty
+    /// bucket is 0; a full one holds the high half of its key's hash above its slot + 1.
+    buckets: Vec<u64>,
     /// How many buckets are full.
     live: usize,
-    /// The previous table, emptied, for the next rebuild to reuse.
-    spare: Vec<Option<Bucket<K>>>,
-    /// The key of each slot (stale for a free slot).
-    keys: Vec<K>,
+    /// Each slot's key, hash and lifetime (stale for a free slot).
+    entries: Vec<Entry<K>>,
     /// Slots to reuse.
     free: Vec<u32>,
 }
 
-struct Bucket<K> {
+struct Entry<K> {
     hash: u64,
-    /// The key's states are all gone by this time.
+    /// The key's states are all gone by this time; [`FREE`] once the slot is free.
     until: i64,
-    slot: u32,
     key: K,
 }
+
+/// The `until` of a free slot.
+const FREE: i64 = i64::MIN;
 
 impl<K> Default for KeySlots<K> {
     fn default() -> Self {
         KeySlots {
             buckets: Vec::new(),
             live: 0,
-            spare: Vec::new(),
-            keys: Vec::new(),
+            entries: Vec::new(),
             free: Vec::new(),
         }
     }
@@ -63,40 +63,68 @@ impl<K: Hash + Eq + Clone> KeySlots<K> {
         }
     }
 
+    /// Asks the CPU to bring the key that a lookup of `hash` most likely compares with into
+    /// cache: that of the bucket where the lookup starts, if its part of the hash matches. Called
+    /// a few lookups after [`KeySlots::prefetch`] for the same hash, when that bucket is cached.
+    #[inline]
+    pub fn prefetch_key(&self, hash: u64) {
+        let Some(&bucket) = self
+            .buckets
+            .get(hash as usize & self.buckets.len().wrapping_sub(1))
+        else {
+            return;
+        };
+        if bucket != 0
+            && bucket >> 32 == hash >> 32
+            && let Some(entry) = self.entries.get((bucket as u32 - 1) as usize)
+        {
+            super::prefetch(&entry.key);
+        }
+    }
+
     /// The slot of `key`, whose hash is `hash` (a new slot if it has none), kept until
     /// [`KeySlots::release`] passes `until`.
     #[inline]
     pub fn slot(&mut self, key: K, hash: u64, until: i64) -> usize {
         if (self.live + 1) * 2 > self.buckets.len() {
-            self.rebuild((self.buckets.len() * 2).max(16), i64::MIN);
+            self.rebuild((self.buckets.len() * 2).max(16));
         }
         let mask = self.buckets.len() - 1;
         let mut at = hash as usize & mask;
-        while let Some(bucket) = &mut self.buckets[at] {
-            if bucket.hash == hash && bucket.key == key {
-                bucket.until = bucket.until.max(until);
-                return bucket.slot as usize;
+        while self.buckets[at] != 0 {
+            let bucket = self.buckets[at];
+            if bucket >> 32 == hash >> 32 {
+                let entry = &mut self.entries[(bucket as u32 - 1) as usize];
+                if entry.key == key {
+                    entry.until = entry.until.max(until);
+                    return (bucket as u32 - 1) as usize;
+                }
             }
             at = (at + 1) & mask;
         }
+        let entry = Entry { hash, until, key };
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.keys[slot as usize] = key.clone();
+                self.entries[slot as usize] = entry;
                 slot
             }
             None => {
-                self.keys.push(key.clone());
-                u32::try_from(self.keys.len() - 1).expect("fewer than 2^32 live keys")
+                self.entries.push(entry);
+                u32::try_from(self.entries.len() - 1)
+                    .ok()
+                    .filter(|&slot| slot < u32::MAX)
+                    .expect("fewer than 2^32 - 1 live keys")
             }
         };
-        self.buckets[at] = Some(Bucket {
-            hash,
-            until,
-            slot,
-            key,
-        });
+        self.buckets[at] = Self::bucket(hash, slot);
         self.live += 1;
         slot as usize
+    }
+
+    /// The bucket of `slot`, whose key hashes to `hash`.
+    #[inline]
+    fn bucket(hash: u64, slot: u32) -> u64 {
+        (hash & !u64::from(u32::MAX)) | u64::from(slot + 1)
     }
 
     /// How many keys hold a slot.
@@ -106,37 +134,38 @@ impl<K: Hash + Eq + Clone> KeySlots<K> {
 
     /// The key of a slot in use.
     pub fn key(&self, slot: usize) -> &K {
-        &self.keys[slot]
+        &self.entries[slot].key
     }
 
     /// Frees the slots of keys kept only until `time` or before.
     pub fn release(&mut self, time: i64) {
-        let kept = self.buckets.iter().flatten().filter(|b| b.until > time);
-        let len = (kept.count() * 2 + 1).next_power_of_two().max(16);
-        self.rebuild(len, time);
+        for (slot, entry) in self.entries.iter_mut().enumerate() {
+            if entry.until != FREE && entry.until <= time {
+                entry.until = FREE;
+                self.free.push(slot as u32);
+            }
+        }
+        self.rebuild(self.buckets.len());
     }
 
-    /// Moves the buckets of keys kept after `time` into a table of `len` buckets, and frees the
-    /// slots of the others.
-    fn rebuild(&mut self, len: usize, time: i64) {
-        let mut old = std::mem::replace(&mut self.buckets, std::mem::take(&mut self.spare));
+    /// Indexes the slots in use in a table of `len` buckets. The table keeps its memory when it
+    /// does not grow: at a word per bucket it is small, and fresh memory is costly to fault in.
+    fn rebuild(&mut self, len: usize) {
         self.buckets.clear();
-        self.buckets.resize_with(len, || None);
+        self.buckets.resize(len, 0);
         self.live = 0;
-        let mask = len - 1;
-        for bucket in old.drain(..).flatten() {
-            if bucket.until <= time {
-                self.free.push(bucket.slot);
+        let mask = len.wrapping_sub(1);
+        for (slot, entry) in self.entries.iter().enumerate() {
+            if entry.until == FREE {
                 continue;
             }
-            let mut at = bucket.hash as usize & mask;
-            while self.buckets[at].is_some() {
+            let mut at = entry.hash as usize & mask;
+            while self.buckets[at] != 0 {
                 at = (at + 1) & mask;
             }
-            self.buckets[at] = Some(bucket);
+            self.buckets[at] = Self::bucket(entry.hash, slot as u32);
             self.live += 1;
         }
-        self.spare = old;
     }
 
     /// Frees every slot.

@@ -545,7 +545,8 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
     }
 
     /// Folds a message in passes: the keys and their hashes; each key's slot, while the CPU
-    /// fetches the index bucket of a key a few events ahead; then each event, while it fetches
+    /// fetches the index bucket of a key a few events ahead, and the slot's key of one half as
+    /// far ahead; then each event, while it fetches
     /// the state of one a few events ahead.
     fn insert_message<D, A: Aggregate<D, State = S>>(
         &mut self,
@@ -565,6 +566,9 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
         for (at, (key, event)) in keys.drain(..).zip(events.iter()).enumerate() {
             if let Some(&ahead) = hashes.get(at + PREFETCH_AHEAD) {
                 self.slots.prefetch(ahead);
+            }
+            if let Some(&ahead) = hashes.get(at + PREFETCH_AHEAD / 2) {
+                self.slots.prefetch_key(ahead);
             }
             let until = self.pane_start(event.time) + self.pane;
             slots.push(self.slots.slot(key, hashes[at], until));
