@@ -24,8 +24,8 @@ use eddy::record::{CardPayment, Field, FieldType, Id};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::incidents::FraudMix;
 use eddy::{
-    Aggregate, AggregateKind, Enrich, Event, FieldAggregates, KeepRecent, Predicate, Record, Route,
-    Routed, Schema, Value, WindowAggregate, WindowSpec, WindowStreams,
+    Aggregate, AggregateCell, AggregateKind, Enrich, Event, FieldAggregates, KeepRecent, Predicate,
+    Record, Route, Routed, Schema, Value, WindowAggregate, WindowSpec, WindowStreams,
 };
 use timely::ExchangeData;
 use timely::dataflow::operators::vec::Map;
@@ -295,13 +295,18 @@ fn aggregate(c: &mut Criterion) {
     let record: Record = vec![Value::Int(7), Value::Int(1234)].into();
     let mut group = c.benchmark_group("aggregate");
     group.throughput(Throughput::Elements(1));
+    let empty = || {
+        let mut state = vec![AggregateCell::default(); aggs.width()];
+        aggs.init(&mut state);
+        state
+    };
     group.bench_function("add_count_sum_max", |b| {
-        let mut state = aggs.init();
+        let mut state = empty();
         b.iter(|| aggs.add(&mut state, black_box(&record)))
     });
     group.bench_function("merge_count_sum_max", |b| {
-        let mut state = aggs.init();
-        let mut other = aggs.init();
+        let mut state = empty();
+        let mut other = empty();
         aggs.add(&mut other, &record);
         b.iter(|| aggs.merge(&mut state, black_box(&other)))
     });

@@ -18,7 +18,7 @@ pub mod sinks;
 pub mod sources;
 pub mod stats;
 
-pub use operators::aggregate::{Aggregate, AggregateKind, FieldAggregates};
+pub use operators::aggregate::{Aggregate, AggregateCell, AggregateKind, FieldAggregates};
 pub use operators::enrich::{Enrich, Table};
 pub use operators::predicate::{Predicate, PredicateError};
 pub use operators::recent::KeepRecent;

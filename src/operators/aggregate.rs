@@ -2,6 +2,9 @@
 //! folds records with, and [`FieldAggregates`], the count/sum/min/max/avg/distinct-count over
 //! record fields that job files declare.
 
+use std::cmp::Ordering;
+
+use compact_str::CompactString;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -10,21 +13,25 @@ use crate::record::{Record, Value};
 
 /// Folds data into a mergeable state and reads a result from it.
 ///
-/// `merge` lets the window operator keep one state per pane and combine panes into overlapping
-/// hopping windows, so each record is folded once however many windows contain it.
+/// A state is [`Aggregate::width`] cells, so that the window operator keeps the states of a pane
+/// flat, side by side, with no allocation or length of their own. `merge` lets it keep one state
+/// per pane and combine panes into overlapping hopping windows, so each record is folded once
+/// however many windows contain it.
 pub trait Aggregate<D>: 'static {
-    /// The running state of one key in one window (or pane).
-    type State: 'static;
+    /// One cell of running state; the default is a placeholder that `init` overwrites.
+    type Cell: Default + 'static;
     /// What a fired window reports.
     type Output;
-    /// An empty state.
-    fn init(&self) -> Self::State;
+    /// How many cells a state takes.
+    fn width(&self) -> usize;
+    /// Makes `state` (of `width` cells) empty.
+    fn init(&self, state: &mut [Self::Cell]);
     /// Folds one datum in.
-    fn add(&self, state: &mut Self::State, datum: &D);
+    fn add(&self, state: &mut [Self::Cell], datum: &D);
     /// Folds another state in.
-    fn merge(&self, into: &mut Self::State, from: &Self::State);
+    fn merge(&self, into: &mut [Self::Cell], from: &[Self::Cell]);
     /// The result of a state.
-    fn finish(&self, state: &Self::State) -> Self::Output;
+    fn finish(&self, state: &[Self::Cell]) -> Self::Output;
 }
 
 /// The aggregate functions a job may declare.
@@ -45,21 +52,70 @@ pub enum AggregateKind {
     DistinctCount,
 }
 
-/// The running state of one aggregate function.
-#[derive(Clone, Debug)]
-pub enum AggregateState {
-    /// Count.
-    Count(i64),
-    /// Integer sum; becomes `FloatSum` at the first float.
-    IntSum(i64),
-    /// Float sum.
-    FloatSum(f64),
-    /// Min or max so far.
-    Extreme(Value),
-    /// Sum and count of the values seen.
-    Mean(f64, i64),
-    /// The values seen (boxed: the other states are a few words).
+impl AggregateKind {
+    /// How many cells its state takes: a mean keeps a sum and a count, the others one value.
+    fn width(self) -> usize {
+        match self {
+            AggregateKind::Avg => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// One cell of the running state of [`FieldAggregates`]: a count, a sum, a least or greatest
+/// value, or a set of values seen. Two words: strings and sets, rare in aggregates, are boxed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum AggregateCell {
+    /// No value yet (a min or max before its first value).
+    #[default]
+    Null,
+    /// A boolean min or max.
+    Bool(bool),
+    /// A count, an integer sum, or an integer min or max.
+    Int(i64),
+    /// A float sum, or a float min or max.
+    Float(f64),
+    /// A string min or max.
+    Str(Box<CompactString>),
+    /// The values a distinct count has seen.
     Distinct(Box<FxHashSet<Value>>),
+}
+
+impl AggregateCell {
+    /// The cell holding `value`, as a min or max.
+    fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => AggregateCell::Null,
+            Value::Bool(b) => AggregateCell::Bool(*b),
+            Value::Int(i) => AggregateCell::Int(*i),
+            Value::Float(f) => AggregateCell::Float(*f),
+            Value::Str(s) => AggregateCell::Str(Box::new(s.clone())),
+        }
+    }
+
+    /// The value a min or max reports.
+    fn value(&self) -> Value {
+        match self {
+            AggregateCell::Null | AggregateCell::Distinct(_) => Value::Null,
+            AggregateCell::Bool(b) => Value::Bool(*b),
+            AggregateCell::Int(i) => Value::Int(*i),
+            AggregateCell::Float(f) => Value::Float(*f),
+            AggregateCell::Str(s) => Value::Str((**s).clone()),
+        }
+    }
+
+    /// How `value` compares with the value held, as [`Value`]s compare.
+    fn compare(&self, value: &Value) -> Option<Ordering> {
+        match (value, self) {
+            (Value::Int(a), AggregateCell::Int(b)) => a.partial_cmp(b),
+            (Value::Str(a), AggregateCell::Str(b)) => a.partial_cmp(&**b),
+            (Value::Bool(a), AggregateCell::Bool(b)) => a.partial_cmp(b),
+            (Value::Float(a), AggregateCell::Float(b)) => a.partial_cmp(b),
+            (Value::Int(a), AggregateCell::Float(b)) => (*a as f64).partial_cmp(b),
+            (Value::Float(a), AggregateCell::Int(b)) => a.partial_cmp(&(*b as f64)),
+            _ => None,
+        }
+    }
 }
 
 /// Aggregate functions over record fields: `(function, field index)` pairs; the field of `Count`
@@ -68,106 +124,144 @@ pub enum AggregateState {
 pub struct FieldAggregates(pub Vec<(AggregateKind, usize)>);
 
 impl FieldAggregates {
-    fn fold(kind: AggregateKind, state: &mut AggregateState, value: &Value) {
-        use AggregateState::*;
+    /// Each function with its field and its cells in a state.
+    fn layout<'a>(
+        &'a self,
+        state: &'a mut [AggregateCell],
+    ) -> impl Iterator<Item = (AggregateKind, usize, &'a mut [AggregateCell])> + 'a {
+        let mut rest = state;
+        self.0.iter().map(move |&(kind, field)| {
+            let (cells, tail) = std::mem::take(&mut rest).split_at_mut(kind.width());
+            rest = tail;
+            (kind, field, cells)
+        })
+    }
+
+    /// Each function with its cells in a state, read only.
+    fn layout_of<'a>(
+        &'a self,
+        state: &'a [AggregateCell],
+    ) -> impl Iterator<Item = (AggregateKind, &'a [AggregateCell])> + 'a {
+        let mut rest = state;
+        self.0.iter().map(move |&(kind, _)| {
+            let (cells, tail) = rest.split_at(kind.width());
+            rest = tail;
+            (kind, cells)
+        })
+    }
+
+    /// Folds one value into a function's cells.
+    fn fold(kind: AggregateKind, cells: &mut [AggregateCell], value: &Value) {
+        use AggregateCell::*;
         if matches!(value, Value::Null) && kind != AggregateKind::Count {
             return;
         }
-        match (state, value) {
-            (Count(n), _) => *n += 1,
-            (IntSum(s), Value::Int(v)) => *s = s.wrapping_add(*v),
-            (state @ IntSum(_), v) => {
-                let IntSum(s) = *state else { unreachable!() };
-                *state = FloatSum(s as f64 + v.as_f64().unwrap_or(0.0));
-            }
-            (FloatSum(s), v) => *s += v.as_f64().unwrap_or(0.0),
-            (Extreme(current), v) => {
-                let replace = matches!(current, Value::Null)
-                    || match kind {
-                        AggregateKind::Min => v < current,
-                        _ => v > current,
-                    };
-                if replace {
-                    *current = v.clone();
+        match (kind, cells) {
+            (AggregateKind::Count, [Int(n)]) => *n += 1,
+            (AggregateKind::Sum, [sum]) => match (&mut *sum, value) {
+                (Int(s), Value::Int(v)) => *s = s.wrapping_add(*v),
+                (Int(s), v) => *sum = Float(*s as f64 + v.as_f64().unwrap_or(0.0)),
+                (Float(s), v) => *s += v.as_f64().unwrap_or(0.0),
+                (cell, _) => unreachable!("a sum in {cell:?}"),
+            },
+            (AggregateKind::Min | AggregateKind::Max, [extreme]) => {
+                let wanted = if kind == AggregateKind::Min {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
+                if matches!(extreme, Null) || extreme.compare(value) == Some(wanted) {
+                    *extreme = AggregateCell::of(value);
                 }
             }
-            (Mean(sum, n), v) => {
-                if let Some(x) = v.as_f64() {
+            (AggregateKind::Avg, [Float(sum), Int(n)]) => {
+                if let Some(x) = value.as_f64() {
                     *sum += x;
                     *n += 1;
                 }
             }
-            (Distinct(set), v) => {
-                if !set.contains(v) {
-                    set.insert(v.clone());
+            (AggregateKind::DistinctCount, [Distinct(set)]) => {
+                if !set.contains(value) {
+                    set.insert(value.clone());
                 }
             }
+            (kind, cells) => unreachable!("{kind:?} in {cells:?}"),
         }
     }
 }
-
-/// The states of a job's aggregates, inline for up to three so that a window's state is one
-/// allocation-free value in its hash map.
-pub type AggregateStates = SmallVec<[AggregateState; 3]>;
 
 /// The results of a job's aggregates, inline for up to three, so that a fired window costs no
 /// allocation of its own.
 pub type AggregateValues = SmallVec<[Value; 3]>;
 
 impl Aggregate<Record> for FieldAggregates {
-    type State = AggregateStates;
+    type Cell = AggregateCell;
     type Output = AggregateValues;
 
-    fn init(&self) -> Self::State {
-        self.0
-            .iter()
-            .map(|(kind, _)| match kind {
-                AggregateKind::Count => AggregateState::Count(0),
-                AggregateKind::Sum => AggregateState::IntSum(0),
-                AggregateKind::Min | AggregateKind::Max => AggregateState::Extreme(Value::Null),
-                AggregateKind::Avg => AggregateState::Mean(0.0, 0),
-                AggregateKind::DistinctCount => AggregateState::Distinct(Default::default()),
-            })
-            .collect()
+    fn width(&self) -> usize {
+        self.0.iter().map(|(kind, _)| kind.width()).sum()
     }
 
-    #[inline]
-    fn add(&self, state: &mut Self::State, record: &Record) {
-        for ((kind, field), s) in self.0.iter().zip(state.iter_mut()) {
-            Self::fold(*kind, s, &record[*field]);
-        }
-    }
-
-    fn merge(&self, into: &mut Self::State, from: &Self::State) {
-        use AggregateState::*;
-        for ((kind, _), (a, b)) in self.0.iter().zip(into.iter_mut().zip(from)) {
-            match (a, b) {
-                (Count(x), Count(y)) | (IntSum(x), IntSum(y)) => *x = x.wrapping_add(*y),
-                (FloatSum(x), FloatSum(y)) => *x += y,
-                (Mean(s, n), Mean(t, m)) => {
-                    *s += t;
-                    *n += m;
+    fn init(&self, state: &mut [AggregateCell]) {
+        for (kind, _, cells) in self.layout(state) {
+            match (kind, cells) {
+                (AggregateKind::Count | AggregateKind::Sum, [cell]) => {
+                    *cell = AggregateCell::Int(0)
                 }
-                (Distinct(x), Distinct(y)) => x.extend(y.iter().cloned()),
-                (a @ FloatSum(_), IntSum(y)) => Self::fold(*kind, a, &Value::Int(*y)),
-                (a @ IntSum(_), FloatSum(y)) => Self::fold(*kind, a, &Value::Float(*y)),
-                (a @ Extreme(_), Extreme(v)) => Self::fold(*kind, a, v),
-                (a, b) => unreachable!("mismatched aggregate states {a:?} and {b:?}"),
+                (AggregateKind::Min | AggregateKind::Max, [cell]) => *cell = AggregateCell::Null,
+                (AggregateKind::Avg, [sum, n]) => {
+                    *sum = AggregateCell::Float(0.0);
+                    *n = AggregateCell::Int(0);
+                }
+                (AggregateKind::DistinctCount, [cell]) => {
+                    *cell = AggregateCell::Distinct(Default::default())
+                }
+                (kind, cells) => unreachable!("{kind:?} in {} cells", cells.len()),
             }
         }
     }
 
-    fn finish(&self, state: &Self::State) -> AggregateValues {
-        state
-            .iter()
-            .map(|s| match s {
-                AggregateState::Count(n) => Value::Int(*n),
-                AggregateState::IntSum(s) => Value::Int(*s),
-                AggregateState::FloatSum(s) => Value::Float(*s),
-                AggregateState::Extreme(v) => v.clone(),
-                AggregateState::Mean(_, 0) => Value::Null,
-                AggregateState::Mean(s, n) => Value::Float(s / *n as f64),
-                AggregateState::Distinct(set) => Value::Int(set.len() as i64),
+    #[inline]
+    fn add(&self, state: &mut [AggregateCell], record: &Record) {
+        for (kind, field, cells) in self.layout(state) {
+            Self::fold(kind, cells, &record[field]);
+        }
+    }
+
+    fn merge(&self, into: &mut [AggregateCell], from: &[AggregateCell]) {
+        use AggregateCell::*;
+        for ((kind, _, a), (_, b)) in self.layout(into).zip(self.layout_of(from)) {
+            match (kind, a, b) {
+                (AggregateKind::Count, [Int(x)], [Int(y)]) => *x = x.wrapping_add(*y),
+                (AggregateKind::Sum, a, [Int(y)]) => Self::fold(kind, a, &Value::Int(*y)),
+                (AggregateKind::Sum, a, [Float(y)]) => Self::fold(kind, a, &Value::Float(*y)),
+                (AggregateKind::Min | AggregateKind::Max, a, [b]) => {
+                    Self::fold(kind, a, &b.value())
+                }
+                (AggregateKind::Avg, [Float(s), Int(n)], [Float(t), Int(m)]) => {
+                    *s += t;
+                    *n += m;
+                }
+                (AggregateKind::DistinctCount, [Distinct(x)], [Distinct(y)]) => {
+                    x.extend(y.iter().cloned())
+                }
+                (kind, a, b) => unreachable!("{kind:?} merging {a:?} and {b:?}"),
+            }
+        }
+    }
+
+    fn finish(&self, state: &[AggregateCell]) -> AggregateValues {
+        self.layout_of(state)
+            .map(|(kind, cells)| match (kind, cells) {
+                (AggregateKind::Avg, [_, AggregateCell::Int(0)]) => Value::Null,
+                (AggregateKind::Avg, [AggregateCell::Float(s), AggregateCell::Int(n)]) => {
+                    Value::Float(s / *n as f64)
+                }
+                (AggregateKind::DistinctCount, [AggregateCell::Distinct(set)]) => {
+                    Value::Int(set.len() as i64)
+                }
+                (_, [cell]) => cell.value(),
+                (kind, cells) => unreachable!("{kind:?} in {cells:?}"),
             })
             .collect()
     }
@@ -178,6 +272,8 @@ mod tests {
     use super::*;
     use AggregateKind::*;
 
+    /// Every function, over integers, floats, strings and nulls, folded record by record and
+    /// merged from two halves, gives the same results; a state is `width` cells.
     #[test]
     fn every_function_folds_and_merges_alike() {
         let aggs = FieldAggregates(vec![
@@ -188,17 +284,28 @@ mod tests {
             (Avg, 0),
             (DistinctCount, 0),
             (Sum, 1),
+            (Min, 2),
+            (Max, 2),
+            (Max, 1),
         ]);
-        let rec = |a: Value, b: f64| -> Record { vec![a, Value::Float(b)].into() };
+        assert_eq!(aggs.width(), 11);
+        let rec = |a: Value, b: f64, c: &str| -> Record {
+            vec![a, Value::Float(b), Value::Str(c.into())].into()
+        };
         let records = [
-            rec(Value::Int(3), 0.5),
-            rec(Value::Int(1), 1.0),
-            rec(Value::Null, 2.0),
-            rec(Value::Int(3), 0.25),
+            rec(Value::Int(3), 0.5, "pear"),
+            rec(Value::Int(1), 1.0, "apple"),
+            rec(Value::Null, 2.0, "quince"),
+            rec(Value::Int(3), 0.25, "fig"),
         ];
-        let mut whole = aggs.init();
+        let empty = || {
+            let mut state = vec![AggregateCell::default(); aggs.width()];
+            aggs.init(&mut state);
+            state
+        };
+        let mut whole = empty();
         records.iter().for_each(|r| aggs.add(&mut whole, r));
-        let (mut left, mut right) = (aggs.init(), aggs.init());
+        let (mut left, mut right) = (empty(), empty());
         records[..1].iter().for_each(|r| aggs.add(&mut left, r));
         records[1..].iter().for_each(|r| aggs.add(&mut right, r));
         aggs.merge(&mut left, &right);
@@ -210,8 +317,36 @@ mod tests {
             Value::Float(7.0 / 3.0),
             Value::Int(2),
             Value::Float(3.75),
+            Value::Str("apple".into()),
+            Value::Str("quince".into()),
+            Value::Float(2.0),
         ];
         assert_eq!(aggs.finish(&whole)[..], expected);
         assert_eq!(aggs.finish(&left)[..], expected);
+        // A state made empty again reports as one never used.
+        aggs.init(&mut whole);
+        assert_eq!(aggs.finish(&whole)[..], aggs.finish(&empty())[..]);
+        assert_eq!(aggs.finish(&whole)[2], Value::Null);
+    }
+
+    /// A sum of integers turns into a float sum at its first float, folded or merged.
+    #[test]
+    fn an_integer_sum_turns_float_at_the_first_float() {
+        let aggs = FieldAggregates(vec![(Sum, 0)]);
+        let mut ints = vec![AggregateCell::default()];
+        aggs.init(&mut ints);
+        aggs.add(&mut ints, &vec![Value::Int(2)].into());
+        assert_eq!(aggs.finish(&ints)[..], [Value::Int(2)]);
+        let mut floats = vec![AggregateCell::default()];
+        aggs.init(&mut floats);
+        aggs.add(&mut floats, &vec![Value::Float(0.5)].into());
+        aggs.merge(&mut ints, &floats);
+        assert_eq!(aggs.finish(&ints)[..], [Value::Float(2.5)]);
+    }
+
+    /// A cell is two words: a state of three functions fits in a cache line.
+    #[test]
+    fn a_cell_is_two_words() {
+        assert_eq!(size_of::<AggregateCell>(), 16);
     }
 }

@@ -186,7 +186,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             // Fire time → latest time its results were emitted at, awaiting `flushed`.
             let mut unflushed = BTreeMap::<u64, u64>::new();
             let mut unacknowledged = Unacknowledged::default();
-            let mut state = WindowState::<K, A::State>::new(windows);
+            let mut state = WindowState::<K, A::Cell>::new(windows, aggregate.width());
             // Fire time (window end + lateness) → earliest input time of its contents.
             let mut pending = BTreeMap::<u64, u64>::new();
             // A capability at the earliest input time of any retained content.
@@ -306,22 +306,31 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
 }
 
 /// The keyed window contents of one operator instance.
-enum WindowState<K, S> {
-    Panes(Box<Panes<K, S>>),
-    Sessions(Sessions<K, S>),
+enum WindowState<K, C> {
+    Panes(Box<Panes<K, C>>),
+    Sessions(Sessions<K, C>),
 }
 
-impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
-    fn new(windows: Windows) -> Self {
+impl<K: Hash + Eq + Clone, C: Default> WindowState<K, C> {
+    /// Window state for `windows`, of aggregate states `width` cells wide.
+    fn new(windows: Windows, width: usize) -> Self {
         let lateness = windows.lateness as i64;
         let emitted_before = windows.emitted_before as i64;
         match windows.spec {
-            WindowSpec::Tumbling { size } => {
-                Self::Panes(Box::new(Panes::new(size, size, lateness, emitted_before)))
-            }
-            WindowSpec::Hopping { size, slide } => {
-                Self::Panes(Box::new(Panes::new(size, slide, lateness, emitted_before)))
-            }
+            WindowSpec::Tumbling { size } => Self::Panes(Box::new(Panes::new(
+                size,
+                size,
+                lateness,
+                emitted_before,
+                width,
+            ))),
+            WindowSpec::Hopping { size, slide } => Self::Panes(Box::new(Panes::new(
+                size,
+                slide,
+                lateness,
+                emitted_before,
+                width,
+            ))),
             WindowSpec::Session { gap } => Self::Sessions(Sessions {
                 gap: gap as i64,
                 lateness,
@@ -336,7 +345,7 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
     /// calling `register(fire, since)` for the windows whose contents they join (at least once
     /// per message): `since` is the earliest input time of those contents. Moves the events that
     /// are late for all their windows to `late`.
-    fn insert_message<D, A: Aggregate<D, State = S>>(
+    fn insert_message<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         events: &mut Vec<Event<D>>,
         key: &impl Fn(&D) -> K,
@@ -363,7 +372,7 @@ impl<K: Hash + Eq + Clone, S> WindowState<K, S> {
     /// Emits the results of the windows whose fire time is `fire`, about `budget` of them (a
     /// call for the same `fire` goes on where the last one stopped); true once all are emitted.
     /// Sessions emit all at once: a key's sessions firing together are few.
-    fn fire<D, A: Aggregate<D, State = S>>(
+    fn fire<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         fire: u64,
         aggregate: &A,
@@ -394,24 +403,35 @@ const PREFETCH_AHEAD: usize = 16;
 const CHUNK_SLOTS: usize = 1024;
 
 /// The per-key states of one pane, or of one window's records that were late for some of its
-/// panes, by key slot (see [`KeySlots`]).
+/// panes, by key slot (see [`KeySlots`]): each state is `width` cells of the aggregate, side by
+/// side.
 ///
 /// The states are kept in chunks of [`CHUNK_SLOTS`] that a pane adds as its slots reach them and
 /// keeps when it is reused: a pane never moves the states it holds (a vector growing by doubling
 /// would copy them and have the kernel zero twice the memory it ends up with), and a reused pane
-/// touches no fresh memory until the keys outgrow it.
-struct Pane<S> {
+/// touches no fresh memory until the keys outgrow it. A slot's cells stay as they are when its
+/// state is taken out, until the slot gets a state again.
+struct Pane<C> {
     start: i64,
-    chunks: Vec<Box<[Option<S>]>>,
+    width: usize,
+    chunks: Vec<Chunk<C>>,
     /// The slots with a state, in the order they got it.
     filled: Vec<u32>,
 }
 
-impl<S> Pane<S> {
-    /// An empty pane starting at `start`: one of the `spare` ones if there is one.
-    fn reused(spare: &mut Vec<Pane<S>>, start: i64) -> Self {
+/// The cells of [`CHUNK_SLOTS`] states, and which of them hold one.
+struct Chunk<C> {
+    cells: Box<[C]>,
+    present: [u64; CHUNK_SLOTS / 64],
+}
+
+impl<C: Default> Pane<C> {
+    /// An empty pane of states of `width` cells starting at `start`: one of the `spare` ones if
+    /// there is one.
+    fn reused(spare: &mut Vec<Pane<C>>, start: i64, width: usize) -> Self {
         let mut pane = spare.pop().unwrap_or_else(|| Pane {
             start,
+            width,
             chunks: Vec::new(),
             filled: Vec::new(),
         });
@@ -421,38 +441,56 @@ impl<S> Pane<S> {
 
     /// The chunk of `slot`, and its place there.
     #[inline]
-    fn cell(slot: usize) -> (usize, usize) {
+    fn place(slot: usize) -> (usize, usize) {
         (slot / CHUNK_SLOTS, slot % CHUNK_SLOTS)
+    }
+
+    /// The cells of the state at `at` in a chunk.
+    #[inline]
+    fn cells(&self, at: usize) -> std::ops::Range<usize> {
+        at * self.width..(at + 1) * self.width
     }
 
     /// The state of `slot`, if it has one.
     #[inline]
-    fn get(&self, slot: usize) -> Option<&S> {
-        let (chunk, at) = Self::cell(slot);
-        self.chunks.get(chunk)?[at].as_ref()
+    fn get(&self, slot: usize) -> Option<&[C]> {
+        let (chunk, at) = Self::place(slot);
+        let chunk = self.chunks.get(chunk)?;
+        let present = chunk.present[at / 64] & (1 << (at % 64)) != 0;
+        present.then(|| &chunk.cells[self.cells(at)])
     }
 
-    /// The state of `slot`, made by `init` if it has none.
+    /// The state of `slot`, made empty by `init` if it has none.
     #[inline]
-    fn state(&mut self, slot: usize, init: impl FnOnce() -> S) -> &mut S {
-        let (chunk, at) = Self::cell(slot);
+    fn state(&mut self, slot: usize, init: impl FnOnce(&mut [C])) -> &mut [C] {
+        let (chunk, at) = Self::place(slot);
         while chunk >= self.chunks.len() {
-            self.chunks
-                .push(std::iter::repeat_with(|| None).take(CHUNK_SLOTS).collect());
+            self.chunks.push(Chunk {
+                cells: std::iter::repeat_with(C::default)
+                    .take(CHUNK_SLOTS * self.width)
+                    .collect(),
+                present: [0; CHUNK_SLOTS / 64],
+            });
         }
-        let cell = &mut self.chunks[chunk][at];
-        if cell.is_none() {
+        let cells = self.cells(at);
+        let chunk = &mut self.chunks[chunk];
+        let state = &mut chunk.cells[cells];
+        if chunk.present[at / 64] & (1 << (at % 64)) == 0 {
+            chunk.present[at / 64] |= 1 << (at % 64);
             self.filled.push(slot as u32);
+            init(state);
         }
-        cell.get_or_insert_with(init)
+        state
     }
 
     /// Asks the CPU to bring the state of `slot` into cache.
     #[inline]
     fn prefetch(&self, slot: usize) {
-        let (chunk, at) = Self::cell(slot);
-        if let Some(chunk) = self.chunks.get(chunk) {
-            super::prefetch(&chunk[at]);
+        let (chunk, at) = Self::place(slot);
+        if let Some(chunk) = self.chunks.get(chunk)
+            && let Some(first) = chunk.cells.get(at * self.width)
+        {
+            super::prefetch(first);
         }
     }
 
@@ -462,43 +500,55 @@ impl<S> Pane<S> {
         self.filled.sort_unstable();
     }
 
-    /// Takes the states of the first `count` filled slots out (in the order of `filled`); the
-    /// pane is empty once it has no filled slot left.
-    fn drain(&mut self, count: usize) -> impl Iterator<Item = (usize, S)> + '_ {
-        let chunks = &mut self.chunks;
+    /// The states of the first `count` filled slots (in the order of `filled`), which no longer
+    /// count as filled; the pane is empty once it has no filled slot left, and is then
+    /// [`Pane::clear`]ed before it takes states again.
+    fn drain(&mut self, count: usize) -> impl Iterator<Item = (usize, &[C])> + '_ {
         let count = count.min(self.filled.len());
+        let (chunks, width) = (&self.chunks, self.width);
         self.filled.drain(..count).map(move |slot| {
-            let slot = slot as usize;
-            let (chunk, at) = Self::cell(slot);
-            let state = chunks[chunk][at].take();
-            (slot, state.expect("a filled slot has a state"))
+            let (chunk, at) = Self::place(slot as usize);
+            (
+                slot as usize,
+                &chunks[chunk].cells[at * width..(at + 1) * width],
+            )
         })
+    }
+
+    /// Takes every state out.
+    fn clear(&mut self) {
+        self.filled.clear();
+        for chunk in &mut self.chunks {
+            chunk.present = [0; CHUNK_SLOTS / 64];
+        }
     }
 }
 
 /// Tumbling and hopping windows, folded per pane of `gcd(size, slide)`.
-struct Panes<K, S> {
+struct Panes<K, C> {
     size: i64,
     slide: i64,
     pane: i64,
     lateness: i64,
     /// Windows firing before this were emitted by an earlier run.
     emitted_before: i64,
+    /// How many cells of the aggregate a state takes.
+    width: usize,
     /// The slot of each key with state in some pane, kept until its last pane is released.
     slots: KeySlots<K>,
     /// The first open window start when slots were last released.
     slots_released: i64,
     /// The live panes, ordered by start; only a few are live at once.
-    panes: Vec<Pane<S>>,
+    panes: Vec<Pane<C>>,
     /// Per-window state of records that were late for some of their windows but not all.
-    partial: BTreeMap<i64, Pane<S>>,
+    partial: BTreeMap<i64, Pane<C>>,
     /// The window whose results are being emitted: its states, merged, sorted, and starting
     /// where it starts.
-    firing: Option<Pane<S>>,
+    firing: Option<Pane<C>>,
     /// The (first open, last) window starts whose fire times were registered for this message.
     registered: Option<(i64, i64)>,
     /// Emptied panes kept for reuse.
-    spare: Vec<Pane<S>>,
+    spare: Vec<Pane<C>>,
     /// The keys, their hashes and their slots of the message being folded (kept for their
     /// allocations).
     message_keys: Vec<K>,
@@ -513,8 +563,8 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-impl<K: Hash + Eq + Clone, S> Panes<K, S> {
-    fn new(size: u64, slide: u64, lateness: i64, emitted_before: i64) -> Self {
+impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
+    fn new(size: u64, slide: u64, lateness: i64, emitted_before: i64, width: usize) -> Self {
         let (size, slide) = (size as i64, slide as i64);
         Panes {
             size,
@@ -522,6 +572,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             pane: gcd(size, slide),
             lateness,
             emitted_before,
+            width,
             slots: KeySlots::default(),
             slots_released: i64::MIN,
             panes: Vec::new(),
@@ -548,7 +599,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
     /// fetches the index bucket of a key a few events ahead, and the slot's key of one half as
     /// far ahead; then each event, while it fetches
     /// the state of one a few events ahead.
-    fn insert_message<D, A: Aggregate<D, State = S>>(
+    fn insert_message<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         events: &mut Vec<Event<D>>,
         key: &impl Fn(&D) -> K,
@@ -605,7 +656,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
 
     /// Folds one event, whose key has `slot`; returns false when it is late for all its windows.
     #[inline]
-    fn insert<D, A: Aggregate<D, State = S>>(
+    fn insert<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         slot: usize,
         event: &Event<D>,
@@ -649,8 +700,11 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
                 let states = self
                     .partial
                     .entry(start)
-                    .or_insert_with(|| Pane::reused(spare, start));
-                aggregate.add(states.state(slot, || aggregate.init()), &event.data);
+                    .or_insert_with(|| Pane::reused(spare, start, self.width));
+                aggregate.add(
+                    states.state(slot, |state| aggregate.init(state)),
+                    &event.data,
+                );
             }
             return true;
         }
@@ -659,19 +713,19 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(i) if self.panes[i].start == start => i,
             found => {
                 let at = found.map_or(0, |i| i + 1);
-                let pane = Pane::reused(&mut self.spare, start);
+                let pane = Pane::reused(&mut self.spare, start, self.width);
                 self.panes.insert(at, pane);
                 at
             }
         };
-        let state = self.panes[at].state(slot, || aggregate.init());
+        let state = self.panes[at].state(slot, |state| aggregate.init(state));
         aggregate.add(state, &event.data);
         true
     }
 
     /// Emits up to `budget` results of the window firing at `fire`, merging its panes on the
     /// first call; true once all are emitted.
-    fn fire<D, A: Aggregate<D, State = S>>(
+    fn fire<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         fire: u64,
         aggregate: &A,
@@ -693,7 +747,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
                 key: self.slots.key(slot).clone(),
                 start,
                 end,
-                value: aggregate.finish(&state),
+                value: aggregate.finish(state),
             });
         }
         if !merged.filled.is_empty() {
@@ -706,12 +760,12 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
     }
 
     /// The states of the window `[start, end)`, merged from its panes into one, sorted by slot.
-    fn merge<D, A: Aggregate<D, State = S>>(
+    fn merge<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         start: i64,
         end: i64,
         aggregate: &A,
-    ) -> Pane<S> {
+    ) -> Pane<C> {
         self.registered = None;
         // The panes before `start + slide` belong to no later window: unless records late for
         // some panes started the window, the first becomes the base of the merge, taken whole
@@ -721,7 +775,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             Some(partial) => partial,
             None => match self.panes.iter().position(|p| oldest.contains(&p.start)) {
                 Some(i) => self.panes.remove(i),
-                None => Pane::reused(&mut self.spare, start),
+                None => Pane::reused(&mut self.spare, start, self.width),
             },
         };
         for pane in self
@@ -733,7 +787,7 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
             for &slot in &pane.filled {
                 let slot = slot as usize;
                 let from = pane.get(slot).expect("a filled slot has a state");
-                aggregate.merge(merged.state(slot, || aggregate.init()), from);
+                aggregate.merge(merged.state(slot, |state| aggregate.init(state)), from);
             }
         }
         merged.sort();
@@ -743,9 +797,9 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
 
     /// Keeps an emptied pane, with its vectors, for the next one: panes come and go at a steady
     /// pace, and reusing their vectors spares the allocator and the kernel's page zeroing.
-    fn recycle(&mut self, mut pane: Pane<S>) {
+    fn recycle(&mut self, mut pane: Pane<C>) {
         if self.spare.len() < SPARE_PANES {
-            pane.drain(usize::MAX).for_each(drop);
+            pane.clear();
             self.spare.push(pane);
         }
     }
@@ -780,26 +834,26 @@ impl<K: Hash + Eq + Clone, S> Panes<K, S> {
 }
 
 /// Session windows: per key, the open sessions, and which keys have a session ending at a time.
-struct Sessions<K, S> {
+struct Sessions<K, C> {
     gap: i64,
     lateness: i64,
     /// Sessions firing before this were emitted by an earlier run.
     emitted_before: i64,
-    by_key: FxHashMap<K, Vec<Session<S>>>,
+    by_key: FxHashMap<K, Vec<Session<C>>>,
     /// Fire time → keys with a session that may end then (entries go stale as sessions grow).
     by_fire: BTreeMap<u64, Vec<K>>,
 }
 
-struct Session<S> {
+struct Session<C> {
     start: i64,
     end: i64,
     /// The earliest input time of its contents.
     since: u64,
-    state: S,
+    state: Box<[C]>,
 }
 
-impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
-    fn insert<D, A: Aggregate<D, State = S>>(
+impl<K: Hash + Eq + Clone, C: Default> Sessions<K, C> {
+    fn insert<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         key: K,
         event: &Event<D>,
@@ -811,7 +865,7 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
         let stamp = event.frontier as i64;
         let lateness = self.lateness;
         let sessions = self.by_key.entry(key.clone()).or_default();
-        let open = |s: &Session<S>| s.end + lateness > stamp;
+        let open = |s: &Session<C>| s.end + lateness > stamp;
         // Flink's rule: windows that touch merge; merging may reach further sessions.
         let (mut start, mut end) = (t, t + self.gap);
         loop {
@@ -834,7 +888,10 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
             }
             return !late;
         }
-        let mut state = aggregate.init();
+        let mut state: Box<[C]> = std::iter::repeat_with(C::default)
+            .take(aggregate.width())
+            .collect();
+        aggregate.init(&mut state);
         let mut since = time;
         let mut previous_end = None;
         sessions.retain_mut(|s| {
@@ -861,7 +918,7 @@ impl<K: Hash + Eq + Clone, S> Sessions<K, S> {
         true
     }
 
-    fn fire<D, A: Aggregate<D, State = S>>(
+    fn fire<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         fire: u64,
         aggregate: &A,
@@ -902,7 +959,7 @@ mod tests {
     fn keys_that_are_gone_give_up_their_slots() {
         let aggregate = FieldAggregates(vec![(AggregateKind::Count, 0)]);
         let key = |record: &Record| -> Key { std::iter::once(record[0].clone()).collect() };
-        let mut panes = Panes::new(1_000, 1_000, 0, 0);
+        let mut panes = Panes::new(1_000, 1_000, 0, 0, aggregate.width());
         let (mut late, mut results) = (Vec::new(), Vec::new());
         for second in 0..50u64 {
             // Each second, 100 keys that were never seen before.
