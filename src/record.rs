@@ -78,6 +78,65 @@ impl Value {
             other => other.write_json(out),
         }
     }
+
+    /// Appends the value's sort key: bytes that compare, as byte strings, in the order values
+    /// sort in, so a sort compares keys without knowing their kinds. No value's key is a proper
+    /// prefix of another's, so the keys of several values written one after the other compare
+    /// value by value. The order:
+    /// - across kinds, null < bool < number < string;
+    /// - within a kind, as [`Value::partial_cmp`] orders values: false < true, strings by their
+    ///   bytes (a string before its extensions), numbers by value (-0.0 equal to 0.0);
+    /// - ints and floats by their exact values, against each other too (an int is equal to the
+    ///   float of the same value, and ints past 2^53 keep their order even where their floats
+    ///   are equal); NaN is after every number and equal to every NaN.
+    pub fn write_sort_key(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.push(0),
+            Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
+            Value::Int(i) => {
+                let float = *i as f64;
+                // Past 2^53 the float may be rounded, by at most 2^9.
+                let lost = i128::from(*i) - float as i128;
+                write_number_sort_key(float, lost as i16, out)
+            }
+            Value::Float(f) => write_number_sort_key(*f, 0, out),
+            Value::Str(s) => {
+                out.push(3);
+                // A 0 byte becomes 0 0xFF and the string ends with 0 0, which sorts before any
+                // byte that could follow in a longer string.
+                for &byte in s.as_bytes() {
+                    out.push(byte);
+                    if byte == 0 {
+                        out.push(0xFF);
+                    }
+                }
+                out.extend_from_slice(&[0, 0]);
+            }
+        }
+    }
+}
+
+/// From 2^53 on, not every int is a float: an int's float may be rounded to a neighbour's.
+const INTS_ROUNDED_FROM: f64 = (1u64 << 53) as f64;
+
+/// Appends the sort key of the number `value + lost` (`lost` being what an int lost as a float):
+/// 2, then the float's bits as big-endian bytes that compare as floats do (a negative float's
+/// bits inverted, a positive one's sign bit set, every NaN as all ones, after infinity), then,
+/// for floats from 2^53 on, `lost`, offset to compare as unsigned.
+fn write_number_sort_key(value: f64, lost: i16, out: &mut Vec<u8>) {
+    let bits = if value == 0.0 { 0 } else { value.to_bits() }; // -0.0 as 0.0
+    let ordered = if value.is_nan() {
+        u64::MAX
+    } else if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    out.push(2);
+    out.extend_from_slice(&ordered.to_be_bytes());
+    if value.abs() >= INTS_ROUNDED_FROM {
+        out.extend_from_slice(&(lost as u16 ^ 0x8000).to_be_bytes());
+    }
 }
 
 impl Value {
@@ -292,4 +351,152 @@ pub struct DeadLetter {
     pub offset: i64,
     /// The raw bytes.
     pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Ordering::{self, Equal, Less};
+
+    use super::*;
+
+    /// The order [`Value::write_sort_key`] documents, written out directly.
+    fn documented_cmp(a: &Value, b: &Value) -> Ordering {
+        let kind = |v: &Value| match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Float(_) => 2,
+            Value::Str(_) => 3,
+        };
+        match (a, b) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Int(i), Value::Float(f)) => int_cmp_float(*i, *f),
+            (Value::Float(f), Value::Int(i)) => int_cmp_float(*i, *f).reverse(),
+            (Value::Float(a), Value::Float(b)) => match (a.is_nan(), b.is_nan()) {
+                (false, false) => a.partial_cmp(b).unwrap(),
+                (a_nan, b_nan) => a_nan.cmp(&b_nan),
+            },
+            (Value::Str(a), Value::Str(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (a, b) => kind(a).cmp(&kind(b)),
+        }
+    }
+
+    /// An int against a float, exactly: against the float's floor, then its fraction.
+    fn int_cmp_float(int: i64, float: f64) -> Ordering {
+        if float.is_nan() {
+            return Less;
+        }
+        let floor = float.floor();
+        let fraction = if float > floor { Less } else { Equal };
+        i128::from(int).cmp(&(floor as i128)).then(fraction)
+    }
+
+    /// A small deterministic generator (splitmix64).
+    fn next(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value of any kind, often one that is equal or close to others: small numbers, ints and
+    /// floats past 2^53 that round to each other, NaN, signed zeros, infinities, and short
+    /// strings of a few bytes (0 among them), prefixes of each other.
+    fn random_value(state: &mut u64) -> Value {
+        let r = next(state);
+        let pick = |choices: &[Value]| choices[(r >> 8) as usize % choices.len()].clone();
+        let big = 1i64 << (53 + (r >> 8) % 10);
+        let near = (r >> 16) as i64 % 5 - 2;
+        match r % 10 {
+            0 => pick(&[Value::Null, Value::Bool(false), Value::Bool(true)]),
+            1 => Value::Int(next(state) as i64),
+            2 => Value::Int((r >> 8) as i64 % 7 - 3),
+            3 => Value::Int(if r & 1 << 40 == 0 {
+                big + near
+            } else {
+                near - big
+            }),
+            4 => pick(&[
+                Value::Int(i64::MIN),
+                Value::Int(i64::MAX),
+                Value::Float(i64::MIN as f64),
+                Value::Float(i64::MAX as f64),
+                Value::Float(f64::NAN),
+                Value::Float(-f64::NAN),
+                Value::Float(f64::INFINITY),
+                Value::Float(f64::NEG_INFINITY),
+                Value::Float(0.0),
+                Value::Float(-0.0),
+                Value::Float(f64::MIN_POSITIVE),
+            ]),
+            5 => Value::Float(f64::from_bits(next(state))),
+            6 => Value::Float(((r >> 8) as i64 % 13 - 6) as f64 / 4.0),
+            7 => Value::Float(big as f64 * if r & 1 << 40 == 0 { 1.0 } else { -1.0 }),
+            _ => {
+                let len = (r >> 8) as usize % 4;
+                let text: String = (0..len)
+                    .map(|_| ['\0', 'a', 'b', 'é'][next(state) as usize % 4])
+                    .collect();
+                Value::Str(text.into())
+            }
+        }
+    }
+
+    fn sort_key(values: &[Value]) -> Vec<u8> {
+        let mut key = Vec::new();
+        values.iter().for_each(|v| v.write_sort_key(&mut key));
+        key
+    }
+
+    /// Sort keys compare as the documented order has it, which for values of one kind is
+    /// `partial_cmp`'s.
+    #[test]
+    fn sort_keys_order_values_as_documented() {
+        let mut state = 1;
+        let values: Vec<Value> = (0..600).map(|_| random_value(&mut state)).collect();
+        let keys: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| sort_key(std::slice::from_ref(v)))
+            .collect();
+        for (a, a_key) in values.iter().zip(&keys) {
+            for (b, b_key) in values.iter().zip(&keys) {
+                let documented = documented_cmp(a, b);
+                assert_eq!(a_key.cmp(b_key), documented, "{a:?} against {b:?}");
+                let same_kind = std::mem::discriminant(a) == std::mem::discriminant(b);
+                if let (true, Some(partial)) = (same_kind, a.partial_cmp(b)) {
+                    assert_eq!(partial, documented, "{a:?} against {b:?}");
+                }
+            }
+        }
+    }
+
+    /// The keys of several values compare value by value, whatever their lengths: a first value
+    /// that is a prefix of another's, or equal to it, leaves the order to the second.
+    #[test]
+    fn sort_keys_order_columns_one_after_another() {
+        let a_2 = sort_key(&[Value::Str("a".into()), Value::Int(2)]);
+        let ab_1 = sort_key(&[Value::Str("ab".into()), Value::Int(1)]);
+        assert!(a_2 < ab_1);
+        let firsts = ["", "a", "a\0", "ab"].map(|s| Value::Str(s.into()));
+        let firsts = [
+            &firsts[..],
+            &[Value::Null, Value::Int(1), Value::Float(1.0)],
+        ]
+        .concat();
+        let mut state = 2;
+        let rows: Vec<[Value; 2]> = (0..140)
+            .map(|i| [firsts[i % firsts.len()].clone(), random_value(&mut state)])
+            .collect();
+        for a in &rows {
+            for b in &rows {
+                let documented = documented_cmp(&a[0], &b[0]).then(documented_cmp(&a[1], &b[1]));
+                assert_eq!(
+                    sort_key(a).cmp(&sort_key(b)),
+                    documented,
+                    "{a:?} against {b:?}"
+                );
+            }
+        }
+    }
 }

@@ -21,7 +21,7 @@ use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::operators::delivery::{Acknowledge, Delivery};
 use crate::record::{DeadLetter, Record};
 use crate::sinks::discard::Discard;
-use crate::sinks::file::{FileTarget, Order, SortKey, WriteFile};
+use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
 use crate::sinks::kafka::WriteKafka;
 use crate::sinks::topic::TopicTemplate;
@@ -379,8 +379,9 @@ fn write_to_sink<'scope>(
         SinkKind::File(target) => {
             let order = (!sink.order_by.is_empty()).then(|| {
                 let by: Vec<usize> = sink.order_by.iter().map(index).collect();
-                Box::new(move |row: &Record| SortKey(by.iter().map(|&i| row[i].clone()).collect()))
-                    as Order<Record>
+                Box::new(move |row: &Record, key: &mut Vec<u8>| {
+                    by.iter().for_each(|&i| row[i].write_sort_key(key))
+                }) as Order<Record>
             });
             Ok(rows.write_file(target.clone(), encoder, order)?)
         }

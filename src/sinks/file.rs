@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use smallvec::SmallVec;
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -17,7 +16,6 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
 use crate::operators::prefetch;
-use crate::record::Value;
 
 /// Where a file sink writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,39 +28,13 @@ pub enum FileTarget {
     Path(PathBuf),
 }
 
-/// An order of items, for sorted output: the key each item sorts by. Keys are taken once per
-/// item and compared in place, so sorting never follows an item's pointers.
-pub type Order<D> = Box<dyn Fn(&D) -> SortKey>;
-
-/// The values an item sorts by, compared one after the other; values that do not compare (NaN,
-/// or of different types) count as equal.
-#[derive(Clone, Debug)]
-pub struct SortKey(pub SmallVec<[Value; 2]>);
-
-impl Ord for SortKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0
-            .iter()
-            .zip(&other.0)
-            .map(|(a, b)| a.partial_cmp(b).unwrap_or(Ordering::Equal))
-            .find(|o| o.is_ne())
-            .unwrap_or(Ordering::Equal)
-    }
-}
-
-impl PartialOrd for SortKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for SortKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for SortKey {}
+/// An order of items, for sorted output: appends an item's sort key, bytes that compare as the
+/// items are to sort, such as [`write_sort_key`]'s for each sort column in turn. No key may be
+/// a proper prefix of another. Keys are encoded once per item and compared as bytes, so sorting
+/// never follows an item's pointers.
+///
+/// [`write_sort_key`]: crate::record::Value::write_sort_key
+pub type Order<D> = Box<dyn Fn(&D, &mut Vec<u8>)>;
 
 /// Writes a stream to a file.
 pub trait WriteFile<'scope, D> {
@@ -124,7 +96,7 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
                         for item in data.drain(..) {
                             match &order {
                                 Some(order) => {
-                                    sorted.push(order(&item), |into| encode(&item, into))
+                                    sorted.push(|key| order(&item, key), |into| encode(&item, into))
                                 }
                                 None => {
                                     line.clear();
@@ -164,32 +136,130 @@ const MAX_RUN_BYTES: usize = u32::MAX as usize / 2;
 pub struct SortedLines {
     full: Vec<Run>,
     current: Run,
+    /// The key being pushed.
+    key: Vec<u8>,
 }
 
-/// Lines and, per line, its key and its byte range among them.
+/// Lines and, per line, its [`Entry`]. Each line lies in `bytes` after the rest of its key (past
+/// the entry's prefix), which comes after its length: for a key of two ints, 16 bytes of entry
+/// and 11 in `bytes` besides the line.
 #[derive(Default)]
 struct Run {
     bytes: Vec<u8>,
-    lines: Vec<(SortKey, (u32, u32))>,
+    lines: Vec<Entry>,
+}
+
+/// How many bytes of a key an [`Entry`] holds.
+const PREFIX_BYTES: usize = 8;
+
+/// A kept line, in 16 bytes: the first bytes of its key, which order most lines without looking
+/// further, and where the rest of its key and the line lie in its run's bytes.
+#[derive(Clone, Copy)]
+struct Entry {
+    /// The key's first [`PREFIX_BYTES`], big-endian, zero-padded (which cannot order keys
+    /// wrongly, as no key is a proper prefix of another).
+    prefix: u64,
+    /// Where the line's bytes begin: the length of the rest of its key, that rest, then the line.
+    at: u32,
+    /// Where the line ends.
+    end: u32,
+}
+
+impl Entry {
+    /// The rest of the key and the line, in their run's `bytes`.
+    fn split(self, bytes: &[u8]) -> (&[u8], &[u8]) {
+        let kept = &bytes[self.at as usize..self.end as usize];
+        let (len, rest) = read_len(kept);
+        rest.split_at(len)
+    }
+
+    /// Orders by key: by prefix, then, when the prefixes are equal, by the rest of the keys.
+    fn cmp_key(self, bytes: &[u8], other: Entry, other_bytes: &[u8]) -> Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.split(bytes).0.cmp(other.split(other_bytes).0))
+    }
+}
+
+/// Appends `len` as LEB128: seven bits a byte, low bits first, the high bit set on all bytes but
+/// the last (one byte for the rest of any key under 128 bytes).
+fn push_len(bytes: &mut Vec<u8>, mut len: usize) {
+    while len >= 0x80 {
+        bytes.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    bytes.push(len as u8);
+}
+
+/// Reads what [`push_len`] appended at the start of `bytes`: the length, and the bytes after it.
+fn read_len(bytes: &[u8]) -> (usize, &[u8]) {
+    let mut len = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        len |= usize::from(byte & 0x7F) << (7 * i);
+        if byte < 0x80 {
+            return (len, &bytes[i + 1..]);
+        }
+    }
+    unreachable!("a length ends with a byte under 0x80")
 }
 
 impl Run {
     /// Sorts the lines by key, then by position: equal keys keep their arrival order.
     fn sort(&mut self) {
+        let bytes = &self.bytes;
         self.lines
-            .sort_unstable_by(|(a, at), (b, bt)| a.cmp(b).then(at.0.cmp(&bt.0)));
+            .sort_unstable_by(|&a, &b| a.cmp_key(bytes, b, bytes).then(a.at.cmp(&b.at)));
     }
 }
 
+/// A run's next line in the merge: ordered by key, then by run (earlier runs' lines came first).
+struct Head<'a> {
+    entry: Entry,
+    run: usize,
+    bytes: &'a [u8],
+}
+
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.entry
+            .cmp_key(self.bytes, other.entry, other.bytes)
+            .then(self.run.cmp(&other.run))
+    }
+}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Head<'_> {}
+
 impl SortedLines {
-    /// Keeps the line that `encode` appends to a buffer, under `key`.
-    pub fn push(&mut self, key: SortKey, encode: impl FnOnce(&mut Vec<u8>)) {
+    /// Keeps the line that `line` appends to a buffer, under the key that `key` appends to one.
+    pub fn push(&mut self, key: impl FnOnce(&mut Vec<u8>), line: impl FnOnce(&mut Vec<u8>)) {
+        self.key.clear();
+        key(&mut self.key);
+        let (first, rest) = self.key.split_at(self.key.len().min(PREFIX_BYTES));
+        let mut prefix = [0; PREFIX_BYTES];
+        prefix[..first.len()].copy_from_slice(first);
         let run = &mut self.current;
         let start = run.bytes.len();
-        encode(&mut run.bytes);
+        push_len(&mut run.bytes, rest.len());
+        run.bytes.extend_from_slice(rest);
+        line(&mut run.bytes);
         let offset = |at: usize| u32::try_from(at).expect("a run of lines under 4 GiB");
-        run.lines
-            .push((key, (offset(start), offset(run.bytes.len()))));
+        run.lines.push(Entry {
+            prefix: u64::from_be_bytes(prefix),
+            at: offset(start),
+            end: offset(run.bytes.len()),
+        });
         if run.lines.len() == RUN_LINES || run.bytes.len() > MAX_RUN_BYTES {
             // The next run gets the room this one ended with, so it does not grow by doubling.
             let next = Run {
@@ -207,28 +277,26 @@ impl SortedLines {
         self.current.sort();
         let mut runs = self.full;
         runs.push(self.current);
-        let mut heads: Vec<_> = runs
-            .iter_mut()
-            .map(|run| std::mem::take(&mut run.lines).into_iter())
-            .collect();
-        // The next line of each run, least key (then earliest run) first.
+        let (bytes, mut lines): (Vec<_>, Vec<_>) = runs
+            .into_iter()
+            .map(|run| (run.bytes, run.lines.into_iter()))
+            .unzip();
+        // The next line of each run, least first.
         let mut next = BinaryHeap::new();
-        for (i, head) in heads.iter_mut().enumerate() {
-            if let Some((key, at)) = head.next() {
-                next.push(Reverse((key, i, at)));
+        for (run, (lines, bytes)) in lines.iter_mut().zip(&bytes).enumerate() {
+            if let Some(entry) = lines.next() {
+                next.push(Reverse(Head { entry, run, bytes }));
             }
         }
-        while let Some(Reverse((_, i, (start, end)))) = next.pop() {
-            w.write_all(&runs[i].bytes[start as usize..end as usize])?;
-            if let Some((key, at)) = heads[i].next() {
+        while let Some(Reverse(Head { entry, run, bytes })) = next.pop() {
+            w.write_all(entry.split(bytes).1)?;
+            if let Some(entry) = lines[run].next() {
                 // A run's lines lie in the order they came, not in key order: have the CPU fetch
-                // this one while the lines of the other runs ahead of it are written.
-                let line = &runs[i].bytes[at.0 as usize..at.1 as usize];
-                if let (Some(first), Some(last)) = (line.first(), line.last()) {
-                    prefetch(first);
-                    prefetch(last);
-                }
-                next.push(Reverse((key, i, at)));
+                // this one (after the rest of its key) while the lines of the other runs ahead of
+                // it are written.
+                prefetch(&bytes[entry.at as usize]);
+                prefetch(&bytes[entry.end as usize - 1]);
+                next.push(Reverse(Head { entry, run, bytes }));
             }
         }
         Ok(())
@@ -238,9 +306,11 @@ impl SortedLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Value;
 
-    /// Across several runs, with many equal keys: lines come out by key, and equal keys in the
-    /// order they were pushed.
+    /// Across several runs, with many equal keys of two int columns (so that lines with the same
+    /// first column are told apart past their prefixes): lines come out by key, and equal keys in
+    /// the order they were pushed.
     #[test]
     fn sorted_lines_merge_runs_by_key_then_arrival() {
         let count = RUN_LINES * 2 + 1_234;
@@ -249,9 +319,11 @@ mod tests {
         for i in 0..count {
             let key = (i * 7_919 % 1_000) as i64;
             let line = format!("{key},{i}\n");
-            sorted.push(SortKey([Value::Int(key)].into_iter().collect()), |into| {
-                into.extend_from_slice(line.as_bytes())
-            });
+            let columns = [Value::Int(key / 100), Value::Int(key % 100)];
+            sorted.push(
+                |into| columns.iter().for_each(|c| c.write_sort_key(into)),
+                |into| into.extend_from_slice(line.as_bytes()),
+            );
             expected.push((key, i, line));
         }
         assert!(sorted.full.len() >= 2, "the test spans several runs");
@@ -260,5 +332,43 @@ mod tests {
         sorted.write_to(&mut out).unwrap();
         let expected: String = expected.into_iter().map(|(_, _, line)| line).collect();
         assert!(String::from_utf8(out).unwrap() == expected);
+    }
+
+    /// Keys of a string column then an int column, some longer than a prefix: lines come out by
+    /// the string, then by the int.
+    #[test]
+    fn sorted_lines_order_columns_one_after_another() {
+        let rows = [
+            ("ab", 1),
+            ("a", 2),
+            ("a long string past the prefix", 7),
+            ("", 3),
+            ("a long string past the prefix", -7),
+            ("a", -2),
+            ("a\0", 0),
+        ];
+        let mut sorted = SortedLines::default();
+        for (text, int) in rows {
+            let columns = [Value::Str(text.into()), Value::Int(int)];
+            sorted.push(
+                |into| columns.iter().for_each(|c| c.write_sort_key(into)),
+                |into| into.extend_from_slice(format!("{text:?},{int}\n").as_bytes()),
+            );
+        }
+        let mut out = Vec::new();
+        sorted.write_to(&mut out).unwrap();
+        let expected = [
+            "\"\",3",
+            "\"a\",-2",
+            "\"a\",2",
+            "\"a\\0\",0",
+            "\"a long string past the prefix\",-7",
+            "\"a long string past the prefix\",7",
+            "\"ab\",1",
+        ];
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().collect::<Vec<_>>(),
+            expected
+        );
     }
 }
