@@ -141,8 +141,8 @@ pub struct SortedLines {
 }
 
 /// Lines and, per line, its [`Entry`]. Each line lies in `bytes` after the rest of its key (past
-/// the entry's prefix), which comes after its length: for a key of two ints, 16 bytes of entry
-/// and 11 in `bytes` besides the line.
+/// the entry's prefix), which comes after its length: for a key of two ints, 24 bytes of entry
+/// and 3 in `bytes` besides the line.
 #[derive(Default)]
 struct Run {
     bytes: Vec<u8>,
@@ -150,15 +150,16 @@ struct Run {
 }
 
 /// How many bytes of a key an [`Entry`] holds.
-const PREFIX_BYTES: usize = 8;
+const PREFIX_BYTES: usize = 16;
 
-/// A kept line, in 16 bytes: the first bytes of its key, which order most lines without looking
-/// further, and where the rest of its key and the line lie in its run's bytes.
+/// A kept line, in 24 bytes: the first bytes of its key, which order most lines without looking
+/// further (two ints' keys all but in full), and where the rest of its key and the line lie in
+/// its run's bytes. Sorting and merging then rarely read a line before writing it.
 #[derive(Clone, Copy)]
 struct Entry {
-    /// The key's first [`PREFIX_BYTES`], big-endian, zero-padded (which cannot order keys
-    /// wrongly, as no key is a proper prefix of another).
-    prefix: u64,
+    /// The key's first [`PREFIX_BYTES`] as big-endian words, zero-padded (which cannot order
+    /// keys wrongly, as no key is a proper prefix of another).
+    prefix: [u64; 2],
     /// Where the line's bytes begin: the length of the rest of its key, that rest, then the line.
     at: u32,
     /// Where the line ends.
@@ -256,7 +257,8 @@ impl SortedLines {
         line(&mut run.bytes);
         let offset = |at: usize| u32::try_from(at).expect("a run of lines under 4 GiB");
         run.lines.push(Entry {
-            prefix: u64::from_be_bytes(prefix),
+            prefix: [0, 8]
+                .map(|at| u64::from_be_bytes(prefix[at..at + 8].try_into().expect("8 bytes"))),
             at: offset(start),
             end: offset(run.bytes.len()),
         });
@@ -308,9 +310,8 @@ mod tests {
     use super::*;
     use crate::record::Value;
 
-    /// Across several runs, with many equal keys of two int columns (so that lines with the same
-    /// first column are told apart past their prefixes): lines come out by key, and equal keys in
-    /// the order they were pushed.
+    /// Across several runs, with many equal keys of two int columns: lines come out by key, and
+    /// equal keys in the order they were pushed.
     #[test]
     fn sorted_lines_merge_runs_by_key_then_arrival() {
         let count = RUN_LINES * 2 + 1_234;
