@@ -260,6 +260,9 @@ pub struct Field {
 pub struct Schema {
     fields: Vec<Field>,
     time: usize,
+    /// Bit `n` is set when a field's name is `n` bytes long (63 for any longer): most members a
+    /// schema does not name are told apart by their length alone.
+    name_lengths: u64,
 }
 
 impl Schema {
@@ -275,7 +278,23 @@ impl Schema {
                 "event-time field `{time_field}` must be of type `timestamp` or `int`"
             ));
         }
-        Ok(Schema { fields, time })
+        let name_lengths = fields
+            .iter()
+            .fold(0, |mask, f| mask | 1 << f.name.len().min(63));
+        Ok(Schema {
+            fields,
+            time,
+            name_lengths,
+        })
+    }
+
+    /// The index of the field named `name`, if there is one.
+    #[inline]
+    pub fn field_index(&self, name: &[u8]) -> Option<usize> {
+        if self.name_lengths & 1 << name.len().min(63) == 0 {
+            return None;
+        }
+        self.fields.iter().position(|f| f.name.as_bytes() == name)
     }
 
     /// The fields, in record order.

@@ -95,11 +95,7 @@ mod flat {
             at = skip_ws(bytes, next);
             (bytes.get(at) == Some(&b':')).then_some(())?;
             at = skip_ws(bytes, at + 1);
-            let field = schema
-                .fields()
-                .iter()
-                .position(|f| f.name.as_bytes() == key);
-            at = match field {
+            at = match schema.field_index(key) {
                 Some(i) => {
                     let (value, next) = typed_value(schema.fields()[i].ty, bytes, at)?;
                     values[i] = value;
@@ -124,18 +120,27 @@ mod flat {
     }
 
     /// A string without escapes or control characters starting at `at`: its bytes (valid
-    /// UTF-8) and the index after its closing quote.
+    /// UTF-8) and the index after its closing quote. One pass, byte by byte: the names and
+    /// values of events are a few bytes long, shorter than a vectorised search pays for.
     fn plain_string(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
         (bytes.get(at) == Some(&b'"')).then_some(())?;
         let rest = &bytes[at + 1..];
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
-        (rest[end] == b'"').then_some(())?;
-        let s = &rest[..end];
-        (!s.iter().any(|b| *b < 0x20)).then_some(())?;
-        if !s.is_ascii() {
-            std::str::from_utf8(s).ok()?;
+        let mut ascii = true;
+        for (end, &byte) in rest.iter().enumerate() {
+            match byte {
+                b'"' => {
+                    let s = &rest[..end];
+                    if !ascii {
+                        std::str::from_utf8(s).ok()?;
+                    }
+                    return Some((s, at + 1 + end + 1));
+                }
+                b'\\' | 0..0x20 => return None,
+                0x80.. => ascii = false,
+                _ => {}
+            }
         }
-        Some((s, at + 1 + end + 1))
+        None
     }
 
     /// A number by JSON's grammar starting at `at`: the index after it, and whether it is an
@@ -172,20 +177,25 @@ mod flat {
         Some((at, integer))
     }
 
-    /// The value of an integer by JSON's grammar, if it fits an `i64`.
-    fn integer_value(text: &[u8]) -> Option<i64> {
-        let (negative, digits) = match text.split_first()? {
-            (b'-', digits) => (true, digits),
-            _ => (false, text),
-        };
-        let mut value: i64 = 0;
-        for d in digits {
-            let d = i64::from(d - b'0');
+    /// An integer by JSON's grammar starting at `at` that fits an `i64`: its value and the index
+    /// after it, read in one pass. `None` for any other number (a fraction, an exponent, `-0`,
+    /// which serde_json reads as a float, or too many digits): the serde path decides those.
+    fn integer(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
+        let negative = bytes.get(at) == Some(&b'-');
+        let start = at + usize::from(negative);
+        let (mut value, mut end) = (0i64, start);
+        while let Some(&digit) = bytes.get(end)
+            && digit.is_ascii_digit()
+        {
+            let digit = i64::from(digit - b'0');
             value = value
                 .checked_mul(10)?
-                .checked_add(if negative { -d } else { d })?;
+                .checked_add(if negative { -digit } else { digit })?;
+            end += 1;
         }
-        Some(value)
+        let leading_zero = bytes.get(start) == Some(&b'0') && (end - start > 1 || negative);
+        let fraction = matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
+        (end > start && !leading_zero && !fraction).then_some((value, end))
     }
 
     fn literal(bytes: &[u8], at: usize) -> Option<(Value, usize)> {
@@ -214,11 +224,8 @@ mod flat {
     fn typed_value(ty: FieldType, bytes: &[u8], at: usize) -> Option<(Value, usize)> {
         match (ty, bytes.get(at)?) {
             (FieldType::Int | FieldType::Timestamp, b'-' | b'0'..=b'9') => {
-                let (next, integer) = number(bytes, at)?;
-                let text = &bytes[at..next];
-                // serde_json reads `-0` as a float.
-                (integer && text != b"-0").then_some(())?;
-                Some((Value::Int(integer_value(text)?), next))
+                let (value, next) = integer(bytes, at)?;
+                Some((Value::Int(value), next))
             }
             (FieldType::Float, b'-' | b'0'..=b'9') => {
                 let (next, _) = number(bytes, at)?;
@@ -459,6 +466,11 @@ mod tests {
             r#"{"i":1,"f":2.5,"s":"x","b":true,"ts":3}"#,
             r#" { "i" : -0 , "f" : -1e-3 , "s" : "" , "b" : false , "ts" : 0 } "#,
             r#"{"i":01,"ts":1}"#,
+            r#"{"i":-01,"ts":1}"#,
+            r#"{"i":-,"ts":1}"#,
+            r#"{"i":-"#,
+            r#"{"i":1e3,"ts":1}"#,
+            r#"{"i":-9223372036854775808,"ts":-9223372036854775809}"#,
             r#"{"i":1.0,"ts":1}"#,
             r#"{"i":9223372036854775808,"ts":1}"#,
             r#"{"i":1,"ts":1,}"#,
