@@ -231,8 +231,13 @@ fn main() -> ExitCode {
                 },
             );
             if result.is_ok() {
+                let rate = stats
+                    .ingest_rate()
+                    .map_or(String::new(), |(rate, seconds)| {
+                        format!(" ({:.0} k/s over {seconds:.2} s)", rate / 1e3)
+                    });
                 eprintln!(
-                    "eddy: done: {} events, {} window results, {} late, {} dead-lettered",
+                    "eddy: done: {} events{rate}, {} window results, {} late, {} dead-lettered",
                     Stats::get(&stats.events_in),
                     Stats::get(&stats.windows_out),
                     Stats::get(&stats.late),

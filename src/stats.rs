@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use prometheus_client::metrics::counter::Counter;
@@ -18,8 +18,11 @@ pub type Labels = Vec<(&'static str, String)>;
 /// Counters a job updates as it runs; every field only grows except `consumer_lag`.
 #[derive(Debug)]
 pub struct Stats {
-    /// Events decoded by the sources.
+    /// Events decoded by the sources (see [`Stats::ingest`]).
     pub events_in: AtomicU64,
+    /// When the sources decoded their first batch of events, how many it held, and when they
+    /// decoded their latest: what [`Stats::ingest_rate`] measures over.
+    pub ingest_span: Mutex<Option<IngestSpan>>,
     /// Inputs sent to the dead-letter sink.
     pub dead_letters: AtomicU64,
     /// Events that arrived after all their windows had closed.
@@ -63,6 +66,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             events_in: Default::default(),
+            ingest_span: Default::default(),
             dead_letters: Default::default(),
             late: Default::default(),
             windows_out: Default::default(),
@@ -90,6 +94,33 @@ impl Stats {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a batch of `n` events the sources decoded just now.
+    pub fn ingest(&self, n: usize) {
+        Self::add(&self.events_in, n);
+        let now = Instant::now();
+        let mut span = self.ingest_span.lock().unwrap();
+        match span.as_mut() {
+            Some(span) => span.last = now,
+            None => {
+                *span = Some(IngestSpan {
+                    first: now,
+                    first_events: n as u64,
+                    last: now,
+                })
+            }
+        }
+    }
+
+    /// Events decoded per second, from the first batch to the latest (the events of the first
+    /// batch, decoded before it, do not count), with the span's length in seconds; `None` before
+    /// a second batch.
+    pub fn ingest_rate(&self) -> Option<(f64, f64)> {
+        let span = (*self.ingest_span.lock().unwrap())?;
+        let seconds = (span.last - span.first).as_secs_f64();
+        let events = Self::get(&self.events_in) - span.first_events;
+        (seconds > 0.0).then(|| (events as f64 / seconds, seconds))
     }
 
     /// Whether every worker has built its dataflow: the job is running.
@@ -142,6 +173,17 @@ impl Stats {
     }
 }
 
+/// When a job's sources decoded events (see [`Stats::ingest`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IngestSpan {
+    /// When the first batch was decoded.
+    pub first: Instant,
+    /// How many events it held.
+    pub first_events: u64,
+    /// When the latest batch was decoded.
+    pub last: Instant,
+}
+
 /// Counts the records of a stream, a batch at a time.
 pub trait CountInto: Sized {
     /// Calls `add` with the number of records of each batch passing by.
@@ -168,5 +210,31 @@ impl<D: 'static> CountInto for StreamVec<'_, u64, D> {
                 add(batch.len());
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ingest rate counts the events after the first batch over the time since it, and
+    /// needs two batches.
+    #[test]
+    fn the_ingest_rate_runs_from_the_first_batch_to_the_latest() {
+        let stats = Stats::default();
+        assert!(stats.ingest_rate().is_none());
+        stats.ingest(1_000);
+        // Only so that the clock moves on between the two batches.
+        std::thread::sleep(Duration::from_millis(2));
+        stats.ingest(300);
+        stats.ingest(200);
+        assert_eq!(Stats::get(&stats.events_in), 1_500);
+        let (rate, seconds) = stats.ingest_rate().expect("two batches at two times");
+        let span = stats.ingest_span.lock().unwrap().expect("a span");
+        assert_eq!(seconds, (span.last - span.first).as_secs_f64());
+        assert!(
+            (rate * seconds - 500.0).abs() < 1e-6,
+            "{rate} events/s over {seconds} s"
+        );
     }
 }

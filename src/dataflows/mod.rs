@@ -133,9 +133,10 @@ pub fn build_job(
             .map(|n| n.backlog.clone())
             .collect();
         let streams = source_stream(scope, job, source, options, &progress, &halted, backlogs)?;
+        let stats = Arc::clone(&options.stats);
         let counted = streams
             .events
-            .count_into(&options.stats, |s| &s.events_in)
+            .count_with(move |n| stats.ingest(n))
             .count_in(options.stats.source_counter(&source.name));
         events.push((counted.probe_with(&ingested), streams.emitted_before));
         dead.push(streams.dead);
