@@ -20,6 +20,7 @@ pub mod stats;
 
 pub use operators::aggregate::{Aggregate, AggregateCell, AggregateKind, FieldAggregates};
 pub use operators::enrich::{Enrich, Table};
+pub use operators::key::{FieldKey, GroupKey};
 pub use operators::predicate::{Predicate, PredicateError};
 pub use operators::recent::KeepRecent;
 pub use operators::route::{Route, Routed};

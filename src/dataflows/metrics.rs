@@ -10,8 +10,9 @@ use super::Progress;
 use super::write_rows;
 use crate::job::{Job, MetricSpec};
 use crate::operators::aggregate::FieldAggregates;
+use crate::operators::key::FieldKey;
 use crate::operators::window::{WindowAggregate, WindowStreams, Windows};
-use crate::record::{Event, Key, Record, Value};
+use crate::record::{Event, Record, Value};
 use crate::stats::{CountInto, Stats};
 
 /// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
@@ -25,7 +26,6 @@ pub fn build_metric<'scope>(
     metric: &MetricSpec,
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
-    let group_by = metric.group_by.clone();
     let aggregates = FieldAggregates(
         metric
             .aggregates
@@ -44,11 +44,7 @@ pub fn build_metric<'scope>(
         late,
         fired,
         settled,
-    } = events.window_aggregate(
-        windows,
-        move |record: &Record| group_by.iter().map(|i| record[*i].clone()).collect::<Key>(),
-        aggregates,
-    );
+    } = events.window_aggregate(windows, FieldKey(metric.group_by.clone()), aggregates);
     progress.track(fired, settled);
     let having = metric.having.clone();
     // Each row is laid out in one buffer and boxed only if it passes `having`: most windows of

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod delivery;
 pub mod enrich;
 pub mod fraud;
+pub mod key;
 pub mod orchestrate;
 pub mod pattern;
 pub mod predicate;

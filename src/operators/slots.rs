@@ -7,10 +7,6 @@
 //! hash), so that a table for hundreds of thousands of keys stays a few MiB and in cache, and
 //! whose bucket for a hash is known before the lookup. The keys themselves lie with their slots.
 
-use std::hash::{BuildHasher, Hash};
-
-use rustc_hash::FxBuildHasher;
-
 /// Keys and their slots; a slot is freed once no state of its key may remain.
 pub struct KeySlots<K> {
     /// Linear probing, at most half full; the length is a power of two (or zero). An empty
@@ -45,13 +41,7 @@ impl<K> Default for KeySlots<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> KeySlots<K> {
-    /// The hash [`KeySlots::slot`] and [`KeySlots::prefetch`] take for `key`.
-    #[inline]
-    pub fn hash(key: &K) -> u64 {
-        FxBuildHasher.hash_one(key)
-    }
-
+impl<K> KeySlots<K> {
     /// Asks the CPU to bring the bucket where a lookup of `hash` starts into cache.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
@@ -82,10 +72,17 @@ impl<K: Hash + Eq + Clone> KeySlots<K> {
         }
     }
 
-    /// The slot of `key`, whose hash is `hash` (a new slot if it has none), kept until
-    /// [`KeySlots::release`] passes `until`.
+    /// The slot of the key whose hash is `hash` and which `matches` says is the key sought (a
+    /// new slot, for the key `make` makes, if it has none), kept until [`KeySlots::release`]
+    /// passes `until`.
     #[inline]
-    pub fn slot(&mut self, key: K, hash: u64, until: i64) -> usize {
+    pub fn slot(
+        &mut self,
+        hash: u64,
+        until: i64,
+        matches: impl Fn(&K) -> bool,
+        make: impl FnOnce() -> K,
+    ) -> usize {
         if (self.live + 1) * 2 > self.buckets.len() {
             self.rebuild((self.buckets.len() * 2).max(16));
         }
@@ -95,14 +92,18 @@ impl<K: Hash + Eq + Clone> KeySlots<K> {
             let bucket = self.buckets[at];
             if bucket >> 32 == hash >> 32 {
                 let entry = &mut self.entries[(bucket as u32 - 1) as usize];
-                if entry.key == key {
+                if matches(&entry.key) {
                     entry.until = entry.until.max(until);
                     return (bucket as u32 - 1) as usize;
                 }
             }
             at = (at + 1) & mask;
         }
-        let entry = Entry { hash, until, key };
+        let entry = Entry {
+            hash,
+            until,
+            key: make(),
+        };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.entries[slot as usize] = entry;
@@ -177,17 +178,20 @@ impl<K: Hash + Eq + Clone> KeySlots<K> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::hash::BuildHasher;
 
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use rustc_hash::FxBuildHasher;
 
     use super::*;
 
     #[test]
     fn slots_are_dense_stable_and_reused_once_released() {
         let mut slots = KeySlots::default();
-        let slot =
-            |slots: &mut KeySlots<&str>, key, until| slots.slot(key, KeySlots::hash(&key), until);
+        let slot = |slots: &mut KeySlots<&str>, key: &'static str, until| {
+            slots.slot(FxBuildHasher.hash_one(key), until, |k| *k == key, || key)
+        };
         assert_eq!(slot(&mut slots, "a", 10), 0);
         assert_eq!(slot(&mut slots, "b", 20), 1);
         assert_eq!(slot(&mut slots, "a", 30), 0);
@@ -211,7 +215,8 @@ mod tests {
             for _ in 0..2_000 {
                 let key = rng.random_range(0..5_000u64);
                 let until = round + rng.random_range(1..4);
-                let slot = slots.slot(key, KeySlots::hash(&key), until);
+                let hash = FxBuildHasher.hash_one(key);
+                let slot = slots.slot(hash, until, |k| *k == key, || key);
                 let (known, kept) = expected.entry(key).or_insert((slot, until));
                 assert_eq!(*known, slot, "key {key} moved");
                 *kept = (*kept).max(until);

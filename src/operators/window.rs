@@ -14,10 +14,10 @@
 //! emit those windows again.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::rc::Rc;
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
 use timely::dataflow::StreamVec;
@@ -28,6 +28,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::aggregate::Aggregate;
 use super::delivery::{Delivery, Unacknowledged, hold_at_least};
+use super::key::GroupKey;
 use super::slots::KeySlots;
 use crate::record::Event;
 
@@ -129,15 +130,14 @@ pub trait WindowAggregate<'scope, D> {
     /// [`WindowResult`] per key and window once the input frontier reaches the window's end (plus
     /// the allowed lateness), at the earliest timely time of its input. Returns the results and
     /// the late events (those whose every window had closed by their stamp).
-    fn window_aggregate<K, F, A>(
+    fn window_aggregate<G, A>(
         self,
         windows: impl Into<Windows>,
-        key: F,
+        key: G,
         aggregate: A,
-    ) -> WindowStreams<'scope, K, A::Output, D>
+    ) -> WindowStreams<'scope, G::Key, A::Output, D>
     where
-        K: Hash + Eq + Clone + 'static,
-        F: Fn(&D) -> K + 'static,
+        G: GroupKey<D>,
         A: Aggregate<D>,
         A::Output: 'static;
 }
@@ -145,15 +145,14 @@ pub trait WindowAggregate<'scope, D> {
 impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
     for StreamVec<'scope, u64, Event<D>>
 {
-    fn window_aggregate<K, F, A>(
+    fn window_aggregate<G, A>(
         self,
         windows: impl Into<Windows>,
-        key: F,
+        key: G,
         aggregate: A,
-    ) -> WindowStreams<'scope, K, A::Output, D>
+    ) -> WindowStreams<'scope, G::Key, A::Output, D>
     where
-        K: Hash + Eq + Clone + 'static,
-        F: Fn(&D) -> K + 'static,
+        G: GroupKey<D>,
         A: Aggregate<D>,
         A::Output: 'static,
     {
@@ -163,7 +162,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
         let key = Rc::new(key);
         let route = {
             let key = Rc::clone(&key);
-            move |event: &Event<D>| FxBuildHasher.hash_one(key(&event.data))
+            move |event: &Event<D>| key.hash(&event.data)
         };
         let scope = self.scope();
         let mut builder = OperatorBuilder::new(format!("Window({spec:?})"), scope);
@@ -186,7 +185,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             // Fire time → latest time its results were emitted at, awaiting `flushed`.
             let mut unflushed = BTreeMap::<u64, u64>::new();
             let mut unacknowledged = Unacknowledged::default();
-            let mut state = WindowState::<K, A::Cell>::new(windows, aggregate.width());
+            let mut state = WindowState::<G::Key, A::Cell>::new(windows, aggregate.width());
             // Fire time (window end + lateness) → earliest input time of its contents.
             let mut pending = BTreeMap::<u64, u64>::new();
             // A capability at the earliest input time of any retained content.
@@ -348,7 +347,7 @@ impl<K: Hash + Eq + Clone, C: Default> WindowState<K, C> {
     fn insert_message<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         events: &mut Vec<Event<D>>,
-        key: &impl Fn(&D) -> K,
+        key: &impl GroupKey<D, Key = K>,
         time: u64,
         aggregate: &A,
         mut register: impl FnMut(u64, u64),
@@ -360,8 +359,13 @@ impl<K: Hash + Eq + Clone, C: Default> WindowState<K, C> {
             }
             Self::Sessions(sessions) => {
                 for event in events.drain(..) {
-                    let key = key(&event.data);
-                    if !sessions.insert(key, &event, time, aggregate, &mut register) {
+                    if !sessions.insert(
+                        key.key(&event.data),
+                        &event,
+                        time,
+                        aggregate,
+                        &mut register,
+                    ) {
                         late.push(event);
                     }
                 }
@@ -549,9 +553,8 @@ struct Panes<K, C> {
     registered: Option<(i64, i64)>,
     /// Emptied panes kept for reuse.
     spare: Vec<Pane<C>>,
-    /// The keys, their hashes and their slots of the message being folded (kept for their
+    /// The hashes of the keys and their slots of the message being folded (kept for their
     /// allocations).
-    message_keys: Vec<K>,
     message_hashes: Vec<u64>,
     message_slots: Vec<usize>,
 }
@@ -580,7 +583,6 @@ impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
             firing: None,
             registered: None,
             spare: Vec::new(),
-            message_keys: Vec::new(),
             message_hashes: Vec::new(),
             message_slots: Vec::new(),
         }
@@ -595,26 +597,24 @@ impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
         t - t.rem_euclid(self.pane)
     }
 
-    /// Folds a message in passes: the keys and their hashes; each key's slot, while the CPU
+    /// Folds a message in passes: the hashes of the keys; each key's slot, while the CPU
     /// fetches the index bucket of a key a few events ahead, and the slot's key of one half as
-    /// far ahead; then each event, while it fetches
-    /// the state of one a few events ahead.
+    /// far ahead (a key is made only for a new slot); then each event, while it fetches the
+    /// state of one a few events ahead.
     fn insert_message<D, A: Aggregate<D, Cell = C>>(
         &mut self,
         events: &mut Vec<Event<D>>,
-        key: &impl Fn(&D) -> K,
+        key: &impl GroupKey<D, Key = K>,
         time: u64,
         aggregate: &A,
         mut register: impl FnMut(u64, u64),
         late: &mut Vec<Event<D>>,
     ) {
         self.registered = None;
-        let mut keys = std::mem::take(&mut self.message_keys);
         let mut hashes = std::mem::take(&mut self.message_hashes);
         let mut slots = std::mem::take(&mut self.message_slots);
-        keys.extend(events.iter().map(|event| key(&event.data)));
-        hashes.extend(keys.iter().map(KeySlots::hash));
-        for (at, (key, event)) in keys.drain(..).zip(events.iter()).enumerate() {
+        hashes.extend(events.iter().map(|event| key.hash(&event.data)));
+        for (at, event) in events.iter().enumerate() {
             if let Some(&ahead) = hashes.get(at + PREFETCH_AHEAD) {
                 self.slots.prefetch(ahead);
             }
@@ -622,7 +622,13 @@ impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
                 self.slots.prefetch_key(ahead);
             }
             let until = self.pane_start(event.time) + self.pane;
-            slots.push(self.slots.slot(key, hashes[at], until));
+            let datum = &event.data;
+            slots.push(self.slots.slot(
+                hashes[at],
+                until,
+                |kept| key.matches(datum, kept),
+                || key.key(datum),
+            ));
         }
         let mut late_at = Vec::new();
         for (at, (event, &slot)) in events.iter().zip(&slots).enumerate() {
@@ -641,7 +647,7 @@ impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
         }
         slots.clear();
         hashes.clear();
-        (self.message_keys, self.message_hashes, self.message_slots) = (keys, hashes, slots);
+        (self.message_hashes, self.message_slots) = (hashes, slots);
         if late_at.is_empty() {
             events.clear();
         } else {
