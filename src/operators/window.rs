@@ -449,10 +449,10 @@ impl<C: Default> Pane<C> {
         (slot / CHUNK_SLOTS, slot % CHUNK_SLOTS)
     }
 
-    /// The cells of the state at `at` in a chunk.
+    /// The cells of the state at `at` in a chunk, for states `width` cells wide.
     #[inline]
-    fn cells(&self, at: usize) -> std::ops::Range<usize> {
-        at * self.width..(at + 1) * self.width
+    fn cells(width: usize, at: usize) -> std::ops::Range<usize> {
+        at * width..(at + 1) * width
     }
 
     /// The state of `slot`, if it has one.
@@ -461,7 +461,7 @@ impl<C: Default> Pane<C> {
         let (chunk, at) = Self::place(slot);
         let chunk = self.chunks.get(chunk)?;
         let present = chunk.present[at / 64] & (1 << (at % 64)) != 0;
-        present.then(|| &chunk.cells[self.cells(at)])
+        present.then(|| &chunk.cells[Self::cells(self.width, at)])
     }
 
     /// The state of `slot`, made empty by `init` if it has none.
@@ -476,7 +476,7 @@ impl<C: Default> Pane<C> {
                 present: [0; CHUNK_SLOTS / 64],
             });
         }
-        let cells = self.cells(at);
+        let cells = Self::cells(self.width, at);
         let chunk = &mut self.chunks[chunk];
         let state = &mut chunk.cells[cells];
         if chunk.present[at / 64] & (1 << (at % 64)) == 0 {
@@ -512,10 +512,7 @@ impl<C: Default> Pane<C> {
         let (chunks, width) = (&self.chunks, self.width);
         self.filled.drain(..count).map(move |slot| {
             let (chunk, at) = Self::place(slot as usize);
-            (
-                slot as usize,
-                &chunks[chunk].cells[at * width..(at + 1) * width],
-            )
+            (slot as usize, &chunks[chunk].cells[Self::cells(width, at)])
         })
     }
 
