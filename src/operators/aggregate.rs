@@ -3,6 +3,7 @@
 //! record fields that job files declare.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 
 use compact_str::CompactString;
 use rustc_hash::FxHashSet;
@@ -124,29 +125,12 @@ impl AggregateCell {
 pub struct FieldAggregates(pub Vec<(AggregateKind, usize)>);
 
 impl FieldAggregates {
-    /// Each function with its field and its cells in a state.
-    fn layout<'a>(
-        &'a self,
-        state: &'a mut [AggregateCell],
-    ) -> impl Iterator<Item = (AggregateKind, usize, &'a mut [AggregateCell])> + 'a {
-        let mut rest = state;
-        self.0.iter().map(move |&(kind, field)| {
-            let (cells, tail) = std::mem::take(&mut rest).split_at_mut(kind.width());
-            rest = tail;
-            (kind, field, cells)
-        })
-    }
-
-    /// Each function with its cells in a state, read only.
-    fn layout_of<'a>(
-        &'a self,
-        state: &'a [AggregateCell],
-    ) -> impl Iterator<Item = (AggregateKind, &'a [AggregateCell])> + 'a {
-        let mut rest = state;
-        self.0.iter().map(move |&(kind, _)| {
-            let (cells, tail) = rest.split_at(kind.width());
-            rest = tail;
-            (kind, cells)
+    /// Each function with its field and where its cells lie in a state.
+    fn spans(&self) -> impl Iterator<Item = (AggregateKind, usize, Range<usize>)> + '_ {
+        self.0.iter().scan(0, |at, &(kind, field)| {
+            let start = *at;
+            *at += kind.width();
+            Some((kind, field, start..*at))
         })
     }
 
@@ -203,8 +187,8 @@ impl Aggregate<Record> for FieldAggregates {
     }
 
     fn init(&self, state: &mut [AggregateCell]) {
-        for (kind, _, cells) in self.layout(state) {
-            match (kind, cells) {
+        for (kind, _, cells) in self.spans() {
+            match (kind, &mut state[cells]) {
                 (AggregateKind::Count | AggregateKind::Sum, [cell]) => {
                     *cell = AggregateCell::Int(0)
                 }
@@ -223,15 +207,15 @@ impl Aggregate<Record> for FieldAggregates {
 
     #[inline]
     fn add(&self, state: &mut [AggregateCell], record: &Record) {
-        for (kind, field, cells) in self.layout(state) {
-            Self::fold(kind, cells, &record[field]);
+        for (kind, field, cells) in self.spans() {
+            Self::fold(kind, &mut state[cells], &record[field]);
         }
     }
 
     fn merge(&self, into: &mut [AggregateCell], from: &[AggregateCell]) {
         use AggregateCell::*;
-        for ((kind, _, a), (_, b)) in self.layout(into).zip(self.layout_of(from)) {
-            match (kind, a, b) {
+        for (kind, _, cells) in self.spans() {
+            match (kind, &mut into[cells.clone()], &from[cells]) {
                 (AggregateKind::Count, [Int(x)], [Int(y)]) => *x = x.wrapping_add(*y),
                 (AggregateKind::Sum, a, [Int(y)]) => Self::fold(kind, a, &Value::Int(*y)),
                 (AggregateKind::Sum, a, [Float(y)]) => Self::fold(kind, a, &Value::Float(*y)),
@@ -251,8 +235,8 @@ impl Aggregate<Record> for FieldAggregates {
     }
 
     fn finish(&self, state: &[AggregateCell]) -> AggregateValues {
-        self.layout_of(state)
-            .map(|(kind, cells)| match (kind, cells) {
+        self.spans()
+            .map(|(kind, _, cells)| match (kind, &state[cells]) {
                 (AggregateKind::Avg, [_, AggregateCell::Int(0)]) => Value::Null,
                 (AggregateKind::Avg, [AggregateCell::Float(s), AggregateCell::Int(n)]) => {
                     Value::Float(s / *n as f64)
