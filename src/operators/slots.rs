@@ -45,10 +45,7 @@ impl<K> KeySlots<K> {
     /// Asks the CPU to bring the bucket where a lookup of `hash` starts into cache.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        if let Some(bucket) = self
-            .buckets
-            .get(hash as usize & self.buckets.len().wrapping_sub(1))
-        {
+        if let Some(bucket) = self.buckets.get(self.home(hash)) {
             super::prefetch(bucket);
         }
     }
@@ -58,15 +55,11 @@ impl<K> KeySlots<K> {
     /// a few lookups after [`KeySlots::prefetch`] for the same hash, when that bucket is cached.
     #[inline]
     pub fn prefetch_key(&self, hash: u64) {
-        let Some(&bucket) = self
-            .buckets
-            .get(hash as usize & self.buckets.len().wrapping_sub(1))
-        else {
+        let Some(&bucket) = self.buckets.get(self.home(hash)) else {
             return;
         };
-        if bucket != 0
-            && bucket >> 32 == hash >> 32
-            && let Some(entry) = self.entries.get((bucket as u32 - 1) as usize)
+        if Self::may_hold(bucket, hash)
+            && let Some(entry) = self.entries.get(Self::slot_of(bucket))
         {
             super::prefetch(&entry.key);
         }
@@ -87,14 +80,15 @@ impl<K> KeySlots<K> {
             self.rebuild((self.buckets.len() * 2).max(16));
         }
         let mask = self.buckets.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = self.home(hash);
         while self.buckets[at] != 0 {
             let bucket = self.buckets[at];
-            if bucket >> 32 == hash >> 32 {
-                let entry = &mut self.entries[(bucket as u32 - 1) as usize];
+            if Self::may_hold(bucket, hash) {
+                let slot = Self::slot_of(bucket);
+                let entry = &mut self.entries[slot];
                 if matches(&entry.key) {
                     entry.until = entry.until.max(until);
-                    return (bucket as u32 - 1) as usize;
+                    return slot;
                 }
             }
             at = (at + 1) & mask;
@@ -126,6 +120,25 @@ impl<K> KeySlots<K> {
     #[inline]
     fn bucket(hash: u64, slot: u32) -> u64 {
         (hash & !u64::from(u32::MAX)) | u64::from(slot + 1)
+    }
+
+    /// Whether `bucket` is full and its part of the hash is `hash`'s: whether its slot may hold
+    /// the key of `hash`.
+    #[inline]
+    fn may_hold(bucket: u64, hash: u64) -> bool {
+        bucket != 0 && bucket >> 32 == hash >> 32
+    }
+
+    /// The slot of a full bucket.
+    #[inline]
+    fn slot_of(bucket: u64) -> usize {
+        (bucket as u32 - 1) as usize
+    }
+
+    /// The bucket where a lookup of `hash` starts.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & self.buckets.len().wrapping_sub(1)
     }
 
     /// How many keys hold a slot.
@@ -160,7 +173,7 @@ impl<K> KeySlots<K> {
             if entry.until == FREE {
                 continue;
             }
-            let mut at = entry.hash as usize & mask;
+            let mut at = self.home(entry.hash);
             while self.buckets[at] != 0 {
                 at = (at + 1) & mask;
             }
