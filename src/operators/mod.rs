@@ -65,16 +65,20 @@ impl<D> Stash<D> {
     }
 }
 
-/// A hint to the CPU to load the cache lines of `value`; it never faults and changes nothing.
-pub(crate) fn prefetch<T>(value: &T) {
+/// A hint to the CPU to load every cache line `value` spans (a value that is not aligned to a
+/// line, such as a state of three cells, may span two); it never faults and changes nothing.
+pub(crate) fn prefetch<T: ?Sized>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        const LINE: usize = 64;
         let start = (value as *const T).cast::<i8>();
-        for offset in (0..size_of::<T>()).step_by(64) {
+        let size = size_of_val(value).max(1);
+        let lines = ((start as usize % LINE) + size).div_ceil(LINE);
+        for line in 0..lines {
             // SAFETY: SSE is part of every x86_64 target, and a prefetch is only a hint: it
             // reads nothing and never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line * LINE)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -491,10 +491,12 @@ impl<C: Default> Pane<C> {
     #[inline]
     fn prefetch(&self, slot: usize) {
         let (chunk, at) = Self::place(slot);
-        if let Some(chunk) = self.chunks.get(chunk)
-            && let Some(first) = chunk.cells.get(at * self.width)
+        if let Some(state) = self
+            .chunks
+            .get(chunk)
+            .and_then(|chunk| chunk.cells.get(Self::cells(self.width, at)))
         {
-            super::prefetch(first);
+            super::prefetch(state);
         }
     }
 
