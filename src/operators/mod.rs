@@ -71,16 +71,41 @@ pub(crate) fn prefetch<T: ?Sized>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        const LINE: usize = 64;
         let start = (value as *const T).cast::<i8>();
-        let size = size_of_val(value).max(1);
-        let lines = ((start as usize % LINE) + size).div_ceil(LINE);
-        for line in 0..lines {
+        for offset in line_offsets(start as usize, size_of_val(value)) {
             // SAFETY: SSE is part of every x86_64 target, and a prefetch is only a hint: it
             // reads nothing and never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line * LINE)) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
+}
+
+/// Offsets from `start` that fall on each cache line the `size` bytes from `start` span, one per
+/// line (a value of no bytes still names the line it starts on).
+#[cfg(any(target_arch = "x86_64", test))]
+fn line_offsets(start: usize, size: usize) -> impl Iterator<Item = usize> {
+    const CACHE_LINE: usize = 64;
+    let lines = (start % CACHE_LINE + size.max(1)).div_ceil(CACHE_LINE);
+    (0..lines).map(|line| line * CACHE_LINE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_offsets;
+
+    /// A value is prefetched line by line from its start: one line when it lies within one, two
+    /// when it crosses a boundary (a 48-byte state at byte 48 of a line).
+    #[test]
+    fn a_prefetch_covers_every_line_a_value_spans() {
+        let offsets = |start, size| line_offsets(start, size).collect::<Vec<_>>();
+        assert_eq!(offsets(0, 48), [0]);
+        assert_eq!(offsets(16, 48), [0]);
+        assert_eq!(offsets(48, 48), [0, 64]);
+        assert_eq!(offsets(64, 64), [0]);
+        assert_eq!(offsets(65, 64), [0, 64]);
+        assert_eq!(offsets(100, 0), [0]);
+        assert_eq!(offsets(1, 200), [0, 64, 128, 192]);
+    }
 }
