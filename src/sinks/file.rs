@@ -296,8 +296,7 @@ impl SortedLines {
                 // A run's lines lie in the order they came, not in key order: have the CPU fetch
                 // this one (after the rest of its key) while the lines of the other runs ahead of
                 // it are written.
-                prefetch(&bytes[entry.at as usize]);
-                prefetch(&bytes[entry.end as usize - 1]);
+                prefetch(&bytes[entry.at as usize..entry.end as usize]);
                 next.push(Reverse(Head { entry, run, bytes }));
             }
         }
