@@ -368,8 +368,77 @@ pub struct DeadLetter {
     pub partition: i32,
     /// Its offset in the partition (or line number in the file).
     pub offset: i64,
-    /// The raw bytes.
-    pub payload: Vec<u8>,
+    /// The raw bytes, cut to [`Payload::KEPT`].
+    pub payload: Payload,
+}
+
+/// The raw bytes of bad input as a dead letter keeps them: all of them up to [`Payload::KEPT`]
+/// bytes; of longer input its first bytes, with the whole input's length and SHA-256, so that a
+/// dead letter never costs more than a set size however large the input was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The input, or its first [`Payload::KEPT`] bytes.
+    pub kept: Vec<u8>,
+    /// The input's length in bytes.
+    pub len: u64,
+    /// When `kept` is only a prefix: the SHA-256 of the whole input.
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Payload {
+    /// The most bytes of its input a dead letter keeps: events are far shorter, so a dead
+    /// letter normally holds its input whole and can be replayed once the cause is fixed.
+    pub const KEPT: usize = 64 << 10;
+
+    /// The payload of `input`.
+    pub fn of(input: &[u8]) -> Payload {
+        let mut payload = PayloadBuilder::default();
+        payload.push(input);
+        payload.finish()
+    }
+
+    /// The SHA-256 of the whole input as lowercase hex, when `kept` is only a prefix.
+    pub fn sha256_hex(&self) -> Option<String> {
+        use std::fmt::Write;
+        self.sha256.map(|hash| {
+            hash.iter()
+                .fold(String::with_capacity(64), |mut hex, byte| {
+                    write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
+                    hex
+                })
+        })
+    }
+}
+
+/// Makes a [`Payload`] of input that arrives in pieces (a line read past without holding it),
+/// keeping its first bytes and hashing all of it.
+#[derive(Default)]
+pub struct PayloadBuilder {
+    kept: Vec<u8>,
+    len: u64,
+    hasher: sha2::Sha256,
+}
+
+impl PayloadBuilder {
+    /// Adds the next piece of the input.
+    pub fn push(&mut self, piece: &[u8]) {
+        use sha2::Digest;
+        let room = Payload::KEPT - self.kept.len();
+        self.kept.extend_from_slice(&piece[..piece.len().min(room)]);
+        self.len += piece.len() as u64;
+        self.hasher.update(piece);
+    }
+
+    /// The payload of everything pushed.
+    pub fn finish(self) -> Payload {
+        use sha2::Digest;
+        let cut = self.len > self.kept.len() as u64;
+        Payload {
+            sha256: cut.then(|| self.hasher.finalize().into()),
+            kept: self.kept,
+            len: self.len,
+        }
+    }
 }
 
 #[cfg(test)]

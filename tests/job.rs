@@ -246,3 +246,41 @@ fn file_job_gives_the_reference_on_one_worker_two_workers_and_two_processes() {
         );
     }
 }
+
+/// `max_record_bytes` is a byte count from 1 to 1 GiB, on sources that read records.
+#[test]
+fn check_bounds_max_record_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = |kind: &str, value: &str| {
+        format!(
+            "[[sources]]\nname = \"{kind}{value}\"\nkind = \"{kind}\"\npaths = [\"in.jsonl\"]\n\
+             event_time = \"ts\"\nschema = {{ ts = \"timestamp\" }}\nmax_record_bytes = {value}\n"
+        )
+    };
+    let job = [
+        "[job]\nname = \"limits\"\n".to_string(),
+        source("file", "0"),
+        source("file", "1073741825"),
+        source("file", "1073741824"),
+        source("generator", "10"),
+    ]
+    .join("\n");
+    std::fs::write(dir.path().join("limits.toml"), job).unwrap();
+    let out = eddy(&["check", "limits.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let bound = "must be a byte count from 1 to 1073741824 (1 GiB)";
+    for expected in [
+        format!("limits.toml:10: sources[0].max_record_bytes: {bound}"),
+        format!("limits.toml:18: sources[1].max_record_bytes: {bound}"),
+        "limits.toml:34: sources[3].max_record_bytes: the generator reads no records: only \
+         kafka and file sources take it"
+            .to_string(),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("sources[2]"), "{stderr}");
+}

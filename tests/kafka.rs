@@ -163,6 +163,9 @@ fn tansu_dead_letters_carry_payload_and_provenance_and_the_job_goes_on() {
     dead_letters(Tier::Tansu);
 }
 
+/// The dead-letter test's sources' `max_record_bytes`.
+const MAX_RECORD_BYTES: usize = 4096;
+
 fn dead_letters(tier: Tier) {
     let Some(cluster) = Cluster::start(
         tier,
@@ -191,7 +194,23 @@ fn dead_letters(tier: Tier) {
         timestamp: None,
         payload: Payload::Raw(violation.clone()),
     };
-    cluster.produce(&input_topic, &[violating], None, &AtomicU64::new(0));
+    // A message longer than the source's `max_record_bytes`, dead-lettered undecoded: its
+    // reason is its length, not the type of `amount_cents`.
+    let long = format!(
+        r#"{{"txn_id":"long","pad":"{}","account_id":7,"amount_cents":"abc","merchant":"m1","country":"US","ts":{}}}"#,
+        "x".repeat(MAX_RECORD_BYTES),
+        START_MS + 31_000
+    );
+    let too_long = Input {
+        payload: Payload::Raw(long.clone()),
+        ..violating.clone()
+    };
+    cluster.produce(
+        &input_topic,
+        &[violating, too_long],
+        None,
+        &AtomicU64::new(0),
+    );
 
     // Every 50th message (1-based) was replaced by broken JSON; the rest are the transactions.
     let txns = transactions(&config);
@@ -206,7 +225,7 @@ fn dead_letters(tier: Tier) {
     let undecodable = check_input(&input, &valid);
     assert_eq!(
         undecodable.len() as u64,
-        malformed + 1,
+        malformed + 2,
         "undecodable messages in the input topic"
     );
     assert_eq!(
@@ -228,6 +247,10 @@ fn dead_letters(tier: Tier) {
             "dead-letters",
             &output,
             Some(&dlq),
+        )
+        .replace(
+            "out_of_orderness = \"2s\"",
+            &format!("out_of_orderness = \"2s\"\nmax_record_bytes = {MAX_RECORD_BYTES}"),
         ),
         brokers,
         2,
@@ -281,6 +304,15 @@ fn dead_letters(tier: Tier) {
                 "eddy.error of the truncated message at {input_topic}/{partition}@{offset} does not say \
                  what is wrong: `{error}`"
             );
+        } else if source.payload == long.as_bytes() {
+            assert_eq!(
+                error,
+                format!(
+                    "record of {} bytes is longer than max_record_bytes ({MAX_RECORD_BYTES}): \
+                     not decoded",
+                    long.len()
+                )
+            );
         } else {
             assert_eq!(source.payload, violation.as_bytes());
             assert!(
@@ -292,7 +324,7 @@ fn dead_letters(tier: Tier) {
     assert_eq!(dead.len(), undecodable.len(), "dead letters written");
     assert_eq!(
         Stats::get(&stats.dead_letters),
-        malformed + 1,
+        malformed + 2,
         "dead letters counted"
     );
 

@@ -282,6 +282,7 @@ fn source_stream<'scope>(
                 topics: topics.clone(),
                 start: options.start,
                 until_end: options.until_end,
+                max_record_bytes: source.max_record_bytes,
             };
             let reader = KafkaReader::open(
                 name,
@@ -296,8 +297,15 @@ fn source_stream<'scope>(
             event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::File { paths, splits } => {
-            let reader = FileReader::open(paths, *splits, schema, index, peers)
-                .with_context(|| format!("source `{name}`"))?;
+            let reader = FileReader::open(
+                paths,
+                *splits,
+                source.max_record_bytes,
+                schema,
+                index,
+                peers,
+            )
+            .with_context(|| format!("source `{name}`"))?;
             event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::Generator { config, partitions } => {

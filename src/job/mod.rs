@@ -100,6 +100,16 @@ pub struct SourceSpec {
     /// How far, in event time, a worker's share of the source may run ahead of the slowest
     /// worker's before it waits; `None`: no bound.
     pub max_drift: Option<Duration>,
+    /// A longer record (a Kafka message, a line of a file) is not decoded but dead-lettered,
+    /// and a file source reads past the rest of such a line without holding it.
+    pub max_record_bytes: usize,
+}
+
+impl SourceSpec {
+    /// `max_record_bytes` when the job does not set it: 1 MiB, as Kafka's default message size.
+    pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+    /// The largest `max_record_bytes` a job may set: 1 GiB.
+    pub const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
 }
 
 /// The kinds of source.
@@ -889,6 +899,23 @@ impl Checker<'_> {
             .max_drift
             .as_ref()
             .map(|_| self.duration(&s.max_drift, format!("{field}.max_drift"), Duration::ZERO));
+        let max_record_bytes = match &s.max_record_bytes {
+            None => SourceSpec::DEFAULT_MAX_RECORD_BYTES,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n @ 1..=SourceSpec::MAX_RECORD_BYTES_LIMIT) => n,
+                _ => {
+                    self.error(
+                        n.span(),
+                        format!("{field}.max_record_bytes"),
+                        format!(
+                            "must be a byte count from 1 to {} (1 GiB)",
+                            SourceSpec::MAX_RECORD_BYTES_LIMIT
+                        ),
+                    );
+                    SourceSpec::DEFAULT_MAX_RECORD_BYTES
+                }
+            },
+        };
         let kind = match s.kind.get_ref().as_str() {
             "kafka" => {
                 let mut properties =
@@ -941,6 +968,13 @@ impl Checker<'_> {
                 SourceKind::File { paths, splits }
             }
             "generator" => {
+                if let Some(n) = &s.max_record_bytes {
+                    self.error(
+                        n.span(),
+                        format!("{field}.max_record_bytes"),
+                        "the generator reads no records: only kafka and file sources take it",
+                    );
+                }
                 for f in schema.fields() {
                     if !generator::FIELDS.contains(&f.name.as_str()) {
                         self.error(
@@ -1005,6 +1039,7 @@ impl Checker<'_> {
             out_of_orderness,
             idle_timeout,
             max_drift,
+            max_record_bytes,
         })
     }
 

@@ -55,6 +55,7 @@ pub struct SourceSection {
     pub out_of_orderness: Option<Text>,
     pub idle_timeout: Option<Text>,
     pub max_drift: Option<Text>,
+    pub max_record_bytes: Option<Spanned<i64>>,
     // kafka
     pub brokers: Option<Text>,
     pub topics: Option<Spanned<Vec<Text>>>,

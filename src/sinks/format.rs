@@ -128,7 +128,11 @@ impl Encode<Record> for RowEncoder {
 
 /// Dead letters as Kafka messages: the original payload, with `eddy.error`,
 /// `eddy.source.topic`, `eddy.source.partition` and `eddy.source.offset` headers; in files,
-/// one JSON object per dead letter with the same facts.
+/// one JSON object per dead letter with the same facts. A payload cut to [`Payload::KEPT`]
+/// bytes also gives the input's length and SHA-256 (headers `eddy.payload.length` and
+/// `eddy.payload.sha256`; members `payload_length` and `payload_sha256`).
+///
+/// [`Payload::KEPT`]: crate::record::Payload::KEPT
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeadLetterEncoder {
     /// Write the raw payload (with headers) rather than a JSON object.
@@ -137,29 +141,81 @@ pub struct DeadLetterEncoder {
 
 impl Encode<DeadLetter> for DeadLetterEncoder {
     fn value(&self, letter: &DeadLetter, out: &mut Vec<u8>) {
+        let payload = &letter.payload;
         if self.raw {
-            out.extend_from_slice(&letter.payload);
+            out.extend_from_slice(&payload.kept);
         } else {
-            serde_json::to_writer(
-                out,
-                &serde_json::json!({
-                    "error": letter.error,
-                    "topic": letter.topic,
-                    "partition": letter.partition,
-                    "offset": letter.offset,
-                    "payload": String::from_utf8_lossy(&letter.payload),
-                }),
-            )
-            .expect("writing to a Vec cannot fail");
+            let mut object = serde_json::json!({
+                "error": letter.error,
+                "topic": letter.topic,
+                "partition": letter.partition,
+                "offset": letter.offset,
+                "payload": String::from_utf8_lossy(&payload.kept),
+            });
+            if let Some(sha256) = payload.sha256_hex() {
+                object["payload_length"] = payload.len.into();
+                object["payload_sha256"] = sha256.into();
+            }
+            serde_json::to_writer(out, &object).expect("writing to a Vec cannot fail");
         }
     }
 
     fn headers(&self, letter: &DeadLetter) -> Vec<(&'static str, String)> {
-        vec![
+        let mut headers = vec![
             ("eddy.error", letter.error.clone()),
             ("eddy.source.topic", letter.topic.clone()),
             ("eddy.source.partition", letter.partition.to_string()),
             ("eddy.source.offset", letter.offset.to_string()),
-        ]
+        ];
+        if let Some(sha256) = letter.payload.sha256_hex() {
+            headers.push(("eddy.payload.length", letter.payload.len.to_string()));
+            headers.push(("eddy.payload.sha256", sha256));
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Payload;
+
+    fn letter(payload: &[u8]) -> DeadLetter {
+        DeadLetter {
+            error: "bad".into(),
+            topic: "in".into(),
+            partition: 1,
+            offset: 2,
+            payload: Payload::of(payload),
+        }
+    }
+
+    /// A dead letter keeps at most [`Payload::KEPT`] bytes of its input; a cut one says how long
+    /// the input was and gives its SHA-256 (`sha256sum` of 65 537 bytes `a`).
+    #[test]
+    fn a_long_payload_is_cut_with_its_length_and_hash() {
+        let long = letter(&[b'a'; Payload::KEPT + 1]);
+        let hash = "008ffc88d3c96a9f307524eb361e47c5222a887fc45fa0c1fb8d429c5c23b430";
+        let raw = DeadLetterEncoder { raw: true };
+        let mut out = Vec::new();
+        raw.value(&long, &mut out);
+        assert_eq!(out, [b'a'; Payload::KEPT]);
+        let headers = raw.headers(&long);
+        assert!(headers.contains(&("eddy.payload.length", "65537".into())));
+        assert!(headers.contains(&("eddy.payload.sha256", hash.into())));
+        out.clear();
+        DeadLetterEncoder { raw: false }.value(&long, &mut out);
+        let object: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(object["payload"].as_str().unwrap().len(), Payload::KEPT);
+        assert_eq!(object["payload_length"], 65537);
+        assert_eq!(object["payload_sha256"], hash);
+
+        let short = letter(&[b'a'; Payload::KEPT]);
+        assert_eq!(short.payload.kept.len(), Payload::KEPT);
+        assert_eq!(raw.headers(&short).len(), 4);
+        out.clear();
+        DeadLetterEncoder { raw: false }.value(&short, &mut out);
+        let object: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(object.get("payload_length").is_none());
     }
 }

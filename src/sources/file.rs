@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
-use crate::record::{DeadLetter, Record, Schema};
+use crate::record::{DeadLetter, Payload, PayloadBuilder, Record, Schema};
 
 /// The most a split reads at once.
 const CHUNK: usize = 1 << 20;
@@ -40,12 +40,28 @@ struct Split {
     next_stripe: u64,
     /// How far apart the split's stripes are.
     stride: u64,
+    /// A longer line is read past, not held.
+    max_line: usize,
     eof: bool,
     done: bool,
 }
 
+/// A line as a split reads it.
+enum Line<'a> {
+    /// A line of at most `max_record_bytes`, without its newline.
+    Text(&'a [u8]),
+    /// A longer line, read past without holding it: its first bytes, length and hash.
+    TooLong(Payload),
+}
+
 impl Split {
-    fn open(path: &Path, index: i32, splits: u64, stripe: u64) -> io::Result<Split> {
+    fn open(
+        path: &Path,
+        index: i32,
+        splits: u64,
+        stripe: u64,
+        max_line: usize,
+    ) -> io::Result<Split> {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         let file = File::open(path).map_err(named)?;
         let len = file.metadata().map_err(named)?.len();
@@ -61,6 +77,7 @@ impl Split {
             stripe,
             next_stripe: index as u64 * stripe,
             stride: splits * stripe,
+            max_line,
             eof: false,
             done: false,
         };
@@ -121,8 +138,9 @@ impl Split {
         Ok(n > 0)
     }
 
-    /// The next line and its file offset, without its newline.
-    fn next_line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+    /// The next line and its file offset. The buffer never holds more than `max_line` bytes
+    /// of a line: past that, the rest of the line is read through and only hashed.
+    fn next_line(&mut self) -> io::Result<Option<(u64, Line<'_>)>> {
         loop {
             let offset = self.buf_offset + self.cursor as u64;
             if offset >= self.end {
@@ -132,19 +150,42 @@ impl Split {
                 continue;
             }
             let rest = &self.buf[self.cursor..];
-            if let Some(nl) = memchr::memchr(b'\n', rest) {
+            let head = &rest[..rest.len().min(self.max_line + 1)];
+            if let Some(nl) = memchr::memchr(b'\n', head) {
                 let start = self.cursor;
                 self.cursor += nl + 1;
-                return Ok(Some((offset, &self.buf[start..start + nl])));
+                return Ok(Some((offset, Line::Text(&self.buf[start..start + nl]))));
+            }
+            if rest.len() > self.max_line {
+                return Ok(Some((offset, Line::TooLong(self.read_past_line()?))));
             }
             if !self.fill()? {
                 // A last line without a newline.
                 if self.cursor < self.buf.len() {
                     let start = self.cursor;
                     self.cursor = self.buf.len();
-                    return Ok(Some((offset, &self.buf[start..])));
+                    return Ok(Some((offset, Line::Text(&self.buf[start..]))));
                 }
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Reads to the end of the line at the cursor (its newline, or the end of the file),
+    /// keeping only what a dead letter keeps of it.
+    fn read_past_line(&mut self) -> io::Result<Payload> {
+        let mut payload = PayloadBuilder::default();
+        loop {
+            let rest = &self.buf[self.cursor..];
+            if let Some(nl) = memchr::memchr(b'\n', rest) {
+                payload.push(&rest[..nl]);
+                self.cursor += nl + 1;
+                return Ok(payload.finish());
+            }
+            payload.push(rest);
+            self.cursor = self.buf.len();
+            if !self.fill()? {
+                return Ok(payload.finish());
             }
         }
     }
@@ -153,30 +194,54 @@ impl Split {
 /// Reads this worker's splits of a set of JSON-lines files.
 pub struct FileReader {
     schema: Arc<Schema>,
+    /// The source's `max_record_bytes`.
+    max_line: usize,
     splits: Vec<Split>,
+}
+
+/// How files are cut into splits, and how long a line may be.
+#[derive(Clone, Copy)]
+struct Stripes {
+    /// Splits per file.
+    splits: usize,
+    /// The length of a stripe ([`STRIPE`] but in tests).
+    stripe: u64,
+    /// The source's `max_record_bytes`.
+    max_line: usize,
 }
 
 impl FileReader {
     /// Opens the splits worker `index` of `peers` owns: every file is cut into `splits` splits
     /// of interleaved stripes, and the splits of all files are dealt round-robin.
+    /// A line longer than `max_record_bytes` is dead-lettered, read past without holding it.
     pub fn open(
         paths: &[PathBuf],
         splits: usize,
+        max_record_bytes: usize,
         schema: Arc<Schema>,
         index: usize,
         peers: usize,
     ) -> io::Result<FileReader> {
-        Self::open_striped(paths, splits, STRIPE, schema, index, peers)
+        let stripes = Stripes {
+            splits,
+            stripe: STRIPE,
+            max_line: max_record_bytes,
+        };
+        Self::open_striped(paths, stripes, schema, index, peers)
     }
 
     fn open_striped(
         paths: &[PathBuf],
-        splits: usize,
-        stripe: u64,
+        stripes: Stripes,
         schema: Arc<Schema>,
         index: usize,
         peers: usize,
     ) -> io::Result<FileReader> {
+        let Stripes {
+            splits,
+            stripe,
+            max_line,
+        } = stripes;
         let all: Vec<_> = paths
             .iter()
             .flat_map(|path| (0..splits as i32).map(move |i| (path, i)))
@@ -184,10 +249,14 @@ impl FileReader {
         let splits = super::owned_partitions(all.len(), index, peers)
             .map(|i| {
                 let (path, split) = all[i];
-                Split::open(path, split, splits as u64, stripe)
+                Split::open(path, split, splits as u64, stripe, max_line)
             })
             .collect::<io::Result<_>>()?;
-        Ok(FileReader { schema, splits })
+        Ok(FileReader {
+            schema,
+            max_line,
+            splits,
+        })
     }
 }
 
@@ -209,28 +278,31 @@ impl Reader<Record> for FileReader {
             let (path, index) = (Arc::clone(&split.path), split.index);
             let until = batch.events.len() + share;
             while batch.events.len() < until {
+                let dead = |offset: u64, error, payload: Payload| Positioned {
+                    partition,
+                    next: (offset + payload.len + 1) as i64,
+                    item: DeadLetter {
+                        error,
+                        topic: path.to_string(),
+                        partition: index,
+                        offset: offset as i64,
+                        payload,
+                    },
+                };
                 match split.next_line() {
-                    Ok(Some((_, line))) if line.iter().all(u8::is_ascii_whitespace) => {}
-                    Ok(Some((offset, line))) => {
-                        let next = (offset + line.len() as u64 + 1) as i64;
-                        match self.schema.decode(line) {
-                            Ok(item) => batch.events.push(Positioned {
-                                partition,
-                                next,
-                                item,
-                            }),
-                            Err(e) => batch.dead.push(Positioned {
-                                partition,
-                                next,
-                                item: DeadLetter {
-                                    error: e.0,
-                                    topic: path.to_string(),
-                                    partition: index,
-                                    offset: offset as i64,
-                                    payload: line.to_vec(),
-                                },
-                            }),
-                        }
+                    Ok(Some((_, Line::Text(line)))) if line.iter().all(u8::is_ascii_whitespace) => {
+                    }
+                    Ok(Some((offset, Line::Text(line)))) => match self.schema.decode(line) {
+                        Ok(item) => batch.events.push(Positioned {
+                            partition,
+                            next: (offset + line.len() as u64 + 1) as i64,
+                            item,
+                        }),
+                        Err(e) => batch.dead.push(dead(offset, e.0, Payload::of(line))),
+                    },
+                    Ok(Some((offset, Line::TooLong(payload)))) => {
+                        let error = super::too_long(payload.len, self.max_line);
+                        batch.dead.push(dead(offset, error, payload));
                     }
                     Ok(None) => {
                         split.done = true;
@@ -298,15 +370,14 @@ mod tests {
                 let mut dead = Vec::new();
                 for index in 0..peers {
                     let paths = [file.path().to_path_buf()];
-                    let mut reader = FileReader::open_striped(
-                        &paths,
+                    let stripes = Stripes {
                         splits,
                         stripe,
-                        schema.clone(),
-                        index,
-                        peers,
-                    )
-                    .unwrap();
+                        max_line: 1 << 20,
+                    };
+                    let mut reader =
+                        FileReader::open_striped(&paths, stripes, schema.clone(), index, peers)
+                            .unwrap();
                     let mut batch = ReadBatch::default();
                     while reader.read(&mut batch) != ReadStatus::Done {}
                     times.extend(batch.events.iter().map(|read| read.item.0));
@@ -318,8 +389,56 @@ mod tests {
                     "splits {splits}, stripe {stripe}, peers {peers}"
                 );
                 assert_eq!(dead.len(), 1);
-                assert_eq!(dead[0].item.payload, b"not json");
+                assert_eq!(dead[0].item.payload, Payload::of(b"not json"));
             }
+        }
+    }
+
+    /// A line longer than `max_record_bytes` is dead-lettered with its length, its first bytes
+    /// and its hash, read past without being held; the lines around it are read as usual, a line
+    /// of exactly `max_record_bytes` included.
+    #[test]
+    fn a_line_longer_than_max_record_bytes_is_dead_lettered_without_being_held() {
+        let max_line = 1_000;
+        let long = format!("{{\"ts\":1,\"pad\":\"{}\"}}", "x".repeat(8 << 20));
+        let exact = format!("{{\"ts\":3,\"pad\":\"{}\"}}", "y".repeat(max_line - 17));
+        assert_eq!(exact.len(), max_line);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{{\"ts\":0}}\n{long}\n{{\"ts\":2}}\n{exact}\n{long}").unwrap();
+        let stripes = Stripes {
+            splits: 1,
+            stripe: STRIPE,
+            max_line,
+        };
+        let paths = [file.path().to_path_buf()];
+        let mut reader = FileReader::open_striped(&paths, stripes, ts_schema(), 0, 1).unwrap();
+        let mut batch = ReadBatch::default();
+        let mut held = 0;
+        loop {
+            let status = reader.read(&mut batch);
+            held = held.max(reader.splits[0].buf.capacity());
+            if status == ReadStatus::Done {
+                break;
+            }
+        }
+        assert!(held <= max_line + 2 * CHUNK, "held {held} bytes of a line");
+        let times: Vec<u64> = batch.events.iter().map(|e| e.item.0).collect();
+        assert_eq!(times, [0, 2, 3]);
+        let expected = Payload::of(long.as_bytes());
+        assert!(expected.sha256.is_some() && expected.kept.len() == Payload::KEPT);
+        let offsets = [9, 9 + long.len() as i64 + 1 + 9 + max_line as i64 + 1];
+        assert_eq!(batch.dead.len(), 2);
+        for (dead, offset) in batch.dead.iter().zip(offsets) {
+            assert_eq!(dead.item.payload, expected);
+            assert_eq!(dead.item.offset, offset);
+            assert_eq!(dead.next, offset + long.len() as i64 + 1);
+            assert_eq!(
+                dead.item.error,
+                format!(
+                    "record of {} bytes is longer than max_record_bytes (1000): not decoded",
+                    long.len()
+                )
+            );
         }
     }
 
@@ -331,7 +450,12 @@ mod tests {
             writeln!(file, "{{\"ts\":{i}}}").unwrap();
         }
         let paths = [file.path().to_path_buf()];
-        let mut reader = FileReader::open_striped(&paths, 2, 1_000, ts_schema(), 0, 1).unwrap();
+        let stripes = Stripes {
+            splits: 2,
+            stripe: 1_000,
+            max_line: 1 << 20,
+        };
+        let mut reader = FileReader::open_striped(&paths, stripes, ts_schema(), 0, 1).unwrap();
         let mut batch = ReadBatch::default();
         assert_eq!(reader.read(&mut batch), ReadStatus::Ready);
         let of = |p| batch.events.iter().filter(|e| e.partition == p).count();
@@ -353,7 +477,8 @@ mod tests {
         }
         let (splits, stripe) = (3, 200);
         for index in 0..splits {
-            let mut split = Split::open(file.path(), index as i32, splits, stripe).unwrap();
+            let mut split =
+                Split::open(file.path(), index as i32, splits, stripe, 1 << 20).unwrap();
             let mut read = Vec::new();
             while let Some((offset, _)) = split.next_line().unwrap() {
                 read.push(offset);

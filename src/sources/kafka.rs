@@ -14,8 +14,8 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
-use crate::record::{DeadLetter, Record, Schema};
+use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader, too_long};
+use crate::record::{DeadLetter, Payload, Record, Schema};
 use crate::stats::Stats;
 
 const BATCH: usize = 8192;
@@ -64,6 +64,8 @@ pub struct KafkaSourceConfig {
     pub start: StartFrom,
     /// Stop at the end offsets seen at start-up instead of following the topics.
     pub until_end: bool,
+    /// A longer message is dead-lettered without being decoded.
+    pub max_record_bytes: usize,
 }
 
 /// Forwards librdkafka's statistics into the job's [`Stats`]: the consumer lag, as messages
@@ -109,6 +111,7 @@ impl ConsumerContext for LagContext {}
 pub struct KafkaReader {
     consumer: BaseConsumer<LagContext>,
     schema: Arc<Schema>,
+    max_record_bytes: usize,
     /// (topic, partition) per local partition index.
     partitions: Vec<(String, i32)>,
     /// Next offset to read per partition.
@@ -183,6 +186,7 @@ impl KafkaReader {
         Ok(KafkaReader {
             consumer,
             schema,
+            max_record_bytes: config.max_record_bytes,
             committed: positions.clone(),
             finished: vec![false; positions.len()],
             positions,
@@ -367,25 +371,28 @@ impl Reader<Record> for KafkaReader {
             self.positions[p] = offset + 1;
             let payload = message.payload().unwrap_or_default();
             let next = offset + 1;
-            match self.schema.decode(payload) {
+            let decoded = if payload.is_empty() {
+                Err("empty payload".to_string())
+            } else if payload.len() > self.max_record_bytes {
+                Err(too_long(payload.len() as u64, self.max_record_bytes))
+            } else {
+                self.schema.decode(payload).map_err(|e| e.0)
+            };
+            match decoded {
                 Ok(item) => batch.events.push(Positioned {
                     partition: p,
                     next,
                     item,
                 }),
-                Err(e) => batch.dead.push(Positioned {
+                Err(error) => batch.dead.push(Positioned {
                     partition: p,
                     next,
                     item: DeadLetter {
-                        error: if payload.is_empty() {
-                            "empty payload".into()
-                        } else {
-                            e.0
-                        },
+                        error,
                         topic: topic.to_owned(),
                         partition,
                         offset,
-                        payload: payload.to_vec(),
+                        payload: Payload::of(payload),
                     },
                 }),
             }

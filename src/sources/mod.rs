@@ -458,6 +458,13 @@ impl Commits {
     }
 }
 
+/// The dead letter's reason for a record of `len` bytes, more than a source's `max_record_bytes`.
+fn too_long(len: u64, max_record_bytes: usize) -> String {
+    format!(
+        "record of {len} bytes is longer than max_record_bytes ({max_record_bytes}): not decoded"
+    )
+}
+
 /// The partitions of `total` that worker `index` of `peers` owns: a stable round-robin, so each
 /// partition belongs to exactly one worker over all processes.
 pub fn owned_partitions(total: usize, index: usize, peers: usize) -> impl Iterator<Item = usize> {

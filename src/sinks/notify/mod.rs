@@ -31,7 +31,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::record::{DeadLetter, Event, Record};
+use crate::record::{DeadLetter, Event, Payload, Record};
 use crate::sources::Backlog;
 use adapter::{Completion, NotificationAdapter, Submission};
 use outcome::{Rejection, RequestContext, Resolved};
@@ -104,7 +104,7 @@ impl<'scope> DeliverNotifications<'scope> for StreamVec<'scope, u64, Event<Recor
                                         topic: source.clone(),
                                         partition: -1,
                                         offset: -1,
-                                        payload: fields.to_json(&event.data),
+                                        payload: Payload::of(&fields.to_json(&event.data)),
                                     },
                                     rejection: fields.identity(&event.data).map(
                                         |(request_id, channel, to)| Rejection {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::request::NotificationRequest;
-use crate::record::DeadLetter;
+use crate::record::{DeadLetter, Payload};
 use crate::sinks::Encode;
 
 /// How a request ended.
@@ -70,7 +70,7 @@ impl Outcome {
             topic: source.to_string(),
             partition: -1,
             offset: -1,
-            payload: serde_json::to_vec(&self.request).expect("a request encodes"),
+            payload: Payload::of(&serde_json::to_vec(&self.request).expect("a request encodes")),
         })
     }
 }
@@ -328,7 +328,7 @@ mod tests {
         let letter = failed.dead_letter("requests").unwrap();
         assert_eq!(letter.error, "notification failed: CPaaS answered 400");
         assert_eq!(letter.topic, "requests");
-        let back: NotificationRequest = serde_json::from_slice(&letter.payload).unwrap();
+        let back: NotificationRequest = serde_json::from_slice(&letter.payload.kept).unwrap();
         assert_eq!(back, request());
     }
 
@@ -339,7 +339,7 @@ mod tests {
             topic: "requests".into(),
             partition: -1,
             offset: -1,
-            payload: b"{}".to_vec(),
+            payload: Payload::of(b"{}"),
         };
         let invalid = Resolved::Invalid {
             rejection: Some(Rejection {
