@@ -16,6 +16,7 @@ pub mod run;
 pub mod server;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod stats;
 
 pub use operators::aggregate::{Aggregate, AggregateCell, AggregateKind, FieldAggregates};

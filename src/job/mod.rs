@@ -1,6 +1,7 @@
 //! The job file (TOML): what a job reads, computes and writes, validated into plain data with
 //! errors that name the file, the line and the field.
 
+mod checkpoints;
 mod engagement;
 mod enrich;
 mod fraud;
@@ -33,6 +34,7 @@ use crate::sinks::topic::TopicTemplate;
 use crate::sources::generator::{self, GeneratorConfig};
 use crate::sources::incidents::FraudMix;
 
+pub use checkpoints::CheckpointsSpec;
 pub use enrich::EnrichSpec;
 pub use routes::{RouteSpec, Selection};
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
@@ -71,6 +73,8 @@ pub struct Job {
     pub sinks: Vec<SinkSpec>,
     /// The notify sinks, with what feeds them.
     pub notifications: Vec<NotifySpec>,
+    /// Where and how often its state is checkpointed, if it is.
+    pub checkpoints: Option<CheckpointsSpec>,
 }
 
 /// A notify sink, the source of its requests and the sink of its outcomes.
@@ -753,6 +757,7 @@ impl Checker<'_> {
         let views = self.views(&file.views, &sources);
         let enrich = self.enrich(&file.enrich, &sources, &views, &sink_index);
         let server = self.server(&file.server, &views);
+        let checkpoints = self.checkpoints(&file.checkpoints);
         if file.metrics.is_empty()
             && file.fraud.is_empty()
             && file.commands.is_empty()
@@ -805,6 +810,7 @@ impl Checker<'_> {
             server,
             sinks,
             notifications,
+            checkpoints,
         }
     }
 

@@ -31,6 +31,7 @@ pub struct JobFile {
     pub server: Option<Spanned<ServerSection>>,
     #[serde(default)]
     pub sinks: Vec<Spanned<SinkSection>>,
+    pub checkpoints: Option<Spanned<super::checkpoints::CheckpointsSection>>,
 }
 
 /// `[job]`.
