@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, bail};
-use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::operators::delivery::{Acknowledge, Delivery};
-use crate::record::{DeadLetter, Record};
+use crate::record::{DeadLetter, Event, Record};
 use crate::sinks::discard::Discard;
 use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
@@ -138,6 +138,7 @@ pub fn build_job(
             .events
             .count_with(move |n| stats.ingest(n))
             .count_in(options.stats.source_counter(&source.name));
+        let counted = fault_for_tests(counted, &source.name);
         events.push((counted.probe_with(&ingested), streams.emitted_before));
         dead.push(streams.dead);
     }
@@ -251,6 +252,40 @@ pub fn build_job(
     })
 }
 
+/// The environment variable of a fault for the tests of what one failing or stuck worker does to
+/// a job: `panic:W` makes worker W panic at its first event, `stall:W` makes it stop there for
+/// good, deaf to a stop.
+pub const TEST_FAULT: &str = "EDDY_TEST_FAULT";
+
+/// `events`, with the fault [`TEST_FAULT`] sets at the first event of `source`, if any. Every
+/// worker builds the same operator (timely needs the same dataflow on all workers); without the
+/// variable, none is added.
+fn fault_for_tests<'scope>(
+    events: StreamVec<'scope, u64, Event<Record>>,
+    source: &str,
+) -> StreamVec<'scope, u64, Event<Record>> {
+    let Ok(fault) = std::env::var(TEST_FAULT) else {
+        return events;
+    };
+    let index = events.scope().index().to_string();
+    let (stall, panics) = match fault.split_once(':') {
+        Some(("stall", worker)) => (worker == index, false),
+        Some(("panic", worker)) => (false, worker == index),
+        _ => panic!("{TEST_FAULT}={fault}: expected panic:WORKER or stall:WORKER"),
+    };
+    let source = source.to_string();
+    events.inspect(move |_| {
+        if panics {
+            panic!("{TEST_FAULT}={fault}: an event of `{source}`")
+        }
+        if stall {
+            loop {
+                std::thread::park();
+            }
+        }
+    })
+}
+
 fn source_stream<'scope>(
     scope: Scope<'scope, u64>,
     job: &Job,
@@ -324,9 +359,9 @@ fn write_dead_letters<'scope>(
     match &sink.kind {
         SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
         SinkKind::Discard => Ok(dead.discard()),
-        SinkKind::File(target) => {
-            Ok(dead.write_file(target.clone(), DeadLetterEncoder { raw: false }, None)?)
-        }
+        SinkKind::File(target) => dead
+            .write_file(target.clone(), DeadLetterEncoder { raw: false }, None)
+            .with_context(|| format!("sink `{}`", sink.name)),
         SinkKind::Notify(_) => bail!("dead letters cannot go to notify sink `{}`", sink.name),
     }
 }
@@ -392,7 +427,8 @@ fn write_to_sink<'scope>(
                     by.iter().for_each(|&i| row[i].write_sort_key(key))
                 }) as Order<Record>
             });
-            Ok(rows.write_file(target.clone(), encoder, order)?)
+            rows.write_file(target.clone(), encoder, order)
+                .with_context(|| format!("sink `{}`", sink.name))
         }
         SinkKind::Notify(_) => bail!("rows cannot go to notify sink `{}`", sink.name),
         SinkKind::Discard => Ok(rows.discard()),

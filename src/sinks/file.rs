@@ -1,12 +1,15 @@
 //! A JSON-lines or CSV file (or standard output) as a sink. Worker 0 writes everything, so a
-//! job's output is one file whatever the number of workers. Lines are written as they come, or,
-//! with an order, all at once in that order when the input ends (for bounded jobs).
+//! job's output is one file whatever the number of workers. Lines are written as they come and
+//! flushed after every activation that wrote some, so a reader tailing the file is at most a
+//! batch behind; or, with an order, all at once in that order when the input ends (for bounded
+//! jobs), into a temporary file renamed onto the path, so the output appears whole or not at all.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
@@ -15,6 +18,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
+use crate::failure::fail;
 use crate::operators::prefetch;
 
 /// Where a file sink writes.
@@ -24,8 +28,75 @@ pub enum FileTarget {
     Stdout,
     /// Standard error.
     Stderr,
-    /// A file, created or truncated when the job starts.
+    /// A file: created or truncated when the job starts, or, for sorted output, replaced when
+    /// the input ends (see [`WriteFile::write_file`]).
     Path(PathBuf),
+}
+
+impl fmt::Display for FileTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileTarget::Stdout => f.write_str("standard output"),
+            FileTarget::Stderr => f.write_str("standard error"),
+            FileTarget::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl FileTarget {
+    /// Checks, before a job reads anything, that the file can be written: its directory exists
+    /// and takes new files, and the path is not a directory.
+    pub fn check_writable(&self) -> io::Result<()> {
+        let FileTarget::Path(path) = self else {
+            return Ok(());
+        };
+        let context = |e: io::Error, what: &str| {
+            io::Error::new(e.kind(), format!("{}: {what}: {e}", path.display()))
+        };
+        if path.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{}: is a directory, not a file", path.display()),
+            ));
+        }
+        let dir = directory_of(path);
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{}: the directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        let probe = partial_path(path);
+        File::create(&probe).map_err(|e| context(e, "its directory takes no new files"))?;
+        let _ = std::fs::remove_file(probe);
+        if path.exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| context(e, "cannot be written"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The directory a file at `path` is created in.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Where the whole output for `path` is written before it is renamed onto `path`: a hidden file
+/// beside it (so the rename stays within one file system), which the next run overwrites should
+/// one be left behind.
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    directory_of(path).join(format!(".{name}.partial"))
 }
 
 /// An order of items, for sorted output: appends an item's sort key, bytes that compare as the
@@ -38,9 +109,12 @@ pub type Order<D> = Box<dyn Fn(&D, &mut Vec<u8>)>;
 
 /// Writes a stream to a file.
 pub trait WriteFile<'scope, D> {
-    /// Writes every item as one line, flushing whenever the input frontier advances; the returned
-    /// stream's frontier passes a time once its lines are flushed. With an `order`, each item's
-    /// line and sort key are kept until the input ends, then the lines are written sorted.
+    /// Writes every item as one line, flushing after each activation that wrote lines; the
+    /// returned stream's frontier passes a time once its lines are flushed. With an `order`,
+    /// each item's line and sort key are kept until the input ends, then the lines are written
+    /// sorted into a hidden file beside the target, which then replaces the target:
+    /// a job that stops or fails before its input ends leaves the target as it was. An error
+    /// writing ends the worker (see [`fail`]).
     fn write_file<E: Encode<D>>(
         self,
         target: FileTarget,
@@ -57,22 +131,11 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
         order: Option<Order<D>>,
     ) -> io::Result<StreamVec<'scope, u64, ()>> {
         let writes = self.scope().index() == 0;
-        let mut out: Option<BufWriter<Box<dyn Write>>> = if writes {
-            let w: Box<dyn Write> =
-                match &target {
-                    FileTarget::Stdout => Box::new(io::stdout()),
-                    FileTarget::Stderr => Box::new(io::stderr()),
-                    FileTarget::Path(path) => Box::new(File::create(path).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?),
-                };
-            let mut w = BufWriter::with_capacity(1 << 20, w);
-            if let Some(line) = encoder.preamble() {
-                writeln!(w, "{line}")?;
-            }
-            Some(w)
-        } else {
-            None
+        let preamble = encoder.preamble();
+        // Lines as they come go here; sorted output opens its file only at the end.
+        let mut out = match (writes, &order) {
+            (true, None) => Some(open(&target, preamble.as_deref())?),
+            _ => None,
         };
         let encode = move |item: &D, into: &mut Vec<u8>| {
             encoder.value(item, into);
@@ -82,44 +145,91 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
             Exchange::new(|_: &D| 0),
             "FileSink",
             move |_cap, _info| {
-                let mut frontier = Vec::new();
                 let mut line = Vec::new();
                 // With an order: the lines so far, with their sort keys. Items are encoded as
                 // they come, which keeps far less than the items would.
-                let mut sorted = SortedLines::default();
+                let mut sorted = Some(SortedLines::default());
                 move |(input, input_frontier), _output| {
-                    let Some(w) = out.as_mut() else {
+                    if !writes {
                         input.for_each(|_, data| data.clear());
                         return;
-                    };
+                    }
+                    let mut wrote = false;
                     input.for_each(|_, data| {
                         for item in data.drain(..) {
-                            match &order {
-                                Some(order) => {
+                            match (&order, &mut out, &mut sorted) {
+                                (Some(order), _, Some(sorted)) => {
                                     sorted.push(|key| order(&item, key), |into| encode(&item, into))
                                 }
-                                None => {
+                                (None, Some(w), _) => {
                                     line.clear();
                                     encode(&item, &mut line);
-                                    w.write_all(&line).expect("writing the file sink");
+                                    if let Err(e) = w.write_all(&line) {
+                                        fail(format!("writing {target}: {e}"));
+                                    }
+                                    wrote = true;
                                 }
+                                _ => unreachable!("a sorted sink gets no items after its end"),
                             }
                         }
                     });
-                    if order.is_some() && input_frontier.is_empty() {
-                        std::mem::take(&mut sorted)
-                            .write_to(w)
-                            .expect("writing the file sink");
+                    if let Some(w) = &mut out
+                        && wrote
+                        && let Err(e) = w.flush()
+                    {
+                        fail(format!("writing {target}: {e}"));
                     }
-                    if *input_frontier.frontier() != frontier[..] {
-                        frontier = input_frontier.frontier().to_vec();
-                        w.flush().expect("flushing the file sink");
+                    if input_frontier.is_empty()
+                        && let Some(lines) = sorted.take()
+                        && order.is_some()
+                        && let Err(e) = replace(&target, preamble.as_deref(), lines)
+                    {
+                        fail(format!("writing {target}: {e}"));
                     }
                 }
             },
         );
         Ok(sink)
     }
+}
+
+/// A buffered writer at `target`, with the preamble written.
+fn open(target: &FileTarget, preamble: Option<&str>) -> io::Result<BufWriter<Box<dyn Write>>> {
+    let w: Box<dyn Write> = match target {
+        FileTarget::Stdout => Box::new(io::stdout()),
+        FileTarget::Stderr => Box::new(io::stderr()),
+        FileTarget::Path(path) => Box::new(
+            File::create(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        ),
+    };
+    buffered(w, preamble)
+}
+
+/// `w`, buffered, with the preamble written.
+fn buffered<W: Write>(w: W, preamble: Option<&str>) -> io::Result<BufWriter<W>> {
+    let mut w = BufWriter::with_capacity(1 << 20, w);
+    if let Some(line) = preamble {
+        writeln!(w, "{line}")?;
+    }
+    Ok(w)
+}
+
+/// Writes the preamble and `lines` in order to `target`: a file through its [`partial_path`],
+/// renamed onto it once complete and synced.
+fn replace(target: &FileTarget, preamble: Option<&str>, lines: SortedLines) -> io::Result<()> {
+    let FileTarget::Path(path) = target else {
+        let mut w = open(target, preamble)?;
+        lines.write_to(&mut w)?;
+        return w.flush();
+    };
+    let partial = partial_path(path);
+    let mut w = buffered(File::create(&partial)?, preamble)?;
+    lines.write_to(&mut w)?;
+    w.into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .sync_all()?;
+    std::fs::rename(partial, path)
 }
 
 /// How many lines a run of [`SortedLines`] holds before it is sorted and a new one begins.
