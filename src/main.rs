@@ -26,6 +26,9 @@ use eddy::stats::Stats;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// After SIGINT or SIGTERM, how long the graceful stop may take before the process quits.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "20s")]
+    stop_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -134,20 +137,74 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not key=value"))
 }
 
-/// Sets `stop` at the first Ctrl-C; a second one exits at once.
-fn stop_on_ctrl_c() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let result = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
+/// What SIGINT and SIGTERM do: the first sets the stop flag, which ends the command gracefully
+/// (sources commit what the sinks have flushed); a second one within [`REPEAT_WINDOW`] is taken
+/// for the same one (`timeout` and a terminal's process group can deliver one twice); a later
+/// one quits at once. If the stop has not finished within the stop timeout, the process quits
+/// too. Quitting exits with [`INTERRUPTED`], as does a graceful stop after a signal.
+struct Interrupts {
+    stop: Arc<AtomicBool>,
+    /// When the first signal came, in ms after `epoch`, plus one (0: none yet).
+    first: Arc<AtomicU64>,
+}
+
+/// A second signal within this long of the first is taken for the first.
+const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+/// The exit status of a command stopped by SIGINT or SIGTERM.
+const INTERRUPTED: u8 = 130;
+
+impl Interrupts {
+    /// Installs the handler; `what` says what a graceful stop waits for.
+    fn install(stop_timeout: Duration, what: &'static str) -> Interrupts {
+        let stop = Arc::new(AtomicBool::new(false));
+        let first = Arc::new(AtomicU64::new(0));
+        let epoch = std::time::Instant::now();
+        let (flag, seen) = (Arc::clone(&stop), Arc::clone(&first));
+        let result = ctrlc::set_handler(move || {
+            let now = epoch.elapsed().as_millis() as u64 + 1;
+            match seen.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    flag.store(true, Ordering::Release);
+                    eprintln!(
+                        "eddy: stopping: {what} (at most {}; a second Ctrl-C quits at once)",
+                        jiff::SignedDuration::try_from(stop_timeout)
+                            .map_or_else(|_| format!("{stop_timeout:?}"), |d| format!("{d:#}"))
+                    );
+                    std::thread::spawn(move || {
+                        std::thread::sleep(stop_timeout);
+                        eprintln!(
+                            "eddy: the stop did not finish within the stop timeout: quitting \
+                             (output since the last commit may be written again at the next run)"
+                        );
+                        std::process::exit(INTERRUPTED.into());
+                    });
+                }
+                Err(at) if now.saturating_sub(at) < REPEAT_WINDOW.as_millis() as u64 => {}
+                Err(_) => {
+                    eprintln!("eddy: quitting at once");
+                    std::process::exit(INTERRUPTED.into());
+                }
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!("SIGINT and SIGTERM will not stop gracefully: {e}");
         }
-        eprintln!("eddy: stopping (Ctrl-C again to quit at once)");
-    });
-    if let Err(e) = result {
-        tracing::warn!("Ctrl-C will not stop gracefully: {e}");
+        Interrupts { stop, first }
     }
-    stop
+
+    /// The flag a signal sets.
+    fn stop(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// The exit status of a command that ended without an error: [`INTERRUPTED`] once a signal
+    /// came.
+    fn status(&self) -> ExitCode {
+        match self.first.load(Ordering::Acquire) {
+            0 => ExitCode::SUCCESS,
+            _ => ExitCode::from(INTERRUPTED),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -159,6 +216,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let interrupts = Interrupts::install(
+        cli.stop_timeout,
+        match cli.command {
+            Command::Produce { .. } => "flushing what was produced",
+            _ => "the sources commit what the sinks have flushed",
+        },
+    );
     let result = match cli.command {
         Command::Check { jobs } => {
             let mut failed = false;
@@ -209,7 +273,7 @@ fn main() -> ExitCode {
             let options = RunOptions {
                 start: from,
                 until_end,
-                stop: stop_on_ctrl_c(),
+                stop: interrupts.stop(),
                 stats: Arc::clone(&stats),
                 views,
             };
@@ -259,7 +323,7 @@ fn main() -> ExitCode {
                 partitions,
             },
             &cluster,
-            stop_on_ctrl_c(),
+            interrupts.stop(),
         ),
         Command::Produce {
             brokers,
@@ -300,11 +364,12 @@ fn main() -> ExitCode {
                 malformed_every,
             };
             let produced = AtomicU64::new(0);
-            produce(&options, &stop_on_ctrl_c(), &produced).map(|n| eprintln!("eddy: produced {n}"))
+            produce(&options, &interrupts.stop(), &produced)
+                .map(|n| eprintln!("eddy: produced {n}"))
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => interrupts.status(),
         Err(e) => {
             eprintln!("eddy: error: {e:#}");
             ExitCode::FAILURE

@@ -436,3 +436,69 @@ text = "Suspicious activity ({{rule}}) on your card."
         assert_eq!(r["event"], "NotificationRequested");
     }
 }
+
+/// A command processor reading Kafka writes its events to a file as it makes them: a reader of
+/// the file sees them while the job runs, long before it stops.
+#[test]
+fn a_running_command_processor_writes_its_events_file_as_it_goes() {
+    let cluster = Cluster::start(Tier::Mock, "engagement-file", &[("commands", 1)])
+        .expect("the mock cluster is never skipped");
+    let (mut input, expected) = commands();
+    // A later command moves the watermark past every other one (and is itself held back).
+    input.push(purchase("z1", 99, T0 + 5_000, 100));
+    let messages: Vec<Input> = input
+        .iter()
+        .map(|c| Input {
+            key: Some(c["user_id"].to_string()),
+            partition: Some(0),
+            timestamp: None,
+            payload: Payload::Raw(c.to_string()),
+        })
+        .collect();
+    cluster.produce("commands", &messages, None, &AtomicU64::new(0));
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let job = dir.path().join("job.toml");
+    let source =
+        "kind = \"kafka\"\nbrokers = \"${BROKERS}\"\ntopics = [\"commands\"]\ngroup = \"file\"";
+    let sinks = format!(
+        "[[sinks]]\nname = \"events\"\nkind = \"file\"\npath = \"{}\"\n\n[[sinks]]\nname = \"dlq\"\nkind = \"stdout\"\n",
+        events.display()
+    );
+    std::fs::write(&job, commands_job(source, &sinks)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["run", job.to_str().unwrap(), "--from", "earliest"])
+        .env("BROKERS", cluster.brokers())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rows = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let rows: Vec<Json> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if rows.len() >= expected.len() {
+            break rows;
+        }
+        let running = child.try_wait().unwrap().is_none();
+        if !running || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{} of {} events in the file while the job ran",
+                rows.len(),
+                expected.len()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the job is still running"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_events(&rows, &expected);
+}
