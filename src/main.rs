@@ -1,4 +1,4 @@
-//! The `eddy` command line: run, check, demo and produce.
+//! The `eddy` command line: run, check, checkpoints, demo and produce.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,12 @@ enum Command {
         /// The job files.
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
+    },
+    /// List a job's checkpoints (its `[checkpoints]` store), newest first: id, frontier time,
+    /// size, and each source's positions.
+    Checkpoints {
+        /// The job file.
+        job: PathBuf,
     },
     /// Run the demo on an in-process Kafka-protocol cluster: generator, metrics job, Kafka
     /// sinks, live progress. Nothing to install.
@@ -207,6 +213,20 @@ impl Interrupts {
     }
 }
 
+/// Prints the checkpoints of `job`'s store.
+fn list_checkpoints(job: &Job) -> anyhow::Result<()> {
+    let Some(spec) = &job.checkpoints else {
+        anyhow::bail!("job `{}` has no [checkpoints] section", job.name);
+    };
+    let store = eddy::state::CheckpointStore::open(&spec.store)?;
+    let listed = store.checkpoints()?;
+    if listed.is_empty() {
+        eprintln!("eddy: no checkpoints in {store}");
+    }
+    print!("{}", eddy::state::listing(&listed));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     eddy::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
@@ -240,6 +260,16 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             };
+        }
+        Command::Checkpoints { job } => {
+            let job = match Job::load(&job) {
+                Ok(job) => job,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            list_checkpoints(&job)
         }
         Command::Run {
             job,

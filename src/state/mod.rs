@@ -24,6 +24,7 @@
 //! can hold them ([`shard`]).
 
 pub mod format;
+mod listing;
 mod location;
 mod manifest;
 mod restore;
@@ -35,6 +36,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use listing::listing;
 pub use location::Location;
 pub use manifest::{
     CheckpointId, MAX_CHAIN, Manifest, Plan, Position, Positions, Run, SectionPart, WorkerPart,

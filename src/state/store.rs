@@ -78,8 +78,20 @@ impl fmt::Debug for CheckpointStore {
 pub type Listed = (CheckpointId, Result<Manifest, String>);
 
 impl CheckpointStore {
-    /// Opens the store at `location`, creating a missing directory. Nothing is read yet.
+    /// Opens the store at `location`, creating a missing directory; S3 settings come from the
+    /// process's `AWS_*` environment variables. Nothing is read yet.
     pub fn open(location: &Location) -> Result<CheckpointStore> {
+        let vars = std::env::vars_os()
+            .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+        CheckpointStore::open_with_env(location, vars)
+    }
+
+    /// Opens the store at `location`, taking S3 settings from `vars` (`AWS_*` name, value)
+    /// instead of the process's environment.
+    pub fn open_with_env(
+        location: &Location,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<CheckpointStore> {
         let objects: Arc<dyn ObjectStore> = match location {
             Location::Dir(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| {
@@ -92,13 +104,19 @@ impl CheckpointStore {
                 )
             }
             Location::S3 { bucket, prefix } => {
-                let mut builder = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(RetryConfig {
-                        max_retries: 4,
-                        retry_timeout: Duration::from_secs(30),
-                        ..RetryConfig::default()
-                    });
+                let mut builder = AmazonS3Builder::new();
+                for (key, value) in vars {
+                    if key.starts_with("AWS_")
+                        && let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+                    {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                builder = builder.with_bucket_name(bucket).with_retry(RetryConfig {
+                    max_retries: 4,
+                    retry_timeout: Duration::from_secs(30),
+                    ..RetryConfig::default()
+                });
                 if builder
                     .get_config_value(&AmazonS3ConfigKey::Endpoint)
                     .is_some_and(|endpoint| endpoint.starts_with("http://"))
