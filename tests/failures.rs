@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -380,4 +381,42 @@ fn a_stop_that_cannot_finish_ends_at_the_stop_timeout() {
         stderr.contains("the stop did not finish within the stop timeout"),
         "{stderr}"
     );
+}
+
+/// Sorted output to something that is not a regular file (a pipe here; /dev/null alike) is
+/// written through it, never renamed onto it.
+#[test]
+fn sorted_output_into_a_pipe_goes_through_the_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = input(dir.path(), 5_000);
+    let pipe = dir.path().join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let pipe = pipe.clone();
+        thread::spawn(move || fs::read_to_string(pipe).unwrap())
+    };
+    let job = job(dir.path(), 1);
+    let env = [("EDDY_INPUT", input.as_path()), ("EDDY_OUTPUT", &pipe)];
+    let out = wait(
+        eddy(&["run", job.to_str().unwrap()], &env, &[])
+            .spawn()
+            .unwrap(),
+        "into a pipe",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Before joining the reader, which a pipe replaced by a file would leave waiting.
+    assert!(fs::symlink_metadata(&pipe).unwrap().file_type().is_fifo());
+    let csv = reader.join().unwrap();
+    assert_eq!(csv.lines().count(), 17 * 5 + 1, "{csv}");
 }

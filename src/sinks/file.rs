@@ -44,8 +44,10 @@ impl fmt::Display for FileTarget {
 }
 
 impl FileTarget {
-    /// Checks, before a job reads anything, that the file can be written: its directory exists
-    /// and takes new files, and the path is not a directory.
+    /// Checks, before a job reads anything, that the file can be written: the path is not a
+    /// directory; an existing regular file opens for writing, and a new or regular file's
+    /// directory takes new files (sorted output is renamed into it). A device or a pipe is
+    /// opened only by the sink.
     pub fn check_writable(&self) -> io::Result<()> {
         let FileTarget::Path(path) = self else {
             return Ok(());
@@ -58,6 +60,16 @@ impl FileTarget {
                 io::ErrorKind::IsADirectory,
                 format!("{}: is a directory, not a file", path.display()),
             ));
+        }
+        if path.exists() {
+            if !is_regular(path) {
+                // Opening a pipe would block, or hand its reader an end of file.
+                return Ok(());
+            }
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| context(e, "cannot be written"))?;
         }
         let dir = directory_of(path);
         if !dir.is_dir() {
@@ -73,14 +85,14 @@ impl FileTarget {
         let probe = partial_path(path);
         File::create(&probe).map_err(|e| context(e, "its directory takes no new files"))?;
         let _ = std::fs::remove_file(probe);
-        if path.exists() {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(|e| context(e, "cannot be written"))?;
-        }
         Ok(())
     }
+}
+
+/// Whether `path` is a regular file (not a device such as /dev/null, or a pipe), following
+/// symbolic links.
+fn is_regular(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// The directory a file at `path` is created in.
@@ -215,13 +227,17 @@ fn buffered<W: Write>(w: W, preamble: Option<&str>) -> io::Result<BufWriter<W>> 
     Ok(w)
 }
 
-/// Writes the preamble and `lines` in order to `target`: a file through its [`partial_path`],
-/// renamed onto it once complete and synced.
+/// Writes the preamble and `lines` in order to `target`: a new or regular file through its
+/// [`partial_path`], renamed onto it once complete and synced; anything else (standard output,
+/// a device, a pipe) directly.
 fn replace(target: &FileTarget, preamble: Option<&str>, lines: SortedLines) -> io::Result<()> {
-    let FileTarget::Path(path) = target else {
-        let mut w = open(target, preamble)?;
-        lines.write_to(&mut w)?;
-        return w.flush();
+    let path = match target {
+        FileTarget::Path(path) if !path.exists() || is_regular(path) => path,
+        _ => {
+            let mut w = open(target, preamble)?;
+            lines.write_to(&mut w)?;
+            return w.flush();
+        }
     };
     let partial = partial_path(path);
     let mut w = buffered(File::create(&partial)?, preamble)?;
