@@ -61,7 +61,7 @@ pub fn broker(test: &str) -> Option<&'static Broker> {
 
 /// Fails under CI; otherwise says on standard error (past the test harness's capture, so that a
 /// skipped test is visible in a plain `cargo test`) that the running test was skipped and why.
-fn skip<T>(test: &str, why: &str) -> Option<T> {
+pub fn skip<T>(test: &str, why: &str) -> Option<T> {
     // The harness names each test's thread after the test.
     let name = thread::current()
         .name()
@@ -78,7 +78,7 @@ fn skip<T>(test: &str, why: &str) -> Option<T> {
 }
 
 /// The broker binary: `EDDY_TANSU`, or `tansu` on the `PATH`.
-fn find() -> Result<PathBuf, String> {
+pub fn find() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("EDDY_TANSU") {
         let path = PathBuf::from(path);
         return if path.is_file() {
