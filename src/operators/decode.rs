@@ -5,11 +5,16 @@
 //! that shape reads them first. It accepts only what it can check completely (strict number
 //! grammar, strings without escapes, no nesting) and hands anything else to serde_json, which
 //! then decides, so both paths accept the same inputs and report errors the same way.
+//!
+//! A payload must be valid JSON throughout, members the schema does not name included: both
+//! paths refuse invalid UTF-8 and numbers out of `f64`'s range wherever they stand, as
+//! `serde_json::Value` does.
 
 use std::fmt;
 
 use compact_str::CompactString;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::record::{FieldType, Record, Schema, Value};
 
@@ -143,8 +148,8 @@ mod flat {
         None
     }
 
-    /// A number by JSON's grammar starting at `at`: the index after it, and whether it is an
-    /// integer (no fraction, no exponent).
+    /// A number by JSON's grammar starting at `at`: the index after it, and whether it has an
+    /// exponent.
     fn number(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
         let digits = |bytes: &[u8], mut at: usize| {
             let start = at;
@@ -161,20 +166,18 @@ mod flat {
             Some(b'1'..=b'9') => digits(bytes, at)?,
             _ => return None,
         };
-        let mut integer = true;
         if bytes.get(at) == Some(&b'.') {
             at = digits(bytes, at + 1)?;
-            integer = false;
         }
-        if matches!(bytes.get(at), Some(b'e' | b'E')) {
+        let exponent = matches!(bytes.get(at), Some(b'e' | b'E'));
+        if exponent {
             at += 1;
             if matches!(bytes.get(at), Some(b'+' | b'-')) {
                 at += 1;
             }
             at = digits(bytes, at)?;
-            integer = false;
         }
-        Some((at, integer))
+        Some((at, exponent))
     }
 
     /// An integer by JSON's grammar starting at `at` that fits an `i64`: its value and the index
@@ -211,11 +214,16 @@ mod flat {
         }
     }
 
-    /// Skips a scalar (string, number, literal); nested values go to the serde path.
+    /// Skips a scalar (string, number, literal); nested values go to the serde path, and so do
+    /// numbers that could be out of range (with an exponent, or longer than any finite `f64`
+    /// needs), which serde decides.
     fn skip_scalar(bytes: &[u8], at: usize) -> Option<usize> {
         match bytes.get(at)? {
             b'"' => plain_string(bytes, at).map(|(_, next)| next),
-            b'-' | b'0'..=b'9' => number(bytes, at).map(|(next, _)| next),
+            b'-' | b'0'..=b'9' => {
+                let (next, exponent) = number(bytes, at)?;
+                (!exponent && next - at <= 300).then_some(next)
+            }
             _ => literal(bytes, at).map(|(_, next)| next),
         }
     }
@@ -230,7 +238,9 @@ mod flat {
             (FieldType::Float, b'-' | b'0'..=b'9') => {
                 let (next, _) = number(bytes, at)?;
                 let text = std::str::from_utf8(&bytes[at..next]).ok()?;
-                Some((Value::Float(text.parse().ok()?), next))
+                // Out of range (`1e400`): the serde path reports it.
+                let value = text.parse::<f64>().ok().filter(|f| f.is_finite())?;
+                Some((Value::Float(value), next))
             }
             (FieldType::String, b'"') => {
                 let (s, next) = plain_string(bytes, at)?;
@@ -275,11 +285,64 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                     *self.current = None;
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Unnamed>()?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The value of a member the schema does not name, parsed as fully as a named one and dropped:
+/// serde_json's `IgnoredAny` would skip strings without checking their UTF-8 and numbers without
+/// checking their range, accepting lines that are not JSON.
+struct Unnamed;
+
+impl<'de> Deserialize<'de> for Unnamed {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Unnamed, D::Error> {
+        d.deserialize_any(Unnamed)
+    }
+}
+
+impl<'de> Visitor<'de> for Unnamed {
+    type Value = Unnamed;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Unnamed, E> {
+        Ok(Unnamed)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Unnamed, E> {
+        Ok(Unnamed)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Unnamed, E> {
+        Ok(Unnamed)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Unnamed, E> {
+        Ok(Unnamed)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Unnamed, E> {
+        Ok(Unnamed)
+    }
+
+    fn visit_unit<E>(self) -> Result<Unnamed, E> {
+        Ok(Unnamed)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unnamed, A::Error> {
+        while seq.next_element::<Unnamed>()?.is_some() {}
+        Ok(Unnamed)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unnamed, A::Error> {
+        while map.next_entry::<Unnamed, Unnamed>()?.is_some() {}
+        Ok(Unnamed)
     }
 }
 
@@ -489,6 +552,9 @@ mod tests {
             r#"{}"#,
             r#"{"ts":"2023-11-14T22:13:20Z"}"#,
             "{\"s\":\"\u{e9}\",\"ts\":1}",
+            r#"{"f":1e400,"ts":1}"#,
+            r#"{"x":1e400,"ts":1}"#,
+            r#"{"x":1e300,"f":-1.5e2,"ts":1}"#,
         ]
         .iter()
         .map(|s| s.as_bytes().to_vec())
@@ -526,6 +592,102 @@ mod tests {
             accepted > 1000,
             "the scanner should accept most inputs: {accepted}"
         );
+    }
+
+    /// A schema of one float, one string and the event time, none of them required but the time.
+    fn float_schema() -> Schema {
+        let field = |name: &str, ty, required| Field {
+            name: name.into(),
+            ty,
+            required,
+        };
+        Schema::new(
+            vec![
+                field("f", FieldType::Float, true),
+                field("s", FieldType::String, false),
+                field("ts", FieldType::Timestamp, true),
+            ],
+            "ts",
+        )
+        .unwrap()
+    }
+
+    /// Decodes `line` on both paths: the scanner's answer (`None`: it passed the line on) and
+    /// the serde path's.
+    fn both_paths(
+        schema: &Schema,
+        line: &[u8],
+    ) -> (Option<Vec<Value>>, Result<Vec<Value>, String>) {
+        let mut fast = vec![Value::Null; schema.fields().len()];
+        let fast = flat::scan(schema, line, &mut fast).map(|()| fast);
+        let mut slow = vec![Value::Null; schema.fields().len()];
+        let slow = schema.decode_with_serde(line, &mut slow).map(|()| slow);
+        (fast, slow.map_err(|e| e.0))
+    }
+
+    /// A float out of range is refused on both paths, not read as infinity (which a JSON sink
+    /// then writes as null), also when an escape elsewhere sends the line to the serde path.
+    #[test]
+    fn a_float_out_of_range_is_refused_on_both_paths() {
+        let schema = float_schema();
+        for line in [
+            &br#"{"f":1e400,"ts":1}"#[..],
+            br#"{"f":-1e400,"ts":1}"#,
+            br#"{"f":1e400,"s":"a\nb","ts":1}"#,
+        ] {
+            let text = String::from_utf8_lossy(line);
+            let (fast, slow) = both_paths(&schema, line);
+            assert_eq!(fast, None, "{text}");
+            let error = slow.unwrap_err();
+            assert!(
+                error.starts_with("field `f`: number out of range"),
+                "{text}: {error}"
+            );
+            let error = schema.decode(line).unwrap_err().0;
+            assert!(
+                error.starts_with("field `f`: number out of range"),
+                "{text}: {error}"
+            );
+        }
+        // Underflow is no error: it is the nearest float, zero.
+        assert_eq!(
+            schema.decode(br#"{"f":1e-400,"ts":1}"#).unwrap().1[0],
+            Value::Float(0.0)
+        );
+    }
+
+    /// A line that is not JSON is refused on both paths even where the schema does not look:
+    /// invalid UTF-8 in a string, or a number out of range, in an unnamed member, nested or not.
+    #[test]
+    fn a_line_that_is_not_json_is_refused_in_unnamed_members_too() {
+        let schema = float_schema();
+        for line in [
+            &b"{\"x\":\"\xff\",\"f\":1,\"ts\":1}"[..],
+            b"{\"x\":\"a\\n\xc3\",\"f\":1,\"ts\":1}",
+            b"{\"x\":[\"\xed\xa0\x80\"],\"f\":1,\"ts\":1}",
+            b"{\"x\":{\"\xff\":1},\"f\":1,\"ts\":1}",
+            b"{\"x\":1e400,\"f\":1,\"ts\":1}",
+            b"{\"x\":[-1e999],\"f\":1,\"ts\":1}",
+        ] {
+            let text = String::from_utf8_lossy(line);
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(line).is_err(),
+                "{text}"
+            );
+            let (fast, slow) = both_paths(&schema, line);
+            assert_eq!(fast, None, "{text}");
+            assert!(slow.is_err(), "{text}: {slow:?}");
+            assert!(schema.decode(line).is_err(), "{text}");
+        }
+        // Valid UTF-8 and numbers in range there are fine, on either path.
+        for line in [
+            "{\"x\":\"\u{e9}\",\"y\":1e300,\"f\":1,\"ts\":1}",
+            "{\"x\":[\"\u{e9}\\n\",{\"z\":-2.5e-3}],\"f\":1,\"ts\":1}",
+        ] {
+            let (_, slow) = both_paths(&schema, line.as_bytes());
+            assert!(slow.is_ok(), "{line}: {slow:?}");
+            assert!(schema.decode(line.as_bytes()).is_ok(), "{line}");
+        }
     }
 
     #[test]
