@@ -567,7 +567,7 @@ fn decoded(job: &Job, source: usize, line: &str) -> (u64, Record) {
 /// command), and a fraud alert on the user's card after every 50th event.
 fn happenings(job: &Job) -> Vec<Event<Happening>> {
     let spec = &job.orchestrators[0];
-    let (alerts, alert_fields) = spec.alerts.expect("the engagement job reads alerts");
+    let alerts = spec.alerts.expect("the engagement job reads alerts");
     let users = EVENTS / 10;
     stamped((0..EVENTS).flat_map(|i| {
         let time = 1_700_000_000_000 + i / 10;
@@ -581,14 +581,14 @@ fn happenings(job: &Job) -> Vec<Event<Happening>> {
             _ => r#""event":"PurchaseInitiated","amount_cents":1500,"item":"ticket""#.to_string(),
         };
         let line = format!(r#"{{"event_id":"e{i}","user_id":{user},"time":{time},{fields}}}"#);
-        let (time, record) = decoded(job, spec.events.0, &line);
-        let event = (time, Happening::event(record, spec.events.1));
+        let (time, record) = decoded(job, spec.events.source, &line);
+        let event = (time, Happening::event(record, spec.events.indexes()));
         let alert = (i % 50 == 49).then(|| {
             let line = format!(
                 r#"{{"alert_id":"a{i}","rule":"velocity","account_id":{user},"time":{time},"detail":"5 payments within 10 s"}}"#
             );
-            let (time, record) = decoded(job, alerts, &line);
-            (time, Happening::alert(record, alert_fields))
+            let (time, record) = decoded(job, alerts.source, &line);
+            (time, Happening::alert(record, alerts.indexes()))
         });
         std::iter::once(event).chain(alert)
     }))

@@ -65,14 +65,15 @@ pub fn build_orchestrator<'scope>(
     stats: &Arc<Stats>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let scope: Scope<'scope, u64> = events.0.scope();
-    let fields = spec.events.1;
+    let fields = spec.events.indexes();
     let mut happenings = vec![events.0.map(move |e| Event {
         time: e.time,
         frontier: e.frontier,
         data: Happening::event(e.data, fields),
     })];
     let mut emitted_before = events.1;
-    if let (Some((alerts, before)), Some((_, fields))) = (alerts, spec.alerts) {
+    if let (Some((alerts, before)), Some(f)) = (alerts, spec.alerts) {
+        let fields = f.indexes();
         emitted_before = emitted_before.min(before);
         happenings.push(alerts.map(move |e| Event {
             time: e.time,

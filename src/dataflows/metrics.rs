@@ -30,7 +30,7 @@ pub fn build_metric<'scope>(
         metric
             .aggregates
             .iter()
-            .map(|(_, kind, field)| (*kind, *field))
+            .map(|a| (a.kind, a.field))
             .collect(),
     );
     let windows = Windows {

@@ -192,8 +192,8 @@ pub fn build_job(
     }
     for spec in &job.orchestrators {
         flushed.extend(engagement::build_orchestrator(
-            events[spec.events.0].clone(),
-            spec.alerts.map(|(source, _)| events[source].clone()),
+            events[spec.events.source].clone(),
+            spec.alerts.map(|a| events[a.source].clone()),
             &progress,
             job,
             spec,

@@ -6,12 +6,120 @@ use std::time::Duration;
 
 use compact_str::CompactString;
 
-use super::{Checker, CommandsSpec, EVENT_COLUMNS, OrchestratorSpec, SourceSpec, raw};
+use toml::Spanned;
+
+use super::outputs::{Names, Wiring};
+use super::{Checker, SourceSpec, raw};
 use crate::operators::command::{CommandProcessor, CommandType, Format, UserRule};
 use crate::operators::orchestrate::{
     Contact, ContactFields, Orchestrator, Origin, Part, Reaction, Template,
 };
 use crate::record::{FieldType, Schema};
+
+/// A command processor: commands from a source become events (or rejections) on its sinks.
+#[derive(Clone, Debug)]
+pub struct CommandsSpec {
+    /// Its name.
+    pub name: String,
+    /// The source index.
+    pub source: usize,
+    /// Record indexes of the command id, user id and command type.
+    pub id: usize,
+    /// See `id`.
+    pub user: usize,
+    /// See `id`.
+    pub kind: usize,
+    /// The command types and dedup span.
+    pub processor: CommandProcessor,
+    /// Record indexes of the fields carried into the events (all but id, user, type and time).
+    pub payload: Vec<usize>,
+    /// The output columns: [`EVENT_COLUMNS`], then the payload fields.
+    pub columns: Vec<String>,
+    /// Sink indexes for the events.
+    pub sinks: Vec<usize>,
+}
+
+/// The first columns of a command processor's events.
+pub const EVENT_COLUMNS: [&str; 6] = [
+    "event_id",
+    "event",
+    "command_id",
+    "user_id",
+    "time",
+    "reason",
+];
+
+/// An orchestrator: user events (and alerts) become notification requests on its sinks.
+#[derive(Clone, Debug)]
+pub struct OrchestratorSpec {
+    /// Its name.
+    pub name: String,
+    /// The source of user events and where their fields are.
+    pub events: EventFields,
+    /// The source of fraud alerts and where their fields are, if the orchestrator reacts to
+    /// alerts.
+    pub alerts: Option<AlertFields>,
+    /// Contacts and reactions.
+    pub orchestrator: Orchestrator,
+    /// Sink indexes for the requests.
+    pub sinks: Vec<usize>,
+}
+
+/// The source of an orchestrator's user events, and the record indexes of their fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFields {
+    /// The source index.
+    pub source: usize,
+    /// `event_id`.
+    pub event_id: usize,
+    /// `user_id`.
+    pub user_id: usize,
+    /// `event`, the event's name.
+    pub event: usize,
+}
+
+impl EventFields {
+    /// The record indexes of `event_id`, `user_id` and `event`, as [`Happening::event`] takes
+    /// them.
+    ///
+    /// [`Happening::event`]: crate::operators::orchestrate::Happening::event
+    pub fn indexes(&self) -> [usize; 3] {
+        [self.event_id, self.user_id, self.event]
+    }
+}
+
+/// The source of an orchestrator's fraud alerts, and the record indexes of their fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertFields {
+    /// The source index.
+    pub source: usize,
+    /// `alert_id`.
+    pub alert_id: usize,
+    /// `account_id`: the card account, which is the user id.
+    pub account_id: usize,
+}
+
+impl AlertFields {
+    /// The record indexes of `alert_id` and `account_id`, as [`Happening::alert`] takes them.
+    ///
+    /// [`Happening::alert`]: crate::operators::orchestrate::Happening::alert
+    pub fn indexes(&self) -> [usize; 2] {
+        [self.alert_id, self.account_id]
+    }
+}
+
+/// The columns of a notification request.
+pub const REQUEST_COLUMNS: [&str; 9] = [
+    "request_id",
+    "event",
+    "user_id",
+    "channel",
+    "to",
+    "subject",
+    "text",
+    "cause",
+    "time",
+];
 
 /// The command types a `[[commands]]` section without `types` knows: (name, event, user rule,
 /// required fields, formats).
@@ -64,9 +172,8 @@ impl Checker<'_> {
         &mut self,
         c: &raw::CommandsSection,
         field: &str,
-        source: usize,
         schema: &Schema,
-        sinks: Vec<usize>,
+        wiring: Wiring,
     ) -> Option<CommandsSpec> {
         let errors_before = self.errors.len();
         let named = c.fields.as_ref().map(|f| {
@@ -181,7 +288,7 @@ impl Checker<'_> {
             .collect();
         (self.errors.len() == errors_before).then(|| CommandsSpec {
             name: c.name.get_ref().clone(),
-            source,
+            source: wiring.source,
             id: index[0],
             user: index[1],
             kind: index[2],
@@ -191,7 +298,7 @@ impl Checker<'_> {
             },
             payload,
             columns,
-            sinks,
+            sinks: wiring.sinks,
         })
     }
 
@@ -275,7 +382,32 @@ impl Checker<'_> {
         })
     }
 
-    pub(super) fn orchestrator(
+    pub(super) fn orchestrators(
+        &mut self,
+        sections: &[Spanned<raw::OrchestratorSection>],
+        names: &Names,
+        sources: &[SourceSpec],
+    ) -> Vec<OrchestratorSpec> {
+        let mut specs = Vec::new();
+        for (i, o) in sections.iter().enumerate() {
+            let o = o.get_ref();
+            let field = format!("orchestrators[{i}]");
+            let events = self.source_index(names, &o.events, format!("{field}.events"));
+            let alerts = o
+                .alerts
+                .as_ref()
+                .map(|a| self.source_index(names, a, format!("{field}.alerts")));
+            let sinks = self.sink_indexes(names, &o.sinks, format!("{field}.sinks"));
+            let alerts = alerts.map_or(Some(None), |found| found.map(Some));
+            let (Some(events), Some(alerts)) = (events, alerts) else {
+                continue;
+            };
+            specs.extend(self.orchestrator(o, &field, events, alerts, sources, sinks));
+        }
+        specs
+    }
+
+    fn orchestrator(
         &mut self,
         o: &raw::OrchestratorSection,
         field: &str,
@@ -386,8 +518,17 @@ impl Checker<'_> {
         }
         (self.errors.len() == errors_before).then(|| OrchestratorSpec {
             name: o.name.get_ref().clone(),
-            events: (events, [event_fields[0], event_fields[1], event_fields[2]]),
-            alerts: alert_fields.map(|(a, f)| (a, [f[0], f[1]])),
+            events: EventFields {
+                source: events,
+                event_id: event_fields[0],
+                user_id: event_fields[1],
+                event: event_fields[2],
+            },
+            alerts: alert_fields.map(|(source, f)| AlertFields {
+                source,
+                alert_id: f[0],
+                account_id: f[1],
+            }),
             orchestrator: Orchestrator {
                 contacts,
                 reactions: Arc::from(reactions),

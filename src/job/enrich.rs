@@ -3,7 +3,7 @@
 
 use toml::Spanned;
 
-use super::routes::SinkIndex;
+use super::outputs::Names;
 use super::{Checker, SourceSpec, ViewSpec, raw};
 
 /// An enrichment: the events of a source, each with columns of one view row added.
@@ -27,20 +27,20 @@ pub struct EnrichSpec {
     pub columns: Vec<String>,
 }
 
-impl<'a> Checker<'a> {
+impl Checker<'_> {
     pub(super) fn enrich(
         &mut self,
         sections: &[Spanned<raw::EnrichSection>],
+        names: &Names,
         sources: &[SourceSpec],
         views: &[ViewSpec],
-        sink_index: &SinkIndex<'_, 'a>,
     ) -> Vec<EnrichSpec> {
         let mut specs = Vec::new();
         for (i, e) in sections.iter().enumerate() {
             let e = e.get_ref();
             let field = format!("enrich[{i}]");
             let errors_before = self.errors.len();
-            let source = self.source_index(sources, &e.source, format!("{field}.source"));
+            let source = self.source_index(names, &e.source, format!("{field}.source"));
             let view = views.iter().position(|v| v.name == *e.view.get_ref());
             if view.is_none() {
                 self.error(
@@ -49,11 +49,7 @@ impl<'a> Checker<'a> {
                     format!("no view named `{}`", e.view.get_ref()),
                 );
             }
-            let sinks: Vec<usize> = e
-                .sinks
-                .iter()
-                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
-                .collect();
+            let sinks = self.sink_indexes(names, &e.sinks, format!("{field}.sinks"));
             if e.sinks.is_empty() {
                 self.error(
                     e.name.span(),

@@ -4,11 +4,84 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Checker, FraudSpec, PaymentFields, raw};
+use super::outputs::Wiring;
+use super::{Checker, raw};
 use crate::operators::fraud::{
     AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
 };
 use crate::record::{FieldType, Schema};
+
+/// Fraud rules over a source of card payments, with their alerts' sinks.
+#[derive(Clone, Debug)]
+pub struct FraudSpec {
+    /// Its name (part of every alert id).
+    pub name: String,
+    /// The source index.
+    pub source: usize,
+    /// Record indexes of the payment id, account, amount, merchant and country.
+    pub fields: PaymentFields,
+    /// Matches of one rule on one account within this long of a reported one are merged into it
+    /// (ms).
+    pub suppression: u64,
+    /// Rule 1, when on.
+    pub velocity: Option<Velocity>,
+    /// Rule 2, when on.
+    pub small_then_large: Option<SmallThenLarge>,
+    /// Rule 3, when on.
+    pub amount_spike: Option<AmountSpike>,
+    /// Rule 4, when on.
+    pub impossible_travel: Option<ImpossibleTravel>,
+    /// Rule 5, when on.
+    pub card_testing: Option<CardTesting>,
+    /// Sink indexes for the alerts.
+    pub sinks: Vec<usize>,
+    /// Sink index for late payments.
+    pub late_sink: Option<usize>,
+}
+
+impl FraudSpec {
+    /// The columns of its late rows: the payment's fields and event time, by their names in
+    /// `schema` (its source's).
+    pub fn late_columns(&self, schema: &Schema) -> Vec<String> {
+        let f = self.fields;
+        [
+            f.id,
+            f.account,
+            f.amount,
+            f.merchant,
+            f.country,
+            schema.time_index(),
+        ]
+        .iter()
+        .map(|&i| schema.fields()[i].name.to_string())
+        .collect()
+    }
+}
+
+/// Record indexes of the parts of a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentFields {
+    /// The payment id (string or int).
+    pub id: usize,
+    /// The card account (int or string).
+    pub account: usize,
+    /// The amount in minor units (int).
+    pub amount: usize,
+    /// The merchant (string or int).
+    pub merchant: usize,
+    /// The country (string).
+    pub country: usize,
+}
+
+/// The columns of an alert row.
+pub const ALERT_COLUMNS: [&str; 6] = [
+    "alert_id",
+    "rule",
+    "account_id",
+    "time",
+    "evidence",
+    "detail",
+];
 
 /// The default schema field of each part of a payment, its name in `fields`, and the types it may
 /// have.
@@ -29,10 +102,8 @@ impl Checker<'_> {
         &mut self,
         f: &raw::FraudSection,
         field: &str,
-        source: usize,
         schema: &Schema,
-        sinks: Vec<usize>,
-        late_sink: Option<usize>,
+        wiring: Wiring,
     ) -> Option<FraudSpec> {
         let errors_before = self.errors.len();
         let named = f.fields.as_ref().map(|n| {
@@ -170,7 +241,7 @@ impl Checker<'_> {
         }
         (self.errors.len() == errors_before).then(|| FraudSpec {
             name: f.name.get_ref().clone(),
-            source,
+            source: wiring.source,
             fields: PaymentFields {
                 id: index[0],
                 account: index[1],
@@ -184,8 +255,8 @@ impl Checker<'_> {
             amount_spike,
             impossible_travel,
             card_testing,
-            sinks,
-            late_sink,
+            sinks: wiring.sinks,
+            late_sink: wiring.late_sink,
         })
     }
 

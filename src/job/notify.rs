@@ -1,24 +1,43 @@
 //! Notify sinks in the job file: the adapter's settings, and what feeds it and where its
 //! outcomes go.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Checker, NotifySpec, SinkKind, SinkSpec, SourceSpec, raw};
+use super::outputs::Names;
+use super::{Checker, SinkKind, SinkSpec, SourceSpec, raw};
 use crate::record::FieldType;
 use crate::sinks::notify::config::{ApiKey, ChannelLimits, NotifyConfig, RetryPolicy};
 use crate::sinks::notify::request::{Channel, REQUIRED_FIELDS, RequestFields};
 
+/// A notify sink, the source of its requests and the sink of its outcomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotifySpec {
+    /// The notify sink's index.
+    pub sink: usize,
+    /// The source index of the notification requests.
+    pub source: usize,
+    /// The sink index of the outcome events.
+    pub outcomes: usize,
+}
+
 impl Checker<'_> {
-    /// The settings of a `kind = "notify"` sink.
-    pub(super) fn notify_config(&mut self, s: &raw::SinkSection, field: &str) -> NotifyConfig {
+    /// The settings of a `kind = "notify"` sink, whose `kind` stands at `kind`.
+    pub(super) fn notify_config(
+        &mut self,
+        s: &raw::NotifySink,
+        kind: std::ops::Range<usize>,
+        field: &str,
+    ) -> NotifyConfig {
         let required =
             |this: &mut Self, value: &Option<raw::Text>, name: &str, what: &str| match value {
                 Some(v) => this.expand(v, format!("{field}.{name}")),
                 None => {
                     this.error(
-                        s.kind.span(),
+                        kind.clone(),
                         format!("{field}.{name}"),
                         format!("a notify sink needs `{name}`: {what}"),
                     );
@@ -136,57 +155,52 @@ impl Checker<'_> {
     pub(super) fn notifications(
         &mut self,
         file: &raw::JobFile,
+        names: &Names,
         sinks: &[SinkSpec],
         sources: &[SourceSpec],
     ) -> Vec<NotifySpec> {
         let mut notifications = Vec::new();
+        let mut sent_records = HashMap::new();
         for (sink, spec) in sinks.iter().enumerate() {
-            if !matches!(spec.kind, SinkKind::Notify(_)) {
-                continue;
-            }
-            let Some((i, raw)) = file
-                .sinks
-                .iter()
-                .enumerate()
-                .find(|(_, s)| *s.get_ref().name.get_ref() == spec.name)
+            let i = names.section_of_sink(sink);
+            let section = file.sinks[i].get_ref();
+            let (SinkKind::Notify(config), raw::SinkKind::Notify(raw)) =
+                (&spec.kind, section.kind.get_ref())
             else {
                 continue;
             };
-            let raw = raw.get_ref();
+            let kind = section.kind.span();
             let field = format!("sinks[{i}]");
-            if let SinkKind::Notify(config) = &spec.kind
-                && let Some(other) = sinks[..sink].iter().find(|other| {
-                    matches!(&other.kind, SinkKind::Notify(c) if c.sent_record == config.sent_record)
-                })
-            {
-                let span = raw.sent_record.as_ref().map_or(0..0, Spanned::span);
-                self.error(
-                    span,
-                    format!("{field}.sent_record"),
-                    format!(
-                        "notify sink `{}` records its sends in the same file: give each its own",
-                        other.name
-                    ),
-                );
+            match sent_records.entry(&config.sent_record) {
+                Entry::Occupied(other) => {
+                    let span = raw.sent_record.as_ref().map_or(0..0, Spanned::span);
+                    self.error(
+                        span,
+                        format!("{field}.sent_record"),
+                        format!(
+                            "notify sink `{}` records its sends in the same file: give each its \
+                             own",
+                            other.get()
+                        ),
+                    );
+                }
+                Entry::Vacant(first) => {
+                    first.insert(&spec.name);
+                }
             }
             let source = match &raw.source {
                 None => {
                     self.error(
-                        raw.kind.span(),
+                        kind.clone(),
                         format!("{field}.source"),
                         "a notify sink needs the `source` of its notification requests",
                     );
                     None
                 }
                 Some(name) => {
-                    let found = sources.iter().position(|s| s.name == *name.get_ref());
-                    match found {
-                        None => self.error(
-                            name.span(),
-                            format!("{field}.source"),
-                            format!("no source named `{}`", name.get_ref()),
-                        ),
-                        Some(found) => self.request_schema(&sources[found], name, &field),
+                    let found = self.source_index(names, name, format!("{field}.source"));
+                    if let Some(found) = found {
+                        self.request_schema(&sources[found], name, &field);
                     }
                     found
                 }
@@ -194,7 +208,7 @@ impl Checker<'_> {
             let outcomes = match &raw.outcomes {
                 None => {
                     self.error(
-                        raw.kind.span(),
+                        kind,
                         format!("{field}.outcomes"),
                         "a notify sink needs an `outcomes` sink for NotificationSent and \
                          NotificationFailed events",
@@ -202,13 +216,9 @@ impl Checker<'_> {
                     None
                 }
                 Some(name) => {
-                    let found = sinks.iter().position(|s| s.name == *name.get_ref());
+                    let found = self.sink_index(names, name, format!("{field}.outcomes"));
                     match found.map(|o| &sinks[o]) {
-                        None => self.error(
-                            name.span(),
-                            format!("{field}.outcomes"),
-                            format!("no sink named `{}`", name.get_ref()),
-                        ),
+                        None => {}
                         Some(out) if matches!(out.kind, SinkKind::Notify(_)) => self.error(
                             name.span(),
                             format!("{field}.outcomes"),

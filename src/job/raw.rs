@@ -44,12 +44,12 @@ pub struct JobSection {
     pub dead_letter: Option<Text>,
 }
 
-/// One `[[sources]]`.
+/// One `[[sources]]`: the settings every source has, and those of its kind.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
     pub name: Text,
-    pub kind: Text,
+    pub kind: Spanned<SourceKind>,
     pub format: Option<Text>,
     pub schema: Spanned<IndexMap<String, Text>>,
     pub event_time: Text,
@@ -57,16 +57,40 @@ pub struct SourceSection {
     pub idle_timeout: Option<Text>,
     pub max_drift: Option<Text>,
     pub max_record_bytes: Option<Spanned<i64>>,
-    // kafka
+}
+
+/// The settings of each kind of source (see [`super::tagged`] for how `kind` selects them).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Kafka(KafkaSource),
+    File(FileSource),
+    Generator(GeneratorSource),
+}
+
+/// `kind = "kafka"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSource {
     pub brokers: Option<Text>,
     pub topics: Option<Spanned<Vec<Text>>>,
     pub group: Option<Text>,
     #[serde(default)]
     pub properties: IndexMap<String, Text>,
-    // file
+}
+
+/// `kind = "file"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
     pub paths: Option<Spanned<Vec<Text>>>,
     pub splits: Option<Spanned<i64>>,
-    // generator
+}
+
+/// `kind = "generator"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSource {
     pub seed: Option<Spanned<i64>>,
     pub count: Option<Spanned<i64>>,
     pub rate: Option<Spanned<i64>>,
@@ -107,9 +131,37 @@ pub struct MetricSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSection {
-    pub kind: Text,
+    pub kind: Spanned<WindowKind>,
+}
+
+/// The settings of each kind of window.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Tumbling(TumblingWindow),
+    Hopping(HoppingWindow),
+    Session(SessionWindow),
+}
+
+/// `kind = "tumbling"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TumblingWindow {
+    pub size: Option<Text>,
+}
+
+/// `kind = "hopping"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoppingWindow {
     pub size: Option<Text>,
     pub slide: Option<Text>,
+}
+
+/// `kind = "session"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionWindow {
     pub gap: Option<Text>,
 }
 
@@ -254,20 +306,56 @@ pub struct ReactionSection {
 #[serde(deny_unknown_fields)]
 pub struct SinkSection {
     pub name: Text,
-    pub kind: Text,
-    pub format: Option<Text>,
-    pub key: Option<Text>,
-    pub columns: Option<Spanned<Vec<Text>>>,
-    #[serde(default)]
-    pub order_by: Vec<Text>,
-    // kafka
+    pub kind: Spanned<SinkKind>,
+}
+
+/// The settings of each kind of sink.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Kafka(KafkaSink),
+    File(FileSink),
+    Stdout(StdoutSink),
+    Notify(Box<NotifySink>),
+    Discard(DiscardSink),
+}
+
+/// `kind = "kafka"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSink {
     pub brokers: Option<Text>,
     pub topic: Option<Text>,
     #[serde(default)]
     pub properties: IndexMap<String, Text>,
-    // file
+    pub format: Option<Text>,
+    pub key: Option<Text>,
+    pub columns: Option<Spanned<Vec<Text>>>,
+}
+
+/// `kind = "file"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSink {
     pub path: Option<Text>,
-    // notify
+    pub format: Option<Text>,
+    pub columns: Option<Spanned<Vec<Text>>>,
+    #[serde(default)]
+    pub order_by: Vec<Text>,
+}
+
+/// `kind = "stdout"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSink {
+    pub format: Option<Text>,
+    pub columns: Option<Spanned<Vec<Text>>>,
+}
+
+/// `kind = "notify"`: the notification adapter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySink {
     pub source: Option<Text>,
     pub base_url: Option<Text>,
     pub api_key: Option<Text>,
@@ -281,6 +369,46 @@ pub struct SinkSection {
     pub queue: Option<Spanned<i64>>,
     pub sms: Option<Spanned<ChannelSection>>,
     pub email: Option<Spanned<ChannelSection>>,
+}
+
+/// `kind = "discard"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardSink {}
+
+/// What a sink writes of the rows it is given, as far as its kind lets the job say.
+#[derive(Default)]
+pub struct Rows<'a> {
+    pub format: Option<&'a Text>,
+    pub key: Option<&'a Text>,
+    pub columns: Option<&'a Spanned<Vec<Text>>>,
+    pub order_by: &'a [Text],
+}
+
+impl SinkKind {
+    /// The sink's row settings.
+    pub fn rows(&self) -> Rows<'_> {
+        match self {
+            SinkKind::Kafka(k) => Rows {
+                format: k.format.as_ref(),
+                key: k.key.as_ref(),
+                columns: k.columns.as_ref(),
+                order_by: &[],
+            },
+            SinkKind::File(f) => Rows {
+                format: f.format.as_ref(),
+                key: None,
+                columns: f.columns.as_ref(),
+                order_by: &f.order_by,
+            },
+            SinkKind::Stdout(s) => Rows {
+                format: s.format.as_ref(),
+                columns: s.columns.as_ref(),
+                ..Rows::default()
+            },
+            SinkKind::Notify(_) | SinkKind::Discard(_) => Rows::default(),
+        }
+    }
 }
 
 /// A notify sink's `sms` or `email` limits.
@@ -337,3 +465,38 @@ pub struct ServerSection {
     pub listen: Option<Text>,
     pub token_env: Option<Text>,
 }
+
+/// A section that computes from one source and writes to sinks, by name.
+pub trait Output {
+    /// The source's name.
+    fn source(&self) -> &Text;
+    /// The sinks' names.
+    fn sinks(&self) -> &[Text];
+    /// The late events' sink, for sections that have one.
+    fn late_sink(&self) -> Option<&Text> {
+        None
+    }
+}
+
+/// Implements [`Output`] for sections with `source` and `sinks` fields (and `late_sink`).
+macro_rules! output {
+    ($section:ty $(, $late:ident)?) => {
+        impl Output for $section {
+            fn source(&self) -> &Text {
+                &self.source
+            }
+            fn sinks(&self) -> &[Text] {
+                &self.sinks
+            }
+            $(fn late_sink(&self) -> Option<&Text> {
+                self.$late.as_ref()
+            })?
+        }
+    };
+}
+
+output!(MetricSection, late_sink);
+output!(FraudSection, late_sink);
+output!(CommandsSection);
+output!(RouteSection);
+output!(EnrichSection);

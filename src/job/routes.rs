@@ -4,6 +4,7 @@
 
 use toml::Spanned;
 
+use super::outputs::Names;
 use super::{Checker, SourceSpec, raw};
 use crate::operators::predicate::Predicate;
 
@@ -31,16 +32,12 @@ pub enum Selection {
     Otherwise,
 }
 
-/// Looks a sink up by name, reporting an unknown one at `field`.
-pub(super) type SinkIndex<'c, 'a> =
-    dyn Fn(&mut Checker<'a>, &raw::Text, String) -> Option<usize> + 'c;
-
-impl<'a> Checker<'a> {
+impl Checker<'_> {
     pub(super) fn routes(
         &mut self,
         sections: &[Spanned<raw::RouteSection>],
+        names: &Names,
         sources: &[SourceSpec],
-        sink_index: &SinkIndex<'_, 'a>,
     ) -> Vec<RouteSpec> {
         let mut routes = Vec::new();
         // Per source: the first `otherwise` route's name, and whether it has a `when` route.
@@ -51,19 +48,8 @@ impl<'a> Checker<'a> {
             let r = r.get_ref();
             let field = format!("routes[{i}]");
             let errors_before = self.errors.len();
-            let source = sources.iter().position(|s| s.name == *r.source.get_ref());
-            if source.is_none() {
-                self.error(
-                    r.source.span(),
-                    format!("{field}.source"),
-                    format!("no source named `{}`", r.source.get_ref()),
-                );
-            }
-            let sinks: Vec<usize> = r
-                .sinks
-                .iter()
-                .filter_map(|s| sink_index(self, s, format!("{field}.sinks")))
-                .collect();
+            let source = self.source_index(names, &r.source, format!("{field}.source"));
+            let sinks = self.sink_indexes(names, &r.sinks, format!("{field}.sinks"));
             if r.sinks.is_empty() {
                 self.error(
                     r.name.span(),

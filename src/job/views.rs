@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use indexmap::IndexMap;
 use toml::Spanned;
 
+use super::outputs::Names;
 use super::{Checker, SourceSpec, raw};
 use crate::operators::predicate::Predicate;
 use crate::record::{FieldType, Schema};
@@ -91,10 +92,11 @@ impl std::fmt::Debug for ServerSpec {
 /// The default `[server] listen`: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-impl<'a> Checker<'a> {
+impl Checker<'_> {
     pub(super) fn views(
         &mut self,
         sections: &[Spanned<raw::ViewSection>],
+        names: &Names,
         sources: &[SourceSpec],
     ) -> Vec<ViewSpec> {
         let mut views = IndexMap::<String, ViewSpec>::new();
@@ -102,7 +104,7 @@ impl<'a> Checker<'a> {
             let v = v.get_ref();
             let field = format!("views[{i}]");
             let errors_before = self.errors.len();
-            let Some(source) = self.source_index(sources, &v.source, format!("{field}.source"))
+            let Some(source) = self.source_index(names, &v.source, format!("{field}.source"))
             else {
                 continue;
             };

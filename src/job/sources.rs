@@ -1,0 +1,336 @@
+//! Validation of `[[sources]]`: the schema, event time and watermark settings every source has,
+//! and the settings of its kind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+
+use super::{Checker, raw};
+use crate::record::{Field, FieldType, Schema};
+use crate::sources::generator::{self, GeneratorConfig};
+use crate::sources::incidents::FraudMix;
+
+/// A source of events.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// Its name, for metrics to refer to.
+    pub name: String,
+    /// Where events come from.
+    pub kind: SourceKind,
+    /// The fields read from each event and its event-time field.
+    pub schema: Arc<Schema>,
+    /// D, the allowed out-of-orderness of event time.
+    pub out_of_orderness: Duration,
+    /// When a silent partition stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// How far, in event time, a worker's share of the source may run ahead of the slowest
+    /// worker's before it waits; `None`: no bound.
+    pub max_drift: Option<Duration>,
+    /// A longer record (a Kafka message, a line of a file) is not decoded but dead-lettered,
+    /// and a file source reads past the rest of such a line without holding it.
+    pub max_record_bytes: usize,
+}
+
+impl SourceSpec {
+    /// `max_record_bytes` when the job does not set it: 1 MiB, as Kafka's default message size.
+    pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+    /// The largest `max_record_bytes` a job may set: 1 GiB.
+    pub const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
+}
+
+/// The kinds of source.
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    /// Kafka topics; `properties` holds every librdkafka setting, brokers and group included.
+    Kafka {
+        /// librdkafka properties.
+        properties: Vec<(String, String)>,
+        /// The topics.
+        topics: Vec<String>,
+    },
+    /// JSON-lines files, each cut into `splits` partitions of interleaved stripes.
+    File {
+        /// The files.
+        paths: Vec<PathBuf>,
+        /// Partitions per file.
+        splits: usize,
+    },
+    /// The built-in transaction generator, as `partitions` independent streams.
+    Generator {
+        /// What it generates.
+        config: GeneratorConfig,
+        /// Partitions, dealt to the workers.
+        partitions: u64,
+    },
+}
+
+impl Checker<'_> {
+    /// The sources that validate (those whose schema or kind is unusable are left out, and
+    /// references to them reported as unknown).
+    pub(super) fn sources(&mut self, sections: &[Spanned<raw::SourceSection>]) -> Vec<SourceSpec> {
+        sections
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.source(s.get_ref(), &format!("sources[{i}]")))
+            .collect()
+    }
+
+    fn source(&mut self, s: &raw::SourceSection, field: &str) -> Option<SourceSpec> {
+        if let Some(format) = &s.format
+            && format.get_ref() != "json"
+        {
+            self.error(
+                format.span(),
+                format!("{field}.format"),
+                "only `json` is supported",
+            );
+        }
+        let schema = self.schema(s, field)?;
+        let out_of_orderness = self.duration(
+            &s.out_of_orderness,
+            format!("{field}.out_of_orderness"),
+            Duration::ZERO,
+        );
+        let optional = |this: &mut Self, text: &Option<raw::Text>, name: &str| {
+            text.as_ref()
+                .map(|_| this.duration(text, format!("{field}.{name}"), Duration::ZERO))
+        };
+        let idle_timeout = optional(self, &s.idle_timeout, "idle_timeout");
+        let max_drift = optional(self, &s.max_drift, "max_drift");
+        let max_record_bytes = match &s.max_record_bytes {
+            None => SourceSpec::DEFAULT_MAX_RECORD_BYTES,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n @ 1..=SourceSpec::MAX_RECORD_BYTES_LIMIT) => n,
+                _ => {
+                    self.error(
+                        n.span(),
+                        format!("{field}.max_record_bytes"),
+                        format!(
+                            "must be a byte count from 1 to {} (1 GiB)",
+                            SourceSpec::MAX_RECORD_BYTES_LIMIT
+                        ),
+                    );
+                    SourceSpec::DEFAULT_MAX_RECORD_BYTES
+                }
+            },
+        };
+        let kind_span = s.kind.span();
+        let kind = match s.kind.get_ref() {
+            raw::SourceKind::Kafka(k) => self.kafka_source(k, kind_span, field),
+            raw::SourceKind::File(f) => self.file_source(f, kind_span, field),
+            raw::SourceKind::Generator(g) => {
+                if let Some(n) = &s.max_record_bytes {
+                    self.error(
+                        n.span(),
+                        format!("{field}.max_record_bytes"),
+                        "the generator reads no records: only kafka and file sources take it",
+                    );
+                }
+                self.generator(g, &s.schema, &schema, field)
+            }
+        };
+        Some(SourceSpec {
+            name: s.name.get_ref().clone(),
+            kind,
+            schema,
+            out_of_orderness,
+            idle_timeout,
+            max_drift,
+            max_record_bytes,
+        })
+    }
+
+    /// The schema, with `?` for fields that may be absent; `None` when it is unusable.
+    fn schema(&mut self, s: &raw::SourceSection, field: &str) -> Option<Arc<Schema>> {
+        let mut fields = Vec::new();
+        for (name, written_ty) in s.schema.get_ref() {
+            let span = written_ty.span();
+            // `type?`: the field may be absent or null.
+            let (written, required) = match written_ty.get_ref().strip_suffix('?') {
+                Some(base) => (base, false),
+                None => (written_ty.get_ref().as_str(), true),
+            };
+            let ty = match written {
+                "int" => FieldType::Int,
+                "float" => FieldType::Float,
+                "string" => FieldType::String,
+                "bool" => FieldType::Bool,
+                "timestamp" => FieldType::Timestamp,
+                other => {
+                    self.error(
+                        span.clone(),
+                        format!("{field}.schema.{name}"),
+                        format!(
+                            "unknown type `{other}`: expected int, float, string, bool or \
+                             timestamp, with `?` if the field may be absent"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if !required && *name == *s.event_time.get_ref() {
+                self.error(
+                    span.clone(),
+                    format!("{field}.schema.{name}"),
+                    "the event-time field cannot be optional",
+                );
+            }
+            fields.push(Field {
+                name: name.as_str().into(),
+                ty,
+                required,
+            });
+        }
+        match Schema::new(fields, s.event_time.get_ref()) {
+            Ok(schema) => Some(Arc::new(schema)),
+            Err(message) => {
+                self.error(s.event_time.span(), format!("{field}.event_time"), message);
+                None
+            }
+        }
+    }
+
+    fn kafka_source(
+        &mut self,
+        k: &raw::KafkaSource,
+        kind: std::ops::Range<usize>,
+        field: &str,
+    ) -> SourceKind {
+        let mut properties = self.kafka_properties(kind.clone(), &k.brokers, &k.properties, field);
+        match &k.group {
+            Some(g) => properties.push(("group.id".into(), g.get_ref().clone())),
+            None => self.error(
+                kind.clone(),
+                format!("{field}.group"),
+                "a kafka source needs a consumer `group`",
+            ),
+        }
+        let topics = match &k.topics {
+            Some(t) if !t.get_ref().is_empty() => {
+                t.get_ref().iter().map(|t| t.get_ref().clone()).collect()
+            }
+            _ => {
+                self.error(
+                    kind,
+                    format!("{field}.topics"),
+                    "a kafka source needs at least one topic",
+                );
+                Vec::new()
+            }
+        };
+        SourceKind::Kafka { properties, topics }
+    }
+
+    fn file_source(
+        &mut self,
+        f: &raw::FileSource,
+        kind: std::ops::Range<usize>,
+        field: &str,
+    ) -> SourceKind {
+        let paths = match &f.paths {
+            Some(p) if !p.get_ref().is_empty() => {
+                let field = format!("{field}.paths");
+                p.get_ref()
+                    .iter()
+                    .map(|p| {
+                        let path = self.expand(p, field.clone());
+                        self.relative(&path)
+                    })
+                    .collect()
+            }
+            _ => {
+                self.error(
+                    kind,
+                    format!("{field}.paths"),
+                    "a file source needs at least one path",
+                );
+                Vec::new()
+            }
+        };
+        let splits = self.positive(&f.splits, format!("{field}.splits"), 1) as usize;
+        SourceKind::File { paths, splits }
+    }
+
+    fn generator(
+        &mut self,
+        g: &raw::GeneratorSource,
+        written: &Spanned<IndexMap<String, raw::Text>>,
+        schema: &Schema,
+        field: &str,
+    ) -> SourceKind {
+        for f in schema.fields() {
+            if !generator::FIELDS.contains(&f.name.as_str()) {
+                self.error(
+                    written.span(),
+                    format!("{field}.schema.{}", f.name),
+                    format!(
+                        "the generator has no field `{}`: it makes {}",
+                        f.name,
+                        generator::FIELDS.join(", ")
+                    ),
+                );
+            }
+        }
+        let disorder = self.duration(&g.disorder, format!("{field}.disorder"), Duration::ZERO);
+        SourceKind::Generator {
+            config: GeneratorConfig {
+                seed: g.seed.as_ref().map_or(42, |v| *v.get_ref() as u64),
+                count: g
+                    .count
+                    .as_ref()
+                    .map(|_| self.positive(&g.count, format!("{field}.count"), 1)),
+                rate: self.positive(&g.rate, format!("{field}.rate"), 10_000),
+                accounts: self.positive(&g.accounts, format!("{field}.accounts"), 100_000),
+                merchants: self.positive(&g.merchants, format!("{field}.merchants"), 5_000),
+                disorder_ms: disorder.as_millis() as u64,
+                start_ms: 1_700_000_000_000,
+                paced: g.paced.unwrap_or(false),
+                fraud: g.fraud.as_ref().map(|mix| {
+                    let mix = mix.get_ref();
+                    FraudMix {
+                        every: self.positive(
+                            &Some(mix.every.clone()),
+                            format!("{field}.fraud.every"),
+                            1,
+                        ),
+                        within_ms: self
+                            .millis(&Some(mix.within.clone()), format!("{field}.fraud.within"))
+                            .unwrap_or(1),
+                    }
+                }),
+            },
+            partitions: self.positive(&g.partitions, format!("{field}.partitions"), 1),
+        }
+    }
+
+    /// The librdkafka properties of a Kafka source or sink: `bootstrap.servers` from `brokers`,
+    /// then its `properties` verbatim, with `${VAR}` expanded.
+    pub(super) fn kafka_properties(
+        &mut self,
+        kind: std::ops::Range<usize>,
+        brokers: &Option<raw::Text>,
+        properties: &IndexMap<String, raw::Text>,
+        field: &str,
+    ) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        match brokers {
+            Some(b) => all.push((
+                "bootstrap.servers".into(),
+                self.expand(b, format!("{field}.brokers")),
+            )),
+            None => self.error(
+                kind,
+                format!("{field}.brokers"),
+                "a kafka source or sink needs `brokers`",
+            ),
+        }
+        for (k, v) in properties {
+            let value = self.expand(v, format!("{field}.properties.{k}"));
+            all.push((k.clone(), value));
+        }
+        all
+    }
+}
