@@ -461,22 +461,23 @@ mod tests {
     use super::*;
     use crate::record::Field;
 
-    fn schema() -> Schema {
-        let field = |name: &str, ty, required| Field {
+    /// A schema of `(name, type, required)` fields with event time `ts`.
+    fn schema_of(fields: &[(&str, FieldType, bool)]) -> Schema {
+        let fields = fields.iter().map(|&(name, ty, required)| Field {
             name: name.into(),
             ty,
             required,
-        };
-        Schema::new(
-            vec![
-                field("account_id", FieldType::Int, true),
-                field("amount_cents", FieldType::Int, true),
-                field("country", FieldType::String, false),
-                field("ts", FieldType::Timestamp, true),
-            ],
-            "ts",
-        )
-        .unwrap()
+        });
+        Schema::new(fields.collect(), "ts").unwrap()
+    }
+
+    fn schema() -> Schema {
+        schema_of(&[
+            ("account_id", FieldType::Int, true),
+            ("amount_cents", FieldType::Int, true),
+            ("country", FieldType::String, false),
+            ("ts", FieldType::Timestamp, true),
+        ])
     }
 
     #[test]
@@ -507,24 +508,13 @@ mod tests {
     /// values: tricky inputs, and random byte mutations of valid ones.
     #[test]
     fn the_flat_scanner_agrees_with_serde() {
-        let schema = {
-            let field = |name: &str, ty| Field {
-                name: name.into(),
-                ty,
-                required: false,
-            };
-            Schema::new(
-                vec![
-                    field("i", FieldType::Int),
-                    field("f", FieldType::Float),
-                    field("s", FieldType::String),
-                    field("b", FieldType::Bool),
-                    field("ts", FieldType::Timestamp),
-                ],
-                "ts",
-            )
-            .unwrap()
-        };
+        let schema = schema_of(&[
+            ("i", FieldType::Int, false),
+            ("f", FieldType::Float, false),
+            ("s", FieldType::String, false),
+            ("b", FieldType::Bool, false),
+            ("ts", FieldType::Timestamp, false),
+        ]);
         let mut inputs: Vec<Vec<u8>> = [
             r#"{"i":1,"f":2.5,"s":"x","b":true,"ts":3}"#,
             r#" { "i" : -0 , "f" : -1e-3 , "s" : "" , "b" : false , "ts" : 0 } "#,
@@ -594,22 +584,13 @@ mod tests {
         );
     }
 
-    /// A schema of one float, one string and the event time, none of them required but the time.
+    /// A required float, an optional string and the event time.
     fn float_schema() -> Schema {
-        let field = |name: &str, ty, required| Field {
-            name: name.into(),
-            ty,
-            required,
-        };
-        Schema::new(
-            vec![
-                field("f", FieldType::Float, true),
-                field("s", FieldType::String, false),
-                field("ts", FieldType::Timestamp, true),
-            ],
-            "ts",
-        )
-        .unwrap()
+        schema_of(&[
+            ("f", FieldType::Float, true),
+            ("s", FieldType::String, false),
+            ("ts", FieldType::Timestamp, true),
+        ])
     }
 
     /// Decodes `line` on both paths: the scanner's answer (`None`: it passed the line on) and
