@@ -339,7 +339,7 @@ struct Run {
 /// committed offsets, then run with `--until-end` once the feed has finished. Every reference
 /// window must be in the output with exactly its reference values (no record is missing).
 ///
-/// Delivery is at-least-once: exactly-once (DESIGN §5, a Kafka transaction per checkpoint) has
+/// Delivery is at-least-once: exactly-once (docs/semantics.md#what-is-not-built-yet) has
 /// not landed, so a complete row may be written twice, and the test counts those repeats. A row
 /// with other values is tolerated only if a killed run wrote it and a later run wrote the
 /// reference row: the checkpoint committed with the offsets keeps a restarted job from emitting a
@@ -628,7 +628,7 @@ fn killed_and_restarted(tier: Tier) {
         .map(|i| rows.iter().filter(|at| run_of(at) == i).count())
         .collect();
     // Complete rows written again by a restarted run: allowed, as at-least-once delivery, until
-    // exactly-once (DESIGN §5) lands.
+    // exactly-once (docs/semantics.md#what-is-not-built-yet) lands.
     let repeats: usize = by_window
         .iter()
         .filter_map(|(window, written)| {

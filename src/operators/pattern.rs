@@ -6,8 +6,8 @@
 //! together (simultaneous, in a deterministic order). A [`Pattern`] decides what a key keeps and
 //! when it matches. So matches depend only on which events are on time, never on batching,
 //! arrival order within the allowed out-of-orderness, or the number of workers. An event already
-//! behind its partition's watermark when it arrived (`Event::time < Event::frontier`, DESIGN §3)
-//! goes to the late output and into no pattern.
+//! behind its partition's watermark when it arrived (`Event::time < Event::frontier`, see
+//! docs/semantics.md#lateness) goes to the late output and into no pattern.
 //!
 //! Like the window operator, it holds its output capability at the earliest timely time of any
 //! input a key's state may still need (events within the pattern's horizon of the frontier), and

@@ -1,4 +1,4 @@
-//! Event-time watermarks of a source worker (DESIGN §3).
+//! Event-time watermarks of a source worker (docs/semantics.md#watermarks).
 //!
 //! Each partition's watermark is `W = highest event time seen − D`; the worker's is the minimum over
 //! its partitions, skipping those idle for longer than the idle timeout or finished. Everything

@@ -2,8 +2,9 @@
 //!
 //! A window `[s, e)` fires once, when the input frontier reaches `e + lateness`; a record counts in
 //! every window it belongs to that is still open *by its own stamp* (`Event::frontier < e +
-//! lateness`), and goes to the late output when none is (DESIGN §3). Tumbling and hopping windows
-//! fold each record once, into a pane of `gcd(size, slide)`, and combine panes when a window fires.
+//! lateness`), and goes to the late output when none is (docs/semantics.md#lateness). Tumbling
+//! and hopping windows fold each record once, into a pane of `gcd(size, slide)`, and combine panes
+//! when a window fires.
 //!
 //! The operator holds its output capability at the earliest timely time of any input it still
 //! retains, and emits each window at the earliest input time of its contents (never after its

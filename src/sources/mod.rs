@@ -153,7 +153,8 @@ pub struct SourceStreams<'scope, D> {
     pub emitted_before: u64,
 }
 
-/// Reads `reader` into a stream of events stamped per DESIGN §3, and a stream of dead letters.
+/// Reads `reader` into a stream of events stamped as docs/semantics.md#watermarks says, and a
+/// stream of dead letters.
 ///
 /// The source's capability follows the worker watermark (truncated to the tick); each event is
 /// sent at its own partition's watermark (truncated), never earlier, so the timely time an event

@@ -717,11 +717,11 @@ pub fn reference<'a>(txns: impl IntoIterator<Item = &'a Transaction>) -> BTreeMa
     windows
 }
 
-/// The transactions (by id) of `input` that arrive late by DESIGN §3: stamped, per partition in
-/// offset order, with `highest event time seen + 1 − D`, and late when that stamp has reached the
-/// end of the record's only window. Messages that do not decode as transactions are passed over.
-/// With the generator's 2 s disorder this is (nearly always) none, but it is computed rather than
-/// assumed.
+/// The transactions (by id) of `input` that arrive late by docs/semantics.md#lateness: stamped,
+/// per partition in offset order, with `highest event time seen + 1 − D`, and late when that
+/// stamp has reached the end of the record's only window. Messages that do not decode as
+/// transactions are passed over. With the generator's 2 s disorder this is (nearly always) none,
+/// but it is computed rather than assumed.
 pub fn late_txns(input: &[Msg]) -> HashSet<String> {
     let mut late = HashSet::new();
     let mut max_seen_plus_one = HashMap::<i32, u64>::new();
