@@ -19,6 +19,7 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod stats;
+pub mod terminal;
 
 pub use operators::aggregate::{Aggregate, AggregateCell, AggregateKind, FieldAggregates};
 pub use operators::enrich::{Enrich, Table};

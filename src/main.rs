@@ -1,4 +1,4 @@
-//! The `eddy` command line: run, check, checkpoints, demo and produce.
+//! The `eddy` command line: run, check, checkpoints, demo, produce and completions.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use eddy::dataflows::RunOptions;
 use eddy::demo::{DemoOptions, demo};
 use eddy::job::Job;
@@ -22,7 +22,12 @@ use eddy::stats::Stats;
 /// Eddy: stream processing on timely dataflow. Reads events from Kafka, files or a generator,
 /// computes windowed metrics in event time, and writes results to Kafka or files.
 #[derive(Parser)]
-#[command(name = "eddy", version)]
+#[command(
+    name = "eddy",
+    version,
+    after_help = "Exit status: 0 done, 1 runtime failure, 2 bad job file or usage, 130 interrupted \
+                  (SIGINT or SIGTERM)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,6 +87,12 @@ enum Command {
         /// Print help.
         #[arg(long, action = clap::ArgAction::Help)]
         help: Option<bool>,
+    },
+    /// Print shell completions to standard output, e.g.
+    /// `eddy completions bash > ~/.local/share/bash-completion/completions/eddy`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// The load generator: write generated card transactions (JSON) into a Kafka topic.
     Produce {
@@ -234,6 +245,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(eddy::terminal::stderr_colour())
         .init();
     let cli = Cli::parse();
     let interrupts = Interrupts::install(
@@ -244,6 +256,10 @@ fn main() -> ExitCode {
         },
     );
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "eddy", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Check { jobs } => {
             let mut failed = false;
             for path in jobs {
