@@ -285,6 +285,47 @@ fn duplicates_and_a_reopened_sent_record_never_send_twice() {
     assert_eq!((counts.sent, counts.duplicates), (100, 0), "{counts:?}");
 }
 
+/// A stop waits for no retry: a request whose call is failing when the adapter stops is left
+/// undecided (not recorded as failed), and the next run delivers it.
+#[test]
+fn a_stop_abandons_retries_and_the_next_run_delivers_the_request() {
+    let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
+    standin.set_faults(Faults {
+        server_errors: 1.0,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&standin, dir.path(), Duration::from_secs(10));
+    // Three attempts, seconds apart: without the stop, the request would fail for good within
+    // the adapter's stop patience.
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        min_delay: Duration::from_secs(2),
+        max_delay: Duration::from_secs(2),
+    };
+    let stats = Arc::new(Stats::default());
+    let adapter = NotificationAdapter::start(&config, &stats).unwrap();
+    let (reply, completions) = mpsc::channel::<Completion>();
+    let submission = Submission {
+        request: sms("s1", "+41790000001"),
+        tag: 0,
+        reply,
+    };
+    assert!(adapter.offer(submission).is_none());
+    wait_for("the first call", || standin.counts().calls >= 1);
+    drop(adapter);
+    assert_eq!(standin.counts().calls, 1, "no retry after the stop");
+    assert!(completions.try_recv().is_err(), "the request was decided");
+
+    standin.set_faults(Faults::default());
+    let adapter = NotificationAdapter::start(&config, &stats).unwrap();
+    let outcomes = deliver(&adapter, vec![sms("s1", "+41790000001")]);
+    assert_eq!(message_id(&outcomes[0]), "s1");
+    assert!(!outcomes[0].deduplicated);
+    drop(adapter);
+    assert_eq!(standin.counts().sent, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Jobs: requests from Kafka, outcomes and dead letters back to Kafka.
 

@@ -9,14 +9,14 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc as std_mpsc};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::client::{CallError, CpaasClient, MessageResult};
 use super::config::NotifyConfig;
@@ -67,8 +67,9 @@ struct Shared {
     /// Requests being delivered, by id, with the duplicates that wait for their outcome.
     in_flight: Mutex<HashMap<String, Vec<Submission>>>,
     stats: Arc<Stats>,
-    /// Set when the adapter stops: no new call starts.
-    stopping: AtomicBool,
+    /// Set when the adapter stops: no new call or retry starts, and waits for the rate limit or
+    /// a retry's backoff end at once.
+    stopping: watch::Sender<bool>,
 }
 
 /// The adapters running in this process, by sent-record path.
@@ -110,7 +111,7 @@ impl NotificationAdapter {
             store: SentRecord::open(&config.sent_record)?,
             in_flight: Mutex::new(HashMap::new()),
             stats: Arc::clone(stats),
-            stopping: AtomicBool::new(false),
+            stopping: watch::Sender::new(false),
         });
         let mut queues = Vec::new();
         let mut slots = Vec::new();
@@ -153,10 +154,11 @@ impl NotificationAdapter {
 
 impl Drop for NotificationAdapter {
     fn drop(&mut self) {
-        // No new call starts; the calls in flight end and are recorded (for a while), so that a
-        // restart, which delivers every request without a reported outcome again, finds them in
-        // the sent-record. Requests still queued were never sent.
-        self.shared.stopping.store(true, Ordering::Relaxed);
+        // No new call or retry starts; the calls on the wire end and are recorded (for a while),
+        // so that a restart, which delivers every request without a reported outcome again,
+        // finds them in the sent-record. Requests still queued, or waiting to be retried, stay
+        // undecided.
+        self.shared.stopping.send_replace(true);
         self.queues.clear();
         if let Some(runtime) = self.runtime.take() {
             let slots = std::mem::take(&mut self.slots);
@@ -206,13 +208,13 @@ async fn dispatch(
             }
         }
         let n = NonZeroU32::new(batch.len() as u32).expect("not empty");
-        limiter
-            .until_n_ready(n)
-            .await
-            .expect("a batch is within the burst");
-        if shared.stopping.load(Ordering::Relaxed) {
+        let ready = shared.unless_stopping(limiter.until_n_ready(n)).await;
+        if ready.is_none() {
             return;
         }
+        ready
+            .expect("stopping is handled above")
+            .expect("a batch is within the burst");
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             shared.deliver(channel, batch).await;
@@ -222,7 +224,19 @@ async fn dispatch(
 }
 
 impl Shared {
-    /// Delivers a batch of one channel: each request id once.
+    /// `wait`'s result, or `None` once the adapter is stopping (at once if it already is).
+    async fn unless_stopping<T>(&self, wait: impl Future<Output = T>) -> Option<T> {
+        unless_stopping(self.stopping.subscribe(), wait).await
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Delivers a batch of one channel: each request id once. A delivery the stop cuts short
+    /// decides nothing: its requests get no outcome, so their positions are not committed, and
+    /// the next run delivers them again (the sent-record keeps any it already sent from going
+    /// out twice).
     async fn deliver(&self, channel: Channel, batch: Vec<Submission>) {
         let leaders = self.claim(batch);
         if leaders.is_empty() {
@@ -261,10 +275,16 @@ impl Shared {
             Channel::Email => {
                 let mut outcomes = Vec::with_capacity(to_send.len());
                 for s in &to_send {
-                    outcomes.push(self.send_each(&[s]).await.remove(0));
+                    let Some(mut outcome) = self.send_each(&[s]).await else {
+                        return;
+                    };
+                    outcomes.push(outcome.remove(0));
                 }
-                outcomes
+                Some(outcomes)
             }
+        };
+        let Some(outcomes) = outcomes else {
+            return;
         };
         match self.store.record(outcomes).await {
             Ok(outcomes) => {
@@ -342,31 +362,32 @@ impl Shared {
     }
 
     /// Sends SMS requests in one call; if the CPaaS refuses the call as a whole, each message
-    /// is sent on its own, so one bad message does not fail the others.
-    async fn send_sms(&self, batch: &[Submission]) -> Vec<Outcome> {
+    /// is sent on its own, so one bad message does not fail the others. `None`: the stop cut
+    /// the delivery short.
+    async fn send_sms(&self, batch: &[Submission]) -> Option<Vec<Outcome>> {
         if batch.len() == 1 {
             return self.send_each(&[&batch[0]]).await;
         }
         let requests: Vec<&NotificationRequest> = batch.iter().map(|s| &s.request).collect();
         let (result, attempts) = self
             .with_retries(batch.len(), || self.client.send_sms(&requests))
-            .await;
-        match result {
+            .await?;
+        Some(match result {
             Err(CallError::Permanent { .. }) => {
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for s in batch {
-                    let mut outcome = self.send_each(&[s]).await.remove(0);
+                    let mut outcome = self.send_each(&[s]).await?.remove(0);
                     outcome.attempts += attempts;
                     outcomes.push(outcome);
                 }
                 outcomes
             }
             result => outcomes(batch, result, attempts),
-        }
+        })
     }
 
-    /// Sends one request per call.
-    async fn send_each(&self, one: &[&Submission]) -> Vec<Outcome> {
+    /// Sends one request per call; `None`: the stop cut the delivery short.
+    async fn send_each(&self, one: &[&Submission]) -> Option<Vec<Outcome>> {
         let request = &one[0].request;
         let requests = [request];
         let (result, attempts) = match request.channel {
@@ -378,27 +399,42 @@ impl Shared {
                 self.with_retries(1, || self.client.send_email(request))
                     .await
             }
-        };
-        outcomes(one, result, attempts)
+        }?;
+        Some(outcomes(one, result, attempts))
     }
 
     /// Makes a call, again while it fails transiently, up to the retry policy's attempts,
     /// waiting as the server's `Retry-After` says or else with exponential backoff and jitter.
+    /// `None` when the adapter stops while the call still fails transiently: a stop waits for
+    /// no retry, and the request stays undecided.
     async fn with_retries<F, Fut>(
         &self,
         messages: usize,
         call: F,
-    ) -> (Result<Vec<MessageResult>, CallError>, u32)
+    ) -> Option<(Result<Vec<MessageResult>, CallError>, u32)>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Vec<MessageResult>, CallError>>,
     {
         let policy = self.config.retry;
+        let stopping = self.stopping.subscribe();
         let attempts = AtomicU32::new(0);
         let mut call = call;
         let result = (|| {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            call()
+            // A retry whose backoff the stop cut short makes no call.
+            let call = (!self.is_stopping()).then(|| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                call()
+            });
+            async move {
+                match call {
+                    Some(call) => call.await,
+                    None => Err(CallError::Transient {
+                        reason: "the adapter is stopping".into(),
+                        retry_after: None,
+                    }),
+                }
+            }
         })
         .retry(
             ExponentialBuilder::default()
@@ -407,15 +443,35 @@ impl Shared {
                 .with_max_delay(policy.max_delay)
                 .with_max_times(policy.max_attempts.saturating_sub(1) as usize),
         )
-        .sleep(tokio::time::sleep)
-        .when(CallError::is_transient)
+        .sleep(move |delay| {
+            let stopping = stopping.clone();
+            async move {
+                unless_stopping(stopping, tokio::time::sleep(delay)).await;
+            }
+        })
+        .when(|e| e.is_transient() && !self.is_stopping())
         .adjust(|e: &CallError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
         .notify(|e: &CallError, delay| {
             Stats::add(&self.stats.notification_retries, messages);
             tracing::debug!("CPaaS call: {}; retrying in {delay:?}", e.reason());
         })
         .await;
-        (result, attempts.into_inner())
+        if self.is_stopping() && result.as_ref().is_err_and(CallError::is_transient) {
+            return None;
+        }
+        Some((result, attempts.into_inner()))
+    }
+}
+
+/// `wait`'s result, or `None` once `stopping` is true (at once if it already is).
+async fn unless_stopping<T>(
+    mut stopping: watch::Receiver<bool>,
+    wait: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stopping.wait_for(|stopping| *stopping) => None,
+        value = wait => Some(value),
     }
 }
 
