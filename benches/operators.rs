@@ -12,15 +12,15 @@ use std::path::Path;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use differential_dataflow::AsCollection;
-use eddy::job::Job;
-use eddy::operators::command::Command;
-use eddy::operators::fraud::{
-    AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
+use eddy::domain::command::Command;
+use eddy::domain::fraud::{
+    AmountSpike, CardPayment, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
 };
-use eddy::operators::orchestrate::Happening;
+use eddy::domain::orchestrate::Happening;
+use eddy::job::Job;
 use eddy::operators::pattern::{DetectPattern, Detection, Pattern, PatternStreams, Suppressed};
 use eddy::operators::watermark::Watermarks;
-use eddy::record::{CardPayment, Field, FieldType, Id};
+use eddy::record::{Field, FieldType, Id};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::incidents::FraudMix;
 use eddy::{

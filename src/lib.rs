@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod cpaas;
 pub mod dataflows;
 pub mod demo;
+pub mod domain;
 pub mod failure;
 pub mod job;
 pub mod operators;

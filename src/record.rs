@@ -341,22 +341,6 @@ impl Id {
     }
 }
 
-/// A card payment, as the fraud rules read it. Ordered by id first, which orders simultaneous
-/// payments of an account deterministically.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CardPayment {
-    /// The payment (transaction) id.
-    pub id: CompactString,
-    /// The card account.
-    pub account: Id,
-    /// Amount in minor units.
-    pub amount: i64,
-    /// The merchant.
-    pub merchant: CompactString,
-    /// Where it was made.
-    pub country: CompactString,
-}
-
 /// Input that could not become an event, with where it came from and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -12,9 +12,9 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, StreamVec};
 
 use super::{Progress, write_rows};
+use crate::domain::command::{Command, Outcome, REJECTED};
+use crate::domain::orchestrate::{Happening, NotificationRequest};
 use crate::job::{CommandsSpec, EVENT_COLUMNS, Job, OrchestratorSpec, REQUEST_COLUMNS};
-use crate::operators::command::{Command, Outcome, REJECTED};
-use crate::operators::orchestrate::{Happening, NotificationRequest};
 use crate::operators::pattern::{DetectPattern, Detected, Detection, Late, PatternStreams};
 use crate::record::{Event, Id, Record, Value};
 use crate::stats::{CountInto, Stats};

@@ -8,28 +8,13 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
 use super::{Progress, write_rows};
+use crate::domain::fraud::{CardPayment, RuleMatch};
 use crate::job::{ALERT_COLUMNS, FraudSpec, Job, PaymentFields};
-use crate::operators::fraud::{Payment, RuleMatch};
 use crate::operators::pattern::{
     DetectPattern, Detected, Detection, Late, PatternStreams, Suppressed,
 };
-use crate::record::{CardPayment, Event, Id, Record, Value};
+use crate::record::{Event, Id, Record, Value};
 use crate::stats::{CountInto, Stats};
-
-impl Payment for CardPayment {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn amount(&self) -> i64 {
-        self.amount
-    }
-    fn merchant(&self) -> &str {
-        &self.merchant
-    }
-    fn country(&self) -> &str {
-        &self.country
-    }
-}
 
 /// Builds one fraud detector over `events`; returns the flushed streams of its sinks. Alerts
 /// before `emitted_before` were emitted by an earlier run; the detector's progress goes to

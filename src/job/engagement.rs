@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::outputs::{Names, Wiring};
 use super::{Checker, SourceSpec, raw};
-use crate::operators::command::{CommandProcessor, CommandType, Format, UserRule};
-use crate::operators::orchestrate::{
+use crate::domain::command::{CommandProcessor, CommandType, Format, UserRule};
+use crate::domain::orchestrate::{
     Contact, ContactFields, Orchestrator, Origin, Part, Reaction, Template,
 };
 use crate::record::{FieldType, Schema};
@@ -82,7 +82,7 @@ impl EventFields {
     /// The record indexes of `event_id`, `user_id` and `event`, as [`Happening::event`] takes
     /// them.
     ///
-    /// [`Happening::event`]: crate::operators::orchestrate::Happening::event
+    /// [`Happening::event`]: crate::domain::orchestrate::Happening::event
     pub fn indexes(&self) -> [usize; 3] {
         [self.event_id, self.user_id, self.event]
     }
@@ -102,7 +102,7 @@ pub struct AlertFields {
 impl AlertFields {
     /// The record indexes of `alert_id` and `account_id`, as [`Happening::alert`] takes them.
     ///
-    /// [`Happening::alert`]: crate::operators::orchestrate::Happening::alert
+    /// [`Happening::alert`]: crate::domain::orchestrate::Happening::alert
     pub fn indexes(&self) -> [usize; 2] {
         [self.alert_id, self.account_id]
     }

@@ -6,9 +6,7 @@ use toml::Spanned;
 
 use super::outputs::Wiring;
 use super::{Checker, raw};
-use crate::operators::fraud::{
-    AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity,
-};
+use crate::domain::fraud::{AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity};
 use crate::record::{FieldType, Schema};
 
 /// Fraud rules over a source of card payments, with their alerts' sinks.

@@ -1,14 +1,11 @@
-//! Operators: reusable dataflow building blocks, as extension traits on timely streams. They
-//! know nothing of sources or sinks.
+//! Operators: reusable dataflow building blocks, as extension traits on timely streams, generic
+//! over their data. They know nothing of sources, sinks or the domain (see [`crate::domain`]).
 
 pub mod aggregate;
-pub mod command;
 pub mod decode;
 pub mod delivery;
 pub mod enrich;
-pub mod fraud;
 pub mod key;
-pub mod orchestrate;
 pub mod pattern;
 pub mod predicate;
 pub mod recent;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::pattern::Pattern;
+use crate::operators::pattern::Pattern;
 use crate::record::{Id, Record, Value, record_cmp};
 
 /// The event a rejected command causes.

@@ -9,7 +9,8 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::pattern::Pattern;
+use crate::operators::pattern::Pattern;
+use crate::record::Id;
 
 /// What the rules read of a payment.
 pub trait Payment {
@@ -21,6 +22,37 @@ pub trait Payment {
     fn merchant(&self) -> &str;
     /// Where it was made (e.g. an ISO country code).
     fn country(&self) -> &str;
+}
+
+/// A card payment, as the fraud rules read it. Ordered by id first, which orders simultaneous
+/// payments of an account deterministically.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CardPayment {
+    /// The payment (transaction) id.
+    pub id: CompactString,
+    /// The card account.
+    pub account: Id,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// The merchant.
+    pub merchant: CompactString,
+    /// Where it was made.
+    pub country: CompactString,
+}
+
+impl Payment for CardPayment {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn amount(&self) -> i64 {
+        self.amount
+    }
+    fn merchant(&self) -> &str {
+        &self.merchant
+    }
+    fn country(&self) -> &str {
+        &self.country
+    }
 }
 
 /// A rule's match: which rule, the ids of the payments that are its evidence, and a sentence.

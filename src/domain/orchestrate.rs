@@ -11,7 +11,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::command::REJECTED;
-use super::pattern::Pattern;
+use crate::operators::pattern::Pattern;
 use crate::record::{Id, Record, Value, record_cmp};
 
 /// Where a happening comes from: each has its own schema.
