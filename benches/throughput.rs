@@ -21,7 +21,6 @@ use eddy::dataflows::RunOptions;
 use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
-use eddy::sinks::view::Views;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
@@ -221,7 +220,7 @@ fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
         until_end,
         stop: Arc::new(AtomicBool::new(false)),
         stats: Arc::clone(&stats),
-        views: Views::of(&job),
+        views: job.view_stores(),
     };
     let cluster = ClusterArgs::local(workers);
     let started = Instant::now();

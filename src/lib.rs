@@ -5,12 +5,14 @@
 //! leave through [`sinks`]. A job is described by a TOML file ([`job`]).
 
 pub mod allocator;
+pub mod backlog;
 pub mod cpaas;
 pub mod dataflows;
 pub mod demo;
 pub mod domain;
 pub mod failure;
 pub mod job;
+pub mod kafka;
 pub mod operators;
 pub mod produce;
 pub mod record;

@@ -13,7 +13,6 @@ use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
 use eddy::server::Server;
-use eddy::sinks::view::Views;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
@@ -302,7 +301,7 @@ fn main() -> ExitCode {
                 }
             };
             let stats = Arc::new(Stats::default());
-            let views = Views::of(&job);
+            let views = job.view_stores();
             let server = match Server::for_job(&job, &views, &stats) {
                 Ok(server) => server,
                 Err(e) => {

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use crate::kafka::client_config;
 use crate::sources::generator::{Generator, GeneratorConfig};
-use crate::sources::kafka::client_config;
 
 /// What to produce where.
 #[derive(Clone, Debug)]

@@ -11,7 +11,6 @@ use std::path::Path;
 
 use common::kafka::run_views_to_end;
 use eddy::job::Job;
-use eddy::sinks::view::Views;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -190,7 +189,7 @@ fn purchases_carry_the_profile_as_of_their_time_on_one_and_two_workers() {
             &inner,
         );
         let job = Job::parse(Path::new("enrich.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-        let views = Views::of(&job);
+        let views = job.view_stores();
         run_views_to_end(job, workers, views);
 
         let (left, inner) = (rows_by_txn(&left), rows_by_txn(&inner));

@@ -21,7 +21,6 @@ use eddy::sinks::notify::client::{EMAIL_PATH, SMS_PATH};
 use eddy::sinks::notify::config::{ApiKey, NotifyConfig, RetryPolicy};
 use eddy::sinks::notify::outcome::{Delivery, Outcome};
 use eddy::sinks::notify::request::{Channel, NotificationRequest};
-use eddy::sinks::view::Views;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 use rdkafka::config::ClientConfig;
@@ -445,7 +444,7 @@ fn start_job(
         until_end: false,
         stop: Arc::clone(stop),
         stats: Arc::clone(stats),
-        views: Views::of(&job),
+        views: job.view_stores(),
     };
     thread::spawn(move || {
         run_job(

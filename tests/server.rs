@@ -848,7 +848,7 @@ async fn a_running_job_serves_only_states_that_existed_at_a_frontier() {
         unreachable!("a generator source");
     };
     let expected = accounts_reference(config, *partitions);
-    let views = Views::of(&job);
+    let views = job.view_stores();
     let stats = Arc::new(Stats::default());
     let server = Server::for_job(&job, &views, &stats)
         .expect("server starts")

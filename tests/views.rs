@@ -12,7 +12,7 @@ use std::path::Path;
 
 use common::kafka::run_views_to_end;
 use eddy::job::Job;
-use eddy::sinks::view::{Change, Row, Views};
+use eddy::sinks::view::{Change, Row};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -190,7 +190,7 @@ fn user_view_equals_the_reference_on_one_and_two_workers_and_its_changes_rebuild
     let text = view_job(&events_path, &outcomes_path);
     for workers in [1, 2] {
         let job = Job::parse(Path::new("views.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-        let views = Views::of(&job);
+        let views = job.view_stores();
         let users = views.get("users").expect("the users view").clone();
         let mut changes = users.subscribe();
         run_views_to_end(job, workers, views);

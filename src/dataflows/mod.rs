@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+use crate::backlog::Backlog;
 use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::operators::delivery::{Acknowledge, Delivery};
 use crate::record::{DeadLetter, Event, Record};
@@ -29,7 +30,7 @@ use crate::sinks::view::{Views, WriteView};
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
-use crate::sources::{Backlog, SourceOptions, SourceStreams, event_source};
+use crate::sources::{SourceOptions, SourceStreams, event_source};
 use crate::stats::{CountInto, Stats};
 
 /// How a job is run, beyond what its file says.
@@ -44,7 +45,7 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Counters for progress displays.
     pub stats: Arc<Stats>,
-    /// The stores of the job's views (see [`Views::of`]), shared with whoever serves them.
+    /// The stores of the job's views (see [`Job::view_stores`]), shared with whoever serves them.
     pub views: Views,
 }
 
@@ -214,7 +215,7 @@ pub fn build_job(
     for (index, spec) in job.views.iter().enumerate() {
         let store = options.views.get(&spec.name).ok_or_else(|| {
             anyhow::anyhow!(
-                "view `{}` has no store: run the job with `Views::of(&job)`",
+                "view `{}` has no store: run the job with `job.view_stores()`",
                 spec.name
             )
         })?;

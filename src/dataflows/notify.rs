@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::{Filter, Map};
 
+use crate::backlog::Backlog;
 use crate::job::{Job, NotifySpec, SinkKind, SourceKind};
 use crate::record::{DeadLetter, Event, Record};
 use crate::sinks::discard::Discard;
@@ -17,7 +18,6 @@ use crate::sinks::notify::DeliverNotifications;
 use crate::sinks::notify::adapter::NotificationAdapter;
 use crate::sinks::notify::outcome::{OutcomeEncoder, Resolved};
 use crate::sinks::notify::request::RequestFields;
-use crate::sources::Backlog;
 use crate::stats::{CountInto, Stats};
 
 /// A notify sink's adapter and the backlog its source watches, made before the sources are

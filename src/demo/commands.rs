@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
-use crate::sources::kafka::client_config;
+use crate::kafka::client_config;
 
 /// Where the fraud incidents' card holders are: the transaction feed gives incident `i` the
 /// account `first_account + i`, starting `i × seconds_apart` seconds after the feed started.

@@ -21,7 +21,6 @@ use crate::job::Job;
 use crate::produce::{ProduceOptions, produce};
 use crate::run::{ClusterArgs, run_job};
 use crate::server::Server;
-use crate::sinks::view::Views;
 use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
@@ -145,7 +144,7 @@ pub fn demo(
     }
 
     let stats = Arc::new(Stats::default());
-    let views = Views::of(&job);
+    let views = job.view_stores();
     let server = Server::for_job(&job, &views, &stats)?;
     if let Some(server) = &server {
         let url = format!("http://{}", server.addr());

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sinks::view::Views;
+
 pub use checkpoints::CheckpointsSpec;
 pub use engagement::{
     AlertFields, CommandsSpec, EVENT_COLUMNS, EventFields, OrchestratorSpec, REQUEST_COLUMNS,
@@ -120,6 +122,11 @@ impl fmt::Display for JobErrors {
 }
 
 impl Job {
+    /// Empty stores for the job's views, to run it with and serve them from.
+    pub fn view_stores(&self) -> Views {
+        Views::new(self.views.iter().map(|v| v.name.as_str()))
+    }
+
     /// Reads and validates the job file at `path`.
     pub fn load(path: &Path) -> Result<Job, JobErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {

@@ -18,7 +18,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
-use crate::sources::kafka::client_config;
+use crate::kafka::client_config;
 
 /// What a Kafka sink writes to.
 #[derive(Clone, Debug)]

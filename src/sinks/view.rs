@@ -231,11 +231,6 @@ impl ViewStore {
 pub struct Views(Arc<IndexMap<String, Arc<ViewStore>>>);
 
 impl Views {
-    /// Empty stores for the views of `job`.
-    pub fn of(job: &crate::job::Job) -> Self {
-        Views::new(job.views.iter().map(|v| v.name.as_str()))
-    }
-
     /// Empty stores for the views `names`.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         Views(Arc::new(

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use backon::{BlockingRetryable, ExponentialBuilder};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader, too_long};
+use crate::kafka::client_config;
 use crate::record::{DeadLetter, Payload, Record, Schema};
 use crate::stats::Stats;
 
@@ -122,19 +123,6 @@ pub struct KafkaReader {
     /// The checkpoint committed with the offsets this reader resumed from.
     restored: Option<Checkpoint>,
     finished: Vec<bool>,
-}
-
-/// Builds a librdkafka configuration from verbatim properties over our defaults.
-pub fn client_config(defaults: &[(&str, &str)], properties: &[(String, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in defaults {
-        config.set(*k, *v);
-    }
-    for (k, v) in properties {
-        config.set(k, v);
-    }
-    config.set_log_level(RDKafkaLogLevel::Warning);
-    config
 }
 
 impl KafkaReader {

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::Probe;
@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+use crate::backlog::Backlog;
 use crate::operators::watermark::Watermarks;
 use crate::record::{DeadLetter, Event};
 
@@ -117,30 +118,6 @@ pub struct SourceOptions {
     /// The backlogs of the operators downstream that can refuse records: the source reads
     /// nothing while any of them holds records it could not hand on.
     pub backlogs: Vec<Backlog>,
-}
-
-/// How many records an operator holds because the next stage (an asynchronous sink's bounded
-/// queue) refused them. Shared by the operator, which sets it, and the sources feeding it, which
-/// stop reading while it is not zero: so a slow sink slows the source instead of records piling
-/// up without bound or being dropped.
-#[derive(Clone, Debug, Default)]
-pub struct Backlog(Arc<AtomicUsize>);
-
-impl Backlog {
-    /// Adds `n` held records.
-    pub fn hold(&self, n: usize) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Removes `n` records that have been handed on.
-    pub fn release(&self, n: usize) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// How many records are held.
-    pub fn held(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 /// What a source operator produces.

@@ -830,7 +830,7 @@ pub fn run_parsed(
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) {
-    let views = Views::of(&job);
+    let views = job.view_stores();
     run_with_views(job, workers, start, until_end, stop, stats, views);
 }
 

@@ -31,8 +31,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::backlog::Backlog;
 use crate::record::{DeadLetter, Event, Payload, Record};
-use crate::sources::Backlog;
 use adapter::{Completion, NotificationAdapter, Submission};
 use outcome::{Rejection, RequestContext, Resolved};
 use request::RequestFields;
