@@ -3,8 +3,12 @@
 //! After an intended change of messages, rewrite the expected files with
 //! `EDDY_BLESS=1 cargo test --test check` and review their diff.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
+
+use common::golden;
 
 /// What `eddy check NAME.toml` prints in `dir`, in a fixed environment: `EDDY_BROKERS`,
 /// `EDDY_CPAAS_KEY` and `EDDY_EMPTY` (empty) are set, nothing else is.
@@ -29,33 +33,20 @@ fn check(dir: &Path, name: &str) -> String {
 #[test]
 fn check_messages_match_their_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check");
-    let bless = std::env::var_os("EDDY_BLESS").is_some();
     let mut jobs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     jobs.sort();
-    assert!(!jobs.is_empty(), "no job files in {}", dir.display());
-    let mut differ = Vec::new();
-    for job in &jobs {
-        let name = job.file_name().unwrap().to_str().unwrap();
-        let got = check(&dir, name);
-        let expected_path = job.with_extension("expected");
-        if bless {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if got != expected {
-            differ.push(format!("{name}: expected\n{expected}got\n{got}"));
-        }
-    }
-    assert!(
-        differ.is_empty(),
-        "{} of {} outputs differ (EDDY_BLESS=1 rewrites them):\n\n{}",
-        differ.len(),
-        jobs.len(),
-        differ.join("\n")
-    );
+    let outputs: Vec<(String, String)> = jobs
+        .iter()
+        .map(|job| {
+            let name = job.file_name().unwrap().to_str().unwrap();
+            let expected = job.with_extension("expected");
+            let expected = expected.file_name().unwrap().to_str().unwrap().to_string();
+            (expected, check(&dir, name))
+        })
+        .collect();
+    golden::assert_golden(&dir, &outputs);
 }
