@@ -73,6 +73,29 @@ pub(crate) fn hold_at_least(
 }
 
 /// Follows a frontier as each worker sees it.
+///
+/// # Examples
+///
+/// ```
+/// use eddy::operators::delivery::Acknowledge;
+/// use timely::dataflow::ProbeHandle;
+/// use timely::dataflow::operators::{Input, Probe};
+///
+/// timely::execute(timely::Config::process(2), |worker| {
+///     let acknowledged = ProbeHandle::new();
+///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, stream) = scope.new_input::<Vec<()>>();
+///         stream.acknowledge().probe_with(&acknowledged);
+///         input
+///     });
+///     input.advance_to(5);
+///     // Passes 5 only once both workers' inputs have.
+///     while acknowledged.less_than(&5) {
+///         worker.step();
+///     }
+/// })
+/// .unwrap();
+/// ```
 pub trait Acknowledge<'scope> {
     /// A stream whose frontier passes `t` once every worker has seen this stream's frontier
     /// pass `t`: each worker holds a capability at the frontier it last saw. A probe on the

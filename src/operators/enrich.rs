@@ -31,6 +31,40 @@ use super::Stash;
 pub type Table<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, u64, isize>>>;
 
 /// Joins a stream with a table as of each datum's time.
+///
+/// # Examples
+///
+/// Payments joined with the account holder's name as it stood at each payment's time:
+///
+/// ```
+/// use differential_dataflow::AsCollection;
+/// use eddy::Enrich;
+/// use timely::dataflow::operators::capture::Extract;
+/// use timely::dataflow::operators::{Capture, ToStream};
+///
+/// let joined = timely::example(|scope| {
+///     // The holder of account 7 is Ann from time 0 and Bob from time 100.
+///     let names = [((7u64, "Ann".to_string()), 0u64, 1isize), ((7, "Ann".into()), 100, -1)];
+///     let names = names.into_iter().chain([((7, "Bob".into()), 100, 1)]);
+///     let table = names.to_stream(scope).container::<Vec<_>>().as_collection().arrange_by_key();
+///     // (account, payment time)
+///     [(7u64, 50u64), (7, 150), (8, 60)]
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .enrich_with(
+///             table,
+///             |payment: &(u64, u64)| Some(payment.0),
+///             |payment: &(u64, u64)| payment.1,
+///             |payment, names: &[(String, isize)]| {
+///                 Some((payment.1, names.first().map(|(name, _)| name.clone())))
+///             },
+///         )
+///         .capture()
+/// });
+/// let mut joined: Vec<_> = joined.extract().into_iter().flat_map(|(_, d)| d).collect();
+/// joined.sort();
+/// assert_eq!(joined, [(50, Some("Ann".into())), (60, None), (150, Some("Bob".into()))]);
+/// ```
 pub trait Enrich<'scope, D> {
     /// Passes each datum to `logic` once, with the values of `table` at its key (and their
     /// counts) as of `max(time(datum), its timely time)`, none when `key` gives none; emits

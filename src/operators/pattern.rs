@@ -209,6 +209,56 @@ pub struct PatternStreams<'scope, K, M, D> {
 }
 
 /// Keyed pattern detection over an event stream.
+///
+/// # Examples
+///
+/// A pattern that reports a key's third event, run over two keys whose events arrive out of
+/// order: each key's events are fed in event-time order.
+///
+/// ```
+/// use eddy::Event;
+/// use eddy::operators::pattern::{DetectPattern, Detection, Pattern};
+/// use timely::dataflow::operators::capture::Extract;
+/// use timely::dataflow::operators::vec::Map;
+/// use timely::dataflow::operators::{Capture, ToStream};
+///
+/// struct Third;
+///
+/// impl Pattern<(char, u64)> for Third {
+///     type State = usize;
+///     type Match = u64;
+///     fn advance(&self, seen: &mut usize, time: u64, events: &[(char, u64)], emit: &mut impl FnMut(u64)) {
+///         for _ in events {
+///             *seen += 1;
+///             if *seen == 3 {
+///                 emit(time);
+///             }
+///         }
+///     }
+///     // Every event counts, however old.
+///     fn horizon(&self) -> u64 {
+///         u64::MAX
+///     }
+///     fn expired(&self, _: &usize, _: u64) -> bool {
+///         false
+///     }
+/// }
+///
+/// let events = [('a', 30), ('b', 10), ('a', 10), ('a', 20), ('b', 20)];
+/// let matches = timely::example(move |scope| {
+///     events
+///         .map(|(key, time)| Event { time, frontier: 0, data: (key, time) })
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .detect(Detection::default(), |event: &(char, u64)| event.0, Third)
+///         .matches
+///         .map(|m| (m.key, m.value))
+///         .capture()
+/// });
+/// let found: Vec<_> = matches.extract().into_iter().flat_map(|(_, m)| m).collect();
+/// // `a`'s third event in event time is the one at 30, though it came first.
+/// assert_eq!(found, [('a', 30)]);
+/// ```
 pub trait DetectPattern<'scope, D> {
     /// Groups events by `key` and runs `pattern` over each key's on-time events in event-time
     /// order (ties in the order of `D`), emitting a [`Detected`] per match.
@@ -544,8 +594,10 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         }
                     }
                     fed_upto = upto;
+                    // At the end of the input (`upto` is MAX) every round is done, however far
+                    // its horizon reaches.
                     while let Some(&(since, release)) = rounds.front()
-                        && release < upto
+                        && (release < upto || upto == u64::MAX)
                     {
                         rounds.pop_front();
                         if delivery.is_some() {

@@ -23,6 +23,32 @@ use super::Stash;
 pub type Timed<V> = (u64, V);
 
 /// Keeps the most recent values per key.
+///
+/// # Examples
+///
+/// The two latest alerts per user:
+///
+/// ```
+/// use eddy::KeepRecent;
+/// use timely::dataflow::operators::capture::Extract;
+/// use timely::dataflow::operators::{Capture, ToStream};
+///
+/// // (user, (event time, alert), timely time)
+/// let alerts = [("ann", (10, "a1"), 0), ("ann", (30, "a3"), 0), ("ann", (20, "a2"), 0)];
+/// let lists = timely::example(move |scope| {
+///     alerts
+///         .map(|(user, alert, time)| (user.to_string(), (alert.0, alert.1.to_string()), time))
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .keep_recent(|_| 2)
+///         .capture()
+/// });
+/// let lists: Vec<_> = lists.extract().into_iter().flat_map(|(_, lists)| lists).collect();
+/// assert_eq!(
+///     lists,
+///     [("ann".to_string(), vec![(30, "a3".to_string()), (20, "a2".to_string())], 0)]
+/// );
+/// ```
 pub trait KeepRecent<'scope, K, V> {
     /// For input `(key, (event time, value), time)`, emits `(key, list, time)` at each time a
     /// key's list changes: its `limit(key)` values with the greatest event times, newest first

@@ -20,6 +20,32 @@ pub struct Routed<'scope, D> {
 }
 
 /// Routing of a stream by predicates.
+///
+/// # Examples
+///
+/// ```
+/// use eddy::Route;
+/// use timely::dataflow::operators::capture::Extract;
+/// use timely::dataflow::operators::{Capture, ToStream};
+///
+/// let (even, large, rest) = timely::example(|scope| {
+///     let routed = (1..=12u64)
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .route("numbers", vec![|n: &u64| n % 2 == 0, |n: &u64| *n > 9]);
+///     let [even, large] = <[_; 2]>::try_from(routed.matched).ok().unwrap();
+///     (even.capture(), large.capture(), routed.unmatched.capture())
+/// });
+/// let all = |captured: std::sync::mpsc::Receiver<_>| -> Vec<u64> {
+///     let mut all: Vec<u64> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+///     all.sort();
+///     all
+/// };
+/// // 10 and 12 go to both routes; what neither takes goes to `unmatched`.
+/// assert_eq!(all(even), [2, 4, 6, 8, 10, 12]);
+/// assert_eq!(all(large), [10, 11, 12]);
+/// assert_eq!(all(rest), [1, 3, 5, 7, 9]);
+/// ```
 pub trait Route<'scope, D> {
     /// Sends each datum to the output of every predicate that holds for it, and to
     /// [`Routed::unmatched`] when none does.

@@ -126,6 +126,49 @@ pub struct WindowResult<K, O> {
 }
 
 /// Windowed aggregation of an event stream.
+///
+/// # Examples
+///
+/// Payments counted and summed per account in tumbling windows of 10 s:
+///
+/// ```
+/// use eddy::{AggregateKind, Event, FieldAggregates, Record, Value, WindowAggregate, WindowSpec};
+/// use timely::dataflow::operators::capture::Extract;
+/// use timely::dataflow::operators::vec::Map;
+/// use timely::dataflow::operators::{Capture, ToStream};
+///
+/// // (account, event time, amount)
+/// let payments = [(1, 1_000, 250), (1, 4_000, 100), (2, 12_000, 75), (1, 15_000, 30)];
+/// let results = timely::example(move |scope| {
+///     payments
+///         .map(|(account, time, amount)| Event {
+///             time,
+///             frontier: 0,
+///             data: Record::from(vec![Value::Int(account), Value::Int(amount)]),
+///         })
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .window_aggregate(
+///             WindowSpec::Tumbling { size: 10_000 },
+///             |payment: &Record| payment[0].clone(),
+///             FieldAggregates(vec![(AggregateKind::Count, 0), (AggregateKind::Sum, 1)]),
+///         )
+///         .results
+///         .map(|r| (r.key.to_text(), r.start, r.value.iter().map(Value::to_text).collect()))
+///         .capture()
+/// });
+/// let mut rows: Vec<(_, _, Vec<_>)> =
+///     results.extract().into_iter().flat_map(|(_, rows)| rows).collect();
+/// rows.sort();
+/// assert_eq!(
+///     rows,
+///     [
+///         ("1".into(), 0, vec!["2".into(), "350".into()]),
+///         ("1".into(), 10_000, vec!["1".into(), "30".into()]),
+///         ("2".into(), 10_000, vec!["1".into(), "75".into()]),
+///     ]
+/// );
+/// ```
 pub trait WindowAggregate<'scope, D> {
     /// Groups events by `key`, aggregates each key's windows with `aggregate`, and emits one
     /// [`WindowResult`] per key and window once the input frontier reaches the window's end (plus

@@ -7,6 +7,20 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 /// Drops a stream.
+///
+/// # Examples
+///
+/// ```
+/// use eddy::sinks::discard::Discard;
+/// use timely::dataflow::operators::capture::Extract;
+/// use timely::dataflow::operators::{Capture, ToStream};
+///
+/// let flushed = timely::example(|scope| {
+///     (0..1_000u64).to_stream(scope).container::<Vec<_>>().discard().capture()
+/// });
+/// // Nothing comes through, and the flushed stream ends with the input.
+/// assert!(flushed.extract().is_empty());
+/// ```
 pub trait Discard<'scope> {
     /// Drops every item on arrival; the returned stream's frontier follows the input's, as a
     /// sink's flushed stream does.

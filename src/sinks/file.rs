@@ -120,6 +120,33 @@ fn partial_path(path: &Path) -> PathBuf {
 pub type Order<D> = Box<dyn Fn(&D, &mut Vec<u8>)>;
 
 /// Writes a stream to a file.
+///
+/// # Examples
+///
+/// Rows written as CSV, sorted by their first column once the input ends:
+///
+/// ```
+/// use eddy::sinks::file::{FileTarget, Order, WriteFile};
+/// use eddy::sinks::format::{Format, RowEncoder};
+/// use eddy::{Record, Value};
+/// use timely::dataflow::operators::ToStream;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("out.csv");
+/// let target = FileTarget::Path(path.clone());
+/// timely::example(move |scope| {
+///     let rows: Vec<Record> = [("b", 2), ("c", 3), ("a", 1)]
+///         .map(|(name, n)| vec![Value::Str(name.into()), Value::Int(n)].into())
+///         .into();
+///     let columns = vec![("name".to_string(), 0), ("n".to_string(), 1)];
+///     let by_name: Order<Record> = Box::new(|row: &Record, key: &mut Vec<u8>| row[0].write_sort_key(key));
+///     rows.to_stream(scope)
+///         .container::<Vec<_>>()
+///         .write_file(target, RowEncoder::new(Format::Csv, columns, None), Some(by_name))
+///         .unwrap();
+/// });
+/// assert_eq!(std::fs::read_to_string(path).unwrap(), "name,n\na,1\nb,2\nc,3\n");
+/// ```
 pub trait WriteFile<'scope, D> {
     /// Writes every item as one line, flushing after each activation that wrote lines; the
     /// returned stream's frontier passes a time once its lines are flushed. With an `order`,
