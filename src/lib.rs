@@ -4,6 +4,8 @@
 //! with event time and watermarks, flow through [`operators`] assembled by [`dataflows`], and
 //! leave through [`sinks`]. A job is described by a TOML file ([`job`]).
 
+#![deny(missing_docs)]
+
 pub mod allocator;
 pub mod backlog;
 pub mod cpaas;
