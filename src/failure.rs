@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 thread_local! {
     /// Whether this thread is inside [`catch`], whose caller reports the panic itself.
@@ -59,13 +60,33 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
     })
 }
 
-/// Chains a hook before the one installed (the default prints the panic) that keeps panics
-/// inside [`catch`] to itself.
-fn install_hook() {
+/// Set once the job has failed: later panics (timely's threads, as their peers go) are its
+/// aftermath, logged at debug level instead of printed.
+static AFTERMATH: AtomicBool = AtomicBool::new(false);
+
+/// Says that the job has failed and its error will be reported: panics from now on are only
+/// logged at debug level.
+pub fn quiet_aftermath() {
+    AFTERMATH.store(true, Ordering::Relaxed);
+}
+
+/// Chains a hook before the one installed (the default prints the panic) that keeps to itself
+/// panics inside [`catch`], those of timely's communication threads, and those after
+/// [`quiet_aftermath`]. [`catch`] installs it; a cluster installs it before its threads start.
+pub fn install_hook() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
+            if is_communication_thread() || AFTERMATH.load(Ordering::Relaxed) {
+                let thread = std::thread::current();
+                tracing::debug!(
+                    thread = thread.name(),
+                    "panicked: {}",
+                    message(info.payload())
+                );
+                return;
+            }
             if !CATCHING.with(Cell::get) {
                 return previous(info);
             }
@@ -81,6 +102,14 @@ fn install_hook() {
             CAUGHT.with(|c| *c.borrow_mut() = Some(text));
         }));
     });
+}
+
+/// Whether the current thread is one of timely's communication threads, whose panics (a peer's
+/// connection closed, say) are the symptom of a failure that the cluster's control plane names.
+fn is_communication_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with("timely:send-") || name.starts_with("timely:recv-"))
 }
 
 /// The text a panic was raised with.

@@ -8,6 +8,7 @@
 
 pub mod allocator;
 pub mod backlog;
+pub mod cluster;
 pub mod cpaas;
 pub mod dataflows;
 pub mod demo;

@@ -11,7 +11,7 @@ use eddy::dataflows::RunOptions;
 use eddy::demo::{DemoOptions, demo};
 use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
-use eddy::run::{ClusterArgs, run_job};
+use eddy::run::{ClusterArgs, parse_duration, run_job};
 use eddy::server::Server;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
@@ -139,12 +139,6 @@ enum Command {
         #[arg(long = "property", value_parser = parse_property)]
         properties: Vec<(String, String)>,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<jiff::SignedDuration>()
-        .map_err(|e| e.to_string())
-        .and_then(|d| Duration::try_from(d).map_err(|e| e.to_string()))
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -322,12 +316,16 @@ fn main() -> ExitCode {
                 stats: Arc::clone(&stats),
                 views,
             };
+            let share = match cluster.processes {
+                1 => String::new(),
+                n => format!(" of process {} of {n} (its share)", cluster.process),
+            };
             let result = run_job(
                 job,
                 &cluster,
                 options,
                 Duration::from_secs(5),
-                |stats, elapsed| {
+                move |stats, elapsed| {
                     tracing::info!(
                         elapsed = ?elapsed,
                         events = Stats::get(&stats.events_in),
@@ -335,7 +333,7 @@ fn main() -> ExitCode {
                         late = Stats::get(&stats.late),
                         dead_letters = Stats::get(&stats.dead_letters),
                         lag = stats.consumer_lag.load(Ordering::Relaxed),
-                        "progress"
+                        "progress{share}"
                     );
                 },
             );
@@ -345,12 +343,21 @@ fn main() -> ExitCode {
                     .map_or(String::new(), |(rate, seconds)| {
                         format!(" ({:.0} k/s over {seconds:.2} s)", rate / 1e3)
                     });
+                let (totals, rate, scope) = match stats.cluster.get() {
+                    Some((totals, processes)) => (
+                        *totals,
+                        String::new(),
+                        format!(
+                            " in the cluster of {processes} processes ({} events{rate} in this one)",
+                            Stats::get(&stats.events_in)
+                        ),
+                    ),
+                    None => (stats.totals(), rate, String::new()),
+                };
                 eprintln!(
-                    "eddy: done: {} events{rate}, {} window results, {} late, {} dead-lettered",
-                    Stats::get(&stats.events_in),
-                    Stats::get(&stats.windows_out),
-                    Stats::get(&stats.late),
-                    Stats::get(&stats.dead_letters),
+                    "eddy: done: {} events{rate}, {} window results, {} late, {} \
+                     dead-lettered{scope}",
+                    totals.events, totals.window_results, totals.late, totals.dead_letters,
                 );
             }
             result

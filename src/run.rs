@@ -1,13 +1,18 @@
 //! Running a job on timely workers: one process or a cluster, with a progress report.
 
+use std::any::Any;
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use sha2::{Digest as _, Sha256};
+use timely::CommunicationConfig;
+use timely::communication::AllocatorBuilder;
+
+use crate::cluster::{self, ControlPlane, Peers, Settings};
 
 use crate::dataflows::{JobProbes, RunOptions, build_job};
 use crate::failure;
@@ -15,8 +20,9 @@ use crate::job::{Job, SinkKind, SourceKind};
 use crate::sinks::file::FileTarget;
 use crate::stats::Stats;
 
-/// Timely cluster options, as timely itself names them.
-#[derive(Clone, Debug, Default, clap::Args)]
+/// Where a job runs: worker threads in this process, and the cluster of processes it is one of,
+/// with timely's flags (`-w`, `-n`, `-p`, `-h`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct ClusterArgs {
     /// Worker threads per process.
     #[arg(short = 'w', long = "workers", default_value_t = 1)]
@@ -27,9 +33,17 @@ pub struct ClusterArgs {
     /// This process's index in the cluster.
     #[arg(short = 'p', long = "process", default_value_t = 0)]
     pub process: usize,
-    /// File with one `host:port` per process (default: localhost:2101, 2102, …).
-    #[arg(short = 'h', long = "hostfile")]
-    pub hostfile: Option<String>,
+    /// Where the processes listen: a file with one `host:port` per process, or a pattern with
+    /// `{i}` for the process index (e.g. `eddy-{i}.eddy:2101`). Default: 127.0.0.1:2101, 2102, …
+    #[arg(short = 'h', long = "hosts")]
+    pub hosts: Option<String>,
+    /// How long to wait at start-up for every process of the cluster to connect.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub peer_timeout: Duration,
+    /// How long a process of the cluster may stay silent (frozen, or its network cut) before the
+    /// others take it for lost and stop.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub peer_heartbeat: Duration,
 }
 
 impl ClusterArgs {
@@ -39,25 +53,18 @@ impl ClusterArgs {
             workers,
             processes: 1,
             process: 0,
-            hostfile: None,
+            hosts: None,
+            peer_timeout: Duration::from_secs(60),
+            peer_heartbeat: Duration::from_secs(10),
         }
     }
+}
 
-    /// The timely configuration these options describe.
-    pub fn config(&self) -> anyhow::Result<timely::Config> {
-        let mut args = vec![
-            "-w".to_string(),
-            self.workers.to_string(),
-            "-n".into(),
-            self.processes.to_string(),
-            "-p".into(),
-            self.process.to_string(),
-        ];
-        if let Some(h) = &self.hostfile {
-            args.extend(["-h".into(), h.clone()]);
-        }
-        timely::Config::from_args(args.into_iter()).map_err(|e| anyhow!("cluster options: {e}"))
-    }
+/// A duration on the command line, as `10s`, `1m30s` or `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<jiff::SignedDuration>()
+        .map_err(|e| e.to_string())
+        .and_then(|d| Duration::try_from(d).map_err(|e| e.to_string()))
 }
 
 /// Measures, per worker, how long after the sources' frontier passes a time the sinks' flushed
@@ -90,25 +97,85 @@ impl LatencyTracker {
     }
 }
 
-/// The first error of any worker of this process. Once one is reported, every worker drops its
-/// dataflow at its next step and returns, so one worker's failure ends the whole job.
+/// Where a failure arose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// In this process: its peers are told.
+    Here,
+    /// In a peer, or the loss of one: the control plane has heard of it.
+    Peer,
+}
+
+/// The first failure of the job, here or in the cluster. Once one is reported, every worker
+/// drops its dataflow at its next step and returns, so one worker's failure ends the whole job.
 #[derive(Clone, Default)]
-struct FirstFailure(Arc<OnceLock<String>>);
+struct FirstFailure(Arc<(Mutex<Option<Failure>>, Condvar)>);
+
+/// A failure's message and where it arose.
+type Failure = (String, Origin);
 
 impl FirstFailure {
-    /// Keeps `message` if it is the first failure reported.
-    fn report(&self, message: String) {
-        let _ = self.0.set(message);
+    /// Keeps `message` if it is the first failure reported; says whether it was.
+    fn report(&self, message: String, origin: Origin) -> bool {
+        let mut first = self.0.0.lock().unwrap();
+        let is_first = first.is_none();
+        if is_first {
+            failure::quiet_aftermath();
+            *first = Some((message, origin));
+            self.0.1.notify_all();
+        }
+        is_first
     }
 
     /// The first failure, if any.
-    fn first(&self) -> Option<&String> {
-        self.0.get()
+    fn first(&self) -> Option<Failure> {
+        self.0.0.lock().unwrap().clone()
+    }
+
+    /// Whether a failure has been reported.
+    fn any(&self) -> bool {
+        self.0.0.lock().unwrap().is_some()
+    }
+
+    /// Waits at most `timeout` for a failure to be reported.
+    fn wait(&self, timeout: Duration) -> bool {
+        let first = self.0.0.lock().unwrap();
+        let (first, _) = self
+            .0
+            .1
+            .wait_timeout_while(first, timeout, |first| first.is_none())
+            .unwrap();
+        first.is_some()
     }
 }
 
 /// How long the workers have, once one has failed, to notice it and return.
 const FAILURE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a worker of a cluster that panicked waits for the control plane to name a cause
+/// elsewhere: a peer's lost connection panics timely's threads here before its loss is known.
+const PEER_NEWS: Duration = Duration::from_secs(2);
+
+/// This process's part in a cluster, when it is in one.
+struct Membership {
+    peers: Peers,
+    process: usize,
+    control: ControlPlane,
+}
+
+impl Membership {
+    /// The job's error as this process reports it: a failure here is prefixed with this
+    /// process's name and sent to the peers; news from a peer already names it.
+    fn failed(&self, message: String, origin: Origin) -> anyhow::Error {
+        match origin {
+            Origin::Here => {
+                self.control.fail(&message);
+                anyhow!("{}: {message}", self.peers.name(self.process))
+            }
+            Origin::Peer => anyhow!("{message}"),
+        }
+    }
+}
 
 /// Runs `job` to completion (bounded sources) or until `options.stop` is set, calling `report`
 /// every `interval` with the live counters.
@@ -117,6 +184,11 @@ const FAILURE_GRACE: Duration = Duration::from_secs(2);
 /// every worker of the process stops, and the first failure is returned, naming the worker. A
 /// worker that does not stop within a grace period (stuck in an operator) is left behind: the
 /// error is returned anyway, and the caller is expected to exit.
+///
+/// In a cluster (`cluster.processes > 1`), the process first connects to every peer and checks
+/// that they run the same job; a failure anywhere ends every process, each naming the process
+/// that failed or was lost, and a stop of one stops all. A completed job sets
+/// [`Stats::cluster`] to the cluster's totals.
 pub fn run_job(
     job: Job,
     cluster: &ClusterArgs,
@@ -124,12 +196,27 @@ pub fn run_job(
     interval: Duration,
     mut report: impl FnMut(&Stats, Duration) + Send + 'static,
 ) -> anyhow::Result<()> {
-    let config = cluster.config()?;
-    preflight(&job)?;
+    let first_failure = FirstFailure::default();
+    let Connected {
+        builders,
+        comms,
+        member,
+    } = connect(&job, cluster, &options, &first_failure)?;
+    if let Err(e) = preflight(&job) {
+        return Err(match member {
+            Some(member) => {
+                // Its threads wait on peers that are about to go: they end with the process.
+                std::mem::forget(comms);
+                member.failed(format!("{e:#}"), Origin::Here)
+            }
+            None => e,
+        });
+    }
     options.stats.workers.store(
         cluster.workers * cluster.processes,
         std::sync::atomic::Ordering::Release,
     );
+    let member = member.map(Arc::new);
     let job = Arc::new(job);
     let done = Arc::new(AtomicBool::new(false));
     let reporter = {
@@ -142,22 +229,33 @@ pub fn run_job(
             }
         })
     };
-    let first_failure = FirstFailure::default();
     let failed = first_failure.clone();
-    let result = timely::execute(config, move |worker| {
+    let stats = Arc::clone(&options.stats);
+    let processes = cluster.processes;
+    let in_cluster = member.is_some();
+    let worker_config = timely::WorkerConfig::default();
+    let result = timely::execute::execute_from(builders, comms, worker_config, move |worker| {
         let index = worker.index();
-        let outcome = failure::catch(|| run_worker(worker, &job, &options, &first_failure));
+        let outcome =
+            failure::catch(|| run_worker(worker, &job, &options, processes, &first_failure));
         let message = match outcome {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(caught) => format!("worker {index}: {caught}"),
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            // A lost peer panics the communication threads, then the workers: give the control
+            // plane the time to say which peer it was.
+            Err(_) if in_cluster && first_failure.wait(PEER_NEWS) => None,
+            Err(caught) => Some(format!("worker {index}: {caught}")),
         };
-        tracing::debug!(worker = index, "failed: {message}");
-        first_failure.report(message);
-        // Timely steps the dataflows a worker leaves installed until they complete, which a
-        // half-built or panicked one never does.
-        for dataflow in worker.installed_dataflows() {
-            worker.drop_dataflow(dataflow);
+        if let Some(message) = message {
+            tracing::debug!(worker = index, "failed: {message}");
+            first_failure.report(message, Origin::Here);
+        }
+        if first_failure.any() {
+            // Timely steps the dataflows a worker leaves installed until they complete, which a
+            // half-built or panicked one never does.
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
         }
     });
     let outcome = match result {
@@ -167,9 +265,99 @@ pub fn run_job(
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     reporter.thread().unpark();
     let _ = reporter.join();
-    outcome
+    let failure = match outcome {
+        Ok(()) => None,
+        Err(e) => Some(failed.first().unwrap_or((format!("{e:#}"), Origin::Here))),
+    };
+    match (member, failure) {
+        (None, None) => Ok(()),
+        (None, Some((message, _))) => Err(anyhow!("{message}")),
+        (Some(member), Some((message, origin))) => Err(member.failed(message, origin)),
+        (Some(member), None) => {
+            let totals = member.control.finish(stats.totals())?;
+            let _ = stats.cluster.set((totals, processes));
+            Ok(())
+        }
+    }
 }
 
+/// A process ready to start its workers.
+struct Connected {
+    /// The allocators of this process's workers.
+    builders: Vec<AllocatorBuilder>,
+    /// The guard of the threads that move their data.
+    comms: Box<dyn Any + Send>,
+    /// In a cluster, this process's membership.
+    member: Option<Membership>,
+}
+
+/// Readies this process's workers: in a cluster, once every peer is connected.
+fn connect(
+    job: &Job,
+    cluster: &ClusterArgs,
+    options: &RunOptions,
+    failure: &FirstFailure,
+) -> anyhow::Result<Connected> {
+    if cluster.processes <= 1 {
+        let config = match cluster.workers {
+            0 | 1 => CommunicationConfig::Thread,
+            workers => CommunicationConfig::Process(workers),
+        };
+        let (builders, comms) = config
+            .try_build()
+            .map_err(|e| anyhow!("starting the timely workers: {e}"))?;
+        return Ok(Connected {
+            builders,
+            comms,
+            member: None,
+        });
+    }
+    if cluster.process >= cluster.processes {
+        bail!(
+            "-p {} is not a process of a cluster of {} (-n): the indices are 0 to {}",
+            cluster.process,
+            cluster.processes,
+            cluster.processes - 1
+        );
+    }
+    let peers = Peers::resolve(cluster.hosts.as_deref(), cluster.processes)?;
+    failure::install_hook();
+    let settings = Settings {
+        process: cluster.process,
+        workers: cluster.workers,
+        peer_timeout: cluster.peer_timeout,
+        heartbeat: cluster.peer_heartbeat,
+        fingerprint: fingerprint(job),
+    };
+    let failure = failure.clone();
+    let joined = cluster::join(
+        &peers,
+        &settings,
+        Arc::clone(&options.stop),
+        move |message| {
+            failure.report(message, Origin::Peer);
+        },
+    )
+    .with_context(|| peers.name(cluster.process))?;
+    let member = Membership {
+        peers,
+        process: cluster.process,
+        control: joined.control,
+    };
+    Ok(Connected {
+        builders: joined.builders,
+        comms: joined.comms,
+        member: Some(member),
+    })
+}
+
+/// What every process of a cluster must agree on: the job file and the Eddy version.
+fn fingerprint(job: &Job) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    digest.update(job.digest);
+    digest.update(env!("CARGO_PKG_VERSION").as_bytes());
+    digest.finalize().into()
+}
 /// Checks what can fail before any input is read: every file source opens, and every file
 /// sink can be written and is not one of the sources' files (which it would truncate).
 fn preflight(job: &Job) -> anyhow::Result<()> {
@@ -212,7 +400,13 @@ fn join_workers(
     failure: &FirstFailure,
 ) -> anyhow::Result<()> {
     let (joined, all_joined) = std::sync::mpsc::channel();
-    thread::spawn(move || joined.send(guards.join()));
+    // Joining also ends the communication threads, whose panics (a peer gone) are the
+    // failure's symptom: caught here, and reported as the failure.
+    thread::spawn(move || {
+        let outcomes =
+            failure::catch(|| guards.join()).unwrap_or_else(|caught| vec![Err(caught.to_string())]);
+        let _ = joined.send(outcomes);
+    });
     let mut failed_at = None;
     let outcomes = loop {
         match all_joined.recv_timeout(Duration::from_millis(50)) {
@@ -222,7 +416,7 @@ fn join_workers(
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if let Some(message) = failure.first() {
+        if let Some((message, _)) = failure.first() {
             let since = *failed_at.get_or_insert_with(Instant::now);
             if since.elapsed() > FAILURE_GRACE {
                 tracing::warn!("some workers did not stop within {FAILURE_GRACE:?} of the failure");
@@ -230,7 +424,7 @@ fn join_workers(
             }
         }
     };
-    if let Some(message) = failure.first() {
+    if let Some((message, _)) = failure.first() {
         return Err(anyhow!("{message}"));
     }
     for outcome in outcomes {
@@ -245,17 +439,18 @@ fn run_worker(
     worker: &mut timely::worker::Worker,
     job: &Job,
     options: &RunOptions,
+    processes: usize,
     failure: &FirstFailure,
 ) -> anyhow::Result<()> {
     let dataflow = worker.next_dataflow_index();
-    let probes = worker.dataflow::<u64, _, _>(|scope| build_job(scope, job, options))?;
+    let probes = worker.dataflow::<u64, _, _>(|scope| build_job(scope, job, options, processes))?;
     options
         .stats
         .workers_ready
         .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let mut latency = LatencyTracker::default();
     while !probes.flushed.done() {
-        if failure.first().is_some() {
+        if failure.any() {
             worker.drop_dataflow(dataflow);
             break;
         }

@@ -1,7 +1,7 @@
 //! Live counters of a running job, shared by its workers and read by progress displays.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -60,6 +60,9 @@ pub struct Stats {
     /// End-to-end latency in microseconds: from the moment the sources have emitted everything
     /// up to an event time until every sink has flushed what derives from it.
     pub latency: Mutex<Histogram<u64>>,
+    /// The totals of every process of a cluster and how many processes there are, once all have
+    /// finished; unset on a single process.
+    pub cluster: OnceLock<(Totals, usize)>,
 }
 
 impl Default for Stats {
@@ -86,11 +89,48 @@ impl Default for Stats {
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
             ),
+            cluster: OnceLock::new(),
+        }
+    }
+}
+
+/// A job's closing figures: what one process counted, or (added up) a whole cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    /// Events decoded by the sources.
+    pub events: u64,
+    /// Window results emitted.
+    pub window_results: u64,
+    /// Events that arrived after all their windows had closed.
+    pub late: u64,
+    /// Inputs sent to the dead-letter sink.
+    pub dead_letters: u64,
+}
+
+impl std::ops::Add for Totals {
+    type Output = Totals;
+
+    fn add(self, other: Totals) -> Totals {
+        Totals {
+            events: self.events + other.events,
+            window_results: self.window_results + other.window_results,
+            late: self.late + other.late,
+            dead_letters: self.dead_letters + other.dead_letters,
         }
     }
 }
 
 impl Stats {
+    /// This process's closing figures.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            events: Self::get(&self.events_in),
+            window_results: Self::get(&self.windows_out),
+            late: Self::get(&self.late),
+            dead_letters: Self::get(&self.dead_letters),
+        }
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);

@@ -30,7 +30,7 @@ use crate::sinks::view::{Views, WriteView};
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
-use crate::sources::{SourceOptions, SourceStreams, event_source};
+use crate::sources::{Reader, SourceOptions, SourceStreams, deal_slot, event_source};
 use crate::stats::{CountInto, Stats};
 
 /// How a job is run, beyond what its file says.
@@ -75,6 +75,8 @@ pub struct Progress<'scope> {
     /// Every sink's flushed stream and every window and pattern operator's settled stream: what
     /// was sent before its frontier is flushed, and `fired` counts the windows it made.
     pub settled: ProbeHandle<u64>,
+    /// How many of this worker's sources have halted after a stop.
+    pub halted: Rc<Cell<usize>>,
     /// The fired streams tracked so far: probed together once the job is built.
     fired_streams: RefCell<Vec<StreamVec<'scope, u64, ()>>>,
 }
@@ -86,6 +88,7 @@ impl<'scope> Progress<'scope> {
             fired: ProbeHandle::new(),
             acknowledged: ProbeHandle::new(),
             settled: ProbeHandle::new(),
+            halted: Rc::new(Cell::new(0)),
             fired_streams: RefCell::new(Vec::new()),
         }
     }
@@ -115,15 +118,16 @@ impl<'scope> Progress<'scope> {
     }
 }
 
-/// Builds `job` into `scope` on this worker.
+/// Builds `job` into `scope` on this worker, one of a cluster of `processes` processes (which
+/// the sources' partitions are dealt over).
 pub fn build_job(
     scope: Scope<'_, u64>,
     job: &Job,
     options: &RunOptions,
+    processes: usize,
 ) -> anyhow::Result<JobProbes> {
     let progress = Progress::new();
     let ingested = ProbeHandle::new();
-    let halted = Rc::new(Cell::new(0));
     let notifications = notify::plan(job, &options.stats)?;
     let mut events = Vec::new();
     let mut dead = Vec::new();
@@ -133,7 +137,7 @@ pub fn build_job(
             .filter(|n| n.spec.source == index)
             .map(|n| n.backlog.clone())
             .collect();
-        let streams = source_stream(scope, job, source, options, &progress, &halted, backlogs)?;
+        let streams = source_stream(scope, job, source, options, &progress, processes, backlogs)?;
         let stats = Arc::clone(&options.stats);
         let counted = streams
             .events
@@ -247,7 +251,7 @@ pub fn build_job(
     progress.probe_fired(scope);
     Ok(JobProbes {
         sources: job.sources.len(),
-        halted,
+        halted: Rc::clone(&progress.halted),
         ingested,
         flushed: progress.flushed,
     })
@@ -293,7 +297,7 @@ fn source_stream<'scope>(
     source: &SourceSpec,
     options: &RunOptions,
     progress: &Progress<'scope>,
-    halted: &Rc<Cell<usize>>,
+    processes: usize,
     backlogs: Vec<Backlog>,
 ) -> anyhow::Result<SourceStreams<'scope, Record>> {
     let source_options = SourceOptions {
@@ -303,11 +307,12 @@ fn source_stream<'scope>(
         tick: job.tick,
         commit_interval: job.commit_interval,
         stop: Arc::clone(&options.stop),
-        halted: Rc::clone(halted),
+        halted: Rc::clone(&progress.halted),
         fired: progress.fired.clone(),
         backlogs,
     };
-    let (index, peers) = (scope.index(), scope.peers());
+    let peers = scope.peers();
+    let slot = deal_slot(scope.index(), peers, processes);
     let schema = Arc::clone(&source.schema);
     let name = &source.name;
     let settled = progress.settled.clone();
@@ -324,31 +329,39 @@ fn source_stream<'scope>(
                 name,
                 &config,
                 schema,
-                index,
+                slot,
                 peers,
                 Arc::clone(&options.stats),
                 &options.stop,
             )
             .with_context(|| format!("source `{name}`"))?;
+            say_if_idle(name, &reader, slot, processes);
             event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::File { paths, splits } => {
-            let reader = FileReader::open(
-                paths,
-                *splits,
-                source.max_record_bytes,
-                schema,
-                index,
-                peers,
-            )
-            .with_context(|| format!("source `{name}`"))?;
+            let reader =
+                FileReader::open(paths, *splits, source.max_record_bytes, schema, slot, peers)
+                    .with_context(|| format!("source `{name}`"))?;
+            say_if_idle(name, &reader, slot, processes);
             event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::Generator { config, partitions } => {
-            let reader = GeneratorReader::new(config.clone(), *partitions, &schema, index, peers);
+            let reader = GeneratorReader::new(config.clone(), *partitions, &schema, slot, peers);
+            say_if_idle(name, &reader, slot, processes);
             event_source(scope, name, reader, source_options, settled)
         }
     })
+}
+
+/// Logs, once per process (from the worker that is dealt partitions first), that a source has
+/// nothing for this process to read: it has fewer partitions than the cluster has processes.
+fn say_if_idle<D>(name: &str, reader: &impl Reader<D>, slot: usize, processes: usize) {
+    if slot < processes && reader.partitions() == 0 {
+        tracing::warn!(
+            "source `{name}` has nothing for this process (process {slot} of {processes}) to \
+             read: it has fewer partitions or splits than the cluster has processes"
+        );
+    }
 }
 
 fn write_dead_letters<'scope>(

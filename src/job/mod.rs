@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::Digest as _;
 
 use crate::sinks::view::Views;
 
@@ -77,6 +78,9 @@ pub struct Job {
     pub notifications: Vec<NotifySpec>,
     /// Where and how often its state is checkpointed, if it is.
     pub checkpoints: Option<CheckpointsSpec>,
+    /// The SHA-256 of the job file's text (before `${VAR}` expansion, so hosts that set their
+    /// own paths still agree): the processes of a cluster check that they run the same job.
+    pub digest: [u8; 32],
 }
 
 /// One problem in a job file.
@@ -313,6 +317,7 @@ impl Checker<'_> {
             sinks,
             notifications,
             checkpoints,
+            digest: sha2::Sha256::digest(self.text.as_bytes()).into(),
         }
     }
 }

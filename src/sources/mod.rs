@@ -443,8 +443,50 @@ fn too_long(len: u64, max_record_bytes: usize) -> String {
     )
 }
 
-/// The partitions of `total` that worker `index` of `peers` owns: a stable round-robin, so each
+/// The slot of worker `index` of `peers`, spread over `processes` processes of `peers /
+/// processes` workers each, when partitions are dealt to slots by [`owned_partitions`]: the first
+/// worker of each process comes first, then the second of each, and so on, so every process gets
+/// a partition before any gets a second. (Timely numbers a process's workers consecutively.)
+pub fn deal_slot(index: usize, peers: usize, processes: usize) -> usize {
+    let workers = (peers / processes.max(1)).max(1);
+    let (process, local) = (index / workers, index % workers);
+    local * processes + process
+}
+
+/// The partitions of `total` that slot `index` of `peers` owns: a stable round-robin, so each
 /// partition belongs to exactly one worker over all processes.
 pub fn owned_partitions(total: usize, index: usize, peers: usize) -> impl Iterator<Item = usize> {
     (index..total).step_by(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{deal_slot, owned_partitions};
+
+    #[test]
+    fn every_process_is_dealt_a_partition_before_any_gets_a_second() {
+        // Three processes of two workers, three partitions: one for each process.
+        let (processes, peers) = (3, 6);
+        let owner = |partition: usize| {
+            (0..peers)
+                .find(|&w| {
+                    owned_partitions(3, deal_slot(w, peers, processes), peers)
+                        .any(|p| p == partition)
+                })
+                .unwrap()
+        };
+        let mut processes_dealt: Vec<usize> = (0..3).map(|p| owner(p) / 2).collect();
+        processes_dealt.sort();
+        assert_eq!(processes_dealt, [0, 1, 2]);
+    }
+
+    #[test]
+    fn slots_are_a_permutation_of_the_workers() {
+        for (peers, processes) in [(1, 1), (4, 1), (6, 3), (8, 2)] {
+            let mut slots: Vec<usize> =
+                (0..peers).map(|w| deal_slot(w, peers, processes)).collect();
+            slots.sort();
+            assert_eq!(slots, (0..peers).collect::<Vec<_>>());
+        }
+    }
 }
