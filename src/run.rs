@@ -339,6 +339,11 @@ fn connect(
         },
     )
     .with_context(|| peers.name(cluster.process))?;
+    tracing::info!(
+        "joined the cluster as {} of {}: every peer connected and runs this job",
+        peers.name(cluster.process),
+        cluster.processes
+    );
     let member = Membership {
         peers,
         process: cluster.process,

@@ -202,6 +202,15 @@ fn read_peer(
                     "lost {name}: no heartbeat for {heartbeat:?} (--peer-heartbeat)"
                 ));
             }
+            // A killed peer's kernel resets the connection when data was left unread in it.
+            Some(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return shared.failed(format!("lost {name}: connection closed"));
+            }
             Some(Err(e)) => return shared.failed(format!("lost {name}: {e}")),
         };
         match serde_json::from_str::<Message>(&line) {
