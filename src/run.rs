@@ -30,8 +30,14 @@ pub struct ClusterArgs {
     /// Number of processes in the cluster.
     #[arg(short = 'n', long = "processes", default_value_t = 1)]
     pub processes: usize,
-    /// This process's index in the cluster.
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    /// This process's index in the cluster (a Kubernetes StatefulSet can set `EDDY_PROCESS` to
+    /// its pod's index).
+    #[arg(
+        short = 'p',
+        long = "process",
+        env = "EDDY_PROCESS",
+        default_value_t = 0
+    )]
     pub process: usize,
     /// Where the processes listen: a file with one `host:port` per process, or a pattern with
     /// `{i}` for the process index (e.g. `eddy-{i}.eddy:2101`). Default: 127.0.0.1:2101, 2102, …
