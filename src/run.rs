@@ -43,6 +43,10 @@ pub struct ClusterArgs {
     /// `{i}` for the process index (e.g. `eddy-{i}.eddy:2101`). Default: 127.0.0.1:2101, 2102, …
     #[arg(short = 'h', long = "hosts")]
     pub hosts: Option<String>,
+    /// The address this process listens on for its peers, when it is not its own entry of
+    /// `--hosts` (e.g. `0.0.0.0:2101` behind a DNS name, or a port behind a proxy).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// How long to wait at start-up for every process of the cluster to connect.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub peer_timeout: Duration,
@@ -60,6 +64,7 @@ impl ClusterArgs {
             processes: 1,
             process: 0,
             hosts: None,
+            listen: None,
             peer_timeout: Duration::from_secs(60),
             peer_heartbeat: Duration::from_secs(10),
         }
@@ -331,6 +336,7 @@ fn connect(
     let settings = Settings {
         process: cluster.process,
         workers: cluster.workers,
+        listen: cluster.listen.clone(),
         peer_timeout: cluster.peer_timeout,
         heartbeat: cluster.peer_heartbeat,
         fingerprint: fingerprint(job),

@@ -80,10 +80,13 @@ struct Setup {
 
 impl Setup {
     fn new(name: &str) -> Setup {
+        Setup::with_hosts(name, Hosts::new(3))
+    }
+
+    fn with_hosts(name: &str, hosts: Hosts) -> Setup {
         let dir = std::env::temp_dir().join(format!("eddy-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the test directory");
-        let hosts = Hosts::new(3);
         std::fs::write(dir.join("hosts.txt"), hosts.host_file()).expect("writing the host file");
         Setup { dir, hosts }
     }
@@ -201,10 +204,11 @@ fn input(setup: &Setup) -> PathBuf {
     )
 }
 
-#[test]
-fn three_processes_give_the_single_process_results_and_the_cluster_totals() {
-    let setup = Setup::new("results");
-    let (job, input) = (setup.file("job.toml", FILE_JOB), input(&setup));
+/// Runs the file job on one process of two workers, then on the three hosts with two workers
+/// each and `args(i)`, and checks that the outputs are the same, that each process read a share,
+/// and that each closes with the cluster's totals.
+fn same_results_as_one_process(setup: &Setup, args: &dyn Fn(usize) -> Vec<String>) {
+    let (job, input) = (setup.file("job.toml", FILE_JOB), input(setup));
     let single = setup.dir.join("single.csv");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
         .arg("run")
@@ -222,7 +226,11 @@ fn three_processes_give_the_single_process_results_and_the_cluster_totals() {
         ("EDDY_OUTPUT", output.as_path()),
     ];
     let mut processes: Vec<Process> = (0..3)
-        .map(|i| setup.start(i, &job, &["-w", "2"], &env))
+        .map(|i| {
+            let args = [vec!["-w".to_string(), "2".into()], args(i)].concat();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            setup.start(i, &job, &args, &env)
+        })
         .collect();
     for process in &mut processes {
         assert!(process.wait().success(), "{}", process.log());
@@ -249,6 +257,25 @@ fn three_processes_give_the_single_process_results_and_the_cluster_totals() {
         let share = log.rsplit_once("(").unwrap().1;
         assert!(!share.starts_with("0 events"), "{log}");
     }
+}
+
+#[test]
+fn three_processes_give_the_single_process_results_and_the_cluster_totals() {
+    same_results_as_one_process(&Setup::new("results"), &|_| Vec::new());
+}
+
+#[test]
+fn three_processes_behind_a_50_ms_link_give_the_same_results() {
+    // Loopback, as the delay proxies run in this process: process I listens on its own port, and
+    // its peers reach it through a proxy that delays each direction by 50 ms.
+    let setup = Setup::with_hosts("delay", Hosts::loopback(3));
+    let proxies: Vec<String> = (0..3)
+        .map(|i| common::delay::start(setup.address(i).into(), Duration::from_millis(50)))
+        .collect();
+    let listen: Vec<String> = (0..3).map(|i| setup.address(i).to_string()).collect();
+    let hosts: String = proxies.iter().map(|p| format!("{p}\n")).collect();
+    std::fs::write(setup.dir.join("hosts.txt"), hosts).unwrap();
+    same_results_as_one_process(&setup, &|i| vec!["--listen".into(), listen[i].clone()]);
 }
 
 #[test]

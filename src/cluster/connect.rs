@@ -106,8 +106,9 @@ impl Links {
 pub fn connect_all(peers: &Peers, settings: &Settings) -> anyhow::Result<Links> {
     let me = settings.process;
     let deadline = Instant::now() + settings.peer_timeout;
-    let listener = TcpListener::bind(peers.address(me))
-        .with_context(|| format!("listening on {} as process {me}", peers.address(me)))?;
+    let listen = settings.listen.as_deref().unwrap_or(peers.address(me));
+    let listener = TcpListener::bind(listen)
+        .with_context(|| format!("listening on {listen} as process {me}"))?;
     let acceptor = {
         let (peers, settings) = (peers.clone(), settings.clone());
         thread::Builder::new()

@@ -108,6 +108,8 @@ pub struct Settings {
     pub process: usize,
     /// Worker threads per process.
     pub workers: usize,
+    /// Where to listen for peers, when not at this process's own address in [`Peers`].
+    pub listen: Option<String>,
     /// How long to wait for every peer at start-up.
     pub peer_timeout: Duration,
     /// How long a peer may stay silent before it is taken for lost.

@@ -29,13 +29,18 @@ impl Hosts {
             Ok(hosts) => hosts,
             Err(why) => {
                 eprintln!("cluster tests on loopback ports: no network namespaces here ({why})");
-                Hosts {
-                    addresses: (0..n)
-                        .map(|_| format!("127.0.0.1:{}", super::free_port()))
-                        .collect(),
-                    namespaces: None,
-                }
+                Hosts::loopback(n)
             }
+        }
+    }
+
+    /// `n` hosts on loopback ports.
+    pub fn loopback(n: usize) -> Hosts {
+        Hosts {
+            addresses: (0..n)
+                .map(|_| format!("127.0.0.1:{}", super::free_port()))
+                .collect(),
+            namespaces: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests: a plain reference implementation of event-time
 //! windows, and deterministic inputs; `golden`, outputs compared with files in the repository;
-//! `kafka`, those of the tests against a Kafka cluster; `hosts`, the hosts of the cluster tests;
+//! `kafka`, those of the tests against a Kafka cluster; `hosts`, the hosts of the cluster tests, and `delay`, a proxy that delays their links;
 //! `tansu`, the real broker those tests also run against; `python`, the independent client that
 //! writes their input there; `moto`, the S3-compatible server of the checkpoint store's tests.
 
 #![allow(dead_code)]
 
+pub mod delay;
 pub mod golden;
 pub mod hosts;
 pub mod kafka;
