@@ -426,7 +426,7 @@ source = "payments"
         "bad.toml:15: fraud[0].suppression: `soon` is not a duration",
         "bad.toml:16: fraud[0].amount_spike.factor: must be a number above 1",
         "bad.toml:16: fraud[0].amount_spike.min_history: must not exceed `history` (3)",
-        "bad.toml:17: fraud[0].card_testing.merchants: must be a positive integer",
+        "bad.toml:17: fraud[0].card_testing.merchants: must be an integer from 1 to 1000",
         "bad.toml:17: fraud[0].card_testing.within: must be at least 1ms",
         "bad.toml:18: fraud[0].sinks: no sink named `nowhere`",
         "bad.toml:21: fraud[1]: no rule is on",

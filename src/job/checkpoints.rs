@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::values::Limit;
 use super::{Checker, raw};
 use crate::state::Location;
 
@@ -17,6 +18,12 @@ pub struct CheckpointsSection {
     interval: Option<raw::Text>,
     keep: Option<Spanned<i64>>,
 }
+
+/// The most complete checkpoints kept.
+const KEEP: Limit = Limit {
+    max: 1000,
+    why: "complete checkpoints kept in the store",
+};
 
 /// A job's checkpoint settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,11 +69,12 @@ impl Checker<'_> {
             let span = section.interval.as_ref().map_or(0..0, Spanned::span);
             self.error(span, "checkpoints.interval", "must be longer than 0");
         }
-        let keep = self.positive(
+        let keep = self.count(
             &section.keep,
             "checkpoints.keep".into(),
-            CheckpointsSpec::DEFAULT_KEEP as u64,
-        ) as usize;
+            CheckpointsSpec::DEFAULT_KEEP,
+            KEEP,
+        );
         Some(CheckpointsSpec {
             store,
             interval,

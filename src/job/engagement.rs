@@ -9,6 +9,7 @@ use compact_str::CompactString;
 use toml::Spanned;
 
 use super::outputs::{Names, Wiring};
+use super::values::millis_of;
 use super::{Checker, SourceSpec, raw};
 use crate::domain::command::{CommandProcessor, CommandType, Format, UserRule};
 use crate::domain::orchestrate::{
@@ -294,7 +295,7 @@ impl Checker<'_> {
             kind: index[2],
             processor: CommandProcessor {
                 types: types.into(),
-                dedup_within: dedup_within.as_millis() as u64,
+                dedup_within: millis_of(dedup_within),
             },
             payload,
             columns,

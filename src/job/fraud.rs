@@ -1,13 +1,36 @@
 //! Validation of `[[fraud]]` sections: the payment fields and the rules' settings.
 
-use std::time::Duration;
-
 use toml::Spanned;
 
 use super::outputs::Wiring;
+use super::values::Limit;
 use super::{Checker, raw};
 use crate::domain::fraud::{AmountSpike, CardTesting, ImpossibleTravel, SmallThenLarge, Velocity};
 use crate::record::{FieldType, Schema};
+
+/// The most payments a velocity rule counts: it keeps each account's payments within its span.
+const PAYMENTS: Limit = Limit {
+    max: 1_000_000,
+    why: "the rule keeps each account's payments until it fires",
+};
+
+/// The most amounts an amount-spike rule keeps per account.
+const HISTORY: Limit = Limit {
+    max: 1000,
+    why: "the rule keeps that many amounts of each account",
+};
+
+/// The most distinct merchants a card-testing rule waits for.
+const MERCHANTS: Limit = Limit {
+    max: 1000,
+    why: "the rule keeps each account's small payments until it fires",
+};
+
+/// The largest amount threshold: the largest int.
+const AMOUNT: Limit = Limit {
+    max: i64::MAX as u64,
+    why: "amounts are 64-bit ints",
+};
 
 /// Fraud rules over a source of card payments, with their alerts' sinks.
 #[derive(Clone, Debug)]
@@ -138,11 +161,7 @@ impl Checker<'_> {
                 ),
             }
         }
-        let suppression = self.duration(
-            &f.suppression,
-            format!("{field}.suppression"),
-            Duration::ZERO,
-        );
+        let suppression = self.millis_or_zero(&f.suppression, format!("{field}.suppression"));
         let velocity = f.velocity.as_ref().map(|v| {
             let at = format!("{field}.velocity");
             let r = v.get_ref();
@@ -153,11 +172,11 @@ impl Checker<'_> {
                 count: r
                     .count
                     .as_ref()
-                    .map(|_| self.positive(&r.count, format!("{at}.count"), 1) as usize),
+                    .map(|_| self.count(&r.count, format!("{at}.count"), 1, PAYMENTS)),
                 amount: r
                     .amount
                     .as_ref()
-                    .map(|_| self.positive(&r.amount, format!("{at}.amount"), 1) as i64),
+                    .map(|a| self.amount(a, format!("{at}.amount"))),
                 within: self.span_of(&r.within, format!("{at}.within")),
             }
         });
@@ -189,9 +208,8 @@ impl Checker<'_> {
                     "must be a number above 1",
                 );
             }
-            let history = self.positive(&r.history, format!("{at}.history"), 20) as usize;
-            let min_history =
-                self.positive(&r.min_history, format!("{at}.min_history"), 5) as usize;
+            let history = self.count(&r.history, format!("{at}.history"), 20, HISTORY);
+            let min_history = self.count(&r.min_history, format!("{at}.min_history"), 5, HISTORY);
             if min_history > history {
                 let span = r.min_history.as_ref().map_or(v.span(), Spanned::span);
                 self.error(
@@ -216,8 +234,12 @@ impl Checker<'_> {
             let at = format!("{field}.card_testing");
             let r = v.get_ref();
             CardTesting {
-                merchants: self.positive(&Some(r.merchants.clone()), format!("{at}.merchants"), 1)
-                    as usize,
+                merchants: self.count(
+                    &Some(r.merchants.clone()),
+                    format!("{at}.merchants"),
+                    1,
+                    MERCHANTS,
+                ),
                 small_below: self.amount(&r.small_below, format!("{at}.small_below")),
                 within: self.span_of(&r.within, format!("{at}.within")),
             }
@@ -247,7 +269,7 @@ impl Checker<'_> {
                 merchant: index[3],
                 country: index[4],
             },
-            suppression: suppression.as_millis() as u64,
+            suppression,
             velocity,
             small_then_large,
             amount_spike,
@@ -265,6 +287,6 @@ impl Checker<'_> {
 
     /// An amount threshold in minor units: a positive integer.
     fn amount(&mut self, value: &Spanned<i64>, field: String) -> i64 {
-        self.positive(&Some(value.clone()), field, 1) as i64
+        self.count(&Some(value.clone()), field, 1, AMOUNT)
     }
 }

@@ -1,7 +1,5 @@
 //! Validation of `[[metrics]]`: group-by fields, the window, aggregates and `having`.
 
-use std::time::Duration;
-
 use super::outputs::Wiring;
 use super::{Checker, raw};
 use crate::operators::aggregate::AggregateKind;
@@ -91,6 +89,10 @@ impl Condition {
     }
 }
 
+/// The most panes a hopping window is made of: each record is folded into one pane, and firing a
+/// window merges its panes, so the cost of a window grows with their number.
+pub const MAX_PANES: u64 = 1000;
+
 impl Checker<'_> {
     pub(super) fn metric(
         &mut self,
@@ -115,13 +117,8 @@ impl Checker<'_> {
         }
         columns.extend(["window_start".to_string(), "window_end".to_string()]);
         let window = self.window(&m.window.get_ref().kind, &format!("{field}.window"));
-        let lateness = self
-            .duration(
-                &m.allowed_lateness,
-                format!("{field}.allowed_lateness"),
-                Duration::ZERO,
-            )
-            .as_millis() as u64;
+        let lateness =
+            self.millis_or_zero(&m.allowed_lateness, format!("{field}.allowed_lateness"));
         let mut aggregates = Vec::new();
         for (name, spec) in m.aggregates.get_ref() {
             let at = format!("{field}.aggregates.{name}");
@@ -230,14 +227,27 @@ impl Checker<'_> {
             raw::WindowKind::Hopping(w) => {
                 let size = need(self, &w.size, "hopping", "size");
                 let slide = need(self, &w.slide, "hopping", "slide");
-                if let Some(text) = &w.slide
-                    && slide > size
-                {
-                    self.error(
-                        text.span(),
-                        format!("{field}.slide"),
-                        "the slide must not exceed the size",
-                    );
+                if let Some(text) = &w.slide {
+                    let panes = WindowSpec::Hopping { size, slide }.panes();
+                    if slide > size {
+                        self.error(
+                            text.span(),
+                            format!("{field}.slide"),
+                            "the slide must not exceed the size",
+                        );
+                    } else if panes > MAX_PANES {
+                        self.error(
+                            text.span(),
+                            format!("{field}.slide"),
+                            format!(
+                                "a window of {size} ms sliding by {slide} ms is made of {panes} \
+                                 panes of {} ms (their greatest common divisor), and a window \
+                                 has at most {MAX_PANES}: make the slide a larger divisor of \
+                                 the size",
+                                size / panes
+                            ),
+                        );
+                    }
                 }
                 WindowSpec::Hopping { size, slide }
             }

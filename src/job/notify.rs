@@ -8,10 +8,41 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::outputs::Names;
+use super::values::Limit;
 use super::{Checker, SinkKind, SinkSpec, SourceSpec, raw};
 use crate::record::FieldType;
 use crate::sinks::notify::config::{ApiKey, ChannelLimits, NotifyConfig, RetryPolicy};
 use crate::sinks::notify::request::{Channel, REQUIRED_FIELDS, RequestFields};
+
+/// The most times a request is tried.
+const ATTEMPTS: Limit = Limit {
+    max: 1000,
+    why: "the number of times a request is tried",
+};
+
+/// The most requests queued for the adapter: each is held in memory.
+const QUEUE: Limit = Limit {
+    max: 1 << 20,
+    why: "each queued request is held in memory",
+};
+
+/// The most messages per second on one channel.
+const RATE: Limit = Limit {
+    max: 1_000_000,
+    why: "messages per second on one channel",
+};
+
+/// The most HTTP calls in flight on one channel: each holds a connection.
+const CONCURRENCY: Limit = Limit {
+    max: 1024,
+    why: "each call in flight holds a connection",
+};
+
+/// The most messages in one call.
+const BATCH: Limit = Limit {
+    max: 10_000,
+    why: "messages in one call to the CPaaS",
+};
 
 /// A notify sink, the source of its requests and the sink of its outcomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,11 +123,12 @@ impl Checker<'_> {
         );
         config.timeout = timeout;
         config.retry = RetryPolicy {
-            max_attempts: self.positive(
+            max_attempts: self.count(
                 &s.max_attempts,
                 format!("{field}.max_attempts"),
-                retry.max_attempts.into(),
-            ) as u32,
+                retry.max_attempts,
+                ATTEMPTS,
+            ),
             min_delay: self.duration(
                 &s.min_backoff,
                 format!("{field}.min_backoff"),
@@ -108,8 +140,7 @@ impl Checker<'_> {
                 retry.max_delay,
             ),
         };
-        config.queue =
-            self.positive(&s.queue, format!("{field}.queue"), config.queue as u64) as usize;
+        config.queue = self.count(&s.queue, format!("{field}.queue"), config.queue, QUEUE);
         config.sms = self.channel_limits(&s.sms, Channel::Sms, field);
         config.email = self.channel_limits(&s.email, Channel::Email, field);
         config
@@ -136,18 +167,15 @@ impl Checker<'_> {
                 "the e-mail API takes one message per call: remove `batch`",
             );
         }
-        let positive = |this: &mut Self, value: &Option<Spanned<i64>>, name: &str, default| {
-            this.positive(value, format!("{field}.{name}"), default)
-        };
         ChannelLimits {
-            rate: positive(self, &c.rate, "rate", defaults.rate.into()).min(u32::MAX.into()) as u32,
-            concurrency: positive(
-                self,
+            rate: self.count(&c.rate, format!("{field}.rate"), defaults.rate, RATE),
+            concurrency: self.count(
                 &c.concurrency,
-                "concurrency",
-                defaults.concurrency as u64,
-            ) as usize,
-            batch: positive(self, &c.batch, "batch", defaults.batch as u64).min(10_000) as usize,
+                format!("{field}.concurrency"),
+                defaults.concurrency,
+                CONCURRENCY,
+            ),
+            batch: self.count(&c.batch, format!("{field}.batch"), defaults.batch, BATCH),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use toml::Spanned;
 
+use super::values::Limit;
 use super::{Checker, raw};
 use crate::record::{Field, FieldType, Schema};
 use crate::sources::generator::{self, GeneratorConfig};
@@ -66,6 +67,40 @@ pub enum SourceKind {
         partitions: u64,
     },
 }
+
+/// The most splits of one file: each is a partition with its own watermark and an open file.
+const SPLITS: Limit = Limit {
+    max: 1024,
+    why: "each split is a partition with its own open file",
+};
+
+/// The most splits of a file source, over all its paths.
+const MAX_OPEN_SPLITS: usize = 1024;
+
+/// The most transactions a generator makes (and every how many it places an incident): event
+/// times and sequence numbers stay far inside their 64 bits.
+const GENERATED: Limit = Limit {
+    max: 1_000_000_000_000,
+    why: "a generator makes at most a trillion transactions",
+};
+
+/// The most transactions per second of event time a generator makes.
+const GENERATOR_RATE: Limit = Limit {
+    max: 1_000_000_000,
+    why: "a generator makes at most a billion transactions per second",
+};
+
+/// The most distinct accounts or merchants a generator draws from.
+const IDS: Limit = Limit {
+    max: 1_000_000_000,
+    why: "a generator draws from at most a billion accounts or merchants",
+};
+
+/// The most partitions of a generator.
+const GENERATOR_PARTITIONS: Limit = Limit {
+    max: 1024,
+    why: "each partition is a stream with its own watermark",
+};
 
 impl Checker<'_> {
     /// The sources that validate (those whose schema or kind is unusable are left out, and
@@ -250,7 +285,21 @@ impl Checker<'_> {
                 Vec::new()
             }
         };
-        let splits = self.positive(&f.splits, format!("{field}.splits"), 1) as usize;
+        let splits = self.count(&f.splits, format!("{field}.splits"), 1, SPLITS);
+        if let Some(written) = &f.splits
+            && paths.len() * splits > MAX_OPEN_SPLITS
+        {
+            self.error(
+                written.span(),
+                format!("{field}.splits"),
+                format!(
+                    "{} paths of {splits} splits each make {} splits: a file source reads at most \
+                     {MAX_OPEN_SPLITS} in all, each an open file",
+                    paths.len(),
+                    paths.len() * splits
+                ),
+            );
+        }
         SourceKind::File { paths, splits }
     }
 
@@ -274,27 +323,28 @@ impl Checker<'_> {
                 );
             }
         }
-        let disorder = self.duration(&g.disorder, format!("{field}.disorder"), Duration::ZERO);
+        let disorder_ms = self.millis_or_zero(&g.disorder, format!("{field}.disorder"));
         SourceKind::Generator {
             config: GeneratorConfig {
                 seed: g.seed.as_ref().map_or(42, |v| *v.get_ref() as u64),
                 count: g
                     .count
                     .as_ref()
-                    .map(|_| self.positive(&g.count, format!("{field}.count"), 1)),
-                rate: self.positive(&g.rate, format!("{field}.rate"), 10_000),
-                accounts: self.positive(&g.accounts, format!("{field}.accounts"), 100_000),
-                merchants: self.positive(&g.merchants, format!("{field}.merchants"), 5_000),
-                disorder_ms: disorder.as_millis() as u64,
+                    .map(|_| self.count(&g.count, format!("{field}.count"), 1, GENERATED)),
+                rate: self.count(&g.rate, format!("{field}.rate"), 10_000, GENERATOR_RATE),
+                accounts: self.count(&g.accounts, format!("{field}.accounts"), 100_000, IDS),
+                merchants: self.count(&g.merchants, format!("{field}.merchants"), 5_000, IDS),
+                disorder_ms,
                 start_ms: 1_700_000_000_000,
                 paced: g.paced.unwrap_or(false),
                 fraud: g.fraud.as_ref().map(|mix| {
                     let mix = mix.get_ref();
                     FraudMix {
-                        every: self.positive(
+                        every: self.count(
                             &Some(mix.every.clone()),
                             format!("{field}.fraud.every"),
                             1,
+                            GENERATED,
                         ),
                         within_ms: self
                             .millis(&Some(mix.within.clone()), format!("{field}.fraud.within"))
@@ -302,7 +352,12 @@ impl Checker<'_> {
                     }
                 }),
             },
-            partitions: self.positive(&g.partitions, format!("{field}.partitions"), 1),
+            partitions: self.count(
+                &g.partitions,
+                format!("{field}.partitions"),
+                1,
+                GENERATOR_PARTITIONS,
+            ),
         }
     }
 

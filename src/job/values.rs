@@ -8,8 +8,31 @@ use toml::Spanned;
 
 use super::{Checker, raw};
 
+/// The longest duration a job may set: 100 years. Event times (epoch milliseconds) plus a few
+/// such durations stay far inside `i64` milliseconds, and wall-clock deadlines far inside what an
+/// `Instant` holds, so no arithmetic on them overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// [`MAX_DURATION`] as a job file writes it.
+const MAX_DURATION_TEXT: &str = "36500d";
+
+/// A duration the checker returned, in ms (sub-millisecond parts dropped).
+pub(super) fn millis_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).expect("durations are bounded by MAX_DURATION")
+}
+
+/// The largest value a count of the job file may take, and why it is there.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limit {
+    /// The largest value.
+    pub max: u64,
+    /// Why, for the message.
+    pub why: &'static str,
+}
+
 impl Checker<'_> {
-    /// A duration such as `"2s"` or `"10ms"`, `default` when absent.
+    /// A duration such as `"2s"` or `"10ms"`, from 0 to [`MAX_DURATION`]; `default` when absent
+    /// or wrong.
     pub(super) fn duration(
         &mut self,
         text: &Option<raw::Text>,
@@ -18,11 +41,22 @@ impl Checker<'_> {
     ) -> Duration {
         let Some(text) = text else { return default };
         match text.get_ref().parse::<jiff::SignedDuration>() {
-            Ok(d) if !d.is_negative() => d.unsigned_abs(),
-            Ok(_) => {
+            Ok(d) if d.is_negative() => {
                 self.error(text.span(), field, "must not be negative");
                 default
             }
+            Ok(d) if d.unsigned_abs() > MAX_DURATION => {
+                self.error(
+                    text.span(),
+                    field,
+                    format!(
+                        "`{}` is too long: durations are at most {MAX_DURATION_TEXT} (100 years)",
+                        text.get_ref()
+                    ),
+                );
+                default
+            }
+            Ok(d) => d.unsigned_abs(),
             Err(e) => {
                 self.error(
                     text.span(),
@@ -37,12 +71,14 @@ impl Checker<'_> {
         }
     }
 
-    /// A duration of at least 1 ms, in ms; `None` when absent.
+    /// A duration of at least 1 ms, in ms; `None` when absent or wrong.
     pub(super) fn millis(&mut self, text: &Option<raw::Text>, field: String) -> Option<u64> {
         let t = text.as_ref()?;
-        let d = self
-            .duration(text, field.clone(), Duration::ZERO)
-            .as_millis() as u64;
+        let errors_before = self.errors.len();
+        let d = self.millis_or_zero(text, field.clone());
+        if self.errors.len() > errors_before {
+            return None;
+        }
         if d == 0 {
             self.error(t.span(), field, "must be at least 1ms");
             return None;
@@ -50,18 +86,29 @@ impl Checker<'_> {
         Some(d)
     }
 
-    /// A positive integer, `default` when absent.
-    pub(super) fn positive(
+    /// A duration in ms (sub-millisecond parts dropped), 0 when absent or wrong.
+    pub(super) fn millis_or_zero(&mut self, text: &Option<raw::Text>, field: String) -> u64 {
+        millis_of(self.duration(text, field, Duration::ZERO))
+    }
+
+    /// A count from 1 to `limit.max`, `default` when absent or wrong.
+    pub(super) fn count<T: TryFrom<u64>>(
         &mut self,
         value: &Option<Spanned<i64>>,
         field: String,
-        default: u64,
-    ) -> u64 {
-        match value {
-            None => default,
-            Some(v) if *v.get_ref() > 0 => *v.get_ref() as u64,
-            Some(v) => {
-                self.error(v.span(), field, "must be a positive integer");
+        default: T,
+        limit: Limit,
+    ) -> T {
+        let Some(v) = value else { return default };
+        match u64::try_from(*v.get_ref()) {
+            Ok(n @ 1..) if n <= limit.max => T::try_from(n)
+                .unwrap_or_else(|_| panic!("the limit of {field} fits the type of its value")),
+            _ => {
+                self.error(
+                    v.span(),
+                    field,
+                    format!("must be an integer from 1 to {}: {}", limit.max, limit.why),
+                );
                 default
             }
         }

@@ -65,6 +65,17 @@ pub enum WindowSpec {
     },
 }
 
+impl WindowSpec {
+    /// How many panes of `gcd(size, slide)` a window is made of (1 for tumbling and session
+    /// windows).
+    pub fn panes(&self) -> u64 {
+        match *self {
+            WindowSpec::Hopping { size, slide } => size / gcd(size, slide).max(1),
+            WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => 1,
+        }
+    }
+}
+
 /// Which windows an operator computes, and which of them an earlier run already emitted.
 #[derive(Clone, Debug)]
 pub struct Windows {
@@ -605,8 +616,8 @@ struct Panes<K, C> {
 /// How many emptied panes a window operator keeps for reuse.
 const SPARE_PANES: usize = 8;
 
-fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+fn gcd<T: Copy + PartialEq + Default + std::ops::Rem<Output = T>>(a: T, b: T) -> T {
+    if b == T::default() { a } else { gcd(b, a % b) }
 }
 
 impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
