@@ -51,7 +51,7 @@ impl Checker<'_> {
         section: &Option<Spanned<CheckpointsSection>>,
     ) -> Option<CheckpointsSpec> {
         let section = section.as_ref()?.get_ref();
-        let text = self.expand(&section.store, "checkpoints.store".into());
+        let text = section.store.get_ref().clone();
         let store = match Location::parse(&text) {
             Ok(Location::Dir(dir)) => Location::Dir(self.relative(&dir.to_string_lossy())),
             Ok(s3) => s3,

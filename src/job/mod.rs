@@ -7,6 +7,7 @@
 mod checkpoints;
 mod engagement;
 mod enrich;
+mod expand;
 mod fraud;
 mod metrics;
 mod notify;
@@ -162,7 +163,7 @@ impl Job {
             vars,
             errors: Vec::new(),
         };
-        let job = match raw_file(text) {
+        let job = match raw_file(text, vars) {
             Ok((file, problems)) => {
                 check.problems(problems);
                 Some(check.job(file))
@@ -179,17 +180,24 @@ impl Job {
     }
 }
 
-/// The file as written, its tagged sections rewritten (see [`tagged`]), with the problems the
-/// rewrite found; or every problem, when it cannot be read: a TOML syntax error, a section of an
-/// unknown kind, a field serde does not know.
-fn raw_file(text: &str) -> Result<(raw::JobFile, Vec<tagged::Problem>), Vec<tagged::Problem>> {
+/// The file as written, its `${VAR}` expanded from `vars` (see [`expand`]) and its tagged
+/// sections rewritten (see [`tagged`]), with the problems these found; or every problem, when it
+/// cannot be read: a TOML syntax error, a section of an unknown kind, a field serde does not know.
+fn raw_file(
+    text: &str,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<(raw::JobFile, Vec<tagged::Problem>), Vec<tagged::Problem>> {
     let parse_error = |e: toml::de::Error| {
         let span = e.span().unwrap_or(0..0);
         let field = field_of_parse_error(text, &span);
         (span, field, e.message().to_string())
     };
     let mut doc = toml::de::DeTable::parse(text).map_err(|e| vec![parse_error(e)])?;
+    let mut problems = Vec::new();
+    expand::expand_strings(doc.get_mut(), vars, &mut problems);
     let mut rewrite = tagged::nest_kinds(doc.get_mut());
+    problems.append(&mut rewrite.problems);
+    rewrite.problems = problems;
     if rewrite.unreadable {
         return Err(rewrite.problems);
     }

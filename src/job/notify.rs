@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -63,18 +64,18 @@ impl Checker<'_> {
         kind: std::ops::Range<usize>,
         field: &str,
     ) -> NotifyConfig {
-        let required =
-            |this: &mut Self, value: &Option<raw::Text>, name: &str, what: &str| match value {
-                Some(v) => this.expand(v, format!("{field}.{name}")),
-                None => {
-                    this.error(
-                        kind.clone(),
-                        format!("{field}.{name}"),
-                        format!("a notify sink needs `{name}`: {what}"),
-                    );
-                    String::new()
-                }
-            };
+        let required = |this: &mut Self, value: &'_ Option<raw::Text>, name: &str, what: &str| {
+            if value.is_none() {
+                this.error(
+                    kind.clone(),
+                    format!("{field}.{name}"),
+                    format!("a notify sink needs `{name}`: {what}"),
+                );
+            }
+            value
+                .as_ref()
+                .map_or_else(String::new, |v| v.get_ref().clone())
+        };
         let base_url = required(self, &s.base_url, "base_url", "the CPaaS base URL");
         if let Some(span) = s.base_url.as_ref().map(Spanned::span)
             && !base_url.is_empty()
@@ -95,14 +96,25 @@ impl Checker<'_> {
             "api_key",
             "the CPaaS API key, e.g. \"${EDDY_CPAAS_KEY}\"",
         );
-        let sent_record = required(
-            self,
-            &s.sent_record,
-            "sent_record",
-            "a file recording what was sent, so that nothing is sent twice",
-        );
+        if let Some(span) = s.api_key.as_ref().map(Spanned::span) {
+            let problem = if api_key.trim().is_empty() {
+                Some("the API key is empty")
+            } else if reqwest::header::HeaderValue::from_str(&api_key).is_err() {
+                Some("the API key holds a character an HTTP header cannot carry, such as a newline")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.error(span, format!("{field}.api_key"), problem);
+            }
+        }
+        let sent_record_what = "a file recording what was sent, so that nothing is sent twice";
+        required(self, &s.sent_record, "sent_record", sent_record_what);
+        let sent_record = s.sent_record.as_ref().map_or_else(PathBuf::new, |p| {
+            self.path(p, format!("{field}.sent_record"))
+        });
         let sender = match &s.sender {
-            Some(v) => self.expand(v, format!("{field}.sender")),
+            Some(v) => v.get_ref().clone(),
             None => "Eddy".into(),
         };
         let retry = RetryPolicy::default();
@@ -115,12 +127,7 @@ impl Checker<'_> {
             let span = s.timeout.as_ref().map_or(0..0, Spanned::span);
             self.error(span, format!("{field}.timeout"), "must be longer than 0");
         }
-        let mut config = NotifyConfig::new(
-            &base_url,
-            ApiKey::new(api_key),
-            &sender,
-            self.relative(&sent_record),
-        );
+        let mut config = NotifyConfig::new(&base_url, ApiKey::new(api_key), &sender, sent_record);
         config.timeout = timeout;
         config.retry = RetryPolicy {
             max_attempts: self.count(

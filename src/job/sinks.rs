@@ -74,7 +74,7 @@ impl Checker<'_> {
                     self.kafka_properties(kind_span.clone(), &k.brokers, &k.properties, field);
                 let topic = match &k.topic {
                     Some(t) => {
-                        let topic = self.expand(t, format!("{field}.topic"));
+                        let topic = t.get_ref().clone();
                         if let Err(message) = TopicTemplate::parse(&topic) {
                             self.error(t.span(), format!("{field}.topic"), message);
                         }
@@ -92,10 +92,7 @@ impl Checker<'_> {
                 SinkKind::Kafka(KafkaSinkConfig { properties, topic })
             }
             raw::SinkKind::File(f) => match &f.path {
-                Some(p) => {
-                    let path = self.expand(p, format!("{field}.path"));
-                    SinkKind::File(FileTarget::Path(self.relative(&path)))
-                }
+                Some(p) => SinkKind::File(FileTarget::Path(self.path(p, format!("{field}.path")))),
                 None => {
                     self.error(
                         kind_span,

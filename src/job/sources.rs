@@ -270,10 +270,7 @@ impl Checker<'_> {
                 let field = format!("{field}.paths");
                 p.get_ref()
                     .iter()
-                    .map(|p| {
-                        let path = self.expand(p, field.clone());
-                        self.relative(&path)
-                    })
+                    .map(|p| self.path(p, field.clone()))
                     .collect()
             }
             _ => {
@@ -372,10 +369,12 @@ impl Checker<'_> {
     ) -> Vec<(String, String)> {
         let mut all = Vec::new();
         match brokers {
-            Some(b) => all.push((
-                "bootstrap.servers".into(),
-                self.expand(b, format!("{field}.brokers")),
-            )),
+            Some(b) => {
+                if let Err(message) = check_brokers(b.get_ref()) {
+                    self.error(b.span(), format!("{field}.brokers"), message);
+                }
+                all.push(("bootstrap.servers".into(), b.get_ref().clone()));
+            }
             None => self.error(
                 kind,
                 format!("{field}.brokers"),
@@ -383,9 +382,72 @@ impl Checker<'_> {
             ),
         }
         for (k, v) in properties {
-            let value = self.expand(v, format!("{field}.properties.{k}"));
+            let value = v.get_ref().clone();
             all.push((k.clone(), value));
         }
         all
+    }
+}
+
+/// A broker list is `host[:port]` entries separated by commas, each optionally prefixed by a
+/// `protocol://` as librdkafka allows; a port is 1 to 65535.
+fn check_brokers(list: &str) -> Result<(), String> {
+    if list.trim().is_empty() {
+        return Err("the broker list is empty: expected host:port, separated by commas".into());
+    }
+    for broker in list.split(',').map(str::trim) {
+        if broker.is_empty() {
+            return Err(format!("`{list}` has an empty entry"));
+        }
+        let address = broker.split_once("://").map_or(broker, |(_, rest)| rest);
+        let (host, port) = match address.rsplit_once(':') {
+            // An IPv6 address without a port: `[::1]`.
+            Some((host, port)) if !port.ends_with(']') => (host, Some(port)),
+            _ => (address, None),
+        };
+        if host.is_empty() {
+            return Err(format!("`{broker}` names no host: expected host:port"));
+        }
+        if let Some(port) = port
+            && !matches!(port.parse::<u16>(), Ok(1..))
+        {
+            return Err(format!(
+                "`{port}` in `{broker}` is not a port: expected 1 to 65535"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_brokers;
+
+    #[test]
+    fn broker_lists_need_hosts_and_ports_in_range() {
+        for good in [
+            "127.0.0.1:9092",
+            "a:1, b:65535",
+            "kafka",
+            "SSL://k:9093",
+            "[::1]:9092",
+        ] {
+            assert_eq!(check_brokers(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            (" ", "empty"),
+            (
+                "127.0.0.1:notaport",
+                "`notaport` in `127.0.0.1:notaport` is not a port",
+            ),
+            ("k:0", "is not a port"),
+            ("k:65536", "is not a port"),
+            ("a:1,", "`a:1,` has an empty entry"),
+            (":9092", "names no host"),
+        ] {
+            let message = check_brokers(bad).unwrap_err();
+            assert!(message.contains(says), "{bad}: {message}");
+        }
     }
 }

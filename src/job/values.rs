@@ -1,5 +1,5 @@
-//! The values a job file writes as text or numbers: durations, counts, `${VAR}` expansion and
-//! paths relative to the file.
+//! The values a job file writes as text or numbers: durations, counts and paths relative to the
+//! file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -114,31 +114,13 @@ impl Checker<'_> {
         }
     }
 
-    /// Substitutes `${VAR}` from the environment.
-    pub(super) fn expand(&mut self, text: &raw::Text, field: String) -> String {
-        let mut out = String::new();
-        let mut rest = text.get_ref().as_str();
-        while let Some(at) = rest.find("${") {
-            out.push_str(&rest[..at]);
-            let Some(end) = rest[at..].find('}') else {
-                self.error(text.span(), field, "unclosed `${`");
-                return out;
-            };
-            let name = &rest[at + 2..at + end];
-            match (self.vars)(name) {
-                Some(v) => out.push_str(&v),
-                None => {
-                    self.error(
-                        text.span(),
-                        field.clone(),
-                        format!("environment variable `{name}` is not set"),
-                    );
-                }
-            }
-            rest = &rest[at + end + 1..];
+    /// The path `text` names, relative to the job file's directory unless absolute; an empty one
+    /// (a `${VAR}` set to nothing, say) is an error at `field`.
+    pub(super) fn path(&mut self, text: &raw::Text, field: String) -> PathBuf {
+        if text.get_ref().trim().is_empty() {
+            self.error(text.span(), field, "the path is empty");
         }
-        out.push_str(rest);
-        out
+        self.relative(text.get_ref())
     }
 
     /// Paths in a job file are relative to the file's directory.

@@ -264,7 +264,7 @@ impl Checker<'_> {
         let listen = match &section.listen {
             None => DEFAULT_LISTEN.parse().expect("a valid address"),
             Some(text) => {
-                let expanded = self.expand(text, "server.listen".into());
+                let expanded = text.get_ref().clone();
                 expanded.parse().unwrap_or_else(|e| {
                     self.error(
                         text.span(),
@@ -277,17 +277,20 @@ impl Checker<'_> {
         };
         let token = section.token_env.as_ref().and_then(|name| {
             let token = (self.vars)(name.get_ref());
-            if token.is_none() {
-                self.error(
-                    name.span(),
-                    "server.token_env",
-                    format!(
-                        "the environment variable `{}` is not set (it holds the bearer token)",
-                        name.get_ref()
-                    ),
-                );
-            }
-            token
+            let problem = match &token {
+                None => "is not set",
+                Some(t) if t.trim().is_empty() => "is empty",
+                Some(_) => return token,
+            };
+            self.error(
+                name.span(),
+                "server.token_env",
+                format!(
+                    "the environment variable `{}` {problem}: it holds the bearer token",
+                    name.get_ref()
+                ),
+            );
+            None
         });
         Some(ServerSpec { listen, token })
     }
