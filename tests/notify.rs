@@ -788,8 +788,8 @@ sent_record = "sent.redb"
         "n.toml:19: sinks[0].outcomes: no sink named `nowhere`",
         "n.toml:20: sinks[0].email.batch: the e-mail API takes one message per call",
         "n.toml:21: sinks[0].sms.rate: must be an integer from 1 to 1000000",
-        "n.toml:39: sinks[2].sent_record: notify sink `cpaas2` records its sends in the same \
-         file: give each its own",
+        "n.toml:39: sinks[2].sent_record: `sent.redb` is the file sinks[1].sent_record writes: \
+         give each sink its own file",
     ] {
         assert!(
             errors.contains(expected),

@@ -113,6 +113,13 @@ impl Checker<'_> {
                     format!("`{}` is not a field of the source schema", g.get_ref()),
                 ),
             }
+            if columns.contains(g.get_ref()) {
+                self.error(
+                    g.span(),
+                    format!("{field}.group_by"),
+                    format!("`{}` is named twice", g.get_ref()),
+                );
+            }
             columns.push(g.get_ref().clone());
         }
         columns.extend(["window_start".to_string(), "window_end".to_string()]);
@@ -122,6 +129,21 @@ impl Checker<'_> {
         let mut aggregates = Vec::new();
         for (name, spec) in m.aggregates.get_ref() {
             let at = format!("{field}.aggregates.{name}");
+            if columns.contains(name) {
+                let what = if m.group_by.iter().any(|g| g.get_ref() == name) {
+                    "a group-by field"
+                } else {
+                    "a window column"
+                };
+                self.error(
+                    spec.span(),
+                    at.clone(),
+                    format!(
+                        "`{name}` is already a column of the results ({what}): name the \
+                         aggregate otherwise"
+                    ),
+                );
+            }
             aggregates.extend(self.aggregate(name, spec, schema, at));
             columns.push(name.clone());
         }

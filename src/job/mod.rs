@@ -5,6 +5,7 @@
 //! settings; each other module validates one kind of section into its spec.
 
 mod checkpoints;
+mod clashes;
 mod engagement;
 mod enrich;
 mod expand;
@@ -291,6 +292,8 @@ impl Checker<'_> {
         let server = self.server(&file.server, &views);
         let checkpoints = self.checkpoints(&file.checkpoints);
         self.computes_something(&file);
+        self.unique_names(&file);
+        self.distinct_files(&file);
         let outputs = outputs::Outputs {
             metrics: &metrics,
             fraud: &fraud,

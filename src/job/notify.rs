@@ -1,8 +1,6 @@
 //! Notify sinks in the job file: the adapter's settings, and what feeds it and where its
 //! outcomes go.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -195,34 +193,16 @@ impl Checker<'_> {
         sources: &[SourceSpec],
     ) -> Vec<NotifySpec> {
         let mut notifications = Vec::new();
-        let mut sent_records = HashMap::new();
         for (sink, spec) in sinks.iter().enumerate() {
             let i = names.section_of_sink(sink);
             let section = file.sinks[i].get_ref();
-            let (SinkKind::Notify(config), raw::SinkKind::Notify(raw)) =
+            let (SinkKind::Notify(_), raw::SinkKind::Notify(raw)) =
                 (&spec.kind, section.kind.get_ref())
             else {
                 continue;
             };
             let kind = section.kind.span();
             let field = format!("sinks[{i}]");
-            match sent_records.entry(&config.sent_record) {
-                Entry::Occupied(other) => {
-                    let span = raw.sent_record.as_ref().map_or(0..0, Spanned::span);
-                    self.error(
-                        span,
-                        format!("{field}.sent_record"),
-                        format!(
-                            "notify sink `{}` records its sends in the same file: give each its \
-                             own",
-                            other.get()
-                        ),
-                    );
-                }
-                Entry::Vacant(first) => {
-                    first.insert(&spec.name);
-                }
-            }
             let source = match &raw.source {
                 None => {
                     self.error(
