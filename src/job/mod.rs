@@ -115,13 +115,23 @@ impl fmt::Display for JobError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct JobErrors(pub Vec<JobError>);
 
+impl JobErrors {
+    /// How many errors are shown, one per line; a count stands for the rest.
+    pub const SHOWN: usize = 100;
+}
+
 impl fmt::Display for JobErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
+        for (i, e) in self.0.iter().take(Self::SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             write!(f, "{e}")?;
+        }
+        if let Some(path) = self.0.get(Self::SHOWN).map(|e| &e.path) {
+            let rest = self.0.len() - Self::SHOWN;
+            let s = if rest == 1 { "" } else { "s" };
+            write!(f, "\n{}: {rest} more error{s}", path.display())?;
         }
         Ok(())
     }
@@ -161,6 +171,9 @@ impl Job {
         let mut check = Checker {
             path,
             text,
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+                .collect(),
             vars,
             errors: Vec::new(),
         };
@@ -227,16 +240,18 @@ fn field_of_parse_error(text: &str, span: &Range<usize>) -> String {
 struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
+    /// The offset of each line's first byte, to find an error's line in time logarithmic in
+    /// the file's length.
+    line_starts: Vec<usize>,
     vars: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<JobError>,
 }
 
 impl Checker<'_> {
     fn error(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
-        let line = self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1;
+        let line = self
+            .line_starts
+            .partition_point(|&start| start <= span.start);
         self.errors.push(JobError {
             path: self.path.into(),
             line,
