@@ -30,10 +30,69 @@ pub struct Predicate {
     test: Arc<Operand<bool>>,
 }
 
+/// The longest predicate, in bytes.
+pub const MAX_LENGTH: usize = 4096;
+
+/// The deepest nesting of a predicate: parentheses, brackets and braces inside each other, and
+/// conditionals `? :`.
+pub const MAX_NESTING: usize = 32;
+
+/// The stack of the thread that parses and compiles a predicate. CEL's parser recurses per level
+/// of nesting and its syntax tree is as deep as the longest chain of operators, so parsing
+/// needs a stack that grows with both; within [`MAX_LENGTH`] and [`MAX_NESTING`] this one is
+/// ample, whatever the thread that compiles.
+const COMPILE_STACK: usize = 64 << 20;
+
 impl Predicate {
     /// Parses `text` as CEL and compiles it against `schema`, whose field names are the
-    /// expression's variables.
+    /// expression's variables. A text longer than [`MAX_LENGTH`] or nested deeper than
+    /// [`MAX_NESTING`] is an error, before any parsing.
     pub fn compile(text: &str, schema: &Schema) -> Result<Predicate, PredicateError> {
+        let error_at = |at: usize, message: String| {
+            let before = &text[..at];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            PredicateError {
+                line: 1 + before.matches('\n').count(),
+                column: 1 + before[line_start..].chars().count(),
+                message,
+            }
+        };
+        if text.len() > MAX_LENGTH {
+            let at = (0..=MAX_LENGTH)
+                .rev()
+                .find(|&at| text.is_char_boundary(at))
+                .unwrap_or(0);
+            return Err(error_at(
+                at,
+                format!(
+                    "the expression is {} bytes long, and a predicate has at most {MAX_LENGTH}: \
+                     it goes beyond",
+                    text.len()
+                ),
+            ));
+        }
+        if let Some(at) = too_deep(text) {
+            return Err(error_at(
+                at,
+                format!(
+                    "nested deeper than {MAX_NESTING} levels (parentheses, brackets and \
+                     conditionals)"
+                ),
+            ));
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("predicate".into())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || Predicate::compile_here(text, schema))
+                .expect("a thread to compile the predicate on")
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// [`Predicate::compile`], on the calling thread's stack.
+    fn compile_here(text: &str, schema: &Schema) -> Result<Predicate, PredicateError> {
         let (expr, info) = Parser::new()
             .parse_with_source_info(text)
             .map_err(|errors| {
@@ -720,6 +779,54 @@ fn syntax(message: &str) -> String {
     }
 }
 
+/// The byte offset where `text` first nests deeper than [`MAX_NESTING`], if it does: each `(`,
+/// `[` and `{` opens a level and its match closes it, each `?` opens one for good; string
+/// literals are skipped as CEL's lexer reads them (quoted with `"` or `'`, or tripled; with
+/// escapes, unless raw: prefixed with `r` or `R`, alone or beside `b` or `B`).
+fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut conditionals, mut i) = (0usize, 0usize, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                let prefix = bytes[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .collect::<Vec<_>>();
+                let raw = prefix.len() <= 2
+                    && prefix.iter().all(|b| b"bBrR".contains(b))
+                    && prefix.iter().any(|b| b"rR".contains(b));
+                let triple = bytes[i..].starts_with(&[quote; 3]);
+                i += if triple { 3 } else { 1 };
+                while i < bytes.len() {
+                    if !raw && bytes[i] == b'\\' {
+                        i += 2;
+                    } else if triple && bytes[i..].starts_with(&[quote; 3]) {
+                        i += 3;
+                        break;
+                    } else if !triple && (bytes[i] == quote || bytes[i] == b'\n') {
+                        i += 1;
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'?' => conditionals += 1,
+            _ => {}
+        }
+        if depth + conditionals > MAX_NESTING {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The operator a CEL function name stands for, for messages.
 fn symbol(function: &str) -> &str {
     function.trim_matches(|c| c == '_' || c == '@')
@@ -896,6 +1003,47 @@ mod tests {
         let e = error("amount_cents >\n  && x");
         assert_eq!(e.line, 2, "{e}");
         assert!(e.to_string().contains("at line 2, column"), "{e}");
+    }
+
+    #[test]
+    fn long_or_deep_expressions_are_errors_before_parsing() {
+        let e = error(&format!("amount_cents{} > 0", "-1".repeat(20_000)));
+        assert!(e.message.contains("40016 bytes long"), "{e}");
+        let deep = |n| format!("{}amount_cents > 0{}", "(".repeat(n), ")".repeat(n));
+        let e = error(&deep(MAX_NESTING + 1));
+        assert_eq!(e.column, MAX_NESTING + 1, "{e}");
+        assert!(e.message.contains("nested deeper than 32"), "{e}");
+        let e = error(&format!(
+            "amount_cents in {}1{}",
+            "[".repeat(40),
+            "]".repeat(40)
+        ));
+        assert!(e.message.contains("nested deeper"), "{e}");
+        let e = error(&"vip ? true : ".repeat(40));
+        assert!(e.message.contains("nested deeper"), "{e}");
+        // Brackets in strings do not count, as CEL's lexer reads them.
+        let r = record("purchase", 60_000, "FR", 0.5, false);
+        assert!(!holds(&format!(r#"type == "{}""#, "(".repeat(100)), &r));
+        assert!(!holds(
+            &format!(r#"type == r'\' || type == '{}'"#, "[".repeat(100)),
+            &r
+        ));
+        assert!(!holds(
+            &format!(r#"type == """{}\"""" "#, ")".repeat(50)),
+            &r
+        ));
+        let e = error(&format!(
+            r#"type == "\"{0}" && {1}vip{2}"#,
+            ")".repeat(40),
+            "(".repeat(40),
+            ")".repeat(40)
+        ));
+        assert!(e.message.contains("nested deeper"), "{e}");
+        // At the limits, an expression compiles and evaluates on an ordinary thread's stack.
+        assert!(holds(&deep(MAX_NESTING), &r));
+        let chain = format!("amount_cents{} > 0", "-1".repeat((MAX_LENGTH - 16) / 2));
+        assert!(chain.len() <= MAX_LENGTH);
+        assert!(holds(&chain, &r));
     }
 
     #[test]
