@@ -90,9 +90,10 @@ pub struct Job {
 pub struct JobError {
     /// The file.
     pub path: PathBuf,
-    /// 1-based line.
+    /// 1-based line; 0 when the problem is the whole file's (it cannot be read).
     pub line: usize,
-    /// The dotted path of the field, e.g. `metrics[0].window.size`.
+    /// The dotted path of the field, e.g. `metrics[0].window.size`; empty when the problem is
+    /// no field's.
     pub field: String,
     /// What is wrong.
     pub message: String,
@@ -100,14 +101,14 @@ pub struct JobError {
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.path.display(),
-            self.line,
-            self.field,
-            self.message
-        )
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -145,13 +146,36 @@ impl Job {
 
     /// Reads and validates the job file at `path`.
     pub fn load(path: &Path) -> Result<Job, JobErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let error = |line, field, message| {
             JobErrors(vec![JobError {
                 path: path.into(),
-                line: 0,
-                field: "(file)".into(),
-                message: e.to_string(),
+                line,
+                field,
+                message,
             }])
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|e| error(0, String::new(), format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let line_start = bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let text = String::from_utf8_lossy(bytes);
+            let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+            let column = 1 + String::from_utf8_lossy(&bytes[line_start..at])
+                .chars()
+                .count();
+            error(
+                line,
+                field_of_parse_error(&text, &(line_start..line_start)),
+                format!(
+                    "not UTF-8: byte {:#04x} at column {column} (a job file is UTF-8 text)",
+                    bytes[at]
+                ),
+            )
         })?;
         Job::parse(path, &text)
     }
@@ -202,9 +226,28 @@ fn raw_file(
     vars: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(raw::JobFile, Vec<tagged::Problem>), Vec<tagged::Problem>> {
     let parse_error = |e: toml::de::Error| {
-        let span = e.span().unwrap_or(0..0);
-        let field = field_of_parse_error(text, &span);
-        (span, field, e.message().to_string())
+        // The parser's nesting limit is reported without a position: find it.
+        let too_deep = e.message() == "recursion limit";
+        let span = e
+            .span()
+            .or_else(|| too_deep.then(|| too_deep_toml(text)).flatten())
+            .unwrap_or(0..0);
+        let message = match too_deep {
+            true => format!(
+                "keys, arrays or tables nested {TOML_NESTING} levels deep or more: the TOML \
+                 parser reads fewer"
+            ),
+            false => e.message().to_string(),
+        };
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split_once('`'))
+        {
+            // A missing field is named by the message, not by the line the error points at.
+            Some((missing, _)) => missing.to_string(),
+            None => field_of_parse_error(text, &span),
+        };
+        (span, field, message)
     };
     let mut doc = toml::de::DeTable::parse(text).map_err(|e| vec![parse_error(e)])?;
     let mut problems = Vec::new();
@@ -224,16 +267,49 @@ fn raw_file(
     }
 }
 
-/// The key a TOML parse error points at (the text of its line up to `=`), for the message.
+/// The key a TOML parse error points at (the text of its line up to `=`, its first 60
+/// characters), for the message; empty on a blank or comment line.
 fn field_of_parse_error(text: &str, span: &Range<usize>) -> String {
     let start = text[..span.start.min(text.len())]
         .rfind('\n')
         .map_or(0, |i| i + 1);
-    let line = text[start..].lines().next().unwrap_or("");
-    match line.split_once('=') {
-        Some((key, _)) => key.trim().to_string(),
-        None => line.trim().to_string(),
+    let line = text[start..].lines().next().unwrap_or("").trim();
+    if line.starts_with('#') {
+        return String::new();
     }
+    let key = line.split_once('=').map_or(line, |(key, _)| key).trim();
+    match key.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &key[..cut]),
+        None => key.to_string(),
+    }
+}
+
+/// How deep the TOML parser nests keys, arrays and tables at most (its `recursion limit`).
+const TOML_NESTING: usize = 80;
+
+/// The first line that nests deeper than [`TOML_NESTING`]: a key of as many dotted parts, or
+/// arrays and inline tables as deep (counted without regard to strings: this only locates an
+/// error the parser found).
+fn too_deep_toml(text: &str) -> Option<Range<usize>> {
+    let mut depth = 0usize;
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let key = line.split_once('=').map_or(line, |(key, _)| key);
+        let mut deepest = key.matches('.').count() + 1;
+        for c in line.chars() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+        }
+        if deepest >= TOML_NESTING {
+            return Some(start..start + line.len());
+        }
+        start += line.len();
+    }
+    None
 }
 
 /// Collects errors while turning the raw file into a [`Job`].
