@@ -42,6 +42,7 @@ pub use notify::NotifySpec;
 pub use routes::{RouteSpec, Selection};
 pub use sinks::{SinkKind, SinkSpec};
 pub use sources::{SourceKind, SourceSpec};
+pub use values::MAX_DURATION;
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 
 /// A validated job.

@@ -135,23 +135,15 @@ impl Checker<'_> {
         };
         let idle_timeout = optional(self, &s.idle_timeout, "idle_timeout");
         let max_drift = optional(self, &s.max_drift, "max_drift");
-        let max_record_bytes = match &s.max_record_bytes {
-            None => SourceSpec::DEFAULT_MAX_RECORD_BYTES,
-            Some(n) => match usize::try_from(*n.get_ref()) {
-                Ok(n @ 1..=SourceSpec::MAX_RECORD_BYTES_LIMIT) => n,
-                _ => {
-                    self.error(
-                        n.span(),
-                        format!("{field}.max_record_bytes"),
-                        format!(
-                            "must be a byte count from 1 to {} (1 GiB)",
-                            SourceSpec::MAX_RECORD_BYTES_LIMIT
-                        ),
-                    );
-                    SourceSpec::DEFAULT_MAX_RECORD_BYTES
-                }
+        let max_record_bytes = self.count(
+            &s.max_record_bytes,
+            format!("{field}.max_record_bytes"),
+            SourceSpec::DEFAULT_MAX_RECORD_BYTES,
+            Limit {
+                max: SourceSpec::MAX_RECORD_BYTES_LIMIT as u64,
+                why: "a record is held in memory whole (1 GiB at most)",
             },
-        };
+        );
         let kind_span = s.kind.span();
         let kind = match s.kind.get_ref() {
             raw::SourceKind::Kafka(k) => self.kafka_source(k, kind_span, field),

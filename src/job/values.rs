@@ -14,7 +14,7 @@ use super::{Checker, raw};
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// [`MAX_DURATION`] as a job file writes it.
-const MAX_DURATION_TEXT: &str = "36500d";
+const MAX_DURATION_TEXT: &str = "876000h";
 
 /// A duration the checker returned, in ms (sub-millisecond parts dropped).
 pub(super) fn millis_of(d: Duration) -> u64 {

@@ -153,7 +153,10 @@ impl IncidentSchedule {
         let mut payments = Vec::with_capacity(shape.len());
         for (k, &(offset, amount, abroad)) in shape.iter().enumerate() {
             let offset_ms = offset * self.mix.within_ms / 1000;
-            let mut seq = start + (offset_ms * rate).div_ceil(1000);
+            // In 128 bits: a long span at a high rate is more sequence numbers than 64 bits
+            // hold, and such an incident ends within no sequence.
+            let after = (u128::from(offset_ms) * u128::from(rate)).div_ceil(1000);
+            let mut seq = u64::try_from(after).ok()?.checked_add(start)?;
             while self.slots.contains_key(&seq)
                 || payments.iter().any(|p: &Transaction| p.seq == seq)
             {
