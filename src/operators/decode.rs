@@ -23,6 +23,12 @@ use crate::record::{FieldType, Record, Schema, Value};
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
+/// The latest event time, epoch milliseconds: 9999-12-30T22:00:00.999Z, the latest time an RFC
+/// 3339 event time can name (with any offset). Later ones are dead-lettered, so that an event
+/// time plus the durations a job file may set (see `job::MAX_DURATION`) stays far inside `i64`
+/// milliseconds.
+pub const MAX_EVENT_TIME: u64 = 253_402_207_200_999;
+
 impl Schema {
     /// Decodes one JSON object into a record and its event time (epoch milliseconds).
     pub fn decode(&self, bytes: &[u8]) -> Result<(u64, Record), DecodeError> {
@@ -62,13 +68,21 @@ impl Schema {
             }
         }
         let time = match values[self.time_index()] {
-            Value::Int(ms) if ms >= 0 => ms as u64,
-            Value::Int(_) => {
-                return Err(DecodeError(format!(
-                    "field `{}`: event time before 1970",
-                    self.fields()[self.time_index()].name
-                )));
-            }
+            Value::Int(ms) => match u64::try_from(ms) {
+                Ok(ms) if ms <= MAX_EVENT_TIME => ms,
+                Ok(_) => {
+                    return Err(DecodeError(format!(
+                        "field `{}`: event time after 9999-12-30T22:00:00.999Z",
+                        self.fields()[self.time_index()].name
+                    )));
+                }
+                Err(_) => {
+                    return Err(DecodeError(format!(
+                        "field `{}`: event time before 1970",
+                        self.fields()[self.time_index()].name
+                    )));
+                }
+            },
             _ => {
                 return Err(DecodeError(format!(
                     "missing event-time field `{}`",
@@ -502,6 +516,34 @@ mod tests {
         let (time, record) = schema().decode(line).unwrap();
         assert_eq!(time, 1_700_000_000_500);
         assert_eq!(record[2], Value::Null);
+    }
+
+    #[test]
+    fn event_times_run_from_1970_to_the_end_of_9999() {
+        let at = |ts: &str| {
+            schema().decode(format!(r#"{{"account_id":1,"amount_cents":1,"ts":{ts}}}"#).as_bytes())
+        };
+        assert_eq!(at("0").unwrap().0, 0);
+        assert_eq!(at(&MAX_EVENT_TIME.to_string()).unwrap().0, MAX_EVENT_TIME);
+        assert_eq!(
+            at(r#""9999-12-30T22:00:00.999Z""#).unwrap().0,
+            MAX_EVENT_TIME
+        );
+        assert_eq!(jiff::Timestamp::MAX.as_millisecond(), MAX_EVENT_TIME as i64);
+        let after = at(&(MAX_EVENT_TIME + 1).to_string()).unwrap_err();
+        assert_eq!(
+            after.0,
+            "field `ts`: event time after 9999-12-30T22:00:00.999Z"
+        );
+        let after = at(&i64::MAX.to_string()).unwrap_err();
+        assert_eq!(
+            after.0,
+            "field `ts`: event time after 9999-12-30T22:00:00.999Z"
+        );
+        assert_eq!(
+            at("-1").unwrap_err().0,
+            "field `ts`: event time before 1970"
+        );
     }
 
     /// Wherever the flat scanner accepts an input, the serde path accepts it too, with the same
