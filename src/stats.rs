@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::core::Inspect;
 
+use crate::record::{Record, Value};
+
 /// The labels of one series of a labelled metric, as `(name, value)` pairs.
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -41,11 +43,17 @@ pub struct Stats {
     pub notifications_failed: AtomicU64,
     /// Notifications sent again after a transient error (one per message and retry).
     pub notification_retries: AtomicU64,
+    /// Notification requests refused before any call: records that are no valid request
+    /// (dead-lettered, with a `NotificationFailed` outcome when they name a request id).
+    pub notifications_invalid: AtomicU64,
     /// Requests answered from the sent-record or a request in flight with the same id, without
     /// sending again (duplicates and replays).
     pub notifications_deduplicated: AtomicU64,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
+    /// Messages behind the end of the assigned partitions, per source (label `source`): which
+    /// source falls behind.
+    pub source_lag: Family<Labels, Gauge>,
     /// Events decoded, per source (label `source`).
     pub source_records: Family<Labels, Counter>,
     /// Records handed to each sink to write, per sink (label `sink`).
@@ -63,6 +71,11 @@ pub struct Stats {
     /// The totals of every process of a cluster and how many processes there are, once all have
     /// finished; unset on a single process.
     pub cluster: OnceLock<(Totals, usize)>,
+    /// Output latency in microseconds: from the event time an output row carries (an alert's,
+    /// a command's or a notification request's `time`, a window's end) to the moment it is
+    /// handed to its sinks. Unlike [`Stats::latency`], it is not held back by windows and
+    /// patterns that keep state (and hence their input's times) open for their whole span.
+    pub output_latency: Mutex<Histogram<u64>>,
 }
 
 impl Default for Stats {
@@ -79,16 +92,17 @@ impl Default for Stats {
             notifications_sent: Default::default(),
             notifications_failed: Default::default(),
             notification_retries: Default::default(),
+            notifications_invalid: Default::default(),
             notifications_deduplicated: Default::default(),
+            source_lag: Default::default(),
             consumer_lag: Default::default(),
             source_records: Default::default(),
             sink_records: Default::default(),
             partition_lag: Default::default(),
             workers_ready: Default::default(),
             workers: Default::default(),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
-            ),
+            latency: Mutex::new(latency_histogram()),
+            output_latency: Mutex::new(latency_histogram()),
             cluster: OnceLock::new(),
         }
     }
@@ -118,6 +132,27 @@ impl std::ops::Add for Totals {
             dead_letters: self.dead_letters + other.dead_letters,
         }
     }
+}
+
+/// A histogram of latencies from 1 µs to an hour, to two significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 2).expect("valid histogram bounds")
+}
+
+/// The longest latency a histogram keeps apart (longer ones count as this).
+const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
+
+/// Records `micros` into `histogram`, clamped into its bounds.
+fn record_micros(histogram: &mut Histogram<u64>, micros: u64) {
+    histogram
+        .record(micros.clamp(1, MAX_LATENCY_MICROS))
+        .expect("clamped into bounds");
+}
+
+/// The value at quantile `q` (0..=1) of `histogram`, if it holds any.
+fn quantile(histogram: &Mutex<Histogram<u64>>, q: f64) -> Option<Duration> {
+    let histogram = histogram.lock().unwrap();
+    (!histogram.is_empty()).then(|| Duration::from_micros(histogram.value_at_quantile(q)))
 }
 
 impl Stats {
@@ -196,20 +231,35 @@ impl Stats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// The lag gauge of source `source`, summed over its consumers.
+    pub fn source_lag(&self, source: &str) -> Gauge {
+        self.source_lag
+            .get_or_create_owned(&vec![("source", source.to_string())])
+    }
+
     /// Records one end-to-end latency.
     pub fn record_latency(&self, latency: Duration) {
-        let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.latency
-            .lock()
-            .unwrap()
-            .record(micros)
-            .expect("clamped into bounds");
+        record_micros(&mut self.latency.lock().unwrap(), latency.as_micros() as u64);
     }
 
     /// The latency at quantile `q` (0..=1), if any was recorded.
     pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
-        let histogram = self.latency.lock().unwrap();
-        (!histogram.is_empty()).then(|| Duration::from_micros(histogram.value_at_quantile(q)))
+        quantile(&self.latency, q)
+    }
+
+    /// Records the output latency of rows carrying the event times `times` (epoch ms), handed
+    /// to their sinks at `now_ms`; a time ahead of `now_ms` counts as the least latency.
+    pub fn record_output_latencies(&self, now_ms: i64, times: impl Iterator<Item = i64>) {
+        let mut histogram = self.output_latency.lock().unwrap();
+        for time in times {
+            let micros = now_ms.saturating_sub(time).max(0) as u64 * 1000;
+            record_micros(&mut histogram, micros);
+        }
+    }
+
+    /// The output latency at quantile `q` (0..=1), if any was recorded.
+    pub fn output_latency_quantile(&self, q: f64) -> Option<Duration> {
+        quantile(&self.output_latency, q)
     }
 }
 
@@ -253,6 +303,33 @@ impl<D: 'static> CountInto for StreamVec<'_, u64, D> {
     }
 }
 
+/// Measures the output latency of rows (see [`Stats::output_latency`]).
+pub trait MeasureLatency: Sized {
+    /// Records, for each batch of rows passing by, how long after the event time in column
+    /// `time` (epoch ms; rows without an integer there are skipped) it passes.
+    fn measure_latency(self, stats: &Arc<Stats>, time: usize) -> Self;
+}
+
+impl MeasureLatency for StreamVec<'_, u64, Record> {
+    fn measure_latency(self, stats: &Arc<Stats>, time: usize) -> Self {
+        let stats = Arc::clone(stats);
+        self.inspect_core(move |event| {
+            if let Ok((_, batch)) = event
+                && !batch.is_empty()
+            {
+                let now = jiff::Timestamp::now().as_millisecond();
+                stats.record_output_latencies(
+                    now,
+                    batch.iter().filter_map(|row| match row[time] {
+                        Value::Int(t) => Some(t),
+                        _ => None,
+                    }),
+                );
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +353,22 @@ mod tests {
             (rate * seconds - 500.0).abs() < 1e-6,
             "{rate} events/s over {seconds} s"
         );
+    }
+
+    /// Output latency runs from a row's event time to when it passed, a time from the future
+    /// counting as none.
+    #[test]
+    fn output_latency_counts_from_the_rows_event_times() {
+        let stats = Stats::default();
+        assert!(stats.output_latency_quantile(0.99).is_none());
+        stats.record_output_latencies(10_000, [9_000, 8_000, 10_500].into_iter());
+        let near = |q: f64, ms: u64| {
+            let got = stats.output_latency_quantile(q).expect("recorded");
+            let want = Duration::from_millis(ms);
+            assert!(got.abs_diff(want) <= want / 50, "q{q}: {got:?}, want {want:?}");
+        };
+        near(1.0, 2_000);
+        near(0.5, 1_000);
+        assert!(stats.output_latency_quantile(0.0).unwrap() <= Duration::from_millis(1));
     }
 }

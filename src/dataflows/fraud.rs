@@ -7,14 +7,14 @@ use compact_str::{CompactString, format_compact};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
-use super::{Progress, write_rows};
+use super::{Progress, column, write_rows};
 use crate::domain::fraud::{CardPayment, RuleMatch};
 use crate::job::{ALERT_COLUMNS, FraudSpec, Job, PaymentFields};
 use crate::operators::pattern::{
     DetectPattern, Detected, Detection, Late, PatternStreams, Suppressed,
 };
 use crate::record::{Event, Id, Record, Value};
-use crate::stats::{CountInto, Stats};
+use crate::stats::{CountInto, MeasureLatency, Stats};
 
 /// Builds one fraud detector over `events`; returns the flushed streams of its sinks. Alerts
 /// before `emitted_before` were emitted by an earlier run; the detector's progress goes to
@@ -63,7 +63,8 @@ pub fn build_fraud<'scope>(
     let name = spec.name.clone();
     let alerts = matches
         .map(move |alert| alert_row(&name, alert))
-        .count_into(stats, |s| &s.alerts);
+        .count_into(stats, |s| &s.alerts)
+        .measure_latency(stats, column(&ALERT_COLUMNS, "time"));
     let columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
     let mut flushed = write_rows(&alerts, job, &spec.sinks, &columns, &spec.name, stats)?;
     let late = late.count_into(stats, |s| &s.late);

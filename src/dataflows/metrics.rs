@@ -13,7 +13,7 @@ use crate::operators::aggregate::FieldAggregates;
 use crate::operators::key::FieldKey;
 use crate::operators::window::{WindowAggregate, WindowStreams, Windows};
 use crate::record::{Event, Record, Value};
-use crate::stats::{CountInto, Stats};
+use crate::stats::{CountInto, MeasureLatency, Stats};
 
 /// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
 /// before `emitted_before` were emitted by an earlier run (see [`Windows`]); the windows'
@@ -63,6 +63,12 @@ pub fn build_metric<'scope>(
                 .then(|| row.drain(..).collect())
         })
         .count_into(stats, |s| &s.windows_out);
+    let window_end = metric
+        .columns
+        .iter()
+        .position(|c| c == "window_end")
+        .expect("a window result has its end");
+    let rows = rows.measure_latency(stats, window_end);
     let mut flushed = write_rows(
         &rows,
         job,

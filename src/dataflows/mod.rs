@@ -380,6 +380,14 @@ fn write_dead_letters<'scope>(
     }
 }
 
+/// The index of column `name` among an output's fixed `columns`.
+fn column(columns: &[&str], name: &str) -> usize {
+    columns
+        .iter()
+        .position(|c| *c == name)
+        .unwrap_or_else(|| panic!("the output has a `{name}` column"))
+}
+
 /// Writes rows (whose columns are named `columns`) of the job's output named `output` to each of
 /// the job's `sinks`, counting them into each sink's records counter; returns their flushed
 /// streams.

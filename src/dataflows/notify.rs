@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use timely::dataflow::StreamVec;
+use timely::dataflow::operators::Inspect;
 use timely::dataflow::operators::vec::{Filter, Map};
 
 use crate::backlog::Backlog;
@@ -57,7 +58,7 @@ pub fn build_notify<'scope>(
     requests: StreamVec<'scope, u64, Event<Record>>,
     plan: &NotifyPlan,
     job: &Job,
-    stats: &Stats,
+    stats: &Arc<Stats>,
 ) -> anyhow::Result<(
     StreamVec<'scope, u64, ()>,
     StreamVec<'scope, u64, DeadLetter>,
@@ -77,6 +78,12 @@ pub fn build_notify<'scope>(
             origin.clone(),
             plan.backlog.clone(),
         );
+    let invalid = Arc::clone(stats);
+    let resolved = resolved.inspect(move |r| {
+        if matches!(r, Resolved::Invalid { .. }) {
+            Stats::add(&invalid.notifications_invalid, 1);
+        }
+    });
     let dead = resolved
         .clone()
         .flat_map(move |r: Resolved| r.dead_letter(&origin));

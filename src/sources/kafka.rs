@@ -70,7 +70,8 @@ pub struct KafkaSourceConfig {
 }
 
 /// Forwards librdkafka's statistics into the job's [`Stats`]: the consumer lag, as messages
-/// between what the source has read and the end of its partitions, in total and per partition.
+/// between what the source has read and the end of its partitions, in total, per source and per
+/// partition.
 pub struct LagContext {
     stats: Arc<Stats>,
     /// The source's name, the `source` label of its partitions' lag.
@@ -103,6 +104,7 @@ impl ClientContext for LagContext {
         self.stats
             .consumer_lag
             .fetch_add(lag - previous, Ordering::Relaxed);
+        self.stats.source_lag(&self.source).inc_by(lag - previous);
     }
 }
 
