@@ -81,6 +81,13 @@ enum Command {
         /// Partitions of the input topic.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// Directory of the alerts and notification requests as JSON lines (default: `eddy-demo`
+        /// in the temporary directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the alerts and notification requests to standard output instead.
+        #[arg(long)]
+        stdout: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Print help.
@@ -366,6 +373,8 @@ fn main() -> ExitCode {
             duration,
             rate,
             partitions,
+            out,
+            stdout,
             cluster,
             ..
         } => demo(
@@ -373,6 +382,8 @@ fn main() -> ExitCode {
                 duration,
                 rate,
                 partitions,
+                out: out.unwrap_or_else(|| std::env::temp_dir().join("eddy-demo")),
+                stdout,
             },
             &cluster,
             interrupts.stop(),

@@ -239,7 +239,10 @@ impl Stats {
 
     /// Records one end-to-end latency.
     pub fn record_latency(&self, latency: Duration) {
-        record_micros(&mut self.latency.lock().unwrap(), latency.as_micros() as u64);
+        record_micros(
+            &mut self.latency.lock().unwrap(),
+            latency.as_micros() as u64,
+        );
     }
 
     /// The latency at quantile `q` (0..=1), if any was recorded.
@@ -365,7 +368,10 @@ mod tests {
         let near = |q: f64, ms: u64| {
             let got = stats.output_latency_quantile(q).expect("recorded");
             let want = Duration::from_millis(ms);
-            assert!(got.abs_diff(want) <= want / 50, "q{q}: {got:?}, want {want:?}");
+            assert!(
+                got.abs_diff(want) <= want / 50,
+                "q{q}: {got:?}, want {want:?}"
+            );
         };
         near(1.0, 2_000);
         near(0.5, 1_000);

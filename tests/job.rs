@@ -17,6 +17,7 @@ fn eddy(args: &[&str], dir: &Path) -> Output {
         .env("EDDY_CPAAS_URL", "http://127.0.0.1:9")
         .env("EDDY_CPAAS_KEY", "key")
         .env("EDDY_STATE", "state")
+        .env("EDDY_DEMO_OUT", "out")
         .output()
         .expect("running eddy")
 }

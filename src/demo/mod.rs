@@ -1,32 +1,38 @@
 //! `eddy demo`: the whole path on one machine with nothing installed. An in-process Kafka-protocol
 //! cluster (librdkafka's mock cluster), generators feeding it (card transactions, user commands),
 //! and the demo job reading it through the real Kafka source and writing through the real Kafka
-//! sink, with live progress; notification requests go through the notification adapter to a
-//! local CPaaS stand-in ([`notifications`]).
+//! sink, with a live panel ([`panel`]); notification requests go through the notification
+//! adapter to a local CPaaS stand-in ([`notifications`]).
+//!
+//! At the end (the duration, or Ctrl-C) the feeds stop first, then the job runs on until every
+//! notification request is decided, for at most [`DRAIN`]; the summary accounts for each one.
 
 mod commands;
 mod notifications;
+mod panel;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use rdkafka::mocking::MockCluster;
 
 use crate::dataflows::RunOptions;
-use crate::job::Job;
+use crate::job::{Job, SinkKind};
 use crate::produce::{ProduceOptions, produce};
 use crate::run::{ClusterArgs, run_job};
 use crate::server::Server;
+use crate::sinks::file::FileTarget;
 use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
 use crate::stats::Stats;
 use commands::{CardHolders, feed_commands};
-use notifications::NotificationDemo;
+use notifications::{Accounting, NotificationDemo};
+use panel::{Figures, Panel, Tails};
 
 /// The demo's job file, shipped as `examples/jobs/demo.toml`.
 pub const DEMO_JOB: &str = include_str!("../../examples/jobs/demo.toml");
@@ -52,9 +58,20 @@ pub struct DemoOptions {
     pub rate: u64,
     /// Partitions of the input topic.
     pub partitions: i32,
+    /// Where the alerts and notification requests are written as JSON lines.
+    pub out: PathBuf,
+    /// Write them to standard output instead.
+    pub stdout: bool,
 }
 
-/// Runs the demo until `stop` is set or the duration passes.
+/// How long the demo, once its feeds have stopped, waits for the notification requests still
+/// pending to be decided.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// The demo's output files, in [`DemoOptions::out`].
+const FILES: [&str; 3] = ["alerts.jsonl", "alert-holders.jsonl", "notifications.jsonl"];
+
+/// Runs the demo until `stop` is set or the duration passes, then drains the notifications.
 pub fn demo(
     options: &DemoOptions,
     cluster: &ClusterArgs,
@@ -66,12 +83,29 @@ pub fn demo(
         mock.create_topic(topic, options.partitions, 1)
             .with_context(|| format!("creating topic `{topic}`"))?;
     }
-    let notify = NotificationDemo::start(&brokers, (options.rate / 20).max(1), &stop)?;
-    let job = Job::parse_with(Path::new("examples/jobs/demo.toml"), DEMO_JOB, &|name| {
-        (name == "EDDY_BROKERS")
-            .then(|| brokers.clone())
-            .or_else(|| notify.var(name))
-    })?;
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("creating the output directory {}", options.out.display()))?;
+    // The feeds stop first; the job stops once the notifications are drained.
+    let feeds_stop = Arc::new(AtomicBool::new(false));
+    let job_stop = Arc::new(AtomicBool::new(false));
+    let notify = NotificationDemo::start(&brokers, (options.rate / 20).max(1), &feeds_stop)?;
+    let out = options.out.display().to_string();
+    let mut job = Job::parse_with(
+        Path::new("examples/jobs/demo.toml"),
+        DEMO_JOB,
+        &|name| match name {
+            "EDDY_BROKERS" => Some(brokers.clone()),
+            "EDDY_DEMO_OUT" => Some(out.clone()),
+            _ => notify.var(name),
+        },
+    )?;
+    if options.stdout {
+        for sink in &mut job.sinks {
+            if let SinkKind::File(target) = &mut sink.kind {
+                *target = FileTarget::Stdout;
+            }
+        }
+    }
     eprintln!(
         "eddy demo: in-process Kafka cluster at {brokers}; feeding `transactions` at {} events/s \
          ({} partitions); job `{}` with {} workers. Ctrl-C stops.",
@@ -81,14 +115,12 @@ pub fn demo(
         cluster.workers * cluster.processes
     );
     eprintln!(
-        "  outputs: metrics.country, metrics.account, alerts, events, notifications, late, \
-         dead-letters (Kafka topics); alerts and notification requests are also printed below"
-    );
-    eprintln!(
         "  notifications: notifications.requested → CPaaS stand-in at {} (failing 17 % of calls) \
          → notifications.outcomes",
         notify.standin.base_url()
     );
+    let streams = streams_line(options);
+    eprintln!("  {streams}");
 
     let produced = Arc::new(AtomicU64::new(0));
     let now_ms = SystemTime::now()
@@ -119,7 +151,7 @@ pub fn demo(
         malformed_every: Some(997),
     };
     let producer = {
-        let (stop, produced) = (Arc::clone(&stop), Arc::clone(&produced));
+        let (stop, produced) = (Arc::clone(&feeds_stop), Arc::clone(&produced));
         thread::spawn(move || produce(&feed, &stop, &produced))
     };
     let holders = CardHolders {
@@ -129,89 +161,170 @@ pub fn demo(
     let commands_sent = Arc::new(AtomicU64::new(0));
     let command_feed = {
         let (stop, sent, brokers) = (
-            Arc::clone(&stop),
+            Arc::clone(&feeds_stop),
             Arc::clone(&commands_sent),
             brokers.clone(),
         );
         thread::spawn(move || feed_commands(&brokers, "commands", holders, &stop, &sent))
     };
-    if let Some(duration) = options.duration {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            thread::sleep(duration);
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
 
     let stats = Arc::new(Stats::default());
     let views = job.view_stores();
     let server = Server::for_job(&job, &views, &stats)?;
+    let mut footer = vec![format!("  {streams}")];
     if let Some(server) = &server {
         let url = format!("http://{}", server.addr());
-        eprintln!(
-            "  views: {url}/views/users?limit=5, {url}/views/accounts, {url}/metrics, \
-             {url}/health; e.g.\n    curl -s '{url}/views/users?limit=3'\n    curl -sN \
-             {url}/views/users/changes"
+        let views = format!(
+            "views: {url}/views/users?limit=5, {url}/views/accounts, {url}/metrics, {url}/health"
         );
+        eprintln!("  {views}");
+        footer.push(format!("  {views}"));
     }
+    let notify = Arc::new(notify);
+    let phase = Arc::new(Mutex::new(None::<String>));
+    let stopper = {
+        let (stats, notify, phase) = (Arc::clone(&stats), Arc::clone(&notify), Arc::clone(&phase));
+        let (feeds_stop, job_stop) = (Arc::clone(&feeds_stop), Arc::clone(&job_stop));
+        let deadline = options.duration.map(|d| Instant::now() + d);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed)
+                && !job_stop.load(Ordering::Relaxed)
+                && deadline.is_none_or(|d| Instant::now() < d)
+            {
+                thread::sleep(Duration::from_millis(50));
+            }
+            feeds_stop.store(true, Ordering::Relaxed);
+            let draining = Instant::now();
+            while notify.accounting(&stats).pending > 0
+                && draining.elapsed() < DRAIN
+                && !job_stop.load(Ordering::Relaxed)
+            {
+                *phase.lock().unwrap() = Some(format!(
+                    "stopping: feeds stopped; waiting for the pending notification requests (at \
+                     most {:.0} s more)",
+                    DRAIN.saturating_sub(draining.elapsed()).as_secs_f64()
+                ));
+                thread::sleep(Duration::from_millis(100));
+            }
+            *phase.lock().unwrap() = Some("stopping: the job commits and ends".into());
+            job_stop.store(true, Ordering::Relaxed);
+        })
+    };
     let run = RunOptions {
         start: StartFrom::Earliest,
         until_end: false,
-        stop: Arc::clone(&stop),
+        stop: Arc::clone(&job_stop),
         stats: Arc::clone(&stats),
         views,
     };
+    let tails = (!options.stdout).then(|| Tails {
+        alerts: options.out.join(FILES[0]),
+        notifications: options.out.join(FILES[2]),
+    });
+    let panel = Arc::new(Panel::new(tails, footer));
+    let sources: Vec<String> = job.sources.iter().map(|s| s.name.clone()).collect();
     let mut last = (0, 0);
-    let shown = Arc::clone(&produced);
-    run_job(
-        job,
-        cluster,
-        run,
-        Duration::from_secs(1),
-        move |stats, elapsed| {
-            let (p, c) = (shown.load(Ordering::Relaxed), Stats::get(&stats.events_in));
-            let p99 = stats
-                .latency_quantile(0.99)
-                .map_or("n/a".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
-            eprintln!(
-                "{:>5.0}s  produced {p:>9} ({:>6}/s)  processed {c:>9} ({:>6}/s)  lag {:>6}  \
-                 windows {:>6}  alerts {:>4}  events {:>5}  notifications {:>5}  late {:>4}  \
-                 dead-lettered {:>5}  latency p99 {p99:>6}",
-                elapsed.as_secs_f64(),
-                p - last.0,
-                c - last.1,
-                stats.consumer_lag.load(Ordering::Relaxed),
-                Stats::get(&stats.windows_out),
-                Stats::get(&stats.alerts),
-                Stats::get(&stats.events_out),
-                Stats::get(&stats.notifications_requested),
-                Stats::get(&stats.late),
-                Stats::get(&stats.dead_letters),
+    let report = {
+        let (produced, panel, notify) = (
+            Arc::clone(&produced),
+            Arc::clone(&panel),
+            Arc::clone(&notify),
+        );
+        move |stats: &Stats, elapsed: Duration| {
+            let (p, c) = (
+                produced.load(Ordering::Relaxed),
+                Stats::get(&stats.events_in),
             );
-            eprintln!("        {}", NotificationDemo::progress(stats));
+            panel.show(&Figures {
+                elapsed,
+                produced: (p, p - last.0),
+                processed: (c, c.saturating_sub(last.1)),
+                stats,
+                sources: &sources,
+                notifications: notify.accounting(stats),
+                phase: phase.lock().unwrap().clone(),
+            });
             last = (p, c);
-        },
-    )?;
-    stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let result = run_job(job, cluster, run, Duration::from_secs(1), report);
+    panel.finish();
+    job_stop.store(true, Ordering::Relaxed);
+    stopper
+        .join()
+        .map_err(|_| anyhow::anyhow!("the demo's stop thread panicked"))?;
+    result?;
     let sent = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
     command_feed
         .join()
         .map_err(|_| anyhow::anyhow!("the command feed panicked"))??;
+    let accounting = notify.accounting(&stats);
+    let standin = Arc::into_inner(notify)
+        .expect("the report and stop threads have ended")
+        .finish()?;
+    let latency = |q| {
+        stats
+            .output_latency_quantile(q)
+            .map_or("n/a".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+    };
     eprintln!(
-        "eddy demo: done. produced {sent} transactions and {} commands, processed {}, windows \
-         emitted {}, alerts {}, events {}, notification requests {}, late {}, dead-lettered {}",
+        "eddy demo: done. produced {sent} transactions and {} commands, processed {} events; \
+         windows {}, alerts {}, events {}, late {}, dead-lettered {}; output latency p50 {}, p99 \
+         {}",
         commands_sent.load(Ordering::Relaxed),
         Stats::get(&stats.events_in),
         Stats::get(&stats.windows_out),
         Stats::get(&stats.alerts),
         Stats::get(&stats.events_out),
-        Stats::get(&stats.notifications_requested),
         Stats::get(&stats.late),
         Stats::get(&stats.dead_letters),
+        latency(0.5),
+        latency(0.99),
     );
-    eprintln!("eddy demo: {}", notify.finish(&stats)?);
+    eprintln!(
+        "eddy demo: notifications {accounting} (retried {}); {standin}",
+        Stats::get(&stats.notification_retries)
+    );
+    eprintln!("eddy demo: {}", pending_line(&accounting));
+    if !options.stdout {
+        let files: Vec<String> = FILES
+            .iter()
+            .map(|f| options.out.join(f).display().to_string())
+            .collect();
+        eprintln!(
+            "eddy demo: the alerts and notification requests are in {}",
+            files.join(", ")
+        );
+    }
     drop(mock);
     Ok(())
+}
+
+/// Where the full streams go.
+fn streams_line(options: &DemoOptions) -> String {
+    let files = match options.stdout {
+        true => "standard output".to_string(),
+        false => format!("{}/{{{}}}", options.out.display(), FILES.join(",")),
+    };
+    format!(
+        "full streams: Kafka topics {} (in process); alerts and notification requests also to \
+         {files}",
+        TOPICS.join(", ")
+    )
+}
+
+/// What the summary says of the requests still pending at the end.
+fn pending_line(accounting: &Accounting) -> String {
+    match accounting.pending {
+        0 => "every notification request was decided".to_string(),
+        n => format!(
+            "{n} notification requests were not sent: still pending after the {} s drain, in \
+             their topic or the adapter's queue. The in-process cluster ends with the demo, so \
+             they are dropped; a job on a real cluster resumes them at its next run (their \
+             offsets are not committed)",
+            DRAIN.as_secs()
+        ),
+    }
 }

@@ -3,9 +3,10 @@
 //! number, which the CPaaS refuses, and a few repeated, which must not be sent twice) for the
 //! demo job's notify sink.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,13 +28,43 @@ pub struct NotificationDemo {
     key: String,
     /// Where the sent-record lives for this run.
     state: PathBuf,
-    feed: Option<thread::JoinHandle<anyhow::Result<u64>>>,
+    /// How many requests the feed has produced so far.
+    fed: Arc<AtomicU64>,
+    feed: Option<thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// What became of every notification request so far: each one requested (by the demo's feed or
+/// the job's orchestrator) is sent, failed (refused by the CPaaS, given up after retries, or no
+/// valid request), deduplicated (a repeat, answered without sending again), or pending (still in
+/// its topic or the adapter's queue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accounting {
+    /// Requests produced into the request topics.
+    pub requested: u64,
+    /// Messages the CPaaS accepted.
+    pub sent: u64,
+    /// Requests that failed for good.
+    pub failed: u64,
+    /// Repeats answered from the sent-record or a request in flight.
+    pub deduplicated: u64,
+    /// Requests not decided yet.
+    pub pending: u64,
+}
+
+impl fmt::Display for Accounting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "requested {} = sent {} + failed {} + deduplicated {} + pending {}",
+            self.requested, self.sent, self.failed, self.deduplicated, self.pending
+        )
+    }
 }
 
 impl NotificationDemo {
     /// Starts the stand-in (10 % of calls answered 503, 5 % 429, 2 % slower than the adapter's
     /// timeout) and feeds `rate` requests per second into `notifications.requested` until
-    /// `stop` is set.
+    /// `stop` is set, counting them (see [`NotificationDemo::accounting`]).
     pub fn start(brokers: &str, rate: u64, stop: &Arc<AtomicBool>) -> anyhow::Result<Self> {
         let key = format!("demo-{:x}", rand::random::<u64>());
         let standin = CpaasStandIn::start(StandInOptions::new(&key))?;
@@ -50,12 +81,16 @@ impl NotificationDemo {
             .set("linger.ms", "5")
             .create()
             .context("creating the notification request producer")?;
-        let stop = Arc::clone(stop);
-        let feed = thread::spawn(move || feed_requests(&producer, rate.max(1), &stop));
+        let (stop, fed) = (Arc::clone(stop), Arc::new(AtomicU64::new(0)));
+        let feed = {
+            let fed = Arc::clone(&fed);
+            thread::spawn(move || feed_requests(&producer, rate.max(1), &stop, &fed))
+        };
         Ok(NotificationDemo {
             standin,
             key,
             state,
+            fed,
             feed: Some(feed),
         })
     }
@@ -70,40 +105,49 @@ impl NotificationDemo {
         }
     }
 
-    /// One progress line: the adapter's counts and the stand-in's.
-    pub fn progress(stats: &Stats) -> String {
-        format!(
-            "notifications sent {:>6}  failed {:>4}  retried {:>5}  deduplicated {:>4}",
-            Stats::get(&stats.notifications_sent),
-            Stats::get(&stats.notifications_failed),
-            Stats::get(&stats.notification_retries),
-            Stats::get(&stats.notifications_deduplicated),
-        )
+    /// The requests so far and what became of them. Once the feed has stopped and the job has
+    /// decided every request, `pending` is 0.
+    pub fn accounting(&self, stats: &Stats) -> Accounting {
+        let requested =
+            self.fed.load(Ordering::Relaxed) + Stats::get(&stats.notifications_requested);
+        let sent = Stats::get(&stats.notifications_sent);
+        let failed =
+            Stats::get(&stats.notifications_failed) + Stats::get(&stats.notifications_invalid);
+        let deduplicated = Stats::get(&stats.notifications_deduplicated);
+        Accounting {
+            requested,
+            sent,
+            failed,
+            deduplicated,
+            pending: requested.saturating_sub(sent + failed + deduplicated),
+        }
     }
 
-    /// Waits for the feed (once `stop` is set), removes the sent-record, and sums up.
-    pub fn finish(mut self, stats: &Stats) -> anyhow::Result<String> {
-        let fed = match self.feed.take().map(thread::JoinHandle::join) {
+    /// Waits for the feed (once `stop` is set) and removes the sent-record; returns what the
+    /// CPaaS stand-in saw.
+    pub fn finish(mut self) -> anyhow::Result<String> {
+        match self.feed.take().map(thread::JoinHandle::join) {
             Some(Ok(fed)) => fed?,
             _ => anyhow::bail!("the notification feed panicked"),
-        };
+        }
         let counts = self.standin.counts();
         let _ = std::fs::remove_dir_all(&self.state);
         Ok(format!(
-            "requested {fed}; {}; the CPaaS stand-in took {} calls, failed {} on purpose, \
-             refused {}, and sent {} messages",
-            Self::progress(stats),
-            counts.calls,
-            counts.failed,
-            counts.refused,
-            counts.sent
+            "the CPaaS stand-in took {} calls, failed {} on purpose, refused {}, and sent {} \
+             messages",
+            counts.calls, counts.failed, counts.refused, counts.sent
         ))
     }
 }
 
-/// Produces requests at `rate` per second until `stop`; every 200th has an invalid number and
-/// every 100th repeats the one before it. Returns how many were produced.
-fn feed_requests(producer: &BaseProducer, rate: u64, stop: &AtomicBool) -> anyhow::Result<u64> {
+/// Produces requests at `rate` per second until `stop`, counting them in `fed`; every 200th has
+/// an invalid number and every 100th repeats the one before it.
+fn feed_requests(
+    producer: &BaseProducer,
+    rate: u64,
+    stop: &AtomicBool,
+    fed: &AtomicU64,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -127,9 +171,10 @@ fn feed_requests(producer: &BaseProducer, rate: u64, stop: &AtomicBool) -> anyho
                 continue;
             }
             n += 1;
+            fed.store(n, Ordering::Relaxed);
         }
         producer.poll(Duration::from_millis(10));
     }
     producer.flush(Duration::from_secs(10))?;
-    Ok(n)
+    Ok(())
 }
