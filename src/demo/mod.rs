@@ -171,14 +171,22 @@ pub fn demo(
     let stats = Arc::new(Stats::default());
     let views = job.view_stores();
     let server = Server::for_job(&job, &views, &stats)?;
-    let mut footer = vec![format!("  {streams}")];
+    let mut footer = vec![match options.stdout {
+        true => "  full streams: the Kafka topics, and standard output".to_string(),
+        false => format!(
+            "  full streams: the Kafka topics, and {}/*.jsonl",
+            options.out.display()
+        ),
+    }];
     if let Some(server) = &server {
         let url = format!("http://{}", server.addr());
-        let views = format!(
-            "views: {url}/views/users?limit=5, {url}/views/accounts, {url}/metrics, {url}/health"
+        eprintln!(
+            "  views: {url}/views/users?limit=5, {url}/views/accounts, {url}/metrics, \
+             {url}/health"
         );
-        eprintln!("  {views}");
-        footer.push(format!("  {views}"));
+        footer.push(format!(
+            "  console: {url}/views/users?limit=5, {url}/metrics"
+        ));
     }
     let notify = Arc::new(notify);
     let phase = Arc::new(Mutex::new(None::<String>));
