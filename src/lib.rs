@@ -18,6 +18,7 @@ pub mod job;
 pub mod kafka;
 pub mod operators;
 pub mod produce;
+pub mod progress;
 pub mod record;
 pub mod run;
 pub mod server;

@@ -11,6 +11,7 @@ use eddy::dataflows::RunOptions;
 use eddy::demo::{DemoOptions, demo};
 use eddy::job::Job;
 use eddy::produce::{ProduceOptions, produce};
+use eddy::progress::{self, Extent};
 use eddy::run::{ClusterArgs, parse_duration, run_job};
 use eddy::server::Server;
 use eddy::sources::generator::GeneratorConfig;
@@ -50,6 +51,10 @@ enum Command {
         /// following the topics.
         #[arg(long)]
         until_end: bool,
+        /// How often a bounded job prints its progress when standard error is not a terminal
+        /// (on a terminal it shows a progress bar).
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        progress_every: Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Print help.
@@ -291,6 +296,7 @@ fn main() -> ExitCode {
             job,
             from,
             until_end,
+            progress_every,
             cluster,
             ..
         } => {
@@ -327,13 +333,26 @@ fn main() -> ExitCode {
                 1 => String::new(),
                 n => format!(" of process {} of {n} (its share)", cluster.process),
             };
+            // A process of a cluster reads its share of the input, not all of it.
+            let extent = match cluster.processes {
+                1 => Extent::of(&job, until_end),
+                _ => None,
+            };
+            let display = extent.as_ref().map(|_| Arc::new(progress::Display::new()));
+            let interval = display
+                .as_ref()
+                .map_or(Duration::from_secs(5), |d| d.interval(progress_every));
+            let shown = display.clone();
             let result = run_job(
                 job,
                 &cluster,
                 options,
-                Duration::from_secs(5),
-                move |stats, elapsed| {
-                    tracing::info!(
+                interval,
+                move |stats, elapsed| match (&extent, &shown) {
+                    (Some(extent), Some(display)) => {
+                        display.show(extent.position(stats), stats, elapsed)
+                    }
+                    _ => tracing::info!(
                         elapsed = ?elapsed,
                         events = Stats::get(&stats.events_in),
                         windows = Stats::get(&stats.windows_out),
@@ -341,9 +360,12 @@ fn main() -> ExitCode {
                         dead_letters = Stats::get(&stats.dead_letters),
                         lag = stats.consumer_lag.load(Ordering::Relaxed),
                         "progress{share}"
-                    );
+                    ),
                 },
             );
+            if let Some(display) = &display {
+                display.finish();
+            }
             if result.is_ok() {
                 let rate = stats
                     .ingest_rate()

@@ -25,6 +25,9 @@ pub struct Stats {
     /// When the sources decoded their first batch of events, how many it held, and when they
     /// decoded their latest: what [`Stats::ingest_rate`] measures over.
     pub ingest_span: Mutex<Option<IngestSpan>>,
+    /// Bytes of the file sources' lines read, over all workers: how far through its files a
+    /// job is.
+    pub file_bytes: Counter,
     /// Inputs sent to the dead-letter sink.
     pub dead_letters: AtomicU64,
     /// Events that arrived after all their windows had closed.
@@ -83,6 +86,7 @@ impl Default for Stats {
         Stats {
             events_in: Default::default(),
             ingest_span: Default::default(),
+            file_bytes: Default::default(),
             dead_letters: Default::default(),
             late: Default::default(),
             windows_out: Default::default(),

@@ -339,9 +339,15 @@ fn source_stream<'scope>(
             event_source(scope, name, reader, source_options, settled)
         }
         SourceKind::File { paths, splits } => {
-            let reader =
-                FileReader::open(paths, *splits, source.max_record_bytes, schema, slot, peers)
-                    .with_context(|| format!("source `{name}`"))?;
+            let reader = FileReader::open(
+                paths,
+                *splits,
+                source.max_record_bytes,
+                schema,
+                (slot, peers),
+                options.stats.file_bytes.clone(),
+            )
+            .with_context(|| format!("source `{name}`"))?;
             say_if_idle(name, &reader, slot, processes);
             event_source(scope, name, reader, source_options, settled)
         }

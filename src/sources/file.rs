@@ -9,6 +9,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Payload, PayloadBuilder, Record, Schema};
 
@@ -197,6 +199,9 @@ pub struct FileReader {
     /// The source's `max_record_bytes`.
     max_line: usize,
     splits: Vec<Split>,
+    /// Counts the bytes of the lines read (blank, too long and malformed ones too), so that a
+    /// bounded job can tell how far through its files it is.
+    read_bytes: Counter,
 }
 
 /// How files are cut into splits, and how long a line may be.
@@ -214,20 +219,23 @@ impl FileReader {
     /// Opens the splits worker `index` of `peers` owns: every file is cut into `splits` splits
     /// of interleaved stripes, and the splits of all files are dealt round-robin.
     /// A line longer than `max_record_bytes` is dead-lettered, read past without holding it.
+    /// The bytes of the lines read are counted in `read_bytes`.
     pub fn open(
         paths: &[PathBuf],
         splits: usize,
         max_record_bytes: usize,
         schema: Arc<Schema>,
-        index: usize,
-        peers: usize,
+        (index, peers): (usize, usize),
+        read_bytes: Counter,
     ) -> io::Result<FileReader> {
         let stripes = Stripes {
             splits,
             stripe: STRIPE,
             max_line: max_record_bytes,
         };
-        Self::open_striped(paths, stripes, schema, index, peers)
+        let mut reader = Self::open_striped(paths, stripes, schema, index, peers)?;
+        reader.read_bytes = read_bytes;
+        Ok(reader)
     }
 
     fn open_striped(
@@ -256,6 +264,7 @@ impl FileReader {
             schema,
             max_line,
             splits,
+            read_bytes: Counter::default(),
         })
     }
 }
@@ -271,6 +280,7 @@ impl Reader<Record> for FileReader {
     /// with every window of the input open at once.
     fn read(&mut self, batch: &mut ReadBatch<Record>) -> ReadStatus {
         let share = BATCH.div_ceil(self.splits.iter().filter(|s| !s.done).count().max(1));
+        let mut bytes = 0u64;
         for (partition, split) in self.splits.iter_mut().enumerate() {
             if split.done {
                 continue;
@@ -289,7 +299,13 @@ impl Reader<Record> for FileReader {
                         payload,
                     },
                 };
-                match split.next_line() {
+                let line = split.next_line();
+                bytes += match &line {
+                    Ok(Some((_, Line::Text(line)))) => line.len() as u64 + 1,
+                    Ok(Some((_, Line::TooLong(payload)))) => payload.len + 1,
+                    _ => 0,
+                };
+                match line {
                     Ok(Some((_, Line::Text(line)))) if line.iter().all(u8::is_ascii_whitespace) => {
                     }
                     Ok(Some((offset, Line::Text(line)))) => match self.schema.decode(line) {
@@ -318,6 +334,7 @@ impl Reader<Record> for FileReader {
                 }
             }
         }
+        self.read_bytes.inc_by(bytes);
         if self.splits.iter().all(|s| s.done) {
             ReadStatus::Done
         } else {
@@ -392,6 +409,24 @@ mod tests {
                 assert_eq!(dead[0].item.payload, Payload::of(b"not json"));
             }
         }
+    }
+
+    /// The bytes read add up to the file's length, blank, malformed and last lines included,
+    /// over all splits.
+    #[test]
+    fn the_bytes_read_add_up_to_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let lines: String = (0..5_000).map(|t| format!("{{\"ts\":{t}}}\n\n")).collect();
+        write!(file, "{lines}not json\n{{\"ts\":1}}").unwrap();
+        let read = Counter::default();
+        let paths = [file.path().to_path_buf()];
+        let mut reader =
+            FileReader::open(&paths, 3, 1 << 20, ts_schema(), (0, 1), read.clone()).unwrap();
+        let mut batch = ReadBatch::default();
+        while reader.read(&mut batch) != ReadStatus::Done {}
+        let len = file.as_file().metadata().unwrap().len();
+        // The last line has no newline; it counts as if it had one.
+        assert_eq!(read.get(), len + 1);
     }
 
     /// A line longer than `max_record_bytes` is dead-lettered with its length, its first bytes
