@@ -73,8 +73,8 @@ enum Command {
         /// The job file.
         job: PathBuf,
     },
-    /// Run the demo on an in-process Kafka-protocol cluster: generator, metrics job, Kafka
-    /// sinks, live progress. Nothing to install.
+    /// Run the demo on an in-process Kafka-protocol cluster: generators, the demo job, Kafka
+    /// sinks, a CPaaS stand-in, and a live panel. Nothing to install.
     #[command(disable_help_flag = true)]
     Demo {
         /// Stop after this long (e.g. 30s); default: at Ctrl-C.
