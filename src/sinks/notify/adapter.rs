@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc as std_mpsc};
 use std::time::Duration;
@@ -361,28 +362,35 @@ impl Shared {
         Stats::add(counter, 1);
     }
 
-    /// Sends SMS requests in one call; if the CPaaS refuses the call as a whole, each message
-    /// is sent on its own, so one bad message does not fail the others. `None`: the stop cut
-    /// the delivery short.
-    async fn send_sms(&self, batch: &[Submission]) -> Option<Vec<Outcome>> {
-        if batch.len() == 1 {
-            return self.send_each(&[&batch[0]]).await;
-        }
-        let requests: Vec<&NotificationRequest> = batch.iter().map(|s| &s.request).collect();
-        let (result, attempts) = self
-            .with_retries(batch.len(), || self.client.send_sms(&requests))
-            .await?;
-        Some(match result {
-            Err(CallError::Permanent { .. }) => {
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for s in batch {
-                    let mut outcome = self.send_each(&[s]).await?.remove(0);
-                    outcome.attempts += attempts;
-                    outcomes.push(outcome);
-                }
-                outcomes
+    /// Sends SMS requests in one call. If the CPaaS refuses the call as a whole (one bad
+    /// message fails its batch), each half is sent again as a batch of its own, down to single
+    /// messages: a bad message fails alone after about log2(n) refused calls, and the others
+    /// still go out in large calls rather than one call each, which would hold a call slot for
+    /// n calls' time. `None`: the stop cut the delivery short.
+    fn send_sms<'a>(
+        &'a self,
+        batch: &'a [Submission],
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Outcome>>> + Send + 'a>> {
+        Box::pin(async move {
+            if batch.len() == 1 {
+                return self.send_each(&[&batch[0]]).await;
             }
-            result => outcomes(batch, result, attempts),
+            let requests: Vec<&NotificationRequest> = batch.iter().map(|s| &s.request).collect();
+            let (result, attempts) = self
+                .with_retries(batch.len(), || self.client.send_sms(&requests))
+                .await?;
+            Some(match result {
+                Err(CallError::Permanent { .. }) => {
+                    let (first, second) = batch.split_at(batch.len() / 2);
+                    let mut outcomes = self.send_sms(first).await?;
+                    outcomes.extend(self.send_sms(second).await?);
+                    for outcome in &mut outcomes {
+                        outcome.attempts += attempts;
+                    }
+                    outcomes
+                }
+                result => outcomes(batch, result, attempts),
+            })
         })
     }
 
