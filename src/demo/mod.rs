@@ -192,31 +192,13 @@ pub fn demo(
     let phase = Arc::new(Mutex::new(None::<String>));
     let stopper = {
         let (stats, notify, phase) = (Arc::clone(&stats), Arc::clone(&notify), Arc::clone(&phase));
-        let (feeds_stop, job_stop) = (Arc::clone(&feeds_stop), Arc::clone(&job_stop));
+        let flags = StopFlags {
+            user: stop,
+            feeds: Arc::clone(&feeds_stop),
+            job: Arc::clone(&job_stop),
+        };
         let deadline = options.duration.map(|d| Instant::now() + d);
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed)
-                && !job_stop.load(Ordering::Relaxed)
-                && deadline.is_none_or(|d| Instant::now() < d)
-            {
-                thread::sleep(Duration::from_millis(50));
-            }
-            feeds_stop.store(true, Ordering::Relaxed);
-            let draining = Instant::now();
-            while notify.accounting(&stats).pending > 0
-                && draining.elapsed() < DRAIN
-                && !job_stop.load(Ordering::Relaxed)
-            {
-                *phase.lock().unwrap() = Some(format!(
-                    "stopping: feeds stopped; waiting for the pending notification requests (at \
-                     most {:.0} s more)",
-                    DRAIN.saturating_sub(draining.elapsed()).as_secs_f64()
-                ));
-                thread::sleep(Duration::from_millis(100));
-            }
-            *phase.lock().unwrap() = Some("stopping: the job commits and ends".into());
-            job_stop.store(true, Ordering::Relaxed);
-        })
+        thread::spawn(move || stop_in_order(&flags, deadline, &notify, &stats, &phase))
     };
     let run = RunOptions {
         start: StartFrom::Earliest,
@@ -308,6 +290,47 @@ pub fn demo(
     }
     drop(mock);
     Ok(())
+}
+
+/// The demo's stop flags: the user's (a signal), and the ones it sets in turn.
+struct StopFlags {
+    /// Set by a signal.
+    user: Arc<AtomicBool>,
+    /// Stops the feeds.
+    feeds: Arc<AtomicBool>,
+    /// Stops the job; also set when the job has ended by itself (a failure).
+    job: Arc<AtomicBool>,
+}
+
+/// Once the user stops the demo or the `deadline` passes, stops the feeds, waits up to
+/// [`DRAIN`] for the pending notification requests to be decided (saying so in `phase`), then
+/// stops the job. Returns early once the job has stopped.
+fn stop_in_order(
+    flags: &StopFlags,
+    deadline: Option<Instant>,
+    notify: &NotificationDemo,
+    stats: &Stats,
+    phase: &Mutex<Option<String>>,
+) {
+    let job_stopped = || flags.job.load(Ordering::Relaxed);
+    while !flags.user.load(Ordering::Relaxed)
+        && !job_stopped()
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    flags.feeds.store(true, Ordering::Relaxed);
+    let draining = Instant::now();
+    while notify.accounting(stats).pending > 0 && draining.elapsed() < DRAIN && !job_stopped() {
+        *phase.lock().unwrap() = Some(format!(
+            "stopping: feeds stopped; waiting for the pending notification requests (at most \
+             {:.0} s more)",
+            DRAIN.saturating_sub(draining.elapsed()).as_secs_f64()
+        ));
+        thread::sleep(Duration::from_millis(100));
+    }
+    *phase.lock().unwrap() = Some("stopping: the job commits and ends".into());
+    flags.job.store(true, Ordering::Relaxed);
 }
 
 /// Where the full streams go.
