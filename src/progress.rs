@@ -144,9 +144,14 @@ impl Display {
         let rate = stats.ingest_rate().map_or(0.0, |(rate, _)| rate);
         match self {
             Display::Bar(bar) => {
-                bar.set_length(position.end);
-                bar.set_position(position.done);
-                bar.set_message(format!("{events} events, {:.0} k/s", rate / 1e3));
+                // Until the end is known (Kafka's first statistics), an empty bar says so.
+                let known = position.end > 0;
+                bar.set_length(position.end.max(1));
+                bar.set_position(position.done.min(position.end));
+                bar.set_message(match known {
+                    true => format!("{events} events, {:.0} k/s", rate / 1e3),
+                    false => format!("{events} events, end not known yet"),
+                });
             }
             Display::Lines => eprintln!("{}", line(position, events, rate, elapsed)),
         }
