@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::outputs::Names;
 use super::{Checker, SourceSpec, raw};
-use crate::operators::predicate::Predicate;
+use crate::expr::Predicate;
 
 /// A route: which events of a source go to its sinks, as rows of the source's fields.
 #[derive(Clone, Debug)]

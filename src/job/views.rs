@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::outputs::Names;
 use super::{Checker, SourceSpec, raw};
-use crate::operators::predicate::Predicate;
+use crate::expr::Predicate;
 use crate::record::{FieldType, Schema};
 
 /// A view: rows by key, each column kept current from the events of one source.

@@ -7,7 +7,6 @@ pub mod delivery;
 pub mod enrich;
 pub mod key;
 pub mod pattern;
-pub mod predicate;
 pub mod recent;
 pub mod route;
 pub mod slots;

@@ -1,0 +1,106 @@
+//! The operands of compiled expressions: record fields read in place, constants, and closures
+//! over them, with CEL's evaluation errors as `None`.
+
+use crate::record::Value;
+
+/// A closure evaluating a sub-expression; `None` is a CEL evaluation error.
+type Eval<T> = Box<dyn Fn(&[Value]) -> Option<T> + Send + Sync>;
+
+/// A value of a compiled expression: a record field read in place, a constant, or computed.
+/// Keeping fields and constants apart from computed values spares a call per operand in the
+/// common `field op literal` comparison.
+pub(super) enum Operand<T> {
+    Field(usize),
+    Const(T),
+    Computed(Eval<T>),
+}
+
+/// A scalar type an operand can have, read from a record value.
+pub(super) trait Scalar: Copy + Send + Sync + 'static {
+    /// The value as this type, if it is of it.
+    fn read(value: &Value) -> Option<Self>;
+}
+
+impl Scalar for bool {
+    fn read(value: &Value) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+impl Scalar for i64 {
+    fn read(value: &Value) -> Option<i64> {
+        match value {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl Scalar for f64 {
+    fn read(value: &Value) -> Option<f64> {
+        value.as_f64()
+    }
+}
+
+impl<T: Scalar> Operand<T> {
+    /// The operand's value in `record`; `None` is an evaluation error.
+    #[inline]
+    pub(super) fn get(&self, record: &[Value]) -> Option<T> {
+        match self {
+            Operand::Field(i) => T::read(&record[*i]),
+            Operand::Const(c) => Some(*c),
+            Operand::Computed(f) => f(record),
+        }
+    }
+}
+
+/// A string operand: a field or a literal (strings are never computed, so reading one never
+/// allocates). Literals are plain boxed strings: reading one needs no decoding.
+#[derive(Clone)]
+pub(super) enum Text {
+    Field(usize),
+    Const(Box<str>),
+}
+
+impl Text {
+    /// The string in `record`; `None` when the field is not a string.
+    #[inline]
+    pub(super) fn get<'r>(&'r self, record: &'r [Value]) -> Option<&'r str> {
+        match self {
+            Text::Field(i) => match &record[*i] {
+                Value::Str(s) => Some(s),
+                _ => None,
+            },
+            Text::Const(s) => Some(s),
+        }
+    }
+}
+
+/// String equality without a call to `memcmp`, which costs more than the comparison itself for
+/// the short strings (codes, types, countries) that predicates compare.
+#[inline]
+pub(super) fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// An operand computed by `f`.
+pub(super) fn computed<T>(f: impl Fn(&[Value]) -> Option<T> + Send + Sync + 'static) -> Operand<T> {
+    Operand::Computed(Box::new(f))
+}
+
+/// `a && b` (`and`) or `a || b`, with CEL's error absorption: a deciding operand wins over an
+/// error, whichever side the error is on.
+pub(super) fn logical(and: bool, a: Operand<bool>, b: Operand<bool>) -> Operand<bool> {
+    computed(move |r| match a.get(r) {
+        Some(x) if x != and => Some(x),
+        first => match b.get(r) {
+            Some(y) if y != and => Some(y),
+            // `first` is the neutral value or an error, which the result then is.
+            Some(_) => first,
+            None => None,
+        },
+    })
+}

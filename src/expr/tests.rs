@@ -1,0 +1,226 @@
+//! The expression compiler's behaviour: what compiles, what it evaluates to, and where errors are.
+
+use super::*;
+use crate::record::Field;
+
+fn schema() -> Schema {
+    let field = |name: &str, ty| Field {
+        name: name.into(),
+        ty,
+        required: true,
+    };
+    Schema::new(
+        vec![
+            field("type", FieldType::String),
+            field("amount_cents", FieldType::Int),
+            field("country", FieldType::String),
+            field("score", FieldType::Float),
+            field("vip", FieldType::Bool),
+            field("ts", FieldType::Timestamp),
+        ],
+        "ts",
+    )
+    .unwrap()
+}
+
+fn record(kind: &str, amount: i64, country: &str, score: f64, vip: bool) -> Vec<Value> {
+    vec![
+        Value::Str(kind.into()),
+        Value::Int(amount),
+        Value::Str(country.into()),
+        Value::Float(score),
+        Value::Bool(vip),
+        Value::Int(1_700_000_000_000),
+    ]
+}
+
+fn holds(text: &str, record: &[Value]) -> bool {
+    Predicate::compile(text, &schema())
+        .unwrap_or_else(|e| panic!("`{text}`: {e}"))
+        .holds(record)
+}
+
+fn error(text: &str) -> PredicateError {
+    match Predicate::compile(text, &schema()) {
+        Ok(p) => panic!("`{text}` compiled: {p:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn compares_fields_with_literals() {
+    let r = record("purchase", 60_000, "FR", 0.5, false);
+    assert!(holds(r#"amount_cents > 50000 && country != "US""#, &r));
+    assert!(!holds(r#"amount_cents > 50000 && country == "US""#, &r));
+    assert!(holds(r#"amount_cents <= 60000 || type == "x""#, &r));
+    assert!(holds(r#"!(amount_cents < 60000)"#, &r));
+    assert!(holds(r#"type >= "p" && type < "q""#, &r));
+    assert!(holds("!vip && vip == false", &r));
+    assert!(holds("ts >= 1700000000000", &r));
+    assert!(holds("true", &r));
+    assert!(!holds("false", &r));
+}
+
+#[test]
+fn compares_ints_with_doubles_numerically() {
+    let r = record("purchase", 500, "FR", 2.0, false);
+    assert!(holds("amount_cents > 499.5", &r));
+    assert!(holds("score == 2", &r));
+    assert!(holds("score < amount_cents", &r));
+    assert!(!holds("score != 2", &r));
+}
+
+#[test]
+fn arithmetic() {
+    let r = record("purchase", 500, "FR", 2.5, false);
+    assert!(holds("amount_cents * 2 - 1 == 999", &r));
+    assert!(holds(
+        "amount_cents / 3 == 166 && amount_cents % 3 == 2",
+        &r
+    ));
+    assert!(holds("score * 2.0 == 5.0", &r));
+    assert!(holds("-amount_cents < 0", &r));
+    // Division by zero is an error: the predicate does not hold, and neither does its
+    // negation; a deciding side of && or || absorbs the error.
+    assert!(!holds("amount_cents / 0 == 1", &r));
+    assert!(!holds("!(amount_cents / 0 == 1)", &r));
+    assert!(holds("amount_cents / 0 == 1 || true", &r));
+    assert!(!holds("amount_cents / 0 == 1 && false", &r));
+    assert!(holds("false || amount_cents / 0 == 1 || true", &r));
+    assert!(!holds("true && amount_cents / 0 == 1 && true", &r));
+    assert!(!holds("!(true && amount_cents / 0 == 1 && true)", &r));
+    assert!(!holds("9223372036854775807 + amount_cents > 0", &r));
+}
+
+#[test]
+fn membership_and_string_methods() {
+    let r = record("purchase.card", 500, "FR", 2.5, true);
+    assert!(holds(r#"country in ["FR", "DE"]"#, &r));
+    assert!(!holds(r#"country in ["US"]"#, &r));
+    assert!(holds("amount_cents in [1, 500]", &r));
+    assert!(holds("score in [2.5]", &r));
+    assert!(holds(
+        r#"type.startsWith("purchase.") && type.endsWith("card")"#,
+        &r
+    ));
+    assert!(holds(
+        r#"type.contains("se.ca") && !country.contains("U")"#,
+        &r
+    ));
+    assert!(holds("vip in [true]", &r));
+}
+
+#[test]
+fn null_fields() {
+    let mut r = record("purchase", 500, "FR", 2.5, true);
+    r[2] = Value::Null;
+    assert!(holds("country == null", &r));
+    assert!(!holds("country != null", &r));
+    assert!(!holds(r#"country == "FR""#, &r));
+    assert!(holds(r#"country == "FR" || amount_cents == 500"#, &r));
+    assert!(holds("amount_cents != null", &r));
+}
+
+#[test]
+fn unknown_fields_are_errors_at_their_column() {
+    let e = error(r#"amount_cents > 5 && contry != "US""#);
+    assert_eq!((e.line, e.column), (1, 21), "{e}");
+    assert!(e.message.contains("unknown field `contry`"), "{e}");
+    assert!(
+        e.to_string().ends_with("at column 21 of the expression"),
+        "{e}"
+    );
+}
+
+#[test]
+fn type_errors_are_errors_at_their_operator() {
+    let e = error("country > 5");
+    assert_eq!(e.column, 9, "{e}");
+    assert!(e.message.contains("cannot compare string with int"), "{e}");
+    let e = error(r#"type.startsWith(5)"#);
+    assert_eq!(e.column, 17, "{e}");
+    let e = error("amount_cents + 1.5 > 2.0");
+    assert!(e.message.contains("does not mix int and double"), "{e}");
+    let e = error("amount_cents");
+    assert!(e.message.contains("must be a bool"), "{e}");
+    let e = error("amount_cents > 1 && 5");
+    assert_eq!(e.column, 21, "{e}");
+    let e = error("country < null");
+    assert!(e.message.contains("null compares only"), "{e}");
+}
+
+#[test]
+fn syntax_errors_carry_their_position() {
+    let e = error("amount_cents > ");
+    assert_eq!(e.line, 1);
+    assert_eq!(e.column, 16, "{e}");
+    let e = error("amount_cents >\n  && x");
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.to_string().contains("at line 2, column"), "{e}");
+}
+
+#[test]
+fn long_or_deep_expressions_are_errors_before_parsing() {
+    let e = error(&format!("amount_cents{} > 0", "-1".repeat(20_000)));
+    assert!(e.message.contains("40016 bytes long"), "{e}");
+    let deep = |n| format!("{}amount_cents > 0{}", "(".repeat(n), ")".repeat(n));
+    let e = error(&deep(MAX_NESTING + 1));
+    assert_eq!(e.column, MAX_NESTING + 1, "{e}");
+    assert!(e.message.contains("nested deeper than 32"), "{e}");
+    let e = error(&format!(
+        "amount_cents in {}1{}",
+        "[".repeat(40),
+        "]".repeat(40)
+    ));
+    assert!(e.message.contains("nested deeper"), "{e}");
+    let e = error(&"vip ? true : ".repeat(40));
+    assert!(e.message.contains("nested deeper"), "{e}");
+    // Brackets in strings do not count, as CEL's lexer reads them.
+    let r = record("purchase", 60_000, "FR", 0.5, false);
+    assert!(!holds(&format!(r#"type == "{}""#, "(".repeat(100)), &r));
+    assert!(!holds(
+        &format!(r#"type == r'\' || type == '{}'"#, "[".repeat(100)),
+        &r
+    ));
+    assert!(!holds(
+        &format!(r#"type == """{}\"""" "#, ")".repeat(50)),
+        &r
+    ));
+    let e = error(&format!(
+        r#"type == "\"{0}" && {1}vip{2}"#,
+        ")".repeat(40),
+        "(".repeat(40),
+        ")".repeat(40)
+    ));
+    assert!(e.message.contains("nested deeper"), "{e}");
+    // At the limits, an expression compiles and evaluates on an ordinary thread's stack.
+    assert!(holds(&deep(MAX_NESTING), &r));
+    let chain = format!("amount_cents{} > 0", "-1".repeat((MAX_LENGTH - 16) / 2));
+    assert!(chain.len() <= MAX_LENGTH);
+    assert!(holds(&chain, &r));
+}
+
+#[test]
+fn rejects_what_it_does_not_compile() {
+    for (text, says) in [
+        ("size(type) > 3", "unsupported function `size`"),
+        ("type.matches(\"a\")", "unsupported method `matches`"),
+        ("vip ? true : false", "conditional"),
+        ("type.x == 1", "records are flat"),
+        ("[1, 2].all(x, x > 0)", "macros"),
+        (r#"country in [type]"#, "must be literals"),
+        (r#"country in ["US", 1]"#, "cannot be in a list"),
+        ("country in type", "list literal"),
+    ] {
+        let e = error(text);
+        assert!(e.message.contains(says), "`{text}`: {e}");
+    }
+}
+
+#[test]
+fn columns_count_characters() {
+    let e = error(r#"type == "é€" && nope"#);
+    assert_eq!(e.column, 17, "{e}");
+    let e = error(r#"type == "é€" &&"#);
+    assert_eq!(e.column, 16, "{e}");
+}
