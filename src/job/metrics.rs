@@ -2,9 +2,10 @@
 
 use super::outputs::Wiring;
 use super::{Checker, raw};
+use crate::expr::{Predicate, Scope};
 use crate::operators::aggregate::AggregateKind;
 use crate::operators::window::WindowSpec;
-use crate::record::{FieldType, Schema, Value};
+use crate::record::{FieldType, Schema};
 
 /// A windowed metric: group, window, aggregate, filter, write.
 #[derive(Clone, Debug)]
@@ -21,8 +22,8 @@ pub struct MetricSpec {
     pub lateness: u64,
     /// The aggregates, in column order.
     pub aggregates: Vec<AggregateSpec>,
-    /// Conditions on output columns that a row must meet to be written.
-    pub having: Vec<Condition>,
+    /// The condition on the output columns that a row must meet to be written (`having`).
+    pub having: Option<Predicate>,
     /// Sink indexes for the results.
     pub sinks: Vec<usize>,
     /// Sink index for late events.
@@ -43,49 +44,38 @@ pub struct AggregateSpec {
     pub field: usize,
 }
 
-/// `column op literal`, one conjunct of a `having` filter.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Condition {
-    /// Output column index.
-    pub column: usize,
-    /// The comparison.
-    pub op: Comparison,
-    /// The literal compared with.
-    pub value: Value,
-}
-
-/// Comparison operators of `having`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Comparison {
-    /// `==`
-    Eq,
-    /// `!=`
-    Ne,
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-}
-
-impl Condition {
-    /// Whether `row` meets the condition (never, when the values do not compare).
-    pub fn holds(&self, row: &[Value]) -> bool {
-        let Some(order) = row[self.column].partial_cmp(&self.value) else {
-            return false;
-        };
-        use std::cmp::Ordering::*;
-        match self.op {
-            Comparison::Eq => order == Equal,
-            Comparison::Ne => order != Equal,
-            Comparison::Lt => order == Less,
-            Comparison::Le => order != Greater,
-            Comparison::Gt => order == Greater,
-            Comparison::Ge => order != Less,
+impl AggregateSpec {
+    /// The type of the aggregate's values, over records of `schema`: counts are ints, averages
+    /// floats, and sums, minimums and maximums of the field's type.
+    fn output_type(&self, schema: &Schema) -> FieldType {
+        match self.kind {
+            AggregateKind::Count | AggregateKind::DistinctCount => FieldType::Int,
+            AggregateKind::Avg => FieldType::Float,
+            AggregateKind::Sum | AggregateKind::Min | AggregateKind::Max => {
+                schema.fields()[self.field].ty
+            }
         }
+    }
+}
+
+/// The output columns of a metric, the variables of its `having`; a column whose definition is
+/// in error (an unknown field, a bad aggregate) has no type.
+struct OutputColumns<'a> {
+    names: &'a [String],
+    types: &'a [Option<FieldType>],
+}
+
+impl Scope for OutputColumns<'_> {
+    fn column(&self, name: &str) -> Result<(usize, FieldType), String> {
+        let Some(index) = self.names.iter().position(|c| c == name) else {
+            return Err(format!(
+                "`{name}` is not an output column: {}",
+                self.names.join(", ")
+            ));
+        };
+        self.types[index]
+            .map(|ty| (index, ty))
+            .ok_or_else(|| format!("`{name}` cannot be used: its definition is in error"))
     }
 }
 
@@ -103,9 +93,12 @@ impl Checker<'_> {
     ) -> Option<MetricSpec> {
         let errors_before = self.errors.len();
         let mut columns = Vec::new();
+        let mut types = Vec::new();
         let mut group_by = Vec::new();
         for g in &m.group_by {
-            match schema.index_of(g.get_ref()) {
+            let index = schema.index_of(g.get_ref());
+            types.push(index.map(|i| schema.fields()[i].ty));
+            match index {
                 Some(i) => group_by.push(i),
                 None => self.error(
                     g.span(),
@@ -123,6 +116,7 @@ impl Checker<'_> {
             columns.push(g.get_ref().clone());
         }
         columns.extend(["window_start".to_string(), "window_end".to_string()]);
+        types.extend([Some(FieldType::Int); 2]);
         let window = self.window(&m.window.get_ref().kind, &format!("{field}.window"));
         let lateness =
             self.millis_or_zero(&m.allowed_lateness, format!("{field}.allowed_lateness"));
@@ -144,7 +138,9 @@ impl Checker<'_> {
                     ),
                 );
             }
-            aggregates.extend(self.aggregate(name, spec, schema, at));
+            let aggregate = self.aggregate(name, spec, schema, at);
+            types.push(aggregate.as_ref().map(|a| a.output_type(schema)));
+            aggregates.extend(aggregate);
             columns.push(name.clone());
         }
         if m.aggregates.get_ref().is_empty() {
@@ -154,16 +150,15 @@ impl Checker<'_> {
                 "declare at least one aggregate",
             );
         }
-        let having = match &m.having {
-            None => Vec::new(),
-            Some(text) => match parse_having(text.get_ref(), &columns) {
-                Ok(conditions) => conditions,
-                Err(message) => {
-                    self.error(text.span(), format!("{field}.having"), message);
-                    Vec::new()
-                }
-            },
+        let outputs = OutputColumns {
+            names: &columns,
+            types: &types,
         };
+        let having = m.having.as_ref().and_then(|text| {
+            Predicate::compile_in(text.get_ref(), &outputs)
+                .map_err(|e| self.error(text.span(), format!("{field}.having"), e.to_string()))
+                .ok()
+        });
         if m.sinks.is_empty() {
             self.error(
                 m.name.span(),
@@ -307,47 +302,4 @@ fn parse_aggregate(spec: &str) -> Result<(AggregateKind, Option<&str>), String> 
         }
     };
     Ok((kind, arg))
-}
-
-/// Parses `column op literal [&& column op literal]…`.
-fn parse_having(text: &str, columns: &[String]) -> Result<Vec<Condition>, String> {
-    let mut conditions = Vec::new();
-    for (n, part) in text.split("&&").enumerate() {
-        let part = part.trim();
-        let ops = [
-            (">=", Comparison::Ge),
-            ("<=", Comparison::Le),
-            ("==", Comparison::Eq),
-            ("!=", Comparison::Ne),
-            (">", Comparison::Gt),
-            ("<", Comparison::Lt),
-        ];
-        let Some((at, symbol, op)) = ops
-            .iter()
-            .filter_map(|(s, op)| part.find(s).map(|at| (at, *s, *op)))
-            .min_by_key(|(at, s, _)| (*at, std::cmp::Reverse(s.len())))
-        else {
-            return Err(format!(
-                "condition {} `{part}` has no comparison (>=, <=, ==, !=, >, <)",
-                n + 1
-            ));
-        };
-        let name = part[..at].trim();
-        let literal = part[at + symbol.len()..].trim();
-        let column = columns
-            .iter()
-            .position(|c| c == name)
-            .ok_or_else(|| format!("`{name}` is not an output column: {}", columns.join(", ")))?;
-        let value = if let Ok(i) = literal.parse::<i64>() {
-            Value::Int(i)
-        } else if let Ok(f) = literal.parse::<f64>() {
-            Value::Float(f)
-        } else if let Some(s) = literal.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            Value::Str(s.into())
-        } else {
-            return Err(format!("`{literal}` is not a number or a \"string\""));
-        };
-        conditions.push(Condition { column, op, value });
-    }
-    Ok(conditions)
 }

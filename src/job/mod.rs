@@ -37,7 +37,7 @@ pub use engagement::{
 };
 pub use enrich::EnrichSpec;
 pub use fraud::{ALERT_COLUMNS, FraudSpec, PaymentFields};
-pub use metrics::{AggregateSpec, Comparison, Condition, MetricSpec};
+pub use metrics::{AggregateSpec, MetricSpec};
 pub use notify::NotifySpec;
 pub use routes::{RouteSpec, Selection};
 pub use sinks::{SinkKind, SinkSpec};
