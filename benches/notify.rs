@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use eddy::cpaas::{CpaasStandIn, StandInOptions};
 use eddy::sinks::notify::adapter::{Completion, NotificationAdapter, Submission};
 use eddy::sinks::notify::config::{ApiKey, NotifyConfig};
 use eddy::sinks::notify::outcome::Delivery;
 use eddy::sinks::notify::request::{Channel, NotificationRequest};
 use eddy::stats::Stats;
+use eddy::tools::cpaas::{CpaasStandIn, StandInOptions};
 
 const KEY: &str = "bench-key";
 

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
-use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
+use eddy::tools::produce::{ProduceOptions, produce};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

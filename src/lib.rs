@@ -2,23 +2,21 @@
 //!
 //! Events arrive from Kafka topics, files or the built-in generator ([`sources`]), are stamped
 //! with event time and watermarks, flow through [`operators`] assembled by [`dataflows`], and
-//! leave through [`sinks`]. A job is described by a TOML file ([`job`]).
+//! leave through [`sinks`]. A job is described by a TOML file ([`job`]). The demo, the CPaaS
+//! stand-in and the load generator are the CLI's and the tests' [`tools`], not the engine's API.
 
 #![deny(missing_docs)]
 
 pub mod allocator;
 pub mod backlog;
 pub mod cluster;
-pub mod cpaas;
 pub mod dataflows;
-pub mod demo;
 pub mod domain;
 pub mod expr;
 pub mod failure;
 pub mod job;
 pub mod kafka;
 pub mod operators;
-pub mod produce;
 pub mod progress;
 pub mod record;
 pub mod run;
@@ -28,6 +26,7 @@ pub mod sources;
 pub mod state;
 pub mod stats;
 pub mod terminal;
+pub mod tools;
 
 pub use expr::{Predicate, PredicateError};
 pub use operators::aggregate::{Aggregate, AggregateCell, AggregateKind, FieldAggregates};

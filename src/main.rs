@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use eddy::dataflows::RunOptions;
-use eddy::demo::{DemoOptions, demo};
 use eddy::job::Job;
-use eddy::produce::{ProduceOptions, produce};
 use eddy::progress::{self, Extent};
 use eddy::run::{ClusterArgs, parse_duration, run_job};
 use eddy::server::Server;
@@ -18,6 +16,8 @@ use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
+use eddy::tools::demo::{DemoOptions, demo};
+use eddy::tools::produce::{ProduceOptions, produce};
 
 /// Eddy: stream processing on timely dataflow. Reads events from Kafka, files or a generator,
 /// computes windowed metrics in event time, and writes results to Kafka or files.

@@ -12,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::kafka::{Cluster, PATIENCE, Tier, high_watermarks, read_topic};
-use eddy::cpaas::{CpaasStandIn, Fault, Faults, StandInOptions};
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
 use eddy::run::{ClusterArgs, run_job};
@@ -23,6 +22,7 @@ use eddy::sinks::notify::outcome::{Delivery, Outcome};
 use eddy::sinks::notify::request::{Channel, NotificationRequest};
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
+use eddy::tools::cpaas::{CpaasStandIn, Fault, Faults, StandInOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
-use eddy::produce::{ProduceOptions, produce};
 use eddy::run::{ClusterArgs, run_job};
 use eddy::sinks::view::Views;
 use eddy::sources::generator::{self, Generator, GeneratorConfig};
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
+use eddy::tools::produce::{ProduceOptions, produce};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;

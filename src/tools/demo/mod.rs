@@ -22,7 +22,6 @@ use rdkafka::mocking::MockCluster;
 
 use crate::dataflows::RunOptions;
 use crate::job::{Job, SinkKind};
-use crate::produce::{ProduceOptions, produce};
 use crate::run::{ClusterArgs, run_job};
 use crate::server::Server;
 use crate::sinks::file::FileTarget;
@@ -30,12 +29,13 @@ use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
 use crate::stats::Stats;
+use crate::tools::produce::{ProduceOptions, produce};
 use commands::{CardHolders, feed_commands};
 use notifications::{Accounting, NotificationDemo};
 use panel::{Figures, Panel, Tails};
 
 /// The demo's job file, shipped as `examples/jobs/demo.toml`.
-pub const DEMO_JOB: &str = include_str!("../../examples/jobs/demo.toml");
+pub const DEMO_JOB: &str = include_str!("../../../examples/jobs/demo.toml");
 
 const TOPICS: [&str; 9] = [
     "transactions",

@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::cpaas::{CpaasStandIn, Faults, StandInOptions};
 use crate::stats::Stats;
+use crate::tools::cpaas::{CpaasStandIn, Faults, StandInOptions};
 
 /// The topics the notification part uses.
 pub const TOPICS: [&str; 2] = ["notifications.requested", "notifications.outcomes"];
