@@ -21,8 +21,7 @@ use eddy::job::Job;
 use eddy::operators::pattern::{DetectPattern, Detection, Pattern, PatternStreams, Suppressed};
 use eddy::operators::watermark::Watermarks;
 use eddy::record::{Field, FieldType, Id};
-use eddy::sources::generator::{Generator, GeneratorConfig};
-use eddy::sources::incidents::FraudMix;
+use eddy::sources::generator::Generator;
 use eddy::{
     Aggregate, AggregateCell, AggregateKind, Enrich, Event, FieldAggregates, KeepRecent, Predicate,
     Record, Route, Routed, Schema, Value, WindowAggregate, WindowSpec, WindowStreams,
@@ -136,20 +135,7 @@ fn window(c: &mut Criterion) {
 /// The generator's payments in fraud mode (100 000 accounts, an incident every 1 000, spans of
 /// 10 s), stamped as one partition with 2 s of out-of-orderness.
 fn payments() -> Vec<Event<CardPayment>> {
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 1,
-        count: Some(EVENTS),
-        rate: 10_000,
-        accounts: 100_000,
-        merchants: 5_000,
-        disorder_ms: 1_000,
-        start_ms: 1_700_000_000_000,
-        paced: false,
-        fraud: Some(FraudMix {
-            every: 1_000,
-            within_ms: 10_000,
-        }),
-    });
+    let mut generator = Generator::new(common::payments(1, EVENTS, true));
     let mut payments = Vec::new();
     while !generator.finished() {
         generator.take(8192, |t| {
@@ -331,17 +317,7 @@ fn transaction_records() -> (Schema, Vec<Record>) {
         "ts",
     )
     .unwrap();
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 1,
-        count: Some(EVENTS),
-        rate: 10_000,
-        accounts: 100_000,
-        merchants: 5_000,
-        disorder_ms: 1_000,
-        start_ms: 1_700_000_000_000,
-        paced: false,
-        fraud: None,
-    });
+    let mut generator = Generator::new(common::payments(1, EVENTS, false));
     let mut records = Vec::new();
     while !generator.finished() {
         generator.take(8192, |t| {
@@ -351,14 +327,19 @@ fn transaction_records() -> (Schema, Vec<Record>) {
     (schema, records)
 }
 
+/// The predicates of `common::ROUTES`, compiled against `schema`.
+fn route_predicates(schema: &Schema) -> Vec<Predicate> {
+    common::ROUTES
+        .iter()
+        .map(|(_, when)| Predicate::compile(when, schema).unwrap())
+        .collect()
+}
+
 /// The ten routes' predicates on every event: compiled into closures, and, for comparison, run
 /// by the `cel` crate's interpreter with the event's fields as variables.
 fn predicate(c: &mut Criterion) {
     let (schema, records) = transaction_records();
-    let compiled: Vec<Predicate> = common::ROUTES
-        .iter()
-        .map(|(_, when)| Predicate::compile(when, &schema).unwrap())
-        .collect();
+    let compiled = route_predicates(&schema);
     let mut group = c.benchmark_group("predicate");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.sample_size(10);
@@ -404,10 +385,7 @@ fn predicate(c: &mut Criterion) {
 /// The route operator with the ten routes' predicates and a default output, on one worker.
 fn route(c: &mut Criterion) {
     let (schema, records) = transaction_records();
-    let predicates: Vec<Predicate> = common::ROUTES
-        .iter()
-        .map(|(_, when)| Predicate::compile(when, &schema).unwrap())
-        .collect();
+    let predicates = route_predicates(&schema);
     let mut group = c.benchmark_group("route");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.sample_size(10);

@@ -21,7 +21,6 @@ use eddy::dataflows::RunOptions;
 use eddy::job::Job;
 use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
-use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
 use eddy::stats::Stats;
 use eddy::tools::produce::{ProduceOptions, produce};
@@ -32,26 +31,42 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 const KAFKA_EVENTS: u64 = 480_000;
 const KAFKA_PARTITIONS: i32 = 16;
 
-/// The metrics job of the common workload's Q1 (tumbling 60 s per account: count, sum, max),
-/// reading `source` and writing CSV to /dev/null.
-fn metrics_job(source: &str) -> String {
+/// The fields the metrics and view jobs read of the generator's payments.
+const FEW_FIELDS: &str = r#"account_id = "int", amount_cents = "int", ts = "timestamp""#;
+/// The fields the fraud and routing jobs read of the generator's payments.
+const ALL_FIELDS: &str = r#"txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp""#;
+
+/// The job `name`: one source `transactions` of the generator's payments (`source` declares its
+/// kind and the rest) reading `fields`, with 2 s of out-of-orderness, then `sections`.
+fn transactions_job(name: &str, source: &str, fields: &str, sections: &str) -> String {
     format!(
         r#"[job]
-name = "bench-metrics"
+name = "{name}"
 
 [[sources]]
 name = "transactions"
 {source}
 event_time = "ts"
 out_of_orderness = "2s"
-schema = {{ account_id = "int", amount_cents = "int", ts = "timestamp" }}
+schema = {{ {fields} }}
+{sections}"#
+    )
+}
 
+/// The metrics job of the common workload's Q1 (tumbling 60 s per account: count, sum, max),
+/// reading `source` and writing CSV to /dev/null.
+fn metrics_job(source: &str) -> String {
+    transactions_job(
+        "bench-metrics",
+        source,
+        FEW_FIELDS,
+        r#"
 [[metrics]]
 name = "per_account"
 source = "transactions"
 group_by = ["account_id"]
-window = {{ kind = "tumbling", size = "60s" }}
-aggregates = {{ count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }}
+window = { kind = "tumbling", size = "60s" }
+aggregates = { count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }
 sinks = ["null"]
 
 [[sinks]]
@@ -59,86 +74,68 @@ name = "null"
 kind = "file"
 path = "/dev/null"
 format = "csv"
-"#
+"#,
     )
 }
 
 /// The fraud job with all five rules (spans of 10 s), reading `source` and writing alerts as
 /// JSON to /dev/null.
 fn fraud_job(source: &str) -> String {
-    format!(
-        r#"[job]
-name = "bench-fraud"
-
-[[sources]]
-name = "transactions"
-{source}
-event_time = "ts"
-out_of_orderness = "2s"
-schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }}
-
+    transactions_job(
+        "bench-fraud",
+        source,
+        ALL_FIELDS,
+        r#"
 [[fraud]]
 name = "fraud"
 source = "transactions"
 suppression = "10s"
-velocity = {{ count = 5, amount = 100000, within = "10s" }}
-small_then_large = {{ small_below = 100, large_above = 50000, within = "10s" }}
-amount_spike = {{ factor = 5.0, history = 10, min_history = 4 }}
-impossible_travel = {{ within = "10s" }}
-card_testing = {{ merchants = 3, small_below = 100, within = "10s" }}
+velocity = { count = 5, amount = 100000, within = "10s" }
+small_then_large = { small_below = 100, large_above = 50000, within = "10s" }
+amount_spike = { factor = 5.0, history = 10, min_history = 4 }
+impossible_travel = { within = "10s" }
+card_testing = { merchants = 3, small_below = 100, within = "10s" }
 sinks = ["null"]
 
 [[sinks]]
 name = "null"
 kind = "file"
 path = "/dev/null"
-"#
+"#,
     )
 }
 
 /// A view of the users (accounts) in `source`: per key, a count, a sum and the latest event time,
 /// at the default view tick (100 ms), served by no one (the store is kept all the same).
 fn view_job(source: &str) -> String {
-    format!(
-        r#"[job]
-name = "bench-view"
-
-[[sources]]
-name = "transactions"
-{source}
-event_time = "ts"
-out_of_orderness = "2s"
-schema = {{ account_id = "int", amount_cents = "int", ts = "timestamp" }}
-
+    transactions_job(
+        "bench-view",
+        source,
+        FEW_FIELDS,
+        r#"
 [[views]]
 name = "users"
 source = "transactions"
 key = "account_id"
-columns = {{ n = "count", spent = "sum(amount_cents)", last_ts = "last(ts)" }}
-"#
+columns = { n = "count", spent = "sum(amount_cents)", last_ts = "last(ts)" }
+"#,
     )
 }
 
 /// The ten content routes of `common::ROUTES` and a default route over `source`, each to its
 /// own sink: `sink` declares it (`kind` and the rest).
 fn routing_job(source: &str, sink: &str) -> String {
-    let mut job = format!(
-        r#"[job]
-name = "bench-routing"
-
-[[sources]]
-name = "transactions"
-{source}
-event_time = "ts"
-out_of_orderness = "2s"
-schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }}
-
+    let mut job = transactions_job(
+        "bench-routing",
+        source,
+        ALL_FIELDS,
+        r#"
 [[routes]]
 name = "default"
 source = "transactions"
 otherwise = true
 sinks = ["default"]
-"#
+"#,
     );
     for (name, when) in common::ROUTES {
         job += &format!(
@@ -155,25 +152,6 @@ sinks = ["default"]
 const DISCARD: &str = "kind = \"discard\"";
 /// Routing sinks that write CSV to /dev/null: one writer per file sink, on worker 0.
 const CSV_FILE: &str = "kind = \"file\"\npath = \"/dev/null\"\nformat = \"csv\"";
-
-/// The generator's transactions in fraud mode: an incident every 1000 transactions, laid out
-/// for the fraud job's 10 s spans.
-fn fraud_generator(count: u64) -> GeneratorConfig {
-    GeneratorConfig {
-        seed: 42,
-        count: Some(count),
-        rate: 10_000,
-        accounts: 100_000,
-        merchants: 5_000,
-        disorder_ms: 1_000,
-        start_ms: 1_700_000_000_000,
-        paced: false,
-        fraud: Some(FraudMix {
-            every: 1000,
-            within_ms: 10_000,
-        }),
-    }
-}
 
 /// The command processor with the built-in command types, reading `source`, writing events as
 /// JSON to /dev/null.
@@ -312,22 +290,15 @@ fn main() {
         properties: vec![("bootstrap.servers".into(), brokers.clone())],
         topic: "bench".into(),
         generator: GeneratorConfig {
-            seed: 42,
-            count: Some(KAFKA_EVENTS),
-            rate: 10_000,
-            accounts: 100_000,
-            merchants: 5_000,
             disorder_ms: 2_000,
-            start_ms: 1_700_000_000_000,
-            paced: false,
-            fraud: None,
+            ..common::payments(42, KAFKA_EVENTS, false)
         },
         malformed_every: None,
     };
     produce(&feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");
     let fraud_feed = ProduceOptions {
         topic: "bench-fraud".into(),
-        generator: fraud_generator(KAFKA_EVENTS),
+        generator: common::payments(42, KAFKA_EVENTS, true),
         ..feed
     };
     produce(&fraud_feed, &AtomicBool::new(false), &AtomicU64::new(0)).expect("input produced");

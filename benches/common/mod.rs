@@ -1,5 +1,28 @@
-//! What the benchmarks share: the ten content routes of the routing benchmarks, and the command
-//! feed of the command-processor benchmarks.
+//! What the benchmarks share: the generator's payments, the ten content routes of the routing
+//! benchmarks, and the command feed of the command-processor benchmarks.
+
+use eddy::sources::generator::GeneratorConfig;
+use eddy::sources::incidents::FraudMix;
+
+/// `count` of the generator's payments as the benchmarks read them (100 000 accounts, 5 000
+/// merchants, 10 000 per second of event time, 1 s of disorder), drawn from `seed`; with
+/// `fraud`, an incident every 1 000 transactions, laid out for the fraud rules' 10 s spans.
+pub fn payments(seed: u64, count: u64, fraud: bool) -> GeneratorConfig {
+    GeneratorConfig {
+        seed,
+        count: Some(count),
+        rate: 10_000,
+        accounts: 100_000,
+        merchants: 5_000,
+        disorder_ms: 1_000,
+        start_ms: 1_700_000_000_000,
+        paced: false,
+        fraud: fraud.then_some(FraudMix {
+            every: 1_000,
+            within_ms: 10_000,
+        }),
+    }
+}
 
 /// Ten routes over the generator's payments (name, CEL predicate), as a routing job might
 /// declare them: comparisons, `in` lists, string methods, arithmetic, `&&` and `||`. Together
