@@ -20,7 +20,7 @@ use eddy::domain::orchestrate::Happening;
 use eddy::job::Job;
 use eddy::operators::pattern::{DetectPattern, Detection, Pattern, PatternStreams, Suppressed};
 use eddy::operators::watermark::Watermarks;
-use eddy::record::{Field, FieldType, Id};
+use eddy::record::{FieldType, Id};
 use eddy::sources::generator::Generator;
 use eddy::{
     Aggregate, AggregateCell, AggregateKind, Enrich, Event, FieldAggregates, KeepRecent, Predicate,
@@ -234,16 +234,11 @@ fn pattern(c: &mut Criterion) {
 }
 
 fn decode(c: &mut Criterion) {
-    let field = |name: &str, ty| Field {
-        name: name.into(),
-        ty,
-        required: true,
-    };
-    let schema = Schema::new(
-        vec![
-            field("account_id", FieldType::Int),
-            field("amount_cents", FieldType::Int),
-            field("ts", FieldType::Timestamp),
+    let schema = Schema::of(
+        &[
+            ("account_id", FieldType::Int, true),
+            ("amount_cents", FieldType::Int, true),
+            ("ts", FieldType::Timestamp, true),
         ],
         "ts",
     )
@@ -301,22 +296,15 @@ fn aggregate(c: &mut Criterion) {
 
 /// The generator's transactions as records of all six of its fields, and their schema.
 fn transaction_records() -> (Schema, Vec<Record>) {
-    let schema = Schema::new(
-        eddy::sources::generator::FIELDS
-            .iter()
-            .map(|&name| Field {
-                name: name.into(),
-                ty: match name {
-                    "txn_id" | "merchant" | "country" => FieldType::String,
-                    "ts" => FieldType::Timestamp,
-                    _ => FieldType::Int,
-                },
-                required: true,
-            })
-            .collect(),
-        "ts",
-    )
-    .unwrap();
+    let fields = eddy::sources::generator::FIELDS.map(|name| {
+        let ty = match name {
+            "txn_id" | "merchant" | "country" => FieldType::String,
+            "ts" => FieldType::Timestamp,
+            _ => FieldType::Int,
+        };
+        (name, ty, true)
+    });
+    let schema = Schema::of(&fields, "ts").unwrap();
     let mut generator = Generator::new(common::payments(1, EVENTS, false));
     let mut records = Vec::new();
     while !generator.finished() {

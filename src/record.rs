@@ -288,6 +288,24 @@ impl Schema {
         })
     }
 
+    /// [`Schema::new`] for fields written out as `(name, type, required)`, as code that builds
+    /// a dataflow by hand (and tests) declare them.
+    ///
+    /// ```
+    /// use eddy::record::{FieldType, Schema};
+    /// let schema = Schema::of(&[("id", FieldType::Int, true), ("ts", FieldType::Timestamp, true)], "ts")?;
+    /// assert_eq!(schema.index_of("ts"), Some(1));
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn of(fields: &[(&str, FieldType, bool)], time_field: &str) -> Result<Schema, String> {
+        let fields = fields.iter().map(|&(name, ty, required)| Field {
+            name: name.into(),
+            ty,
+            required,
+        });
+        Schema::new(fields.collect(), time_field)
+    }
+
     /// The index of the field named `name`, if there is one.
     #[inline]
     pub fn field_index(&self, name: &[u8]) -> Option<usize> {

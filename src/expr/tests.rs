@@ -1,22 +1,16 @@
 //! The expression compiler's behaviour: what compiles, what it evaluates to, and where errors are.
 
 use super::*;
-use crate::record::Field;
 
 fn schema() -> Schema {
-    let field = |name: &str, ty| Field {
-        name: name.into(),
-        ty,
-        required: true,
-    };
-    Schema::new(
-        vec![
-            field("type", FieldType::String),
-            field("amount_cents", FieldType::Int),
-            field("country", FieldType::String),
-            field("score", FieldType::Float),
-            field("vip", FieldType::Bool),
-            field("ts", FieldType::Timestamp),
+    Schema::of(
+        &[
+            ("type", FieldType::String, true),
+            ("amount_cents", FieldType::Int, true),
+            ("country", FieldType::String, true),
+            ("score", FieldType::Float, true),
+            ("vip", FieldType::Bool, true),
+            ("ts", FieldType::Timestamp, true),
         ],
         "ts",
     )

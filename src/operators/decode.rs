@@ -473,16 +473,10 @@ impl<'de> Visitor<'de> for ValueSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Field;
 
     /// A schema of `(name, type, required)` fields with event time `ts`.
     fn schema_of(fields: &[(&str, FieldType, bool)]) -> Schema {
-        let fields = fields.iter().map(|&(name, ty, required)| Field {
-            name: name.into(),
-            ty,
-            required,
-        });
-        Schema::new(fields.collect(), "ts").unwrap()
+        Schema::of(fields, "ts").unwrap()
     }
 
     fn schema() -> Schema {

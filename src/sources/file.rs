@@ -349,17 +349,12 @@ impl Reader<Record> for FileReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Field, FieldType};
+    use crate::record::FieldType;
     use std::io::Write;
 
     /// Records of one required integer field, `ts`, their event time.
     fn ts_schema() -> Arc<Schema> {
-        let ts = Field {
-            name: "ts".into(),
-            ty: FieldType::Int,
-            required: true,
-        };
-        Arc::new(Schema::new(vec![ts], "ts").unwrap())
+        Arc::new(Schema::of(&[("ts", FieldType::Int, true)], "ts").unwrap())
     }
 
     #[test]

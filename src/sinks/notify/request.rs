@@ -189,22 +189,17 @@ fn text_of(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Field, FieldType};
+    use crate::record::FieldType;
 
     fn schema() -> Schema {
-        let field = |name: &str, ty, required| Field {
-            name: name.into(),
-            ty,
-            required,
-        };
-        Schema::new(
-            vec![
-                field("request_id", FieldType::String, true),
-                field("channel", FieldType::String, true),
-                field("to", FieldType::String, true),
-                field("subject", FieldType::String, false),
-                field("text", FieldType::String, true),
-                field("ts", FieldType::Timestamp, true),
+        Schema::of(
+            &[
+                ("request_id", FieldType::String, true),
+                ("channel", FieldType::String, true),
+                ("to", FieldType::String, true),
+                ("subject", FieldType::String, false),
+                ("text", FieldType::String, true),
+                ("ts", FieldType::Timestamp, true),
             ],
             "ts",
         )
@@ -251,20 +246,15 @@ mod tests {
 
     #[test]
     fn a_request_record_gives_its_user_and_event_time() {
-        let field = |name: &str, ty| Field {
-            name: name.into(),
-            ty,
-            required: false,
-        };
         let schema = |user_id: bool| {
             let mut fields = ["request_id", "channel", "to", "text"]
-                .map(|name| field(name, FieldType::String))
+                .map(|name| (name, FieldType::String, false))
                 .to_vec();
-            fields.push(field("time", FieldType::Timestamp));
+            fields.push(("time", FieldType::Timestamp, false));
             if user_id {
-                fields.push(field("user_id", FieldType::Int));
+                fields.push(("user_id", FieldType::Int, false));
             }
-            RequestFields::new(&Schema::new(fields, "time").unwrap()).unwrap()
+            RequestFields::new(&Schema::of(&fields, "time").unwrap()).unwrap()
         };
         let request = [s("r1"), s("sms"), s("+41790000001"), s("hi")];
         let context = |user_id: Option<Value>| {
@@ -325,15 +315,7 @@ mod tests {
 
     #[test]
     fn a_schema_without_request_fields_is_refused() {
-        let schema = Schema::new(
-            vec![Field {
-                name: "ts".into(),
-                ty: FieldType::Timestamp,
-                required: true,
-            }],
-            "ts",
-        )
-        .unwrap();
+        let schema = Schema::of(&[("ts", FieldType::Timestamp, true)], "ts").unwrap();
         assert!(
             RequestFields::new(&schema)
                 .unwrap_err()
