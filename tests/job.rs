@@ -166,6 +166,36 @@ fn assert_same_lines(got: &[String], expected: &[String], what: &str) {
 }
 
 #[test]
+fn having_is_a_predicate_over_the_output_columns() {
+    let events = common::transactions(10_000, 50, 1_500, 101, 8_000);
+    let (reference, _) = common::reference_windows(&events, 1_500, 5_000, 5_000, 0);
+    let job = JOB.replace(
+        "late_sink = \"late\"",
+        "having = '(count >= 100 && max > 9000) || !(account_id != 7)'\nlate_sink = \"late\"",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), common::json_lines(&events)).unwrap();
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let out = eddy(&["run", "job.toml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut expected = vec!["account_id,window_start,window_end,count,sum,max".to_string()];
+    expected.extend(
+        reference
+            .iter()
+            .filter(|((k, _), (c, _, max))| (*c >= 100 && *max > 9000) || *k == 7)
+            .map(|((k, s), (c, sum, max))| format!("{k},{s},{},{c},{sum},{max}", s + 5_000)),
+    );
+    assert!(expected.len() > 2 && expected.len() < reference.len());
+    let csv = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
+    let lines: Vec<String> = csv.lines().map(String::from).collect();
+    assert_same_lines(&lines, &expected, "rows that meet `having`");
+}
+
+#[test]
 fn file_job_gives_the_reference_on_one_worker_two_workers_and_two_processes() {
     let events = common::transactions(30_000, 200, 1_500, 101, 8_000);
     let (reference, late) = common::reference_windows(&events, 1_500, 5_000, 5_000, 0);
