@@ -244,6 +244,24 @@ fn events_done(log: &str) -> u64 {
         .unwrap_or_else(|| panic!("no event count in `eddy: done: {line}`"))
 }
 
+/// A process's own share in the closing line of a cluster's process: `… in the cluster of N
+/// processes (M events …`.
+fn events_in_this_process(log: &str) -> u64 {
+    let share = log
+        .lines()
+        .find_map(|l| {
+            l.split_once(" processes (")
+                .filter(|_| l.starts_with("eddy: done: "))
+        })
+        .unwrap_or_else(|| panic!("no cluster's `eddy: done:` line in the log:\n{log}"))
+        .1;
+    share
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no share in `{share}`"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------
 // Expected results, computed here.
@@ -963,7 +981,12 @@ fn tansu_two_processes_share_a_topic_of_eight_partitions() {
             "process {p} did not start at the beginning: {started_at:?}"
         );
         read.extend(started_at.into_keys());
-        events += events_done(&log);
+        assert_eq!(
+            events_done(&log),
+            COUNT,
+            "process {p}: the cluster's events"
+        );
+        events += events_in_this_process(&log);
     }
     read.sort();
     assert_eq!(
