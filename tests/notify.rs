@@ -11,6 +11,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use common::kafka::{Cluster, PATIENCE, Tier, high_watermarks, read_topic};
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
@@ -631,6 +632,103 @@ fn bad_requests_go_to_the_dead_letters_with_the_reason() {
     );
     assert!(errors[3].contains("400 Bad Request") && errors[3].contains("`12`"));
     assert_eq!(standin.counts().sent, 20);
+}
+
+/// Everything the process logs at debug level from now on (one subscriber for the whole test
+/// binary, set by the first test that asks).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        tracing_subscriber::fmt()
+            .with_env_filter("eddy=debug")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&sink)))
+            .init();
+        logs
+    }))
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_cpaas_that_echoes_the_key_gets_it_recorded_nowhere() {
+    let logs = captured_logs();
+    let (_mock, brokers) = mock_cluster("notify-echo", &[(REQUESTS, 1), (OUTCOMES, 1), (DLQ, 1)]);
+    let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
+    // A transient echo (retried, and logged), then a permanent one (the request fails with it).
+    standin.script([
+        Fault::EchoAuthorization(StatusCode::SERVICE_UNAVAILABLE),
+        Fault::EchoAuthorization(StatusCode::BAD_REQUEST),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let sent_record = dir.path().join("sent.redb");
+    let text = job_text(&standin.base_url(), &sent_record, "");
+    produce_requests(&brokers, 0..1, &[]);
+    let (stop, stats) = (Arc::new(AtomicBool::new(false)), Arc::new(Stats::default()));
+    let job = start_job(&text, &brokers, 1, &stop, &stats);
+    wait_for("the outcome and the dead letter", || {
+        topic_size(&brokers, OUTCOMES) >= 1 && topic_size(&brokers, DLQ) >= 1
+    });
+    stop.store(true, Ordering::Relaxed);
+    job.join().unwrap().unwrap();
+    assert_eq!(standin.counts().failed, 2);
+
+    let events = outcome_events(&brokers);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let reason = events[0].reason.clone().unwrap_or_default();
+    assert_eq!(events[0].kind, "NotificationFailed");
+    assert!(
+        reason.contains("400 Bad Request") && reason.contains("App <redacted>"),
+        "{reason}"
+    );
+    for m in read_topic(&brokers, OUTCOMES)
+        .iter()
+        .chain(&read_topic(&brokers, DLQ))
+    {
+        assert!(!holds(&m.payload, KEY), "{m:?}");
+        assert!(!holds(m.key.as_deref().unwrap_or_default(), KEY), "{m:?}");
+        for (name, value) in &m.headers {
+            assert!(!holds(value, KEY), "header {name} of {m:?}");
+        }
+    }
+    let letters = read_topic(&brokers, DLQ);
+    assert!(
+        letters[0]
+            .header("eddy.error")
+            .unwrap()
+            .contains("App <redacted>")
+    );
+    // The sent-record keeps the failure's reason, redacted.
+    let stored = std::fs::read(&sent_record).unwrap();
+    assert!(holds(&stored, "App <redacted>"));
+    assert!(!holds(&stored, KEY));
+    let logs = logs.lock().unwrap();
+    assert!(
+        holds(&logs, "retrying"),
+        "{}",
+        String::from_utf8_lossy(&logs)
+    );
+    assert!(holds(&logs, "App <redacted>"));
+    assert!(!holds(&logs, KEY), "{}", String::from_utf8_lossy(&logs));
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! id once (a message whose id it has already accepted is answered as before and not sent
 //! again), records what it received, and can be told to fail calls: a share of them at random
 //! ([`Faults`]) or the next few in order ([`CpaasStandIn::script`]) with 5xx, 429 with
-//! `Retry-After`, or a slow answer (the messages are accepted, the answer comes late).
+//! `Retry-After`, a slow answer (the messages are accepted, the answer comes late), or an error
+//! that quotes the `Authorization` header back.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -41,6 +42,9 @@ pub enum Fault {
     /// The messages are accepted, but the answer comes after this long (a client with a shorter
     /// timeout sees a timeout, and must not make the retry send twice).
     Slow(Duration),
+    /// This status, with an error body that quotes the call's `Authorization` header back, as
+    /// a careless CPaaS might; nothing is accepted. The adapter must not keep the key.
+    EchoAuthorization(StatusCode),
 }
 
 /// Shares of calls (0 to 1) failed at random, each way.
@@ -68,7 +72,7 @@ pub struct StandInCounts {
     /// Messages whose id had been received before (answered as before, and not sent again when
     /// the stand-in dedupes).
     pub duplicates: u64,
-    /// Calls failed on purpose (5xx and 429; slow answers not counted).
+    /// Calls failed on purpose (5xx, 429 and echoes; slow answers not counted).
     pub failed: u64,
     /// Calls refused as bad requests (400) or unauthorised (401).
     pub refused: u64,
@@ -257,6 +261,8 @@ enum Refusal {
     Unauthorized,
     ServerError,
     TooManyRequests(Duration),
+    /// The status, and the `Authorization` header to quote.
+    Echo(StatusCode, String),
 }
 
 impl IntoResponse for Refusal {
@@ -274,6 +280,13 @@ impl IntoResponse for Refusal {
                     retry_after.as_secs().to_string().parse().expect("digits"),
                 );
                 answer
+            }
+            Refusal::Echo(status, authorization) => {
+                let body = json!({
+                    "error": "request refused",
+                    "request": {"headers": {"authorization": authorization}},
+                });
+                (status, axum::Json(body)).into_response()
             }
         }
     }
@@ -329,6 +342,10 @@ impl StandIn {
             Some(Fault::TooManyRequests { retry_after }) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
                 Err(Refusal::TooManyRequests(retry_after))
+            }
+            Some(Fault::EchoAuthorization(status)) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                Err(Refusal::Echo(status, expected))
             }
         }
     }

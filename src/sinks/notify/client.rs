@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
-use super::config::NotifyConfig;
+use super::config::{ApiKey, NotifyConfig};
 use super::request::NotificationRequest;
 
 /// The path of the SMS endpoint.
@@ -147,12 +147,21 @@ pub struct Status {
 /// The status group of rejected messages.
 pub const REJECTED_GROUP: u32 = 5;
 
+/// The most characters of an error the client reports: a CPaaS's error text is quoted up to
+/// here, so that a huge error body does not make a huge outcome event or dead letter.
+pub const MAX_REASON_CHARS: usize = 300;
+
 /// The HTTP side of the adapter: a connection pool and the `Authorization` header.
+///
+/// Every text it reports (errors, and the message ids and statuses the CPaaS answers) has the
+/// API key redacted ([`ApiKey::redact`]), then errors cut to [`MAX_REASON_CHARS`]: so what the
+/// adapter records, reports and logs of an answer never holds the key, nor a part of it.
 #[derive(Clone, Debug)]
 pub struct CpaasClient {
     http: reqwest::Client,
     base_url: String,
     sender: String,
+    key: ApiKey,
 }
 
 impl CpaasClient {
@@ -172,6 +181,7 @@ impl CpaasClient {
             http,
             base_url: config.base_url.clone(),
             sender: config.sender.clone(),
+            key: config.api_key.clone(),
         })
     }
 
@@ -198,8 +208,8 @@ impl CpaasClient {
             .post(format!("{}{SMS_PATH}", self.base_url))
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("a request body encodes"));
-        let response = answer(call.send().await).await?;
-        Ok(match_results(requests, response))
+        let answered = answer(call.send().await).await;
+        self.sanitize(answered.map(|response| match_results(requests, response)))
     }
 
     /// Sends one e-mail.
@@ -217,8 +227,46 @@ impl CpaasClient {
             .http
             .post(format!("{}{EMAIL_PATH}", self.base_url))
             .multipart(form);
-        let response = answer(call.send().await).await?;
-        Ok(match_results(&[request], response))
+        let answered = answer(call.send().await).await;
+        self.sanitize(answered.map(|response| match_results(&[request], response)))
+    }
+
+    /// The result as reported: the key redacted from every text, errors cut after that.
+    fn sanitize(
+        &self,
+        result: Result<Vec<MessageResult>, CallError>,
+    ) -> Result<Vec<MessageResult>, CallError> {
+        let reason = |text: &str| cut(&self.key.redact(text), MAX_REASON_CHARS);
+        match result {
+            Ok(results) => Ok(results
+                .into_iter()
+                .map(|result| match result {
+                    Ok(accepted) => Ok(Accepted {
+                        message_id: self.key.redact(&accepted.message_id),
+                        status: self.key.redact(&accepted.status),
+                    }),
+                    Err(e) => Err(reason(&e)),
+                })
+                .collect()),
+            Err(CallError::Transient {
+                reason: text,
+                retry_after,
+            }) => Err(CallError::Transient {
+                reason: reason(&text),
+                retry_after,
+            }),
+            Err(CallError::Permanent { reason: text }) => Err(CallError::Permanent {
+                reason: reason(&text),
+            }),
+        }
+    }
+}
+
+/// `text` cut to `max` characters, with `…` where it was cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -269,7 +317,8 @@ fn transport_error(e: &reqwest::Error) -> CallError {
     }
 }
 
-/// The text of an Infobip error body (`requestError.serviceException.text`), else the body.
+/// The text of an Infobip error body (`requestError.serviceException.text`), else the body
+/// (cut later, after the key is redacted from it).
 fn error_text(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let text = parsed.as_ref().and_then(|v| {
@@ -278,10 +327,7 @@ fn error_text(body: &[u8]) -> String {
     });
     match text {
         Some(text) => text.to_string(),
-        None => {
-            let raw = String::from_utf8_lossy(body);
-            raw.chars().take(200).collect()
-        }
+        None => String::from_utf8_lossy(body).into_owned(),
     }
 }
 
@@ -341,5 +387,41 @@ mod tests {
         let body = br#"{"requestError":{"serviceException":{"messageId":"BAD_REQUEST","text":"Invalid destination"}}}"#;
         assert_eq!(error_text(body), "Invalid destination");
         assert_eq!(error_text(b"plain"), "plain");
+    }
+
+    #[test]
+    fn errors_are_cut_only_after_the_key_is_redacted() {
+        let config = NotifyConfig::new(
+            "http://127.0.0.1:1",
+            ApiKey::new("secret-key-123".into()),
+            "Eddy",
+            "sent.redb".into(),
+        );
+        let client = CpaasClient::new(&config).unwrap();
+        // The key straddles the cut: cutting first would keep its start.
+        let echo = format!("{}App secret-key-123", "x".repeat(MAX_REASON_CHARS - 4));
+        let reported = client.sanitize(Err(CallError::Permanent {
+            reason: echo.clone(),
+        }));
+        let reason = reported.unwrap_err().reason().to_string();
+        assert!(!reason.contains("secre"), "{reason}");
+        assert!(reason.ends_with("App …"), "{reason}");
+        assert_eq!(reason.chars().count(), MAX_REASON_CHARS + 1);
+        let accepted = client.sanitize(Ok(vec![
+            Ok(Accepted {
+                message_id: "id secret-key-123".into(),
+                status: "secret-key-123".into(),
+            }),
+            Err(echo),
+        ]));
+        let accepted = accepted.unwrap();
+        assert_eq!(
+            accepted[0],
+            Ok(Accepted {
+                message_id: "id <redacted>".into(),
+                status: "<redacted>".into(),
+            })
+        );
+        assert!(!accepted[1].as_ref().unwrap_err().contains("secre"));
     }
 }

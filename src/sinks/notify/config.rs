@@ -21,6 +21,56 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `text` with every occurrence of the key, as it is and as a JSON string spells it,
+    /// replaced by `<redacted>` (overlapping occurrences as one). Whatever the CPaaS answers
+    /// passes through this before the adapter reports, records or logs it, since a CPaaS may
+    /// quote the request's `Authorization` header back. An empty key hides nothing; where the
+    /// marker and its neighbours would spell the key again, the marker alone is returned.
+    pub fn redact(&self, text: &str) -> String {
+        const MARKER: &str = "<redacted>";
+        if self.0.is_empty() {
+            return text.to_string();
+        }
+        let escaped = serde_json::to_string(&self.0).expect("a string encodes");
+        let escaped = &escaped[1..escaped.len() - 1];
+        let mut redacted = replace_occurrences(text, &self.0, MARKER);
+        if escaped != self.0 {
+            redacted = replace_occurrences(&redacted, escaped, MARKER);
+        }
+        if redacted.contains(self.0.as_str()) || redacted.contains(escaped) {
+            return MARKER.to_string();
+        }
+        redacted
+    }
+}
+
+/// `text` with each run of overlapping occurrences of `secret` (not empty) replaced by `marker`.
+fn replace_occurrences(text: &str, secret: &str, marker: &str) -> String {
+    let finder = memchr::memmem::Finder::new(secret.as_bytes());
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    // The end of the text copied so far, and of the run of occurrences being replaced.
+    let (mut copied, mut run_end) = (0, None::<usize>);
+    let mut from = 0;
+    while let Some(at) = finder.find(&bytes[from..]) {
+        let (start, end) = (from + at, from + at + secret.len());
+        match run_end {
+            Some(run) if start <= run => run_end = Some(end),
+            _ => {
+                if let Some(run) = run_end {
+                    copied = run;
+                }
+                // A match of a whole UTF-8 string starts and ends on character boundaries.
+                out.push_str(&text[copied..start]);
+                out.push_str(marker);
+                run_end = Some(end);
+            }
+        }
+        from = start + 1;
+    }
+    out.push_str(&text[run_end.unwrap_or(copied)..]);
+    out
 }
 
 impl fmt::Debug for ApiKey {
@@ -144,5 +194,29 @@ mod tests {
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("ApiKey(<redacted>)"));
         assert_eq!(config.base_url, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn the_key_is_redacted_wherever_it_occurs() {
+        let key = ApiKey::new("k3y".into());
+        assert_eq!(
+            key.redact("Authorization: App k3y, again k3y."),
+            "Authorization: App <redacted>, again <redacted>."
+        );
+        assert_eq!(key.redact("nothing here"), "nothing here");
+        assert_eq!(key.redact("k3yk3y"), "<redacted>");
+        // Overlapping occurrences leave no part of the key behind.
+        assert_eq!(ApiKey::new("aa".into()).redact("xaaay"), "x<redacted>y");
+        // As a JSON string spells it.
+        let quoted = ApiKey::new(r#"a"b\c"#.into());
+        assert_eq!(
+            quoted.redact(r#"{"auth":"App a\"b\\c"}"#),
+            r#"{"auth":"App <redacted>"}"#
+        );
+        // Multi-byte text around it.
+        assert_eq!(key.redact("é k3y ü"), "é <redacted> ü");
+        // A key within the marker cannot be replaced away: the marker alone is left.
+        assert_eq!(ApiKey::new("red".into()).redact("a red car"), "<redacted>");
+        assert_eq!(ApiKey::new(String::new()).redact("text"), "text");
     }
 }
