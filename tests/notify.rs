@@ -182,6 +182,30 @@ fn a_wrong_key_is_a_permanent_error() {
 }
 
 #[test]
+fn limits_too_large_for_the_runtime_are_an_error_not_a_panic() {
+    let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(Stats::default());
+    let huge = i64::MAX as usize;
+    let mut queue = config(&standin, dir.path(), Duration::from_secs(5));
+    queue.queue = huge;
+    let mut concurrency = config(&standin, dir.path(), Duration::from_secs(5));
+    concurrency.sms.concurrency = huge;
+    concurrency.email.concurrency = huge;
+    for (config, field) in [(queue, "`queue`"), (concurrency, "`sms.concurrency`")] {
+        // Before the bounds, tokio's semaphores panicked here (more than MAX_PERMITS).
+        let error = NotificationAdapter::start(&config, &stats)
+            .err()
+            .unwrap_or_else(|| panic!("a huge {field} was accepted"));
+        let error = format!("{error:#}");
+        assert!(
+            error.starts_with(&format!("{field} is {huge}: it must be from 1 to")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn transient_errors_are_retried_and_end_in_exactly_one_send() {
     let standin = CpaasStandIn::start(StandInOptions::new(KEY)).unwrap();
     standin.script([

@@ -98,8 +98,10 @@ impl NotificationAdapter {
         Ok(adapter)
     }
 
-    /// Starts an adapter of its own: its runtime, store and dispatchers.
+    /// Starts an adapter of its own: its runtime, store and dispatchers. Fails, saying which,
+    /// when a limit is out of the bounds of [`NotifyConfig::check_limits`].
     pub fn start(config: &NotifyConfig, stats: &Arc<Stats>) -> anyhow::Result<NotificationAdapter> {
+        config.check_limits().map_err(anyhow::Error::msg)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("eddy-notify")
@@ -127,7 +129,8 @@ impl NotificationAdapter {
                 Arc::clone(&shared),
             ));
             queues.push((channel, sender));
-            slots.push((permits, concurrency as u32));
+            let concurrency = u32::try_from(concurrency).expect("within MAX_CONCURRENCY");
+            slots.push((permits, concurrency));
         }
         Ok(NotificationAdapter {
             queues,
@@ -191,7 +194,8 @@ async fn dispatch(
     shared: Arc<Shared>,
 ) {
     let limits = shared.config.limits(channel);
-    let burst = NonZeroU32::new(limits.batch as u32).expect("a batch of at least one");
+    let batch = u32::try_from(limits.batch).expect("within MAX_BATCH");
+    let burst = NonZeroU32::new(batch).expect("a batch of at least one");
     let quota = Quota::per_second(NonZeroU32::new(limits.rate).expect("a positive rate"))
         .allow_burst(burst.max(NonZeroU32::new(limits.rate / 100).unwrap_or(burst)));
     let limiter: DefaultDirectRateLimiter = RateLimiter::direct(quota);

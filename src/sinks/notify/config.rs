@@ -79,6 +79,13 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The most requests a channel's queue may hold.
+pub const MAX_QUEUE: usize = 1 << 20;
+/// The most HTTP calls a channel may have in flight.
+pub const MAX_CONCURRENCY: usize = 10_000;
+/// The most messages one call may carry.
+pub const MAX_BATCH: usize = 10_000;
+
 /// Limits of one channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelLimits {
@@ -162,6 +169,50 @@ impl NotifyConfig {
         }
     }
 
+    /// Whether the adapter can run with these limits: each at least 1, and the queue, calls in
+    /// flight and batch at most [`MAX_QUEUE`], [`MAX_CONCURRENCY`] and [`MAX_BATCH`]; else what
+    /// is out of bounds, by its job-file name (`queue`, `sms.concurrency`, …). A job file's
+    /// check bounds them first; this keeps a configuration built otherwise from failing the
+    /// adapter's runtime later.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let within = |name: String, value: usize, max: usize, what: &str| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{name}` is {value}: it must be from 1 to {max} ({what})"
+                ))
+            }
+        };
+        within(
+            "queue".into(),
+            self.queue,
+            MAX_QUEUE,
+            "requests waiting per channel",
+        )?;
+        for channel in Channel::ALL {
+            let limits = self.limits(channel);
+            within(
+                format!("{channel}.concurrency"),
+                limits.concurrency,
+                MAX_CONCURRENCY,
+                "HTTP calls in flight",
+            )?;
+            within(
+                format!("{channel}.batch"),
+                limits.batch,
+                MAX_BATCH,
+                "messages per call",
+            )?;
+            if limits.rate == 0 {
+                return Err(format!(
+                    "`{channel}.rate` is 0: it must be at least 1 message per second"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A configuration with the default limits, retries and queue.
     pub fn new(base_url: &str, api_key: ApiKey, sender: &str, sent_record: PathBuf) -> Self {
         NotifyConfig {
@@ -194,6 +245,43 @@ mod tests {
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("ApiKey(<redacted>)"));
         assert_eq!(config.base_url, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn limits_out_of_bounds_are_named() {
+        let config = NotifyConfig::new(
+            "http://127.0.0.1:1",
+            ApiKey::new("k".into()),
+            "Eddy",
+            "sent.redb".into(),
+        );
+        assert_eq!(config.check_limits(), Ok(()));
+        let huge = NotifyConfig {
+            queue: i64::MAX as usize,
+            ..config.clone()
+        };
+        assert_eq!(
+            huge.check_limits(),
+            Err(format!(
+                "`queue` is {}: it must be from 1 to {MAX_QUEUE} (requests waiting per channel)",
+                i64::MAX
+            ))
+        );
+        let mut busy = config.clone();
+        busy.email.concurrency = MAX_CONCURRENCY + 1;
+        assert!(
+            busy.check_limits()
+                .unwrap_err()
+                .starts_with("`email.concurrency` is 10001")
+        );
+        let mut still = config;
+        still.sms.rate = 0;
+        assert!(
+            still
+                .check_limits()
+                .unwrap_err()
+                .starts_with("`sms.rate` is 0")
+        );
     }
 
     #[test]
