@@ -10,12 +10,13 @@
 //!   starts with `prefix` (default: all) and comes after `after` (default: from the first),
 //!   at most `limit` (default 100, at most 1000). Pass the page's `next` as `after` for the
 //!   next page. Query values are form-encoded (`+` is a space; send `%2B` for a plus).
-//! - `/views/{view}/changes`: server-sent events, one `event: changes` per [`ChangeBatch`]
-//!   applied after the subscription, in order, with the batch as JSON data. A subscriber that
-//!   falls too far behind gets one `event: lagged` with a JSON error, and the stream ends: it
-//!   reads the rows again and resubscribes. To follow a view without missing a change,
-//!   subscribe first, then read the rows (their `frontier`), and skip the batches whose `time`
-//!   is below that frontier. This route takes precedence over a row lookup, so a key literally
+//! - `/views/{view}/changes`: server-sent events, one `event: changes` per
+//!   [`ChangeBatch`](crate::sinks::view::ChangeBatch) applied after the subscription, in
+//!   order, with the batch as JSON data. A subscriber that falls too far behind (more batches
+//!   or bytes waiting than its [`ServerLimits`] allow) gets one `event: lagged` with a JSON
+//!   error, and the stream ends: it reads the rows again and resubscribes. To follow a view
+//!   without missing a change, subscribe first, then read the rows (their `frontier`), and
+//!   skip the batches whose `time` is below that frontier. This route takes precedence over a row lookup, so a key literally
 //!   named `changes` is reachable only through the page route (`?prefix=changes&limit=1`).
 //! - `/metrics`: the job's [`Stats`] and view sizes in the OpenMetrics text format (which
 //!   Prometheus scrapes): totals, records per source and per sink, and the consumer lag per
@@ -26,9 +27,18 @@
 //! Anything else is a 404 (unknown path) or 405 (wrong method) JSON error. When the server has
 //! a token, every route, `/health` and `/metrics` included, asks for `Authorization: Bearer
 //! <token>` and answers 401 without it.
+//!
+//! Connections are held within [`ServerLimits`]: a connection that sends no complete request
+//! head in time (nothing, part of one, or nothing more after an answer) is closed, and so is
+//! one whose client stops reading; past the connection limit, clients wait to be accepted.
+
+mod connections;
+mod feed;
+
+pub use connections::ServerLimits;
+use connections::Slots;
 
 use std::fmt;
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, mpsc};
@@ -40,33 +50,31 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::Stream;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::job::{Job, ServerSpec};
-use crate::sinks::view::{ChangeBatch, Page, ViewStore, Views};
+use crate::sinks::view::{Page, ViewStore, Views};
 use crate::stats::Stats;
+use feed::Feed;
 
 /// Rows a page holds when the request does not say.
 const DEFAULT_PAGE_LIMIT: usize = 100;
 
 /// The most rows a page may hold, so one request cannot copy a whole large view.
 const MAX_PAGE_LIMIT: usize = 1000;
-
-/// How long shutting down waits for requests in flight before dropping their connections.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The running server; shut down gracefully when dropped (the drop waits for its thread, at
 /// most a few seconds when requests are still in flight).
@@ -82,6 +90,7 @@ struct Shared {
     stats: Arc<Stats>,
     token: Option<String>,
     metrics: Registry,
+    limits: ServerLimits,
     /// Becomes true when the server shuts down, which ends the change streams.
     stop: watch::Receiver<bool>,
 }
@@ -90,17 +99,34 @@ type AppState = State<Arc<Shared>>;
 
 impl Server {
     /// Starts the server `job` declares (with `[server]` or views), serving `views` and
-    /// `stats`; `None` for a job without one.
+    /// `stats` within the default limits; `None` for a job without one.
     pub fn for_job(job: &Job, views: &Views, stats: &Arc<Stats>) -> anyhow::Result<Option<Server>> {
         job.server
             .clone()
-            .map(|spec| Server::start(spec, views.clone(), Arc::clone(stats)))
+            .map(|spec| {
+                Server::start(
+                    spec,
+                    ServerLimits::default(),
+                    views.clone(),
+                    Arc::clone(stats),
+                )
+            })
             .transpose()
     }
 
     /// Binds `config.listen` and serves `views` and `stats` (whose [`Stats::ready`] answers
-    /// `/health`) from a thread of its own; returns once the server is listening.
-    pub fn start(config: ServerSpec, views: Views, stats: Arc<Stats>) -> anyhow::Result<Server> {
+    /// `/health`) within `limits` from a thread of its own; returns once the server is
+    /// listening.
+    pub fn start(
+        config: ServerSpec,
+        limits: ServerLimits,
+        views: Views,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<Server> {
+        limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("the HTTP server's limits: {e}"))?;
+        let slots = Slots::new(limits.max_connections);
         let (stop, stopped) = watch::channel(false);
         let mut metrics = Registry::with_prefix("eddy");
         metrics.register(
@@ -121,12 +147,14 @@ impl Server {
         metrics.register_collector(Box::new(JobMetrics {
             stats: Arc::clone(&stats),
             views: views.clone(),
+            slots: slots.clone(),
         }));
         let shared = Arc::new(Shared {
             views,
             stats,
             token: config.token,
             metrics,
+            limits,
             stop: stopped.clone(),
         });
         let app = router(shared);
@@ -135,7 +163,7 @@ impl Server {
         let (started, listening) = mpsc::sync_channel(1);
         let thread = thread::Builder::new()
             .name("eddy-http".into())
-            .spawn(move || run(listen, app, stopped, started))
+            .spawn(move || run(listen, app, (limits, slots), stopped, started))
             .context("starting the HTTP server's thread")?;
         let addr = match listening.recv() {
             Ok(Ok(addr)) => addr,
@@ -172,10 +200,11 @@ impl Drop for Server {
 }
 
 /// The server's thread: builds the runtime and binds `listen`, tells `started` the address
-/// bound (or why not), then serves until `stopped` turns true.
+/// bound (or why not), then serves within `limits` and `slots` until `stopped` turns true.
 fn run(
     listen: SocketAddr,
     app: Router,
+    (limits, slots): (ServerLimits, Slots),
     stopped: watch::Receiver<bool>,
     started: mpsc::SyncSender<anyhow::Result<SocketAddr>>,
 ) {
@@ -197,35 +226,12 @@ fn run(
     match bound {
         Ok((runtime, listener, addr)) => {
             let _ = started.send(Ok(addr));
-            runtime.block_on(serve(listener, app, stopped));
+            runtime.block_on(connections::serve(listener, app, limits, slots, stopped));
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
         Err(e) => {
             let _ = started.send(Err(e));
         }
-    }
-}
-
-/// Serves until `stopped` turns true, then lets the requests in flight finish (change streams
-/// end at once) for up to [`SHUTDOWN_GRACE`].
-async fn serve(listener: tokio::net::TcpListener, app: Router, stopped: watch::Receiver<bool>) {
-    let mut signal = stopped.clone();
-    let mut grace = stopped;
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|&stop| stop).await;
-        })
-        .into_future();
-    tokio::select! {
-        result = serve => {
-            if let Err(e) = result {
-                tracing::error!("HTTP server: {e}");
-            }
-        }
-        () = async {
-            let _ = grace.wait_for(|&stop| stop).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("HTTP server: requests still in flight at shutdown were dropped"),
     }
 }
 
@@ -376,53 +382,14 @@ async fn changes(
 ) -> Result<Response, ApiError> {
     let Path(name) = path?;
     // Subscribed before the answer's head is sent: a client that has it misses no later batch.
-    let feed = Feed {
-        changes: view(&shared, &name)?.subscribe(),
-        stop: shared.stop.clone(),
-        ended: false,
-    };
+    let feed = Feed::start(
+        view(&shared, &name)?.subscribe(),
+        shared.stop.clone(),
+        &shared.limits,
+    );
     Ok(Sse::new(feed.events())
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-/// One subscriber's change stream.
-struct Feed {
-    changes: broadcast::Receiver<Arc<ChangeBatch>>,
-    stop: watch::Receiver<bool>,
-    /// The `lagged` event has been sent; nothing follows it.
-    ended: bool,
-}
-
-impl Feed {
-    /// The batches as `changes` events, until the subscriber lags (one `lagged` event), the
-    /// view goes away or the server stops.
-    fn events(self) -> impl Stream<Item = Result<Event, axum::Error>> + Send {
-        futures_util::stream::unfold(self, |mut feed| async move {
-            if feed.ended {
-                return None;
-            }
-            let received = tokio::select! {
-                biased;
-                _ = feed.stop.wait_for(|&stop| stop) => return None,
-                received = feed.changes.recv() => received,
-            };
-            let event = match received {
-                Ok(batch) => Event::default().event("changes").json_data(&*batch),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    feed.ended = true;
-                    Event::default().event("lagged").json_data(json!({
-                        "error": format!(
-                            "this subscriber fell {missed} change batches behind; \
-                             read the rows again and resubscribe"
-                        )
-                    }))
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            Some((event, feed))
-        })
-    }
 }
 
 async fn metrics(State(shared): AppState) -> Result<Response, ApiError> {
@@ -544,11 +511,12 @@ const LATENCY_BUCKETS: [f64; 19] = [
     f64::INFINITY,
 ];
 
-/// Reads the job's [`Stats`] and view sizes at each scrape.
+/// Reads the job's [`Stats`], view sizes and open connections at each scrape.
 #[derive(Debug)]
 struct JobMetrics {
     stats: Arc<Stats>,
     views: Views,
+    slots: Slots,
 }
 
 impl Collector for JobMetrics {
@@ -573,6 +541,13 @@ impl Collector for JobMetrics {
             rows.encode_family(&labels)?
                 .encode_gauge(&(view.len() as u64))?;
         }
+        let open = ConstGauge::new(self.slots.open() as i64);
+        open.encode(encoder.encode_descriptor(
+            "http_connections",
+            "HTTP connections open (this scrape's included).",
+            None,
+            open.metric_type(),
+        )?)?;
         let (sum, count, buckets) = self.latency_buckets();
         encoder
             .encode_descriptor(
@@ -609,39 +584,5 @@ impl JobMetrics {
         }
         let count = histogram.len();
         (histogram.mean() * count as f64 / 1e6, count, buckets)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sinks::view::Change;
-
-    #[tokio::test]
-    async fn a_lagging_subscriber_gets_one_lagged_event_and_the_stream_ends() {
-        let view = ViewStore::new("v");
-        let (_stop, stopped) = watch::channel(false);
-        let feed = Feed {
-            changes: view.subscribe(),
-            stop: stopped,
-            ended: false,
-        };
-        // More batches than a subscriber may fall behind, none read yet.
-        for time in 0..1100 {
-            view.apply(ChangeBatch {
-                time,
-                changes: vec![Change::Delete { key: "k".into() }],
-            });
-        }
-        let body = Sse::new(feed.events()).into_response().into_body();
-        let text = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        let text = std::str::from_utf8(&text).unwrap();
-        let frames: Vec<&str> = text.split_terminator("\n\n").collect();
-        assert_eq!(frames.len(), 1, "{text}");
-        let data = frames[0]
-            .strip_prefix("event: lagged\ndata: ")
-            .unwrap_or_else(|| panic!("{text}"));
-        let error: serde_json::Value = serde_json::from_str(data).unwrap();
-        assert!(error["error"].as_str().unwrap().contains("resubscribe"));
     }
 }

@@ -16,7 +16,7 @@ use common::kafka::Tier;
 use eddy::dataflows::RunOptions;
 use eddy::job::{Job, ServerSpec, SourceKind};
 use eddy::run::{ClusterArgs, run_job};
-use eddy::server::Server;
+use eddy::server::{Server, ServerLimits};
 use eddy::sinks::view::{Change, ChangeBatch, Row, Views};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::kafka::StartFrom;
@@ -37,6 +37,10 @@ struct Fixture {
 
 impl Fixture {
     fn start(names: &[&str], token: Option<&str>) -> Fixture {
+        Fixture::with_limits(names, token, ServerLimits::default())
+    }
+
+    fn with_limits(names: &[&str], token: Option<&str>, limits: ServerLimits) -> Fixture {
         let views = Views::new(names.iter().copied());
         let stats = Arc::new(Stats::default());
         let server = Server::start(
@@ -44,6 +48,7 @@ impl Fixture {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 token: token.map(String::from),
             },
+            limits,
             views.clone(),
             Arc::clone(&stats),
         )
@@ -489,6 +494,213 @@ async fn health_turns_ready_and_metrics_expose_the_counters() {
     .await;
 }
 
+/// A raw client on `fx`'s address, connected (and so queued, if not accepted yet).
+async fn raw_client(fx: &Fixture) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(fx.server.addr())
+        .await
+        .expect("connecting")
+}
+
+/// Reads `stream` until the server closes it (end of stream, or a reset); what it read.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server left {what} open for {PATIENCE:?}"
+    );
+    read
+}
+
+/// Reads `stream` until what it read holds `end`; what it read.
+async fn read_until(stream: &mut tokio::net::TcpStream, end: &str) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while !read.windows(end.len()).any(|w| w == end.as_bytes()) {
+        let n = stream.read(&mut chunk).await.expect("reading");
+        assert!(
+            n > 0,
+            "closed before `{end}`: {}",
+            String::from_utf8_lossy(&read)
+        );
+        read.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(read).expect("UTF-8")
+}
+
+/// The sample `name` of `fx`'s metrics.
+async fn metric(fx: &Fixture, name: &str) -> f64 {
+    let response = fx.client.get(fx.url("/metrics")).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    *parse_exposition(&text)
+        .get(name)
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: eddy\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_whole_request_head_are_closed_and_others_served() {
+    use tokio::io::AsyncWriteExt as _;
+    let fx = Fixture::with_limits(
+        &[],
+        None,
+        ServerLimits {
+            header_timeout: Duration::from_millis(500),
+            ..ServerLimits::default()
+        },
+    );
+    patiently(async {
+        let mut silent = raw_client(&fx).await;
+        let mut partial = raw_client(&fx).await;
+        partial
+            .write_all(b"GET /health HTTP/1.1\r\nHost: ed")
+            .await
+            .unwrap();
+        let mut idle = raw_client(&fx).await;
+        idle.write_all(HEALTH).await.unwrap();
+        read_until(&mut idle, "\r\n\r\n").await;
+        // Others are served meanwhile.
+        let (status, _) = fx.get("/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        read_until_closed(&mut silent, "a connection that sent nothing").await;
+        read_until_closed(&mut partial, "a connection that sent part of a head").await;
+        read_until_closed(&mut idle, "an idle connection after an answer").await;
+        let (status, _) = fx.get("/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_clients_wait_until_a_connection_closes() {
+    use tokio::io::AsyncWriteExt as _;
+    let fx = Fixture::with_limits(
+        &[],
+        None,
+        ServerLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(600),
+            ..ServerLimits::default()
+        },
+    );
+    patiently(async {
+        // Accepted in the order they connect: these two take both slots.
+        let first = raw_client(&fx).await;
+        let _second = raw_client(&fx).await;
+        let mut third = raw_client(&fx).await;
+        third.write_all(HEALTH).await.unwrap();
+        let answer = tokio::spawn(async move { read_until(&mut third, "\r\n\r\n").await });
+        // Time for a server without a limit to answer (one with a limit never does).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!answer.is_finished(), "served past the connection limit");
+        drop(first);
+        let head = answer.await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    })
+    .await;
+}
+
+/// A raw client subscribed to `view`'s changes, the answer's head read (so subscribed).
+async fn raw_subscriber(fx: &Fixture, view: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = raw_client(fx).await;
+    let request = format!("GET /views/{view}/changes HTTP/1.1\r\nHost: eddy\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+/// Applies `n` change batches of about 50 KB each to `view`.
+fn apply_big_batches(fx: &Fixture, view: &str, n: u64) {
+    let view = fx.views.get(view).unwrap();
+    for time in 0..n {
+        let changes = (0..100)
+            .map(|i| Change::Delete {
+                key: format!("{time}-{i}-{}", "k".repeat(500)),
+            })
+            .collect();
+        view.apply(ChangeBatch { time, changes });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_lags_once_its_bytes_waiting_pass_the_limit() {
+    let fx = Fixture::with_limits(
+        &["v"],
+        None,
+        ServerLimits {
+            subscriber_bytes: 256 * 1024,
+            write_timeout: PATIENCE,
+            ..ServerLimits::default()
+        },
+    );
+    patiently(async {
+        let mut stream = raw_subscriber(&fx, "v").await;
+        // 40 MB, far more than the socket buffers, the connection's and the limit hold, and
+        // fewer batches than a subscriber may have waiting.
+        const BATCHES: u64 = 800;
+        apply_big_batches(&fx, "v", BATCHES);
+        // The stream ends after one lagged event.
+        let text = read_until(&mut stream, "\r\n0\r\n\r\n").await;
+        let events: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            events.last(),
+            Some(&"lagged"),
+            "{:?}",
+            &events[events.len().saturating_sub(3)..]
+        );
+        let received = events.iter().filter(|e| **e == "changes").count() as u64;
+        assert_eq!(received + 1, events.len() as u64);
+        assert!(
+            received < BATCHES,
+            "{received} batches reached the subscriber"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let fx = Fixture::with_limits(
+        &["v"],
+        None,
+        ServerLimits {
+            write_timeout: Duration::from_millis(500),
+            header_timeout: Duration::from_secs(600),
+            // Nothing lags: the server has all 40 MB to write, more than the sockets buffer.
+            subscriber_bytes: 64 << 20,
+            ..ServerLimits::default()
+        },
+    );
+    patiently(async {
+        let _stream = raw_subscriber(&fx, "v").await;
+        // This one and the client's for the metrics.
+        assert_eq!(metric(&fx, "eddy_http_connections").await, 2.0);
+        apply_big_batches(&fx, "v", 800);
+        // Read nothing more: the server's writes stall, and it closes the connection.
+        while metric(&fx, "eddy_http_connections").await > 1.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// The samples of a Prometheus / OpenMetrics text exposition, by `name{labels}`, checking that
 /// every line is a comment or a well-formed sample.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
@@ -627,6 +839,7 @@ async fn metrics_count_records_per_source_and_sink_and_lag_per_partition() {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: None,
         },
+        ServerLimits::default(),
         Views::default(),
         stats,
     )
@@ -697,6 +910,7 @@ fn a_taken_address_is_a_clear_error() {
             listen: taken,
             token: None,
         },
+        ServerLimits::default(),
         Views::default(),
         Arc::new(Stats::default()),
     )
