@@ -93,6 +93,9 @@ enum Command {
         /// Write the alerts and notification requests to standard output instead.
         #[arg(long)]
         stdout: bool,
+        /// The address of the demo's HTTP server (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Print help.
@@ -243,6 +246,22 @@ fn list_checkpoints(job: &Job) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`bound_address_space`] found, for `main` to report.
+static ADDRESS_SPACE_BOUNDED: std::sync::OnceLock<std::io::Result<()>> = std::sync::OnceLock::new();
+
+/// Bounds the address space ([`eddy::allocator::bound_address_space`]) before `main`, and so
+/// before Rust's runtime makes the first allocation, at which mimalloc reserves its first arena
+/// (1 GiB, were it set in `main`), and before any thread starts.
+extern "C" fn bound_address_space() {
+    let _ = ADDRESS_SPACE_BOUNDED.set(eddy::allocator::bound_address_space());
+}
+
+/// Has the C runtime call [`bound_address_space`] before `main` (the binary's own object, so
+/// always linked).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BOUND_ADDRESS_SPACE: extern "C" fn() = bound_address_space;
+
 fn main() -> ExitCode {
     eddy::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
@@ -252,6 +271,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(eddy::terminal::stderr_colour())
         .init();
+    // A refusal only costs address space: say so, and go on.
+    if let Some(Err(e)) = ADDRESS_SPACE_BOUNDED.get() {
+        tracing::warn!("could not bound the process's address space: {e}");
+    }
     let cli = Cli::parse();
     let interrupts = Interrupts::install(
         cli.stop_timeout,
@@ -397,6 +420,7 @@ fn main() -> ExitCode {
             partitions,
             out,
             stdout,
+            http,
             cluster,
             ..
         } => demo(
@@ -406,6 +430,7 @@ fn main() -> ExitCode {
                 partitions,
                 out: out.unwrap_or_else(|| std::env::temp_dir().join("eddy-demo")),
                 stdout,
+                http,
             },
             &cluster,
             interrupts.stop(),

@@ -1,8 +1,11 @@
 //! `eddy demo` as a newcomer runs it, off a terminal: plain progress lines that carry measured
 //! figures, no JSON on standard output, and a summary that accounts for every notification
-//! request.
+//! request. And the whole demo (an in-process Kafka cluster, a dozen librdkafka clients, the
+//! job, the notification adapter, the CPaaS stand-in and the HTTP server) within `ulimit -v` of
+//! 1 GiB, where it once needed 2.6 GiB.
 
-use std::process::Command;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
 
 /// The numbers of `requested R = sent S + failed F + deduplicated D + pending P` in `line`.
 fn accounting(line: &str) -> Option<[u64; 5]> {
@@ -22,7 +25,16 @@ fn accounting(line: &str) -> Option<[u64; 5]> {
 fn the_demo_shows_measured_figures_and_accounts_for_every_notification() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["demo", "--duration", "5s", "--rate", "2000", "--out"])
+        .args([
+            "demo",
+            "--duration",
+            "5s",
+            "--rate",
+            "2000",
+            "--http",
+            "127.0.0.1:0",
+            "--out",
+        ])
         .arg(out_dir.path())
         .output()
         .expect("running eddy demo");
@@ -92,4 +104,33 @@ fn the_demo_shows_measured_figures_and_accounts_for_every_notification() {
     for file in ["alerts.jsonl", "alert-holders.jsonl", "notifications.jsonl"] {
         assert!(out_dir.path().join(file).is_file(), "{file} missing");
     }
+}
+
+/// The address-space limit, as `prlimit --as=1073741824` or `ulimit -v 1048576` sets it.
+const ONE_GIB: libc::rlim_t = 1 << 30;
+
+#[test]
+fn the_demo_runs_within_one_gib_of_address_space() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    demo.args(["demo", "--duration", "5s", "--http", "127.0.0.1:0", "--out"])
+        .arg(out_dir.path())
+        .stdin(Stdio::null());
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        demo.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ONE_GIB,
+                rlim_max: ONE_GIB,
+            };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = demo.output().expect("running eddy demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}:\n{stderr}", out.status);
+    assert!(stderr.contains("eddy demo: done."), "{stderr}");
 }

@@ -62,6 +62,8 @@ pub struct DemoOptions {
     pub out: PathBuf,
     /// Write them to standard output instead.
     pub stdout: bool,
+    /// The address of the HTTP server, in place of the demo job's.
+    pub http: std::net::SocketAddr,
 }
 
 /// How long the demo, once its feeds have stopped, waits for the notification requests still
@@ -99,6 +101,9 @@ pub fn demo(
             _ => notify.var(name),
         },
     )?;
+    if let Some(server) = &mut job.server {
+        server.listen = options.http;
+    }
     if options.stdout {
         for sink in &mut job.sinks {
             if let SinkKind::File(target) = &mut sink.kind {
