@@ -332,6 +332,9 @@ fn main() -> ExitCode {
             };
             let stats = Arc::new(Stats::default());
             let views = job.view_stores();
+            if cluster.processes > 1 {
+                let _ = stats.process.set((cluster.process, cluster.processes));
+            }
             let server = match Server::for_job(&job, &views, &stats) {
                 Ok(server) => server,
                 Err(e) => {

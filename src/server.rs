@@ -38,6 +38,7 @@ mod feed;
 pub use connections::ServerLimits;
 use connections::Slots;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -128,7 +129,12 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("the HTTP server's limits: {e}"))?;
         let slots = Slots::new(limits.max_connections);
         let (stop, stopped) = watch::channel(false);
-        let mut metrics = Registry::with_prefix("eddy");
+        // A cluster's processes each serve their own share: every series says whose.
+        let labels = stats.process.get().map(|&(process, processes)| {
+            [("process", process), ("processes", processes)]
+                .map(|(name, value)| (Cow::Borrowed(name), Cow::Owned(value.to_string())))
+        });
+        let mut metrics = Registry::with_prefix_and_labels("eddy", labels.into_iter().flatten());
         metrics.register(
             "source_records",
             "Events decoded, per source.",

@@ -74,6 +74,9 @@ pub struct Stats {
     /// The totals of every process of a cluster and how many processes there are, once all have
     /// finished; unset on a single process.
     pub cluster: OnceLock<(Totals, usize)>,
+    /// In a cluster, this process's index and the number of processes: its figures are its own
+    /// share, and `/metrics` labels them so.
+    pub process: OnceLock<(usize, usize)>,
     /// Output latency in microseconds: from the event time an output row carries (an alert's,
     /// a command's or a notification request's `time`, a window's end) to the moment it is
     /// handed to its sinks. Unlike [`Stats::latency`], it is not held back by windows and
@@ -108,6 +111,7 @@ impl Default for Stats {
             latency: Mutex::new(latency_histogram()),
             output_latency: Mutex::new(latency_histogram()),
             cluster: OnceLock::new(),
+            process: OnceLock::new(),
         }
     }
 }

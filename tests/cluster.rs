@@ -449,3 +449,43 @@ fn a_host_pattern_names_the_processes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn metrics_say_which_process_they_are_the_share_of() {
+    // Loopback, so that this test reaches each process's server.
+    let setup = Setup::with_hosts("metrics", Hosts::loopback(3));
+    let job = setup.file(
+        "live.toml",
+        &format!("{LIVE_JOB}\n[server]\nlisten = \"${{EDDY_HTTP}}\"\n"),
+    );
+    let http: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let mut processes: Vec<Process> = (0..3)
+        .map(|i| setup.start(i, &job, &[], &[("EDDY_HTTP", Path::new(&http[i]))]))
+        .collect();
+    for process in &mut processes {
+        process.wait_for_log("joined the cluster");
+    }
+    let metrics = get(&http[1], "/metrics");
+    assert!(
+        metrics.contains(
+            r#"eddy_source_records_total{process="1",processes="3",source="transactions"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+/// The body of `GET path` from the server at `address`.
+fn get(address: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connecting to the server");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
