@@ -2,8 +2,9 @@
 //!
 //! Events arrive from Kafka topics, files or the built-in generator ([`sources`]), are stamped
 //! with event time and watermarks, flow through [`operators`] assembled by [`dataflows`], and
-//! leave through [`sinks`]. A job is described by a TOML file ([`job`]). The demo, the CPaaS
-//! stand-in and the load generator are the CLI's and the tests' [`tools`], not the engine's API.
+//! leave through [`sinks`]. A job is described by a TOML file ([`job`]) or by SQL ([`sql`]). The
+//! demo, the CPaaS stand-in and the load generator are the CLI's and the tests' [`tools`], not the
+//! engine's API.
 
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod run;
 pub mod server;
 pub mod sinks;
 pub mod sources;
+pub mod sql;
 pub mod state;
 pub mod stats;
 pub mod terminal;

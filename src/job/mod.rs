@@ -93,8 +93,10 @@ pub struct JobError {
     pub path: PathBuf,
     /// 1-based line; 0 when the problem is the whole file's (it cannot be read).
     pub line: usize,
-    /// The dotted path of the field, e.g. `metrics[0].window.size`; empty when the problem is
-    /// no field's.
+    /// 1-based column, where the loader knows it (SQL jobs); 0 otherwise.
+    pub column: usize,
+    /// The dotted path of the field, e.g. `metrics[0].window.size`; in a SQL job, the construct,
+    /// e.g. `INSERT INTO q1`; empty when the problem is no field's.
     pub field: String,
     /// What is wrong.
     pub message: String,
@@ -105,6 +107,9 @@ impl fmt::Display for JobError {
         write!(f, "{}", self.path.display())?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
+            if self.column > 0 {
+                write!(f, ":{}", self.column)?;
+            }
         }
         if !self.field.is_empty() {
             write!(f, ": {}", self.field)?;
@@ -145,12 +150,14 @@ impl Job {
         Views::new(self.views.iter().map(|v| v.name.as_str()))
     }
 
-    /// Reads and validates the job file at `path`.
+    /// Reads and validates the job file at `path`: SQL statements when its name ends in `.sql`
+    /// (see [`crate::sql`]), TOML otherwise.
     pub fn load(path: &Path) -> Result<Job, JobErrors> {
         let error = |line, field, message| {
             JobErrors(vec![JobError {
                 path: path.into(),
                 line,
+                column: 0,
                 field,
                 message,
             }])
@@ -178,6 +185,9 @@ impl Job {
                 ),
             )
         })?;
+        if path.extension().is_some_and(|e| e == "sql") {
+            return crate::sql::parse(path, &text, &|name| std::env::var(name).ok());
+        }
         Job::parse(path, &text)
     }
 
@@ -332,6 +342,7 @@ impl Checker<'_> {
         self.errors.push(JobError {
             path: self.path.into(),
             line,
+            column: 0,
             field: field.into(),
             message: message.into(),
         });

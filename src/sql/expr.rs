@@ -1,0 +1,394 @@
+//! Row expressions of `WHERE`: type-checked against the table and written as the CEL text that
+//! [`crate::operators::predicate::Predicate`] compiles, so SQL filters run on the same predicate
+//! machinery as the TOML jobs' `when`.
+
+use sqlparser::ast::{BinaryOperator, Expr, InTarget, Spanned as _, UnaryOperator, Value};
+
+use super::catalog::{ColumnRef, Table};
+use super::error::Problem;
+use super::types::SqlType;
+
+/// Translates expressions over one table, noting which of its physical columns they read.
+pub(super) struct Translator<'a> {
+    /// The table the expressions read.
+    pub table: &'a Table,
+    /// The construct, for messages.
+    pub construct: &'a str,
+    /// Physical columns read so far.
+    pub used: Vec<usize>,
+}
+
+/// A translated expression: CEL text and its SQL type (`None` for a bare NULL).
+type Translated = (String, Option<SqlType>);
+
+impl Translator<'_> {
+    fn problem(&self, expr: &Expr, message: impl Into<String>) -> Problem {
+        Problem::new(expr.span(), self.construct, message)
+    }
+
+    /// `expr` as a CEL condition; it must be BOOLEAN.
+    pub(super) fn condition(&mut self, expr: &Expr) -> Result<String, Problem> {
+        let (text, ty) = self.cel(expr)?;
+        match ty {
+            Some(SqlType::Boolean) => Ok(text),
+            other => Err(self.problem(
+                expr,
+                format!(
+                    "type mismatch: a condition must be BOOLEAN, but `{expr}` is {}",
+                    other.map_or("NULL".to_string(), |t| t.to_string())
+                ),
+            )),
+        }
+    }
+
+    fn cel(&mut self, expr: &Expr) -> Result<Translated, Problem> {
+        match expr {
+            Expr::Identifier(id) => self.column(expr, &id.value),
+            Expr::CompoundIdentifier(ids) if ids.len() == 2 && ids[0].value == self.table.name => {
+                self.column(expr, &ids[1].value)
+            }
+            Expr::Nested(inner) => {
+                let (text, ty) = self.cel(inner)?;
+                Ok((format!("({text})"), ty))
+            }
+            Expr::Value(v) => self.literal(expr, &v.value),
+            Expr::UnaryOp { op, expr: inner } => {
+                let (text, ty) = self.cel(inner)?;
+                match (op, ty) {
+                    (UnaryOperator::Not, Some(SqlType::Boolean)) => Ok((format!("!({text})"), ty)),
+                    (UnaryOperator::Minus, Some(t)) if t.is_numeric() => {
+                        Ok((format!("-({text})"), ty))
+                    }
+                    (UnaryOperator::Plus, Some(t)) if t.is_numeric() => Ok((text, ty)),
+                    _ => Err(self.problem(
+                        expr,
+                        format!("type mismatch: `{op}` does not apply to `{inner}`"),
+                    )),
+                }
+            }
+            Expr::BinaryOp { left, op, right } => self.binary(expr, left, op, right),
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+                let (text, _) = self.cel(inner)?;
+                let op = if matches!(expr, Expr::IsNull(_)) {
+                    "=="
+                } else {
+                    "!="
+                };
+                Ok((format!("({text} {op} null)"), Some(SqlType::Boolean)))
+            }
+            Expr::In {
+                expr: inner,
+                target: InTarget::List(list),
+                negated,
+                global: false,
+            } => {
+                let (text, ty) = self.cel(inner)?;
+                let mut items = Vec::new();
+                for item in list {
+                    let (item_text, item_ty) = self.cel(item)?;
+                    self.comparable(expr, ty, item_ty)?;
+                    items.push((item_text, item_ty));
+                }
+                let double = Some(SqlType::Double);
+                let all = if ty == double || items.iter().any(|(_, t)| *t == double) {
+                    double
+                } else {
+                    ty
+                };
+                let text = self.widened(text, ty, all);
+                let items: Vec<String> = items
+                    .into_iter()
+                    .map(|(t, item_ty)| self.widened(t, item_ty, all))
+                    .collect();
+                let test = format!("{text} in [{}]", items.join(", "));
+                Ok((
+                    if *negated {
+                        format!("!({test})")
+                    } else {
+                        format!("({test})")
+                    },
+                    Some(SqlType::Boolean),
+                ))
+            }
+            Expr::Between {
+                expr: inner,
+                negated,
+                low,
+                high,
+            } => {
+                let ge = self.compare(expr, inner, ">=", low)?;
+                let le = self.compare(expr, inner, "<=", high)?;
+                let test = format!("({ge} && {le})");
+                Ok((
+                    if *negated { format!("!{test}") } else { test },
+                    Some(SqlType::Boolean),
+                ))
+            }
+            Expr::Like {
+                negated,
+                any: false,
+                expr: inner,
+                pattern,
+                escape_char: None,
+            } => self.like(expr, inner, pattern, *negated),
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.case(expr, operand.as_deref(), conditions, else_result.as_deref()),
+            Expr::Function(f) if f.over.is_some() => {
+                Err(self.problem(expr, "OVER windows are not supported"))
+            }
+            Expr::Function(f) => Err(self.problem(
+                expr,
+                format!(
+                    "function `{}` is not supported in a filter (aggregates need a window TVF)",
+                    f.name
+                ),
+            )),
+            Expr::Subquery(_) | Expr::In { .. } | Expr::Exists { .. } => {
+                Err(self.problem(expr, "subqueries are not supported"))
+            }
+            _ => Err(self.problem(expr, format!("`{expr}` is not supported in a filter"))),
+        }
+    }
+
+    fn column(&mut self, expr: &Expr, name: &str) -> Result<Translated, Problem> {
+        match self.table.column(name) {
+            Some(column @ ColumnRef::Physical(i)) => {
+                if !self.used.contains(&i) {
+                    self.used.push(i);
+                }
+                Ok((name.to_string(), Some(self.table.type_of(column))))
+            }
+            Some(ColumnRef::Computed(_)) => Err(self.problem(
+                expr,
+                format!(
+                    "filters on the time attribute `{name}` are not supported: filter on the \
+                     column it is computed from"
+                ),
+            )),
+            None => Err(self.problem(expr, self.table.unknown_column(name))),
+        }
+    }
+
+    fn literal(&self, expr: &Expr, value: &Value) -> Result<Translated, Problem> {
+        Ok(match value {
+            Value::Number(n, _) if n.parse::<i64>().is_ok() => (n.clone(), Some(SqlType::BigInt)),
+            Value::Number(n, _) if n.parse::<f64>().is_ok() => {
+                let text = if n.contains(['.', 'e', 'E']) {
+                    n.clone()
+                } else {
+                    format!("{n}.0")
+                };
+                (text, Some(SqlType::Double))
+            }
+            Value::SingleQuotedString(s) => (
+                serde_json::to_string(s).expect("a string encodes"),
+                Some(SqlType::String),
+            ),
+            Value::Boolean(b) => (b.to_string(), Some(SqlType::Boolean)),
+            Value::Null => ("null".into(), None),
+            _ => return Err(self.problem(expr, format!("literal `{value}` is not supported"))),
+        })
+    }
+
+    fn binary(
+        &mut self,
+        expr: &Expr,
+        left: &Expr,
+        op: &BinaryOperator,
+        right: &Expr,
+    ) -> Result<Translated, Problem> {
+        use BinaryOperator::*;
+        let comparison = match op {
+            Eq => Some("=="),
+            NotEq => Some("!="),
+            Lt => Some("<"),
+            LtEq => Some("<="),
+            Gt => Some(">"),
+            GtEq => Some(">="),
+            _ => None,
+        };
+        if let Some(symbol) = comparison {
+            return Ok((
+                self.compare(expr, left, symbol, right)?,
+                Some(SqlType::Boolean),
+            ));
+        }
+        let (l, lt) = self.cel(left)?;
+        let (r, rt) = self.cel(right)?;
+        match op {
+            And | Or => {
+                for (side, ty) in [(left, lt), (right, rt)] {
+                    if ty != Some(SqlType::Boolean) {
+                        return Err(self.problem(
+                            side,
+                            format!(
+                                "type mismatch: `{op}` takes BOOLEAN operands, but `{side}` is {}",
+                                ty.map_or("NULL".to_string(), |t| t.to_string())
+                            ),
+                        ));
+                    }
+                }
+                let symbol = if *op == And { "&&" } else { "||" };
+                Ok((format!("({l} {symbol} {r})"), Some(SqlType::Boolean)))
+            }
+            Plus | Minus | Multiply | Divide | Modulo => {
+                let (Some(a), Some(b)) = (lt, rt) else {
+                    return Err(self.problem(expr, "arithmetic on NULL is not supported"));
+                };
+                if !a.is_numeric() || !b.is_numeric() {
+                    return Err(self.problem(
+                        expr,
+                        format!(
+                            "type mismatch: `{op}` takes numbers, but `{left}` is {a} and \
+                             `{right}` is {b}"
+                        ),
+                    ));
+                }
+                let ty = if a == SqlType::Double || b == SqlType::Double {
+                    SqlType::Double
+                } else {
+                    SqlType::BigInt
+                };
+                let (l, r) = (self.widened(l, lt, Some(ty)), self.widened(r, rt, Some(ty)));
+                Ok((format!("({l} {op} {r})"), Some(ty)))
+            }
+            _ => Err(self.problem(expr, format!("operator `{op}` is not supported"))),
+        }
+    }
+
+    /// `left symbol right`, both sides of types that compare.
+    fn compare(
+        &mut self,
+        expr: &Expr,
+        left: &Expr,
+        symbol: &str,
+        right: &Expr,
+    ) -> Result<String, Problem> {
+        let (l, lt) = self.cel(left)?;
+        let (r, rt) = self.cel(right)?;
+        if lt.is_none() || rt.is_none() {
+            return Err(self.problem(
+                expr,
+                "a comparison with NULL is never true: write `IS NULL` or `IS NOT NULL`",
+            ));
+        }
+        self.comparable(expr, lt, rt)?;
+        let both = if lt == Some(SqlType::Double) || rt == Some(SqlType::Double) {
+            Some(SqlType::Double)
+        } else {
+            lt
+        };
+        let (l, r) = (self.widened(l, lt, both), self.widened(r, rt, both));
+        Ok(format!("{l} {symbol} {r}"))
+    }
+
+    fn comparable(
+        &self,
+        expr: &Expr,
+        a: Option<SqlType>,
+        b: Option<SqlType>,
+    ) -> Result<(), Problem> {
+        match (a, b) {
+            (Some(a), Some(b)) if !a.compares_with(b) => Err(self.problem(
+                expr,
+                format!("type mismatch: {a} and {b} do not compare in `{expr}`"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// CEL does not mix ints and doubles: an integer compared with or added to a DOUBLE is
+    /// converted.
+    fn widened(&self, text: String, from: Option<SqlType>, to: Option<SqlType>) -> String {
+        match (from, to) {
+            (Some(f), Some(SqlType::Double)) if f.is_integer() => format!("double({text})"),
+            _ => text,
+        }
+    }
+
+    /// `x LIKE 'pattern'` for patterns CEL's string functions express: `abc`, `abc%`, `%abc`,
+    /// `%abc%`.
+    fn like(
+        &mut self,
+        expr: &Expr,
+        inner: &Expr,
+        pattern: &Expr,
+        negated: bool,
+    ) -> Result<Translated, Problem> {
+        let (text, ty) = self.cel(inner)?;
+        if ty != Some(SqlType::String) {
+            return Err(self.problem(
+                expr,
+                format!("type mismatch: LIKE takes a STRING, but `{inner}` is not one"),
+            ));
+        }
+        let Expr::Value(v) = pattern else {
+            return Err(self.problem(pattern, "LIKE takes a quoted pattern"));
+        };
+        let Value::SingleQuotedString(p) = &v.value else {
+            return Err(self.problem(pattern, "LIKE takes a quoted pattern"));
+        };
+        let starts = p.starts_with('%');
+        let ends = p.ends_with('%') && p.len() > 1;
+        let core = &p[usize::from(starts)..p.len() - usize::from(ends)];
+        if core.contains(['%', '_']) {
+            return Err(self.problem(
+                pattern,
+                "LIKE patterns other than 'abc', 'abc%', '%abc' and '%abc%' are not supported",
+            ));
+        }
+        let lit = serde_json::to_string(core).expect("a string encodes");
+        let test = match (starts, ends) {
+            (false, false) => format!("{text} == {lit}"),
+            (false, true) => format!("{text}.startsWith({lit})"),
+            (true, false) => format!("{text}.endsWith({lit})"),
+            (true, true) => format!("{text}.contains({lit})"),
+        };
+        Ok((
+            if negated {
+                format!("!({test})")
+            } else {
+                format!("({test})")
+            },
+            Some(SqlType::Boolean),
+        ))
+    }
+
+    /// `CASE [operand] WHEN … THEN … [ELSE …] END` as nested CEL conditionals.
+    fn case(
+        &mut self,
+        expr: &Expr,
+        operand: Option<&Expr>,
+        conditions: &[sqlparser::ast::CaseWhen],
+        else_result: Option<&Expr>,
+    ) -> Result<Translated, Problem> {
+        let Some(otherwise) = else_result else {
+            return Err(self.problem(expr, "CASE needs an ELSE (a NULL result is not supported)"));
+        };
+        let (mut text, mut ty) = self.cel(otherwise)?;
+        for when in conditions.iter().rev() {
+            let test = match operand {
+                Some(operand) => self.compare(expr, operand, "==", &when.condition)?,
+                None => self.condition(&when.condition)?,
+            };
+            let (result, result_ty) = self.cel(&when.result)?;
+            if result_ty != ty {
+                return Err(self.problem(
+                    &when.result,
+                    format!(
+                        "type mismatch: the results of CASE differ: {} and {}",
+                        result_ty.map_or("NULL".into(), |t| t.to_string()),
+                        ty.map_or("NULL".into(), |t| t.to_string())
+                    ),
+                ));
+            }
+            text = format!("({test} ? {result} : {text})");
+            ty = result_ty;
+        }
+        Ok((text, ty))
+    }
+}

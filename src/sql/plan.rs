@@ -1,0 +1,1294 @@
+//! Planning: each `INSERT INTO sink SELECT …` becomes a windowed metric (a query over a window
+//! table function) or a route (a filter and projection without a window), reading a source
+//! table and writing a sink table; then the tables in use become the job's sources and sinks.
+
+use std::time::Duration;
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, Function, GroupByExpr, ObjectName, Query, Select, SelectItem, SetExpr,
+    Spanned as _, TableFactor, Value as SqlValue,
+};
+use sqlparser::tokenizer::Span;
+
+use super::catalog::{ColumnRef, Connector, Table};
+use super::error::Problem;
+use super::expr::Translator;
+use super::parse::Insert;
+use super::time::{call_args, interval_millis, is_epoch};
+use super::types::SqlType;
+use crate::job::{
+    AggregateSpec, Comparison, Condition, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec,
+    SourceKind, SourceSpec,
+};
+use crate::operators::aggregate::AggregateKind;
+use crate::operators::predicate::Predicate;
+use crate::operators::window::WindowSpec;
+use crate::record::{Field, Schema, Value};
+use crate::sinks::file::FileTarget;
+use crate::sinks::format::Format;
+use crate::sinks::kafka::KafkaSinkConfig;
+
+/// File sources are read as this many interleaved splits per file, as the TOML examples do, so
+/// that two workers share a file.
+const FILE_SPLITS: usize = 2;
+/// A worker whose share of a file source is this far ahead in event time waits for the others.
+const FILE_MAX_DRIFT: Duration = Duration::from_secs(5);
+
+/// What the job's statements compute, before the sources' schemas are known.
+pub(super) struct Planner<'a> {
+    tables: &'a [Table],
+    /// Tables whose declaration failed: statements naming them are skipped, not reported again.
+    broken: &'a [String],
+    /// The problems found.
+    pub problems: Vec<Problem>,
+    sources: Vec<SourceUse>,
+    sinks: Vec<SinkUse>,
+    metrics: Vec<MetricPlan>,
+    routes: Vec<RoutePlan>,
+}
+
+/// A table read by the job, with the physical columns its queries read.
+struct SourceUse {
+    table: usize,
+    used: Vec<usize>,
+}
+
+/// A table written by the job.
+struct SinkUse {
+    table: usize,
+    /// How many statements write it.
+    writers: usize,
+}
+
+/// A windowed aggregate, with table column indexes.
+struct MetricPlan {
+    name: String,
+    source: usize,
+    group_by: Vec<usize>,
+    window: WindowSpec,
+    /// Each aggregate, over a physical column (`None`: `COUNT(*)`).
+    aggregates: Vec<(AggregateKind, Option<usize>)>,
+    having: Vec<Condition>,
+    sink: usize,
+    columns: Vec<String>,
+}
+
+/// A filter without a window.
+struct RoutePlan {
+    name: String,
+    source: usize,
+    when: Option<(String, Span)>,
+    sink: usize,
+}
+
+/// Where a value of a windowed query's result row comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Item {
+    /// The group-by key of this position.
+    Key(usize),
+    /// A window bound (`end`: window_end), as a timestamp, epoch seconds or epoch ms.
+    Bound { end: bool, unit: Unit },
+    /// The aggregate of this index.
+    Aggregate(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Unit {
+    Timestamp,
+    Seconds,
+    Millis,
+}
+
+/// The parts of a windowed query being planned.
+struct Windowed<'a> {
+    table: &'a Table,
+    construct: String,
+    keys: Vec<usize>,
+    aggregates: Vec<(AggregateKind, Option<usize>, SqlType)>,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner over the declared `tables`.
+    pub(super) fn new(tables: &'a [Table], broken: &'a [String]) -> Self {
+        Planner {
+            tables,
+            broken,
+            problems: Vec::new(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            metrics: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Plans one `INSERT`.
+    pub(super) fn insert(&mut self, insert: &Insert) {
+        if let Err(p) = self.try_insert(insert) {
+            self.problems.push(p);
+        }
+    }
+
+    /// The table `name` names; `Ok(None)` when its declaration failed.
+    fn table(&self, name: &ObjectName, construct: &str) -> Result<Option<usize>, Problem> {
+        let text = name.to_string().replace('`', "");
+        if let Some(i) = self.tables.iter().position(|t| t.name == text) {
+            return Ok(Some(i));
+        }
+        if self.broken.contains(&text) {
+            return Ok(None);
+        }
+        Err(Problem::new(
+            name.span(),
+            construct,
+            format!("no table named `{text}`: declare it with CREATE TABLE first"),
+        ))
+    }
+
+    fn try_insert(&mut self, insert: &Insert) -> Result<(), Problem> {
+        let construct = format!("INSERT INTO {}", insert.sink);
+        let Some(sink_table) = self.table(&insert.sink, &construct)? else {
+            return Ok(());
+        };
+        let select = select_of(&insert.query, &construct)?;
+        if select.from.len() != 1 || !select.from[0].joins.is_empty() {
+            return Err(Problem::new(
+                select.select_token.0.span,
+                &construct,
+                "joins are not supported: a query reads one table or one window of it",
+            ));
+        }
+        if select.distinct.is_some() {
+            return Err(Problem::new(
+                select.select_token.0.span,
+                &construct,
+                "SELECT DISTINCT is not supported",
+            ));
+        }
+        match &select.from[0].relation {
+            TableFactor::Table {
+                name,
+                args: None,
+                version: None,
+                ..
+            } => {
+                let Some(source) = self.table(name, &construct)? else {
+                    return Ok(());
+                };
+                self.route(insert, select, source, sink_table, construct)
+            }
+            TableFactor::Table { name, .. } => Err(Problem::new(
+                name.span(),
+                &construct,
+                "temporal joins and table arguments (FOR SYSTEM_TIME AS OF) are not supported",
+            )),
+            TableFactor::TableFunction {
+                expr: Expr::Function(f),
+                ..
+            } => self.windowed(insert, select, f, sink_table, construct),
+            other => Err(Problem::new(
+                other.span(),
+                &construct,
+                "a query reads a table or TABLE(TUMBLE|HOP|SESSION(TABLE t, DESCRIPTOR(rt), …))",
+            )),
+        }
+    }
+
+    /// The index of the source reading `table`, checked on first use.
+    fn source(&mut self, table: usize, at: Span, construct: &str) -> Result<usize, Problem> {
+        if let Some(i) = self.sources.iter().position(|s| s.table == table) {
+            return Ok(i);
+        }
+        let t = &self.tables[table];
+        if self.sinks.iter().any(|s| s.table == table) {
+            return Err(Problem::new(
+                at,
+                construct,
+                format!("table `{}` is both written and read: not supported", t.name),
+            ));
+        }
+        match &t.connector {
+            Connector::Filesystem {
+                format: Format::Csv,
+                format_at,
+                ..
+            } => {
+                return Err(Problem::new(
+                    *format_at,
+                    format!("CREATE TABLE {}", t.name),
+                    "a filesystem source reads format 'json' only",
+                ));
+            }
+            Connector::Kafka {
+                has_group: false, ..
+            } => {
+                return Err(Problem::new(
+                    t.at,
+                    format!("CREATE TABLE {}", t.name),
+                    "a kafka source needs 'properties.group.id': it commits its offsets there",
+                ));
+            }
+            Connector::Print { .. } | Connector::Blackhole => {
+                return Err(Problem::new(
+                    at,
+                    construct,
+                    format!(
+                        "table `{}` is a print or blackhole sink: it cannot be read",
+                        t.name
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let Some(watermark) = &t.watermark else {
+            return Err(Problem::new(
+                at,
+                construct,
+                format!(
+                    "table `{}` has no WATERMARK: Eddy reads every source in event time; declare \
+                     one, e.g. `rt AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rt AS rt - INTERVAL \
+                     '2' SECOND`",
+                    t.name
+                ),
+            ));
+        };
+        self.sources.push(SourceUse {
+            table,
+            used: vec![watermark.field],
+        });
+        Ok(self.sources.len() - 1)
+    }
+
+    /// The index of the sink writing `table`, checked on first use.
+    fn sink(&mut self, table: usize, at: Span, construct: &str) -> Result<usize, Problem> {
+        let t = &self.tables[table];
+        if self.sources.iter().any(|s| s.table == table) {
+            return Err(Problem::new(
+                at,
+                construct,
+                format!("table `{}` is both read and written: not supported", t.name),
+            ));
+        }
+        if let Some(i) = self.sinks.iter().position(|s| s.table == table) {
+            if matches!(t.connector, Connector::Filesystem { .. }) {
+                return Err(Problem::new(
+                    at,
+                    construct,
+                    format!(
+                        "filesystem table `{}` is written by an earlier INSERT: a file takes one query",
+                        t.name
+                    ),
+                ));
+            }
+            self.sinks[i].writers += 1;
+            return Ok(i);
+        }
+        if let Connector::Filesystem { path, .. } = &t.connector
+            && (path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir())
+        {
+            return Err(Problem::new(
+                t.at,
+                format!("CREATE TABLE {}", t.name),
+                format!(
+                    "'path' {} is a directory: Eddy's filesystem sink writes one file, so name \
+                     the file",
+                    path.display()
+                ),
+            ));
+        }
+        self.sinks.push(SinkUse { table, writers: 1 });
+        Ok(self.sinks.len() - 1)
+    }
+
+    /// Checks that the query's `types` fit the sink's columns, in order.
+    fn fit(
+        &self,
+        sink: &Table,
+        types: &[(SqlType, Span)],
+        at: Span,
+        construct: &str,
+    ) -> Result<(), Problem> {
+        if sink.columns.len() != types.len() || !sink.computed.is_empty() {
+            return Err(Problem::new(
+                at,
+                construct,
+                format!(
+                    "table `{}` has {} columns but the query gives {}",
+                    sink.name,
+                    sink.columns.len() + sink.computed.len(),
+                    types.len()
+                ),
+            ));
+        }
+        for (column, (ty, span)) in sink.columns.iter().zip(types) {
+            if !ty.fits(column.ty) {
+                let hint = if matches!(ty, SqlType::Timestamp | SqlType::TimestampLtz) {
+                    ": Eddy writes times as epoch milliseconds, e.g. CAST(TIMESTAMPDIFF(SECOND, \
+                     TIMESTAMP '1970-01-01 00:00:00', window_start) AS BIGINT) * 1000"
+                } else {
+                    ""
+                };
+                return Err(Problem::new(
+                    *span,
+                    construct,
+                    format!(
+                        "type mismatch: column `{}` of `{}` is {}, but the query gives {ty}{hint}",
+                        column.name, sink.name, column.ty
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn route(
+        &mut self,
+        insert: &Insert,
+        select: &Select,
+        source_table: usize,
+        sink_table: usize,
+        construct: String,
+    ) -> Result<(), Problem> {
+        let table = &self.tables[source_table];
+        let sink = &self.tables[sink_table];
+        if let Some(e) = group_by_exprs(&select.group_by).first() {
+            return Err(Problem::new(
+                e.span(),
+                &construct,
+                "GROUP BY without a window is not supported: aggregate over TUMBLE, HOP or \
+                 SESSION",
+            ));
+        }
+        if let Some(h) = &select.having {
+            return Err(Problem::new(
+                h.span(),
+                &construct,
+                "HAVING needs GROUP BY over a window",
+            ));
+        }
+        let mut columns: Vec<(usize, Span)> = Vec::new();
+        for item in &select.projection {
+            match item {
+                SelectItem::Wildcard(_) => {
+                    columns.extend((0..table.columns.len()).map(|i| (i, item.span())))
+                }
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let name = match e {
+                        Expr::Identifier(id) => &id.value,
+                        _ => {
+                            return Err(Problem::new(
+                                e.span(),
+                                &construct,
+                                format!(
+                                    "`{e}`: without a window a query selects columns as they \
+                                     are; computed projections are not supported"
+                                ),
+                            ));
+                        }
+                    };
+                    match table.column(name) {
+                        Some(ColumnRef::Physical(i)) => columns.push((i, e.span())),
+                        Some(ColumnRef::Computed(_)) => {
+                            return Err(Problem::new(
+                                e.span(),
+                                &construct,
+                                format!(
+                                    "writing the time attribute `{name}` is not supported: \
+                                     select the column it is computed from"
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(Problem::new(
+                                e.span(),
+                                &construct,
+                                table.unknown_column(name),
+                            ));
+                        }
+                    }
+                }
+                other => {
+                    return Err(Problem::new(
+                        other.span(),
+                        &construct,
+                        format!("`{other}` is not supported"),
+                    ));
+                }
+            }
+        }
+        let types: Vec<(SqlType, Span)> = columns
+            .iter()
+            .map(|&(i, span)| (table.columns[i].ty, span))
+            .collect();
+        self.fit(sink, &types, insert.at, &construct)?;
+        for (column, &(i, span)) in sink.columns.iter().zip(&columns) {
+            if column.name != table.columns[i].name {
+                return Err(Problem::new(
+                    span,
+                    &construct,
+                    format!(
+                        "without a window a query writes columns under their own names: column \
+                         `{}` of `{}` is given `{}`",
+                        column.name, sink.name, table.columns[i].name
+                    ),
+                ));
+            }
+        }
+        let mut translator = Translator {
+            table,
+            construct: &construct,
+            used: columns.iter().map(|&(i, _)| i).collect(),
+        };
+        let when = match &select.selection {
+            Some(e) => Some((translator.condition(e)?, e.span())),
+            None => None,
+        };
+        let used = translator.used;
+        let source = self.source(source_table, select.from[0].relation.span(), &construct)?;
+        let sink = self.sink(sink_table, insert.at, &construct)?;
+        self.use_columns(source, &used);
+        self.routes.push(RoutePlan {
+            name: self.tables[sink_table].name.clone(),
+            source,
+            when,
+            sink,
+        });
+        Ok(())
+    }
+
+    fn use_columns(&mut self, source: usize, columns: &[usize]) {
+        let used = &mut self.sources[source].used;
+        for &c in columns {
+            if !used.contains(&c) {
+                used.push(c);
+            }
+        }
+    }
+
+    fn windowed(
+        &mut self,
+        insert: &Insert,
+        select: &Select,
+        tvf: &Function,
+        sink_table: usize,
+        construct: String,
+    ) -> Result<(), Problem> {
+        let problem = |at: Span, message: String| Problem::new(at, &construct, message);
+        let kind = tvf.name.to_string().to_ascii_uppercase();
+        let args = call_args(&tvf.args)
+            .ok_or_else(|| problem(tvf.span(), format!("`{tvf}`: unexpected arguments")))?;
+        let expected = match kind.as_str() {
+            "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(rt), INTERVAL 'size' unit)",
+            "HOP" => "HOP(TABLE t, DESCRIPTOR(rt), INTERVAL 'slide' unit, INTERVAL 'size' unit)",
+            "SESSION" => "SESSION(TABLE t, DESCRIPTOR(rt), INTERVAL 'gap' unit)",
+            "CUMULATE" => {
+                return Err(problem(
+                    tvf.span(),
+                    "CUMULATE windows are not supported: use TUMBLE, HOP or SESSION".into(),
+                ));
+            }
+            other => {
+                return Err(problem(
+                    tvf.span(),
+                    format!(
+                        "table function `{other}` is not supported: use TUMBLE, HOP or SESSION"
+                    ),
+                ));
+            }
+        };
+        let intervals = if kind == "HOP" { 2 } else { 1 };
+        if args.len() > 2 + intervals {
+            return Err(problem(
+                args[2 + intervals].span(),
+                "window offsets are not supported".into(),
+            ));
+        }
+        let [table_arg, descriptor, ..] = args.as_slice() else {
+            return Err(problem(tvf.span(), format!("expected {expected}")));
+        };
+        if args.len() != 2 + intervals {
+            return Err(problem(tvf.span(), format!("expected {expected}")));
+        }
+        let table_name = single_call_arg(table_arg, "TABLE")
+            .and_then(|e| match e {
+                Expr::Identifier(id) => Some(ObjectName::from(vec![id.clone()])),
+                _ => None,
+            })
+            .ok_or_else(|| problem(table_arg.span(), format!("expected {expected}")))?;
+        let Some(source_table) = self.table(&table_name, &construct)? else {
+            return Ok(());
+        };
+        let table = &self.tables[source_table];
+        let time = single_call_arg(descriptor, "DESCRIPTOR")
+            .ok_or_else(|| problem(descriptor.span(), format!("expected {expected}")))?;
+        let lengths: Vec<u64> = args[2..]
+            .iter()
+            .map(|e| match interval_millis(e) {
+                Ok(0) => Err(problem(e.span(), "a window length must be positive".into())),
+                Ok(ms) if ms % 1000 != 0 => Err(problem(
+                    e.span(),
+                    "window lengths are whole seconds (so window bounds are)".into(),
+                )),
+                Ok(ms) => Ok(ms),
+                Err(m) => Err(problem(e.span(), m)),
+            })
+            .collect::<Result<_, _>>()?;
+        let window = match (kind.as_str(), lengths.as_slice()) {
+            ("TUMBLE", &[size]) => WindowSpec::Tumbling { size },
+            ("HOP", &[slide, size]) => {
+                if slide > size {
+                    return Err(problem(
+                        args[2].span(),
+                        "a HOP window's slide must not exceed its size".into(),
+                    ));
+                }
+                WindowSpec::Hopping { size, slide }
+            }
+            (_, &[gap]) => WindowSpec::Session { gap },
+            _ => unreachable!("the argument count is checked above"),
+        };
+        let source = self.source(source_table, table_arg.span(), &construct)?;
+        let time_name = self.tables[source_table]
+            .watermark
+            .as_ref()
+            .map(|w| w.name.clone())
+            .expect("a source has a watermark");
+        match time {
+            Expr::Identifier(id) if id.value == time_name => {}
+            other => {
+                return Err(problem(
+                    other.span(),
+                    format!(
+                        "windows are over the table's time attribute `{time_name}` (its \
+                         WATERMARK), not `{other}`"
+                    ),
+                ));
+            }
+        }
+        if let Some(e) = &select.selection {
+            return Err(problem(
+                e.span(),
+                "WHERE in a windowed query is not supported".into(),
+            ));
+        }
+        let mut plan = Windowed {
+            table,
+            construct: construct.clone(),
+            keys: Vec::new(),
+            aggregates: Vec::new(),
+        };
+        let group = group_by_exprs(&select.group_by);
+        let mut bounds = [false, false];
+        for e in &group {
+            match e {
+                Expr::Identifier(id) if id.value == "window_start" => bounds[0] = true,
+                Expr::Identifier(id) if id.value == "window_end" => bounds[1] = true,
+                Expr::Identifier(id) => match table.column(&id.value) {
+                    Some(ColumnRef::Physical(i)) => plan.keys.push(i),
+                    Some(ColumnRef::Computed(_)) => {
+                        return Err(problem(
+                            e.span(),
+                            format!(
+                                "grouping by the time attribute `{}` is not supported",
+                                id.value
+                            ),
+                        ));
+                    }
+                    None => return Err(problem(e.span(), table.unknown_column(&id.value))),
+                },
+                other => {
+                    return Err(problem(
+                        other.span(),
+                        format!("GROUP BY takes columns, not `{other}`"),
+                    ));
+                }
+            }
+        }
+        if bounds != [true, true] {
+            let at = group
+                .first()
+                .map_or(select.select_token.0.span, |e| e.span());
+            return Err(problem(
+                at,
+                "a windowed query groups by window_start and window_end (and its keys)".into(),
+            ));
+        }
+        let mut items = Vec::new();
+        for item in &select.projection {
+            match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    items.push((plan.item(e)?, e.span()))
+                }
+                other => {
+                    return Err(problem(
+                        other.span(),
+                        format!("`{other}` is not supported in a windowed query: name the columns"),
+                    ));
+                }
+            }
+        }
+        let having = match &select.having {
+            Some(h) => plan.having(h)?,
+            None => Vec::new(),
+        };
+        let k = plan.keys.len();
+        let position = |item: Item| match item {
+            Item::Key(i) => i,
+            Item::Bound { end, .. } => k + usize::from(end),
+            Item::Aggregate(i) => k + 2 + i,
+        };
+        let mut types = Vec::new();
+        for &((item, ty), span) in &items {
+            if let Item::Bound {
+                unit: Unit::Seconds,
+                ..
+            } = item
+            {
+                return Err(problem(
+                    span,
+                    "window bounds in epoch seconds are not supported: multiply by 1000 for \
+                     epoch milliseconds"
+                        .into(),
+                ));
+            }
+            types.push((ty, span));
+        }
+        let sink = &self.tables[sink_table];
+        self.fit(sink, &types, insert.at, &construct)?;
+        let width = k + 2 + plan.aggregates.len();
+        let mut names: Vec<Option<String>> = vec![None; width];
+        for (column, &((item, _), span)) in sink.columns.iter().zip(&items) {
+            let p = position(item);
+            if names[p].is_some() {
+                return Err(problem(
+                    span,
+                    "selecting the same value twice is not supported".into(),
+                ));
+            }
+            names[p] = Some(column.name.clone());
+        }
+        let mut columns: Vec<String> = Vec::with_capacity(width);
+        for (p, name) in names.into_iter().enumerate() {
+            let name = name.unwrap_or_else(|| {
+                let mut unselected = format!("#{p}");
+                while sink.columns.iter().any(|c| c.name == unselected) {
+                    unselected.push('#');
+                }
+                unselected
+            });
+            columns.push(name);
+        }
+        let having = having
+            .into_iter()
+            .map(|(item, op, value)| Condition {
+                column: position(item),
+                op,
+                value,
+            })
+            .collect();
+        let name = sink.name.clone();
+        let Windowed {
+            keys, aggregates, ..
+        } = plan;
+        let mut used: Vec<usize> = keys.clone();
+        used.extend(aggregates.iter().filter_map(|a| a.1));
+        let sink = self.sink(sink_table, insert.at, &construct)?;
+        self.use_columns(source, &used);
+        self.metrics.push(MetricPlan {
+            name,
+            source,
+            group_by: keys,
+            window,
+            aggregates: aggregates.into_iter().map(|(k, f, _)| (k, f)).collect(),
+            having,
+            sink,
+            columns,
+        });
+        Ok(())
+    }
+
+    /// The sources, metrics, routes and sinks planned; problems of the last checks are added to
+    /// [`Planner::problems`].
+    pub(super) fn finish(
+        mut self,
+    ) -> (
+        Vec<SourceSpec>,
+        Vec<MetricSpec>,
+        Vec<RouteSpec>,
+        Vec<SinkSpec>,
+        Vec<Problem>,
+    ) {
+        let mut sources = Vec::new();
+        let mut record_index: Vec<Vec<Option<usize>>> = Vec::new();
+        for s in &self.sources {
+            let table = &self.tables[s.table];
+            let watermark = table.watermark.as_ref().expect("a source has a watermark");
+            let mut index = vec![None; table.columns.len()];
+            let mut fields = Vec::new();
+            for (i, c) in table.columns.iter().enumerate() {
+                if s.used.contains(&i) {
+                    index[i] = Some(fields.len());
+                    fields.push(Field {
+                        name: c.name.as_str().into(),
+                        ty: c.ty.field_type(),
+                        required: c.required || i == watermark.field,
+                    });
+                }
+            }
+            let schema = Schema::new(fields, &table.columns[watermark.field].name)
+                .expect("the watermark's column is an integer or timestamp field");
+            let (kind, max_drift) = match &table.connector {
+                Connector::Filesystem { path, .. } => (
+                    SourceKind::File {
+                        paths: vec![path.clone()],
+                        splits: FILE_SPLITS,
+                    },
+                    Some(FILE_MAX_DRIFT),
+                ),
+                Connector::Kafka {
+                    topic, properties, ..
+                } => (
+                    SourceKind::Kafka {
+                        properties: properties.clone(),
+                        topics: vec![topic.clone()],
+                    },
+                    None,
+                ),
+                Connector::Print { .. } | Connector::Blackhole => {
+                    unreachable!("checked when the source was first used")
+                }
+            };
+            sources.push(SourceSpec {
+                name: table.name.clone(),
+                kind,
+                schema: std::sync::Arc::new(schema),
+                out_of_orderness: Duration::from_millis(watermark.delay_ms),
+                idle_timeout: None,
+                max_drift,
+                max_record_bytes: SourceSpec::DEFAULT_MAX_RECORD_BYTES,
+            });
+            record_index.push(index);
+        }
+        let field = |source: usize, column: usize| {
+            record_index[source][column].expect("every column a query reads is in its schema")
+        };
+        let metrics = self
+            .metrics
+            .iter()
+            .map(|m| MetricSpec {
+                name: m.name.clone(),
+                source: m.source,
+                group_by: m.group_by.iter().map(|&c| field(m.source, c)).collect(),
+                window: m.window,
+                lateness: 0,
+                aggregates: m
+                    .aggregates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(kind, column))| AggregateSpec {
+                        name: m.columns[m.group_by.len() + 2 + i].clone(),
+                        kind,
+                        field: column.map_or(sources[m.source].schema.time_index(), |c| {
+                            field(m.source, c)
+                        }),
+                    })
+                    .collect(),
+                having: m.having.clone(),
+                sinks: vec![m.sink],
+                late_sink: None,
+                columns: m.columns.clone(),
+            })
+            .collect();
+        let mut routes = Vec::new();
+        for r in &self.routes {
+            let select = match &r.when {
+                None => Selection::Every,
+                Some((text, at)) => match Predicate::compile(text, &sources[r.source].schema) {
+                    Ok(p) => Selection::When(p),
+                    Err(e) => {
+                        self.problems.push(Problem::new(
+                            *at,
+                            format!("INSERT INTO {}", r.name),
+                            format!("the filter does not compile: {}", e.message),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            routes.push(RouteSpec {
+                name: r.name.clone(),
+                source: r.source,
+                select,
+                sinks: vec![r.sink],
+            });
+        }
+        let sinks = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let table = &self.tables[s.table];
+                let (kind, format, key) = match &table.connector {
+                    Connector::Filesystem { path, format, .. } => (
+                        SinkKind::File(FileTarget::Path(path.clone())),
+                        *format,
+                        None,
+                    ),
+                    Connector::Kafka {
+                        topic,
+                        properties,
+                        format,
+                        key,
+                        ..
+                    } => (
+                        SinkKind::Kafka(KafkaSinkConfig {
+                            properties: properties.clone(),
+                            topic: topic.clone(),
+                        }),
+                        *format,
+                        key.clone(),
+                    ),
+                    Connector::Print { stderr } => (
+                        SinkKind::File(if *stderr {
+                            FileTarget::Stderr
+                        } else {
+                            FileTarget::Stdout
+                        }),
+                        Format::Json,
+                        None,
+                    ),
+                    Connector::Blackhole => (SinkKind::Discard, Format::Json, None),
+                };
+                SinkSpec {
+                    name: table.name.clone(),
+                    kind,
+                    format,
+                    key,
+                    columns: Some(table.columns.iter().map(|c| c.name.clone()).collect()),
+                    order_by: Vec::new(),
+                }
+            })
+            .collect();
+        (sources, metrics, routes, sinks, self.problems)
+    }
+}
+
+impl Windowed<'_> {
+    fn problem(&self, expr: &Expr, message: impl Into<String>) -> Problem {
+        Problem::new(expr.span(), &self.construct, message)
+    }
+
+    /// What a SELECT item of a windowed query is, and its type.
+    fn item(&mut self, expr: &Expr) -> Result<(Item, SqlType), Problem> {
+        match expr {
+            Expr::Nested(inner) => self.item(inner),
+            Expr::Identifier(id) if id.value == "window_start" || id.value == "window_end" => Ok((
+                Item::Bound {
+                    end: id.value == "window_end",
+                    unit: Unit::Timestamp,
+                },
+                SqlType::Timestamp,
+            )),
+            Expr::Identifier(id) => match self.table.column(&id.value) {
+                Some(ColumnRef::Physical(i)) => match self.keys.iter().position(|&k| k == i) {
+                    Some(p) => Ok((Item::Key(p), self.table.columns[i].ty)),
+                    None => Err(self.problem(
+                        expr,
+                        format!(
+                            "column `{}` is neither grouped nor aggregated: add it to GROUP BY \
+                             or aggregate it",
+                            id.value
+                        ),
+                    )),
+                },
+                Some(ColumnRef::Computed(_)) => Err(self.problem(
+                    expr,
+                    format!(
+                        "the time attribute `{}` is not a column of a window's result: select \
+                         window_start or window_end",
+                        id.value
+                    ),
+                )),
+                None => Err(self.problem(expr, self.table.unknown_column(&id.value))),
+            },
+            Expr::Function(f) if f.over.is_some() => {
+                Err(self.problem(expr, "OVER windows are not supported"))
+            }
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_ascii_uppercase();
+                if name == "TIMESTAMPDIFF" {
+                    return self.timestampdiff(expr, f);
+                }
+                let i = self.aggregate(expr, f, &name)?;
+                Ok((Item::Aggregate(i), self.aggregates[i].2))
+            }
+            Expr::Cast {
+                expr: inner,
+                data_type,
+                ..
+            } => {
+                let (item, ty) = self.item(inner)?;
+                let to = SqlType::of(data_type).map_err(|m| self.problem(expr, m))?;
+                let seconds = matches!(
+                    item,
+                    Item::Bound {
+                        unit: Unit::Seconds,
+                        ..
+                    }
+                );
+                if to == ty || (ty.is_integer() && to.is_integer()) || seconds && to.is_integer() {
+                    Ok((item, to))
+                } else {
+                    Err(self.problem(
+                        expr,
+                        format!("CAST from {ty} to {to} is not supported here"),
+                    ))
+                }
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Multiply,
+                right,
+            } => {
+                let (factor, other) = if is_thousand(right) {
+                    (right, left)
+                } else {
+                    (left, right)
+                };
+                let (item, _) = self.item(other)?;
+                match item {
+                    Item::Bound {
+                        end,
+                        unit: Unit::Seconds,
+                    } if is_thousand(factor) => Ok((
+                        Item::Bound {
+                            end,
+                            unit: Unit::Millis,
+                        },
+                        SqlType::BigInt,
+                    )),
+                    _ => Err(self.unsupported_arithmetic(expr)),
+                }
+            }
+            Expr::BinaryOp { .. } | Expr::UnaryOp { .. } => Err(self.unsupported_arithmetic(expr)),
+            Expr::Value(_) => Err(self.problem(
+                expr,
+                "constant columns are not supported in a windowed query",
+            )),
+            _ => Err(self.problem(
+                expr,
+                format!("`{expr}` is not supported in a windowed query"),
+            )),
+        }
+    }
+
+    fn unsupported_arithmetic(&self, expr: &Expr) -> Problem {
+        self.problem(
+            expr,
+            format!(
+                "`{expr}`: the only arithmetic on a window's result is epoch seconds * 1000 \
+                 (epoch milliseconds)"
+            ),
+        )
+    }
+
+    /// `TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', window_start|window_end)`.
+    fn timestampdiff(&mut self, expr: &Expr, f: &Function) -> Result<(Item, SqlType), Problem> {
+        let args = call_args(&f.args).unwrap_or_default();
+        let expected = "TIMESTAMPDIFF is supported as TIMESTAMPDIFF(SECOND, TIMESTAMP \
+                        '1970-01-01 00:00:00', window_start or window_end): epoch seconds";
+        let [unit, epoch, bound] = args.as_slice() else {
+            return Err(self.problem(expr, expected));
+        };
+        if !unit.to_string().eq_ignore_ascii_case("SECOND") || !is_epoch(epoch) {
+            return Err(self.problem(expr, expected));
+        }
+        match self.item(bound)? {
+            (
+                Item::Bound {
+                    end,
+                    unit: Unit::Timestamp,
+                },
+                _,
+            ) => Ok((
+                Item::Bound {
+                    end,
+                    unit: Unit::Seconds,
+                },
+                SqlType::Int,
+            )),
+            _ => Err(self.problem(bound, expected)),
+        }
+    }
+
+    /// The index of the aggregate `f` computes, added if new.
+    fn aggregate(&mut self, expr: &Expr, f: &Function, name: &str) -> Result<usize, Problem> {
+        let FunctionArguments(list) = arguments(f);
+        if f.filter.is_some() || !f.within_group.is_empty() {
+            return Err(self.problem(expr, "FILTER and WITHIN GROUP are not supported"));
+        }
+        let distinct = matches!(
+            list.as_ref().and_then(|l| l.duplicate_treatment),
+            Some(sqlparser::ast::DuplicateTreatment::Distinct)
+        );
+        let args = list.map(|l| l.args.as_slice()).unwrap_or_default();
+        let star = matches!(
+            args,
+            [sqlparser::ast::FunctionArg::Unnamed(
+                sqlparser::ast::FunctionArgExpr::Wildcard
+            )]
+        );
+        let column = match args {
+            [sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(e))] => {
+                Some(e)
+            }
+            _ => None,
+        };
+        let known = ["COUNT", "SUM", "MIN", "MAX", "AVG"];
+        if !known.contains(&name) {
+            return Err(self.problem(
+                expr,
+                format!(
+                    "function `{name}` is not supported in a windowed query: the aggregates are \
+                     COUNT(*), COUNT(DISTINCT x), SUM, MIN, MAX and AVG"
+                ),
+            ));
+        }
+        let (kind, field, ty) = match (name, star, column, distinct) {
+            ("COUNT", true, _, false) => (AggregateKind::Count, None, SqlType::BigInt),
+            (_, false, Some(e), _) => {
+                let i = match e {
+                    Expr::Identifier(id) => match self.table.column(&id.value) {
+                        Some(ColumnRef::Physical(i)) => i,
+                        Some(ColumnRef::Computed(_)) => {
+                            return Err(self.problem(
+                                e,
+                                format!(
+                                    "aggregating the time attribute `{}` is not supported",
+                                    id.value
+                                ),
+                            ));
+                        }
+                        None => return Err(self.problem(e, self.table.unknown_column(&id.value))),
+                    },
+                    _ => {
+                        return Err(self.problem(e, format!("{name} takes a column, not `{e}`")));
+                    }
+                };
+                let ty = self.table.columns[i].ty;
+                let kind = match (name, distinct) {
+                    ("COUNT", true) => AggregateKind::DistinctCount,
+                    ("COUNT", false) if self.table.columns[i].required => AggregateKind::Count,
+                    ("COUNT", false) => {
+                        return Err(self.problem(
+                            expr,
+                            "COUNT(column) of a nullable column is not supported: use COUNT(*) \
+                             or COUNT(DISTINCT column)",
+                        ));
+                    }
+                    (_, true) => {
+                        return Err(
+                            self.problem(expr, format!("{name}(DISTINCT …) is not supported"))
+                        );
+                    }
+                    ("SUM", _) => AggregateKind::Sum,
+                    ("MIN", _) => AggregateKind::Min,
+                    ("MAX", _) => AggregateKind::Max,
+                    _ => AggregateKind::Avg,
+                };
+                let numeric_only =
+                    !matches!(kind, AggregateKind::Count | AggregateKind::DistinctCount);
+                if numeric_only && !ty.is_numeric() {
+                    return Err(self.problem(
+                        expr,
+                        format!("type mismatch: {name} takes a number, but `{e}` is {ty}"),
+                    ));
+                }
+                let result = match kind {
+                    AggregateKind::Count | AggregateKind::DistinctCount => SqlType::BigInt,
+                    AggregateKind::Avg => SqlType::Double,
+                    AggregateKind::Sum if ty.is_integer() => SqlType::BigInt,
+                    _ => ty,
+                };
+                (kind, Some(i), result)
+            }
+            _ => {
+                return Err(
+                    self.problem(expr, format!("`{expr}`: write COUNT(*) or {name}(column)"))
+                );
+            }
+        };
+        if let Some(i) = self
+            .aggregates
+            .iter()
+            .position(|&(k, c, _)| k == kind && c == field)
+        {
+            return Ok(i);
+        }
+        self.aggregates.push((kind, field, ty));
+        Ok(self.aggregates.len() - 1)
+    }
+
+    /// `HAVING a op literal [AND …]` as conditions on result items.
+    fn having(&mut self, expr: &Expr) -> Result<Vec<(Item, Comparison, Value)>, Problem> {
+        match expr {
+            Expr::Nested(inner) => self.having(inner),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                let mut all = self.having(left)?;
+                all.extend(self.having(right)?);
+                Ok(all)
+            }
+            Expr::BinaryOp { left, op, right } => {
+                let op = comparison(op).ok_or_else(|| {
+                    self.problem(
+                        expr,
+                        "HAVING takes comparisons of a result with a number or string, joined by \
+                         AND",
+                    )
+                })?;
+                let (item_expr, written, op) = match literal(right) {
+                    Some(_) => (left, right, op),
+                    None => (right, left, flip(op)),
+                };
+                let Some((value, value_ty)) = literal(written) else {
+                    return Err(
+                        self.problem(expr, "HAVING compares a result with a number or a string")
+                    );
+                };
+                let (item, ty) = self.item(item_expr)?;
+                if matches!(item, Item::Bound { .. }) || !ty.compares_with(value_ty) {
+                    return Err(self.problem(
+                        expr,
+                        format!(
+                            "type mismatch: `{item_expr}` is {ty} and `{written}` is {value_ty}"
+                        ),
+                    ));
+                }
+                Ok(vec![(item, op, value)])
+            }
+            _ => Err(self.problem(
+                expr,
+                "HAVING takes comparisons of a result with a number or string, joined by AND",
+            )),
+        }
+    }
+}
+
+/// The arguments of a function call (`None` when written without parentheses).
+struct FunctionArguments<'a>(Option<&'a sqlparser::ast::FunctionArgumentList>);
+
+fn arguments(f: &Function) -> FunctionArguments<'_> {
+    match &f.args {
+        sqlparser::ast::FunctionArguments::List(list) => FunctionArguments(Some(list)),
+        _ => FunctionArguments(None),
+    }
+}
+
+/// The query's SELECT, refusing what a streaming job cannot run.
+fn select_of<'q>(query: &'q Query, construct: &str) -> Result<&'q Select, Problem> {
+    if let Some(with) = &query.with {
+        return Err(Problem::new(
+            with.span(),
+            construct,
+            "WITH (common table expressions) is not supported",
+        ));
+    }
+    if let Some(order) = &query.order_by {
+        return Err(Problem::new(
+            order.span(),
+            construct,
+            "ORDER BY is not supported in a streaming query",
+        ));
+    }
+    if let Some(limit) = &query.limit_clause {
+        return Err(Problem::new(
+            limit.span(),
+            construct,
+            "LIMIT is not supported in a streaming query",
+        ));
+    }
+    match &*query.body {
+        SetExpr::Select(select) => Ok(select),
+        other => Err(Problem::new(
+            other.span(),
+            construct,
+            "UNION, INTERSECT, EXCEPT and VALUES are not supported: write one SELECT",
+        )),
+    }
+}
+
+fn group_by_exprs(group_by: &GroupByExpr) -> Vec<&Expr> {
+    match group_by {
+        GroupByExpr::Expressions(exprs, _) => exprs.iter().collect(),
+        GroupByExpr::All(_) => Vec::new(),
+    }
+}
+
+/// The single argument of `NAME(arg)`.
+fn single_call_arg<'e>(expr: &'e Expr, name: &str) -> Option<&'e Expr> {
+    let Expr::Function(f) = expr else { return None };
+    if !f.name.to_string().eq_ignore_ascii_case(name) {
+        return None;
+    }
+    match call_args(&f.args)?.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    }
+}
+
+fn is_thousand(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(v) if matches!(&v.value, SqlValue::Number(n, _) if n == "1000"))
+}
+
+fn comparison(op: &BinaryOperator) -> Option<Comparison> {
+    Some(match op {
+        BinaryOperator::Eq => Comparison::Eq,
+        BinaryOperator::NotEq => Comparison::Ne,
+        BinaryOperator::Lt => Comparison::Lt,
+        BinaryOperator::LtEq => Comparison::Le,
+        BinaryOperator::Gt => Comparison::Gt,
+        BinaryOperator::GtEq => Comparison::Ge,
+        _ => return None,
+    })
+}
+
+/// `a op b` as `b op' a`.
+fn flip(op: Comparison) -> Comparison {
+    match op {
+        Comparison::Lt => Comparison::Gt,
+        Comparison::Le => Comparison::Ge,
+        Comparison::Gt => Comparison::Lt,
+        Comparison::Ge => Comparison::Le,
+        other => other,
+    }
+}
+
+/// A number or string literal, as a value and its type.
+fn literal(expr: &Expr) -> Option<(Value, SqlType)> {
+    let (negative, expr) = match expr {
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => (true, &**expr),
+        other => (false, other),
+    };
+    let Expr::Value(v) = expr else { return None };
+    match &v.value {
+        SqlValue::Number(n, _) => {
+            let n = if negative { format!("-{n}") } else { n.clone() };
+            match n.parse::<i64>() {
+                Ok(i) => Some((Value::Int(i), SqlType::BigInt)),
+                Err(_) => n
+                    .parse::<f64>()
+                    .ok()
+                    .map(|f| (Value::Float(f), SqlType::Double)),
+            }
+        }
+        SqlValue::SingleQuotedString(s) if !negative => {
+            Some((Value::Str(s.as_str().into()), SqlType::String))
+        }
+        _ => None,
+    }
+}
