@@ -1,0 +1,132 @@
+//! SQL jobs run through the binary as a user runs them: the benchmark queries written in Flink
+//! SQL give the same rows as their TOML jobs, and `eddy check` on the bad jobs of `tests/sql/`
+//! prints what their golden files hold (`EDDY_BLESS=1 cargo test --test sql` rewrites them).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::golden::assert_golden;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/jobs")
+        .join(name)
+}
+
+/// `eddy run JOB -w WORKERS` with `env`, which must succeed.
+fn run(job: &Path, workers: usize, env: &[(&str, &Path)]) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command
+        .args(["run", job.to_str().unwrap(), "-w", &workers.to_string()])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("running eddy");
+    assert!(
+        output.status.success(),
+        "{} on {workers} workers: {}",
+        job.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The header line, then the other lines sorted: a SQL file sink writes rows as windows fire,
+/// the TOML examples sort them.
+fn sorted(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    let mut rows: Vec<&str> = lines.collect();
+    rows.sort_unstable();
+    std::iter::once(header.as_str())
+        .chain(rows)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// 100 000 transactions of 500 accounts over 100 s of event time, out of order by up to 1.5 s,
+/// every 1000th 20 s behind its watermark (late for the windows it belongs to).
+fn transactions(dir: &Path) -> PathBuf {
+    let path = dir.join("transactions.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for (n, (account, ts, amount)) in common::transactions(100_000, 500, 1_500, 1_000, 20_000)
+        .into_iter()
+        .enumerate()
+    {
+        let country = ["US", "DE", "FR", "PT"][n % 4];
+        writeln!(
+            file,
+            r#"{{"txn_id":"t{n}","account_id":{account},"amount_cents":{amount},"merchant":"m{}","country":"{country}","ts":{ts}}}"#,
+            n % 7
+        )
+        .unwrap();
+    }
+    file.flush().unwrap();
+    path
+}
+
+/// Q1 and Q2 written as Flink runs them give the rows of q1.toml and q2.toml, late events
+/// dropped alike, on one worker and on two.
+#[test]
+fn the_benchmark_queries_in_sql_give_the_rows_of_their_toml_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = transactions(dir.path());
+    for query in ["q1", "q2"] {
+        for workers in [1, 2] {
+            let mut got = Vec::new();
+            for kind in ["toml", "sql"] {
+                let output = dir.path().join(format!("{query}-{kind}-{workers}.csv"));
+                let env = [("EDDY_INPUT", input.as_path()), ("EDDY_OUTPUT", &output)];
+                run(&example(&format!("{query}.{kind}")), workers, &env);
+                got.push(sorted(&output));
+            }
+            assert!(got[0].lines().count() > 100, "{query}: too few rows to compare");
+            assert_eq!(got[0], got[1], "{query} on {workers} workers: TOML and SQL differ");
+        }
+    }
+}
+
+/// What `eddy check NAME.sql` prints in `dir`, with only `EDDY_INPUT` set.
+fn check(dir: &Path, name: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["check", name])
+        .current_dir(dir)
+        .env_clear()
+        .env("EDDY_INPUT", "in.jsonl")
+        .output()
+        .expect("running eddy");
+    format!(
+        "{}{}exit status: {}\n",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code().map_or("none".into(), |c| c.to_string()),
+    )
+}
+
+/// Each bad job of `tests/sql/` is refused with the file, line, column, construct and reason
+/// its golden file holds, and exit status 2.
+#[test]
+fn check_messages_of_bad_sql_match_their_golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
+    let mut jobs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    jobs.sort();
+    let outputs: Vec<(String, String)> = jobs
+        .iter()
+        .map(|job| {
+            let name = job.file_name().unwrap().to_str().unwrap();
+            let expected = job.with_extension("expected");
+            let expected = expected.file_name().unwrap().to_str().unwrap().to_string();
+            (expected, check(&dir, name))
+        })
+        .collect();
+    assert_golden(&dir, &outputs);
+}
