@@ -85,8 +85,14 @@ fn the_benchmark_queries_in_sql_give_the_rows_of_their_toml_jobs() {
                 run(&example(&format!("{query}.{kind}")), workers, &env);
                 got.push(sorted(&output));
             }
-            assert!(got[0].lines().count() > 100, "{query}: too few rows to compare");
-            assert_eq!(got[0], got[1], "{query} on {workers} workers: TOML and SQL differ");
+            assert!(
+                got[0].lines().count() > 100,
+                "{query}: too few rows to compare"
+            );
+            assert_eq!(
+                got[0], got[1],
+                "{query} on {workers} workers: TOML and SQL differ"
+            );
         }
     }
 }

@@ -359,10 +359,15 @@ fn connector(
                 format!("option '{}' is set twice", o.key),
             ));
         }
-        match context.expand(&o.value, o.value_at, &construct) {
-            Ok(v) => values.push((o, v)),
-            Err(p) => problems.push(p),
-        }
+        // A value that does not expand is reported once, and kept as written.
+        let value = context.expand(&o.value, o.value_at, &construct);
+        values.push((
+            o,
+            value.unwrap_or_else(|p| {
+                problems.push(p);
+                o.value.clone()
+            }),
+        ));
     }
     let get = |key: &str| values.iter().find(|(o, _)| o.key == key);
     let Some((connector_option, kind)) = get("connector") else {

@@ -365,6 +365,7 @@ impl<'a> Planner<'a> {
                 "HAVING needs GROUP BY over a window",
             ));
         }
+        let source = self.source(source_table, select.from[0].relation.span(), &construct)?;
         let mut columns: Vec<(usize, Span)> = Vec::new();
         for item in &select.projection {
             match item {
@@ -374,6 +375,13 @@ impl<'a> Planner<'a> {
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
                     let name = match e {
                         Expr::Identifier(id) => &id.value,
+                        Expr::Function(f) if f.over.is_some() => {
+                            return Err(Problem::new(
+                                e.span(),
+                                &construct,
+                                "OVER windows are not supported",
+                            ));
+                        }
                         _ => {
                             return Err(Problem::new(
                                 e.span(),
@@ -443,7 +451,6 @@ impl<'a> Planner<'a> {
             None => None,
         };
         let used = translator.used;
-        let source = self.source(source_table, select.from[0].relation.span(), &construct)?;
         let sink = self.sink(sink_table, insert.at, &construct)?;
         self.use_columns(source, &used);
         self.routes.push(RoutePlan {

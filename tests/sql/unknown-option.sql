@@ -1,0 +1,2 @@
+-- A misspelt option.
+CREATE TABLE t (a BIGINT) WITH ('connector' = 'filesystem', 'paht' = 'x.csv', 'format' = 'csv');
