@@ -50,7 +50,8 @@ fn sorted(path: &Path) -> String {
 }
 
 /// 100 000 transactions of 500 accounts over 100 s of event time, out of order by up to 1.5 s,
-/// every 1000th 20 s behind its watermark (late for the windows it belongs to).
+/// every 1000th 20 s behind its watermark (late for the windows it belongs to); amounts from
+/// 1.00 to 1000.00, countries and merchants in turn.
 fn transactions(dir: &Path) -> PathBuf {
     let path = dir.join("transactions.jsonl");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
@@ -62,7 +63,8 @@ fn transactions(dir: &Path) -> PathBuf {
         writeln!(
             file,
             r#"{{"txn_id":"t{n}","account_id":{account},"amount_cents":{amount},"merchant":"m{}","country":"{country}","ts":{ts}}}"#,
-            n % 7
+            n % 7,
+            amount = amount * 100,
         )
         .unwrap();
     }
@@ -135,4 +137,94 @@ fn check_messages_of_bad_sql_match_their_golden_files() {
         })
         .collect();
     assert_golden(&dir, &outputs);
+}
+
+/// The routes of `examples/jobs/routing.toml` over a file instead of the generator: the TOML
+/// job that `examples/jobs/routing.sql` must equal.
+const ROUTES_TOML: &str = r#"
+[job]
+name = "routing"
+
+[[sources]]
+name = "payments"
+kind = "file"
+paths = ["${EDDY_INPUT}"]
+event_time = "ts"
+out_of_orderness = "2s"
+schema = { txn_id = "string", account_id = "int", amount_cents = "int", merchant = "string", country = "string", ts = "timestamp" }
+
+[[routes]]
+name = "large_foreign"
+source = "payments"
+when = 'amount_cents > 50000 && country != "US"'
+sinks = ["large-foreign"]
+
+[[routes]]
+name = "euro_area"
+source = "payments"
+when = 'country in ["DE", "FR", "IT", "ES", "NL", "BE", "AT", "IE", "PT", "FI"] && amount_cents >= 2000'
+sinks = ["euro-area"]
+
+[[routes]]
+name = "rest"
+source = "payments"
+otherwise = true
+sinks = ["rest"]
+
+[[sinks]]
+name = "large-foreign"
+kind = "file"
+path = "${EDDY_OUT}/eddy-large-foreign.jsonl"
+
+[[sinks]]
+name = "euro-area"
+kind = "file"
+path = "${EDDY_OUT}/eddy-euro-area.jsonl"
+
+[[sinks]]
+name = "rest"
+kind = "file"
+path = "${EDDY_OUT}/eddy-rest.csv"
+format = "csv"
+columns = ["txn_id", "country", "amount_cents"]
+"#;
+
+/// The routing statement set writes the records the TOML routes job writes, file by file, on
+/// one worker and on two.
+#[test]
+fn the_routing_statement_set_writes_what_the_toml_routes_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = transactions(dir.path());
+    let toml = dir.path().join("routing.toml");
+    std::fs::write(&toml, ROUTES_TOML).unwrap();
+    for workers in [1, 2] {
+        let mut got = Vec::new();
+        for job in [toml.clone(), example("routing.sql")] {
+            let out = dir.path().join(format!("out-{}", got.len()));
+            std::fs::create_dir(&out).unwrap();
+            run(&job, workers, &[("EDDY_INPUT", &input), ("EDDY_OUT", &out)]);
+            let files: Vec<String> = ["eddy-large-foreign.jsonl", "eddy-euro-area.jsonl"]
+                .iter()
+                .map(|f| {
+                    let mut lines: Vec<String> = std::fs::read_to_string(out.join(f))
+                        .unwrap()
+                        .lines()
+                        .map(str::to_string)
+                        .collect();
+                    lines.sort_unstable();
+                    lines.join("\n")
+                })
+                .chain([sorted(&out.join("eddy-rest.csv"))])
+                .collect();
+            std::fs::remove_dir_all(&out).unwrap();
+            got.push(files);
+        }
+        for (toml, sql) in got[0].iter().zip(&got[1]) {
+            assert!(toml.lines().count() > 100, "too few records to compare");
+            assert_eq!(
+                toml, sql,
+                "on {workers} workers: TOML and SQL routes differ"
+            );
+        }
+    }
 }
