@@ -197,12 +197,21 @@ fn the_routing_statement_set_writes_what_the_toml_routes_write() {
     let input = transactions(dir.path());
     let toml = dir.path().join("routing.toml");
     std::fs::write(&toml, ROUTES_TOML).unwrap();
+    // The example writes /tmp/eddy-sql-*: here, the test's directory.
+    let sql = dir.path().join("routing.sql");
+    let text = std::fs::read_to_string(example("routing.sql")).unwrap();
+    assert!(
+        text.contains("'/tmp/eddy-sql-"),
+        "the example writes /tmp/eddy-sql-*"
+    );
+    let out = dir.path().join("out");
+    let prefix = format!("'{}/eddy-", out.display());
+    std::fs::write(&sql, text.replace("'/tmp/eddy-sql-", &prefix)).unwrap();
     for workers in [1, 2] {
         let mut got = Vec::new();
-        for job in [toml.clone(), example("routing.sql")] {
-            let out = dir.path().join(format!("out-{}", got.len()));
+        for job in [&toml, &sql] {
             std::fs::create_dir(&out).unwrap();
-            run(&job, workers, &[("EDDY_INPUT", &input), ("EDDY_OUT", &out)]);
+            run(job, workers, &[("EDDY_INPUT", &input), ("EDDY_OUT", &out)]);
             let files: Vec<String> = ["eddy-large-foreign.jsonl", "eddy-euro-area.jsonl"]
                 .iter()
                 .map(|f| {

@@ -1,5 +1,5 @@
 -- Content-based routing in Flink SQL, the routes of routing.toml over a JSON-lines file:
---   EDDY_INPUT=payments.jsonl EDDY_OUT=/tmp eddy run examples/jobs/routing.sql
+--   EDDY_INPUT=payments.jsonl eddy run examples/jobs/routing.sql
 -- Each INSERT is a route: an event goes to every INSERT whose WHERE holds (fan-out). The
 -- statement set runs them as one job reading the file once.
 
@@ -28,7 +28,7 @@ CREATE TABLE large_foreign (
   ts BIGINT
 ) WITH (
   'connector' = 'filesystem',
-  'path' = '${EDDY_OUT}/eddy-large-foreign.jsonl',
+  'path' = '/tmp/eddy-sql-large-foreign.jsonl',
   'format' = 'json'
 );
 
@@ -42,7 +42,7 @@ CREATE TABLE euro_area (
   ts BIGINT
 ) WITH (
   'connector' = 'filesystem',
-  'path' = '${EDDY_OUT}/eddy-euro-area.jsonl',
+  'path' = '/tmp/eddy-sql-euro-area.jsonl',
   'format' = 'json'
 );
 
@@ -53,7 +53,7 @@ CREATE TABLE rest (
   amount_cents BIGINT
 ) WITH (
   'connector' = 'filesystem',
-  'path' = '${EDDY_OUT}/eddy-rest.csv',
+  'path' = '/tmp/eddy-sql-rest.csv',
   'format' = 'csv'
 );
 
