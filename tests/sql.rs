@@ -237,3 +237,88 @@ fn the_routing_statement_set_writes_what_the_toml_routes_write() {
         }
     }
 }
+
+/// Kafka tables take Flink's options: the topic, `properties.*` passed to librdkafka with
+/// `${VAR}` expanded (secrets stay out of the file), `key.fields` as the message key; `SET`
+/// takes the time zone and the job's name.
+#[test]
+fn kafka_tables_and_settings_become_the_jobs_sources_and_sinks() {
+    use eddy::job::{SinkKind, SourceKind};
+    let text = r#"
+        SET 'table.local-time-zone' = 'UTC';
+        SET 'pipeline.name' = 'velocity';
+        CREATE TABLE txns (
+          account_id BIGINT NOT NULL,
+          amount_cents BIGINT,
+          ts BIGINT,
+          rt AS TO_TIMESTAMP_LTZ(ts, 3),
+          WATERMARK FOR rt AS rt - INTERVAL '1.5' SECOND
+        ) WITH (
+          'connector' = 'kafka',
+          'topic' = 'transactions',
+          'properties.bootstrap.servers' = '${BROKERS}',
+          'properties.group.id' = 'eddy-sql',
+          'properties.sasl.password' = '${SECRET}',
+          'scan.startup.mode' = 'group-offsets',
+          'format' = 'json'
+        );
+        CREATE TABLE alerts (account_id BIGINT, n BIGINT) WITH (
+          'connector' = 'kafka',
+          'topic' = 'alerts',
+          'properties.bootstrap.servers' = '${BROKERS}',
+          'key.fields' = 'account_id',
+          'sink.delivery-guarantee' = 'at-least-once',
+          'format' = 'csv'
+        );
+        INSERT INTO alerts
+        SELECT account_id, COUNT(DISTINCT amount_cents)
+        FROM TABLE(SESSION(TABLE txns, DESCRIPTOR(rt), INTERVAL '30' SECOND))
+        GROUP BY window_start, window_end, account_id
+        HAVING COUNT(DISTINCT amount_cents) > 3;
+    "#;
+    let vars = |name: &str| match name {
+        "BROKERS" => Some("127.0.0.1:9092".to_string()),
+        "SECRET" => Some("s3cr3t".to_string()),
+        _ => None,
+    };
+    let job = eddy::sql::parse(Path::new("k.sql"), text, &vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.name, "velocity");
+    let source = &job.sources[0];
+    assert_eq!(
+        source.out_of_orderness,
+        std::time::Duration::from_millis(1500)
+    );
+    let SourceKind::Kafka { properties, topics } = &source.kind else {
+        panic!("{:?}", source.kind)
+    };
+    assert_eq!(topics, &["transactions"]);
+    for pair in [
+        ("bootstrap.servers", "127.0.0.1:9092"),
+        ("group.id", "eddy-sql"),
+        ("sasl.password", "s3cr3t"),
+    ] {
+        assert!(
+            properties.contains(&(pair.0.into(), pair.1.into())),
+            "{properties:?}"
+        );
+    }
+    let sink = &job.sinks[0];
+    let SinkKind::Kafka(config) = &sink.kind else {
+        panic!("{:?}", sink.kind)
+    };
+    assert_eq!(config.topic, "alerts");
+    assert_eq!(sink.key.as_deref(), Some("account_id"));
+    assert_eq!(sink.format, eddy::sinks::format::Format::Csv);
+    let metric = &job.metrics[0];
+    assert_eq!(
+        metric.window,
+        eddy::WindowSpec::Session { gap: 30_000 },
+        "the session gap"
+    );
+    assert_eq!(
+        metric.aggregates.len(),
+        1,
+        "COUNT(DISTINCT) once, for SELECT and HAVING"
+    );
+    assert_eq!(metric.having.len(), 1);
+}

@@ -645,6 +645,14 @@ impl<'a> Planner<'a> {
         };
         let mut types = Vec::new();
         for &((item, ty), span) in &items {
+            if matches!(item, Item::Bound { .. }) && matches!(window, WindowSpec::Session { .. }) {
+                return Err(problem(
+                    span,
+                    "selecting the bounds of SESSION windows is not supported: they are not \
+                     whole seconds, which TIMESTAMPDIFF(SECOND, …) would truncate"
+                        .into(),
+                ));
+            }
             if let Item::Bound {
                 unit: Unit::Seconds,
                 ..
