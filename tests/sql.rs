@@ -322,3 +322,65 @@ fn kafka_tables_and_settings_become_the_jobs_sources_and_sinks() {
     );
     assert_eq!(metric.having.len(), 1);
 }
+
+/// `WHERE` compiles onto the routes' predicate with SQL's meaning: each condition holds for the
+/// records it should and no others.
+#[test]
+fn where_conditions_hold_for_the_records_sql_means() {
+    use eddy::Value::{Int, Null, Str};
+    use eddy::job::Selection;
+    let cases: &[(&str, &[(&str, i64)])] = &[
+        ("amount > 50 AND country <> 'US'", &[("DE", 60), ("FR", 70)]),
+        ("amount BETWEEN 10 AND 60", &[("US", 10), ("DE", 60)]),
+        ("amount NOT BETWEEN 10 AND 60", &[("FR", 70), ("UK", 5)]),
+        (
+            "country IN ('DE', 'FR') OR amount < 0",
+            &[("DE", 60), ("FR", 70)],
+        ),
+        ("country NOT IN ('DE', 'FR')", &[("US", 10), ("UK", 5)]),
+        ("country LIKE 'U%'", &[("US", 10), ("UK", 5)]),
+        ("country LIKE '%R'", &[("FR", 70)]),
+        ("NOT (country = 'US')", &[("DE", 60), ("FR", 70), ("UK", 5)]),
+        ("amount * 2 + 1 > 100.5", &[("DE", 60), ("FR", 70)]),
+        ("amount / 10 = 7", &[("FR", 70)]),
+        ("amount % 2 = 1", &[("UK", 5)]),
+        (
+            "(country = 'US') = TRUE OR -amount < -65",
+            &[("US", 10), ("FR", 70)],
+        ),
+        ("merchant IS NULL", &[("UK", 5)]),
+        (
+            "merchant IS NOT NULL AND amount >= 60",
+            &[("DE", 60), ("FR", 70)],
+        ),
+    ];
+    let records = [("US", 10), ("DE", 60), ("FR", 70), ("UK", 5)];
+    for (condition, expected) in cases {
+        let text = format!(
+            "CREATE TABLE t (country STRING, amount BIGINT, merchant STRING, ts BIGINT,
+               rt AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rt AS rt)
+             WITH ('connector' = 'filesystem', 'path' = 'in.jsonl', 'format' = 'json');
+             CREATE TABLE o (country STRING, amount BIGINT, merchant STRING, ts BIGINT)
+             WITH ('connector' = 'blackhole');
+             INSERT INTO o SELECT * FROM t WHERE {condition};"
+        );
+        let job = eddy::sql::parse(Path::new("w.sql"), &text, &|_| None)
+            .unwrap_or_else(|e| panic!("{condition}: {e}"));
+        let Selection::When(predicate) = &job.routes[0].select else {
+            panic!("{condition}: no predicate")
+        };
+        let held: Vec<(&str, i64)> = records
+            .iter()
+            .filter(|(country, amount)| {
+                let merchant = if *country == "UK" {
+                    Null
+                } else {
+                    Str("m".into())
+                };
+                predicate.holds(&[Str((*country).into()), Int(*amount), merchant, Int(0)])
+            })
+            .copied()
+            .collect();
+        assert_eq!(&held, expected, "{condition}");
+    }
+}

@@ -89,17 +89,7 @@ impl Translator<'_> {
                     self.comparable(expr, ty, item_ty)?;
                     items.push((item_text, item_ty));
                 }
-                let double = Some(SqlType::Double);
-                let all = if ty == double || items.iter().any(|(_, t)| *t == double) {
-                    double
-                } else {
-                    ty
-                };
-                let text = self.widened(text, ty, all);
-                let items: Vec<String> = items
-                    .into_iter()
-                    .map(|(t, item_ty)| self.widened(t, item_ty, all))
-                    .collect();
+                let items: Vec<String> = items.into_iter().map(|(t, _)| t).collect();
                 let test = format!("{text} in [{}]", items.join(", "));
                 Ok((
                     if *negated {
@@ -131,12 +121,7 @@ impl Translator<'_> {
                 pattern,
                 escape_char: None,
             } => self.like(expr, inner, pattern, *negated),
-            Expr::Case {
-                operand,
-                conditions,
-                else_result,
-                ..
-            } => self.case(expr, operand.as_deref(), conditions, else_result.as_deref()),
+            Expr::Case { .. } => Err(self.problem(expr, "CASE is not supported in a filter")),
             Expr::Function(f) if f.over.is_some() => {
                 Err(self.problem(expr, "OVER windows are not supported"))
             }
@@ -248,12 +233,19 @@ impl Translator<'_> {
                         ),
                     ));
                 }
-                let ty = if a == SqlType::Double || b == SqlType::Double {
-                    SqlType::Double
-                } else {
-                    SqlType::BigInt
-                };
-                let (l, r) = (self.widened(l, lt, Some(ty)), self.widened(r, rt, Some(ty)));
+                if a.is_integer() != b.is_integer() {
+                    return Err(self.problem(
+                        expr,
+                        format!(
+                            "arithmetic mixing integers and DOUBLE is not supported: `{left}` is \
+                             {a} and `{right}` is {b}"
+                        ),
+                    ));
+                }
+                if *op == Modulo && !a.is_integer() {
+                    return Err(self.problem(expr, "`%` takes integers"));
+                }
+                let ty = if a.is_integer() { SqlType::BigInt } else { a };
                 Ok((format!("({l} {op} {r})"), Some(ty)))
             }
             _ => Err(self.problem(expr, format!("operator `{op}` is not supported"))),
@@ -277,12 +269,6 @@ impl Translator<'_> {
             ));
         }
         self.comparable(expr, lt, rt)?;
-        let both = if lt == Some(SqlType::Double) || rt == Some(SqlType::Double) {
-            Some(SqlType::Double)
-        } else {
-            lt
-        };
-        let (l, r) = (self.widened(l, lt, both), self.widened(r, rt, both));
         Ok(format!("{l} {symbol} {r}"))
     }
 
@@ -298,15 +284,6 @@ impl Translator<'_> {
                 format!("type mismatch: {a} and {b} do not compare in `{expr}`"),
             )),
             _ => Ok(()),
-        }
-    }
-
-    /// CEL does not mix ints and doubles: an integer compared with or added to a DOUBLE is
-    /// converted.
-    fn widened(&self, text: String, from: Option<SqlType>, to: Option<SqlType>) -> String {
-        match (from, to) {
-            (Some(f), Some(SqlType::Double)) if f.is_integer() => format!("double({text})"),
-            _ => text,
         }
     }
 
@@ -356,39 +333,5 @@ impl Translator<'_> {
             },
             Some(SqlType::Boolean),
         ))
-    }
-
-    /// `CASE [operand] WHEN … THEN … [ELSE …] END` as nested CEL conditionals.
-    fn case(
-        &mut self,
-        expr: &Expr,
-        operand: Option<&Expr>,
-        conditions: &[sqlparser::ast::CaseWhen],
-        else_result: Option<&Expr>,
-    ) -> Result<Translated, Problem> {
-        let Some(otherwise) = else_result else {
-            return Err(self.problem(expr, "CASE needs an ELSE (a NULL result is not supported)"));
-        };
-        let (mut text, mut ty) = self.cel(otherwise)?;
-        for when in conditions.iter().rev() {
-            let test = match operand {
-                Some(operand) => self.compare(expr, operand, "==", &when.condition)?,
-                None => self.condition(&when.condition)?,
-            };
-            let (result, result_ty) = self.cel(&when.result)?;
-            if result_ty != ty {
-                return Err(self.problem(
-                    &when.result,
-                    format!(
-                        "type mismatch: the results of CASE differ: {} and {}",
-                        result_ty.map_or("NULL".into(), |t| t.to_string()),
-                        ty.map_or("NULL".into(), |t| t.to_string())
-                    ),
-                ));
-            }
-            text = format!("({test} ? {result} : {text})");
-            ty = result_ty;
-        }
-        Ok((text, ty))
     }
 }
