@@ -180,7 +180,7 @@ impl Context<'_> {
 }
 
 /// The table `def` declares, or its problems.
-pub(super) fn table(def: TableDef, context: &Context) -> Result<Table, Vec<Problem>> {
+pub(super) fn table(def: &TableDef, context: &Context) -> Result<Table, Vec<Problem>> {
     let construct = format!("CREATE TABLE {}", def.name.value);
     let mut problems = Vec::new();
     let mut columns: Vec<Column> = Vec::new();

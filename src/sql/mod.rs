@@ -51,7 +51,7 @@ pub fn parse(
                     ));
                     continue;
                 }
-                match catalog::table(def, &context) {
+                match catalog::table(&def, &context) {
                     Ok(table) => tables.push(table),
                     Err(mut p) => {
                         problems.append(&mut p);
@@ -71,8 +71,8 @@ pub fn parse(
     for insert in &inserts {
         planner.insert(insert);
     }
-    let (sources, metrics, routes, sinks, mut planned) = planner.finish();
-    problems.append(&mut planned);
+    let mut planned = planner.finish();
+    problems.append(&mut planned.problems);
     if inserts.is_empty() && problems.is_empty() {
         let end = text.lines().count().max(1) as u64;
         let at = sqlparser::tokenizer::Location::new(end, 1);
@@ -94,16 +94,16 @@ pub fn parse(
         tick: 10,
         commit_interval: Duration::from_secs(1),
         dead_letter: None,
-        sources,
-        metrics,
+        sources: planned.sources,
+        metrics: planned.metrics,
         fraud: Vec::new(),
         commands: Vec::new(),
         orchestrators: Vec::new(),
-        routes,
+        routes: planned.routes,
         views: Vec::new(),
         enrich: Vec::new(),
         server: None,
-        sinks,
+        sinks: planned.sinks,
         notifications: Vec::new(),
         checkpoints: None,
         digest: sha2::Sha256::digest(text.as_bytes()).into(),

@@ -14,7 +14,7 @@ use super::error::Problem;
 /// One statement of the file.
 pub(super) enum Statement {
     /// `CREATE TABLE`.
-    CreateTable(TableDef),
+    CreateTable(Box<TableDef>),
     /// `INSERT INTO sink SELECT …`.
     Insert(Insert),
     /// `SET 'key' = 'value'`.
@@ -113,7 +113,7 @@ pub(super) fn statements(text: &str) -> Result<Vec<Statement>, Problem> {
 fn statement(parser: &mut Parser) -> Result<Statement, Problem> {
     let at = parser.peek_token().span;
     if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
-        return create_table(parser).map(Statement::CreateTable);
+        return create_table(parser).map(|t| Statement::CreateTable(Box::new(t)));
     }
     if parser.parse_keyword(Keyword::SET) {
         return set(parser).map(Statement::Set);

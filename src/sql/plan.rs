@@ -47,6 +47,20 @@ pub(super) struct Planner<'a> {
     routes: Vec<RoutePlan>,
 }
 
+/// What the statements compute, as the job's specs.
+pub(super) struct Planned {
+    /// The sources.
+    pub sources: Vec<SourceSpec>,
+    /// The windowed metrics.
+    pub metrics: Vec<MetricSpec>,
+    /// The routes.
+    pub routes: Vec<RouteSpec>,
+    /// The sinks.
+    pub sinks: Vec<SinkSpec>,
+    /// The problems found, in order.
+    pub problems: Vec<Problem>,
+}
+
 /// A table read by the job, with the physical columns its queries read.
 struct SourceUse {
     table: usize,
@@ -721,17 +735,8 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// The sources, metrics, routes and sinks planned; problems of the last checks are added to
-    /// [`Planner::problems`].
-    pub(super) fn finish(
-        mut self,
-    ) -> (
-        Vec<SourceSpec>,
-        Vec<MetricSpec>,
-        Vec<RouteSpec>,
-        Vec<SinkSpec>,
-        Vec<Problem>,
-    ) {
+    /// The sources, metrics, routes and sinks planned, with every problem found.
+    pub(super) fn finish(mut self) -> Planned {
         let mut sources = Vec::new();
         let mut record_index: Vec<Vec<Option<usize>>> = Vec::new();
         for s in &self.sources {
@@ -882,7 +887,13 @@ impl<'a> Planner<'a> {
                 }
             })
             .collect();
-        (sources, metrics, routes, sinks, self.problems)
+        Planned {
+            sources,
+            metrics,
+            routes,
+            sinks,
+            problems: self.problems,
+        }
     }
 }
 
