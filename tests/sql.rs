@@ -384,3 +384,79 @@ fn where_conditions_hold_for_the_records_sql_means() {
         assert_eq!(&held, expected, "{condition}");
     }
 }
+
+/// `'eddy.late-sink'` on a source table sends the records that came too late for their windows
+/// to a table, as a TOML metric's `late_sink` does.
+#[test]
+fn late_records_go_to_the_table_the_source_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = transactions(dir.path());
+    let toml = dir.path().join("late.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[job]
+name = "late"
+
+[[sources]]
+name = "transactions"
+kind = "file"
+paths = ["${EDDY_INPUT}"]
+event_time = "ts"
+out_of_orderness = "2s"
+schema = { account_id = "int", amount_cents = "int", ts = "timestamp" }
+
+[[metrics]]
+name = "counts"
+source = "transactions"
+group_by = ["account_id"]
+window = { kind = "tumbling", size = "10s" }
+aggregates = { n = "count" }
+sinks = ["counts"]
+late_sink = "late"
+
+[[sinks]]
+name = "counts"
+kind = "discard"
+
+[[sinks]]
+name = "late"
+kind = "file"
+path = "${EDDY_OUTPUT}"
+columns = ["account_id", "ts"]
+"#,
+    )
+    .unwrap();
+    let sql = dir.path().join("late.sql");
+    std::fs::write(
+        &sql,
+        r#"
+CREATE TABLE transactions (
+  account_id BIGINT,
+  amount_cents BIGINT,
+  ts BIGINT,
+  rt AS TO_TIMESTAMP_LTZ(ts, 3),
+  WATERMARK FOR rt AS rt - INTERVAL '2' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${EDDY_INPUT}', 'format' = 'json',
+        'eddy.late-sink' = 'late');
+CREATE TABLE counts (account_id BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+CREATE TABLE late (account_id BIGINT, ts BIGINT)
+WITH ('connector' = 'filesystem', 'path' = '${EDDY_OUTPUT}', 'format' = 'json');
+INSERT INTO counts SELECT account_id, COUNT(*)
+FROM TABLE(TUMBLE(TABLE transactions, DESCRIPTOR(rt), INTERVAL '10' SECOND))
+GROUP BY window_start, window_end, account_id;
+"#,
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    for job in [&toml, &sql] {
+        let output = dir.path().join("late.jsonl");
+        run(job, 2, &[("EDDY_INPUT", &input), ("EDDY_OUTPUT", &output)]);
+        let text = std::fs::read_to_string(&output).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort_unstable();
+        got.push(lines);
+    }
+    assert!(got[0].len() >= 50, "too few late records: {}", got[0].len());
+    assert_eq!(got[0], got[1], "TOML and SQL late records differ");
+}

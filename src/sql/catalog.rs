@@ -12,6 +12,10 @@ use super::time::interval_millis;
 use super::types::SqlType;
 use crate::sinks::format::Format;
 
+/// The option of a source table naming the table its late records go to (Eddy's own, so
+/// that a job stays Flink SQL apart from it).
+const LATE_SINK: &str = "eddy.late-sink";
+
 /// A declared table.
 pub(super) struct Table {
     /// Its name.
@@ -26,6 +30,9 @@ pub(super) struct Table {
     pub watermark: Option<Watermark>,
     /// Where it reads or writes.
     pub connector: Connector,
+    /// `'eddy.late-sink'`: the table that the late records of windows over this one go to, and
+    /// where the option is written.
+    pub late_sink: Option<(String, Span)>,
 }
 
 /// A physical column.
@@ -215,6 +222,11 @@ pub(super) fn table(def: &TableDef, context: &Context) -> Result<Table, Vec<Prob
         computed,
         watermark: None,
         connector: Connector::Blackhole,
+        late_sink: def
+            .options
+            .iter()
+            .find(|o| o.key == LATE_SINK)
+            .map(|o| (o.value.clone(), o.value_at)),
     };
     if let Some((column, expr)) = &def.watermark {
         match watermark(&table, column, expr) {
@@ -379,9 +391,10 @@ fn connector(
         return Err(problems);
     };
     let known: &[&str] = match kind.as_str() {
-        "filesystem" => &["connector", "path", "format"],
+        "filesystem" => &["connector", "path", "format", LATE_SINK],
         "kafka" => &[
             "connector",
+            LATE_SINK,
             "topic",
             "format",
             "key.fields",

@@ -84,6 +84,8 @@ struct MetricPlan {
     aggregates: Vec<(AggregateKind, Option<usize>)>,
     having: Vec<Condition>,
     sink: usize,
+    /// The sink of the late records, if the source table names one.
+    late_sink: Option<usize>,
     columns: Vec<String>,
 }
 
@@ -722,6 +724,7 @@ impl<'a> Planner<'a> {
         used.extend(aggregates.iter().filter_map(|a| a.1));
         let sink = self.sink(sink_table, insert.at, &construct)?;
         self.use_columns(source, &used);
+        let late_sink = self.late_sink(source_table, source, &construct)?;
         self.metrics.push(MetricPlan {
             name,
             source,
@@ -730,9 +733,52 @@ impl<'a> Planner<'a> {
             aggregates: aggregates.into_iter().map(|(k, f, _)| (k, f)).collect(),
             having,
             sink,
+            late_sink,
             columns,
         });
         Ok(())
+    }
+
+    /// The sink of the late records of windows over `table` (read as `source`), if its
+    /// `'eddy.late-sink'` names one: a table whose columns are columns of `table`.
+    fn late_sink(
+        &mut self,
+        table: usize,
+        source: usize,
+        construct: &str,
+    ) -> Result<Option<usize>, Problem> {
+        let t = &self.tables[table];
+        let Some((name, at)) = &t.late_sink else {
+            return Ok(None);
+        };
+        let option = format!("CREATE TABLE {}", t.name);
+        let Some(late) = self.tables.iter().position(|l| l.name == *name) else {
+            return Err(Problem::new(
+                *at,
+                option,
+                format!("no table named `{name}`: declare the late records' table"),
+            ));
+        };
+        let mut columns = Vec::new();
+        for c in &self.tables[late].columns {
+            match t.column(&c.name) {
+                Some(ColumnRef::Physical(i)) if t.columns[i].ty == c.ty => columns.push(i),
+                _ => {
+                    return Err(Problem::new(
+                        *at,
+                        option,
+                        format!(
+                            "the late records' table `{name}` has column `{} {}`, which `{}` \
+                             has not: it takes columns of the records as they are",
+                            c.name, c.ty, t.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let sink = self.sink(late, *at, construct)?;
+        self.use_columns(source, &columns);
+        Ok(Some(sink))
     }
 
     /// The sources, metrics, routes and sinks planned, with every problem found.
@@ -814,7 +860,7 @@ impl<'a> Planner<'a> {
                     .collect(),
                 having: m.having.clone(),
                 sinks: vec![m.sink],
-                late_sink: None,
+                late_sink: m.late_sink,
                 columns: m.columns.clone(),
             })
             .collect();
