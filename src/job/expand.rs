@@ -49,8 +49,8 @@ fn expand_value(
 }
 
 /// `text` with each `${VAR}` replaced; or what is wrong: the first unset variable, or an unclosed
-/// `${`.
-fn expand(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// `${`. SQL jobs expand their option values with it too.
+pub(crate) fn expand(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find("${") {

@@ -45,6 +45,8 @@ pub use sources::{SourceKind, SourceSpec};
 pub use values::MAX_DURATION;
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 
+pub(crate) use expand::expand as expand_vars;
+
 /// A validated job.
 #[derive(Clone, Debug)]
 pub struct Job {

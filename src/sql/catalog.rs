@@ -151,28 +151,7 @@ impl Context<'_> {
     /// `text` with each `${VAR}` replaced from the environment; an unset variable or an unclosed
     /// `${` is a problem at `at`.
     pub(super) fn expand(&self, text: &str, at: Span, construct: &str) -> Result<String, Problem> {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let Some(end) = rest[start..].find('}') else {
-                return Err(Problem::new(at, construct, "unclosed `${`"));
-            };
-            let name = &rest[start + 2..start + end];
-            match (self.vars)(name) {
-                Some(value) => out.push_str(&value),
-                None => {
-                    return Err(Problem::new(
-                        at,
-                        construct,
-                        format!("environment variable `{name}` is not set"),
-                    ));
-                }
-            }
-            rest = &rest[start + end + 1..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        crate::job::expand_vars(text, self.vars).map_err(|m| Problem::new(at, construct, m))
     }
 
     /// A path written in an option: a plain path or a `file://` URI, relative to the job file's

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sqlparser::tokenizer::Span;
+use sqlparser::tokenizer::{Location, Span};
 
 use crate::job::{JobError, JobErrors};
 
@@ -22,6 +22,14 @@ impl Problem {
             construct: construct.into(),
             message: message.into(),
         }
+    }
+
+    /// The problem, placed at `end` if it has no place (the parser's end of input has none).
+    pub(super) fn or_at(mut self, end: Location) -> Self {
+        if self.at.start.line == 0 {
+            self.at = Span::new(end, end);
+        }
+        self
     }
 
     /// The problem as a job error of the file at `path`.

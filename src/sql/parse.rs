@@ -71,6 +71,13 @@ pub(super) struct Insert {
 
 /// The statements of `text`, or the first syntax error.
 pub(super) fn statements(text: &str) -> Result<Vec<Statement>, Problem> {
+    let last_line = text.lines().count().max(1);
+    let last_column = text.lines().last().map_or(0, |l| l.chars().count()) + 1;
+    let end = Location::new(last_line as u64, last_column as u64);
+    all_statements(text).map_err(|p| p.or_at(end))
+}
+
+fn all_statements(text: &str) -> Result<Vec<Statement>, Problem> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()

@@ -166,6 +166,13 @@ impl<'a> Planner<'a> {
             return Ok(());
         };
         let select = select_of(&insert.query, &construct)?;
+        if select.from.is_empty() {
+            return Err(Problem::new(
+                select.select_token.0.span,
+                &construct,
+                "a query reads a table: SELECT … FROM t, or FROM TABLE(TUMBLE(TABLE t, …))",
+            ));
+        }
         if select.from.len() != 1 || !select.from[0].joins.is_empty() {
             return Err(Problem::new(
                 select.select_token.0.span,

@@ -4,6 +4,9 @@
 
 use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value};
 
+/// The longest interval taken: 100 years, far below where event-time arithmetic overflows.
+const MAX_INTERVAL_MS: f64 = 100.0 * 365.25 * 86_400_000.0;
+
 /// The length of `INTERVAL 'n' unit` in milliseconds (units SECOND, MINUTE, HOUR, DAY; `n` may
 /// have a fraction of a second).
 pub(super) fn interval_millis(expr: &Expr) -> Result<u64, String> {
@@ -44,7 +47,10 @@ pub(super) fn interval_millis(expr: &Expr) -> Result<u64, String> {
         .filter(|n: &f64| n.is_finite() && *n >= 0.0)
         .ok_or_else(|| format!("`{text}` is not a non-negative number in `{expr}`"))?;
     let ms = n * unit_ms;
-    if ms.fract() != 0.0 || ms > u64::MAX as f64 / 2.0 {
+    if ms > MAX_INTERVAL_MS {
+        return Err(format!("`{expr}` is too long: at most 100 years"));
+    }
+    if ms.fract() != 0.0 {
         return Err(format!("`{expr}` is not a whole number of milliseconds"));
     }
     Ok(ms as u64)

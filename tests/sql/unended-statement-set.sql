@@ -1,0 +1,3 @@
+-- A statement set that never ends.
+CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');
+EXECUTE STATEMENT SET BEGIN
