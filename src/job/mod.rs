@@ -46,6 +46,7 @@ pub use values::MAX_DURATION;
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 
 pub(crate) use expand::expand as expand_vars;
+pub(crate) use values::relative_to;
 
 /// A validated job.
 #[derive(Clone, Debug)]

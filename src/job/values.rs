@@ -125,10 +125,15 @@ impl Checker<'_> {
 
     /// Paths in a job file are relative to the file's directory.
     pub(super) fn relative(&self, path: &str) -> PathBuf {
-        let path = Path::new(path);
-        match self.path.parent() {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
-        }
+        relative_to(self.path, path)
+    }
+}
+
+/// `path` as a job file at `job` means it: relative to the file's directory.
+pub(crate) fn relative_to(job: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    match job.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
     }
 }

@@ -157,11 +157,10 @@ impl Context<'_> {
     /// A path written in an option: a plain path or a `file://` URI, relative to the job file's
     /// directory.
     fn file_path(&self, written: &str) -> PathBuf {
-        let path = Path::new(written.strip_prefix("file://").unwrap_or(written));
-        match self.path.parent() {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_path_buf(),
-        }
+        crate::job::relative_to(
+            self.path,
+            written.strip_prefix("file://").unwrap_or(written),
+        )
     }
 }
 
