@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Spanned as _};
+use sqlparser::ast::{Expr, Ident, Spanned as _};
 use sqlparser::tokenizer::Span;
 
 use super::error::Problem;
 use super::parse::{TableDef, TableOption};
-use super::time::interval_millis;
+use super::time::{call_args, interval_millis};
 use super::types::SqlType;
 use crate::sinks::format::Format;
 
@@ -236,19 +236,9 @@ fn timestamp_of(expr: &Expr, columns: &[Column]) -> Result<usize, String> {
     if !f.name.to_string().eq_ignore_ascii_case("TO_TIMESTAMP_LTZ") {
         return Err(unsupported());
     }
-    let FunctionArguments::List(list) = &f.args else {
-        return Err(unsupported());
-    };
-    let args: Vec<&Expr> = list
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let args = call_args(&f.args).ok_or_else(unsupported)?;
     match args.as_slice() {
-        [Expr::Identifier(column), precision] if list.args.len() == 2 => {
+        [Expr::Identifier(column), precision] => {
             if precision.to_string() != "3" {
                 return Err(format!(
                     "TO_TIMESTAMP_LTZ({column}, {precision}): only precision 3 (epoch \
