@@ -7,8 +7,8 @@ use sqlparser::ast::{Expr, Ident, Spanned as _};
 use sqlparser::tokenizer::Span;
 
 use super::error::Problem;
-use super::parse::{TableDef, TableOption};
-use super::time::{call_args, interval_millis};
+use super::parse::{TableDef, TableOption, call_args};
+use super::time::interval_millis;
 use super::types::SqlType;
 use crate::sinks::format::Format;
 

@@ -3,7 +3,10 @@
 //! `WATERMARK FOR`, `SET 'key' = 'value'`, `EXECUTE STATEMENT SET BEGIN … END`, and the
 //! `TABLE t` argument of window table functions.
 
-use sqlparser::ast::{DataType, Expr, Ident, ObjectName, Query, Statement as SqlStatement};
+use sqlparser::ast::{
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Query,
+    Statement as SqlStatement,
+};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -385,4 +388,20 @@ fn table_arguments(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 
 fn token_at(token: Token, span: Span) -> TokenWithSpan {
     TokenWithSpan::new(token, span)
+}
+
+/// The `Expr` arguments of a call, or `None` if any is written otherwise (named, `*`).
+pub(super) fn call_args(args: &FunctionArguments) -> Option<Vec<&Expr>> {
+    match args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+        FunctionArguments::None => Some(Vec::new()),
+        FunctionArguments::Subquery(_) => None,
+    }
 }

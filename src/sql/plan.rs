@@ -13,8 +13,8 @@ use sqlparser::tokenizer::Span;
 use super::catalog::{ColumnRef, Connector, Table};
 use super::error::Problem;
 use super::expr::Translator;
-use super::parse::Insert;
-use super::time::{call_args, interval_millis, is_epoch};
+use super::parse::{Insert, call_args};
+use super::time::{interval_millis, is_epoch};
 use super::types::SqlType;
 use crate::job::{
     AggregateSpec, Comparison, Condition, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec,

@@ -2,7 +2,7 @@
 //! bounds that Flink jobs write as
 //! `CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', window_start) AS BIGINT) * 1000`.
 
-use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value};
+use sqlparser::ast::{Expr, Value};
 
 /// The longest interval taken: 100 years, far below where event-time arithmetic overflows.
 const MAX_INTERVAL_MS: f64 = 100.0 * 365.25 * 86_400_000.0;
@@ -54,22 +54,6 @@ pub(super) fn interval_millis(expr: &Expr) -> Result<u64, String> {
         return Err(format!("`{expr}` is not a whole number of milliseconds"));
     }
     Ok(ms as u64)
-}
-
-/// The `Expr` arguments of a call, or `None` if any is written otherwise (named, `*`).
-pub(super) fn call_args(args: &FunctionArguments) -> Option<Vec<&Expr>> {
-    match args {
-        FunctionArguments::List(list) => list
-            .args
-            .iter()
-            .map(|a| match a {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-                _ => None,
-            })
-            .collect(),
-        FunctionArguments::None => Some(Vec::new()),
-        FunctionArguments::Subquery(_) => None,
-    }
 }
 
 /// Whether `expr` is `TIMESTAMP '1970-01-01 00:00:00'` (the epoch, with the job's time zone
