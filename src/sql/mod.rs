@@ -11,6 +11,7 @@ mod parse;
 mod plan;
 mod time;
 mod types;
+mod window;
 
 use std::path::Path;
 use std::time::Duration;
