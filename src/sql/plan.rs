@@ -217,6 +217,16 @@ impl<'a> Planner<'a> {
                 ));
             }
             Connector::Kafka {
+                format: Format::Csv,
+                ..
+            } => {
+                return Err(Problem::new(
+                    t.at,
+                    format!("CREATE TABLE {}", t.name),
+                    "a kafka source reads format 'json' only",
+                ));
+            }
+            Connector::Kafka {
                 has_group: false, ..
             } => {
                 return Err(Problem::new(
