@@ -968,6 +968,7 @@ fn select_of<'q>(query: &'q Query, construct: &str) -> Result<&'q Select, Proble
     }
 }
 
+/// The expressions of `GROUP BY` (none for `GROUP BY ALL`, which a streaming job cannot take).
 fn group_by_exprs(group_by: &GroupByExpr) -> Vec<&Expr> {
     match group_by {
         GroupByExpr::Expressions(exprs, _) => exprs.iter().collect(),

@@ -193,7 +193,7 @@ impl Windowed<'_> {
 
     /// The index of the aggregate `f` computes, added if new.
     fn aggregate(&mut self, expr: &Expr, f: &Function, name: &str) -> Result<usize, Problem> {
-        let FunctionArguments(list) = arguments(f);
+        let list = argument_list(f);
         if f.filter.is_some() || !f.within_group.is_empty() {
             return Err(self.problem(expr, "FILTER and WITHIN GROUP are not supported"));
         }
@@ -351,20 +351,20 @@ impl Windowed<'_> {
     }
 }
 
-/// The arguments of a function call (`None` when written without parentheses).
-struct FunctionArguments<'a>(Option<&'a sqlparser::ast::FunctionArgumentList>);
-
-fn arguments(f: &Function) -> FunctionArguments<'_> {
+/// The argument list of a function call (`None` when written without parentheses).
+fn argument_list(f: &Function) -> Option<&sqlparser::ast::FunctionArgumentList> {
     match &f.args {
-        sqlparser::ast::FunctionArguments::List(list) => FunctionArguments(Some(list)),
-        _ => FunctionArguments(None),
+        sqlparser::ast::FunctionArguments::List(list) => Some(list),
+        _ => None,
     }
 }
 
+/// Whether `expr` is the literal `1000` (seconds to milliseconds).
 fn is_thousand(expr: &Expr) -> bool {
     matches!(expr, Expr::Value(v) if matches!(&v.value, SqlValue::Number(n, _) if n == "1000"))
 }
 
+/// The comparison `op` is, if it is one.
 fn comparison(op: &BinaryOperator) -> Option<Comparison> {
     Some(match op {
         BinaryOperator::Eq => Comparison::Eq,
