@@ -141,6 +141,31 @@ impl<'a> Planner<'a> {
             return Ok(());
         };
         let select = select_of(&insert.query, &construct)?;
+        let extras = [
+            (
+                matches!(select.group_by, GroupByExpr::All(_)),
+                "GROUP BY ALL",
+            ),
+            (select.qualify.is_some(), "QUALIFY"),
+            (!select.named_window.is_empty(), "WINDOW clauses"),
+            (select.top.is_some(), "TOP"),
+            (select.into.is_some(), "SELECT INTO"),
+            (select.prewhere.is_some(), "PREWHERE"),
+            (!select.lateral_views.is_empty(), "LATERAL VIEW"),
+            (
+                !select.sort_by.is_empty()
+                    || !select.cluster_by.is_empty()
+                    || !select.distribute_by.is_empty(),
+                "SORT, CLUSTER and DISTRIBUTE BY",
+            ),
+        ];
+        if let Some((_, what)) = extras.iter().find(|(present, _)| *present) {
+            return Err(Problem::new(
+                select.select_token.0.span,
+                &construct,
+                format!("{what} is not supported"),
+            ));
+        }
         if select.from.is_empty() {
             return Err(Problem::new(
                 select.select_token.0.span,
@@ -958,6 +983,13 @@ fn select_of<'q>(query: &'q Query, construct: &str) -> Result<&'q Select, Proble
             "LIMIT is not supported in a streaming query",
         ));
     }
+    if query.fetch.is_some() || !query.locks.is_empty() || query.for_clause.is_some() {
+        return Err(Problem::new(
+            query.body.span(),
+            construct,
+            "FETCH, FOR UPDATE and FOR XML/JSON are not supported in a streaming query",
+        ));
+    }
     match &*query.body {
         SetExpr::Select(select) => Ok(select),
         other => Err(Problem::new(
@@ -968,7 +1000,7 @@ fn select_of<'q>(query: &'q Query, construct: &str) -> Result<&'q Select, Proble
     }
 }
 
-/// The expressions of `GROUP BY` (none for `GROUP BY ALL`, which a streaming job cannot take).
+/// The expressions of `GROUP BY` (`GROUP BY ALL` is refused before).
 fn group_by_exprs(group_by: &GroupByExpr) -> Vec<&Expr> {
     match group_by {
         GroupByExpr::Expressions(exprs, _) => exprs.iter().collect(),
