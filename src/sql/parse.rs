@@ -176,6 +176,24 @@ fn insert_of(insert: sqlparser::ast::Insert, at: Span) -> Result<Statement, Prob
             "insert into a table by its name",
         ));
     };
+    let extras = insert.overwrite
+        || insert.or.is_some()
+        || insert.ignore
+        || insert.table_alias.is_some()
+        || insert.by_name
+        || !insert.assignments.is_empty()
+        || insert.partitioned.is_some()
+        || insert.on.is_some()
+        || insert.returning.is_some()
+        || insert.replace_into;
+    if extras {
+        return Err(Problem::new(
+            at,
+            format!("INSERT INTO {sink}"),
+            "only `INSERT INTO sink SELECT …` is supported (no OVERWRITE, PARTITION, ON \
+             CONFLICT, RETURNING or aliases)",
+        ));
+    }
     if !insert.columns.is_empty() {
         return Err(Problem::new(
             at,
