@@ -364,6 +364,14 @@ fn syntax(e: ParserError) -> Problem {
         }
         None => (message, Location::new(0, 0)),
     };
+    // The generic dialect has no temporal joins: say what the construct is.
+    if message.ends_with("found: SYSTEM_TIME") {
+        return Problem::new(
+            Span::new(at, at),
+            "FOR SYSTEM_TIME AS OF",
+            "temporal (lookup) joins are not supported",
+        );
+    }
     Problem::new(Span::new(at, at), "syntax", message)
 }
 

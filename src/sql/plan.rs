@@ -190,10 +190,30 @@ impl<'a> Planner<'a> {
         match &select.from[0].relation {
             TableFactor::Table {
                 name,
+                alias,
                 args: None,
                 version: None,
+                with_hints,
+                partitions,
+                sample,
+                with_ordinality,
+                json_path,
                 ..
             } => {
+                if alias.is_some()
+                    || !with_hints.is_empty()
+                    || !partitions.is_empty()
+                    || sample.is_some()
+                    || *with_ordinality
+                    || json_path.is_some()
+                {
+                    return Err(Problem::new(
+                        name.span(),
+                        &construct,
+                        "a table is read by its name alone: aliases, hints, partitions and \
+                         samples are not supported",
+                    ));
+                }
                 let Some(source) = self.table(name, &construct)? else {
                     return Ok(());
                 };

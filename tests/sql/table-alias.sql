@@ -1,0 +1,5 @@
+-- A table alias.
+CREATE TABLE p (a BIGINT, ts BIGINT, rt AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rt AS rt)
+WITH ('connector' = 'filesystem', 'path' = 'in.jsonl', 'format' = 'json');
+CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO o SELECT x.a FROM p AS x;
