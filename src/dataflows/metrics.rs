@@ -63,11 +63,8 @@ pub fn build_metric<'scope>(
                 .then(|| row.drain(..).collect())
         })
         .count_into(stats, |s| &s.windows_out);
-    let window_end = metric
-        .columns
-        .iter()
-        .position(|c| c == "window_end")
-        .expect("a window result has its end");
+    // The row is laid out as above: the keys, the window's start, then its end.
+    let window_end = metric.group_by.len() + 1;
     let rows = rows.measure_latency(stats, window_end);
     let mut flushed = write_rows(
         &rows,

@@ -29,7 +29,7 @@ pub struct MetricSpec {
     /// Sink index for late events.
     pub late_sink: Option<usize>,
     /// The names of the output row's columns: group-by fields, `window_start`, `window_end`, then
-    /// the aggregates.
+    /// the aggregates (in a SQL job, each position is named by the sink column it feeds).
     pub columns: Vec<String>,
 }
 
