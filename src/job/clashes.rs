@@ -101,8 +101,9 @@ impl Checker<'_> {
 
 /// What tells two paths to one file apart from paths to two: the canonical path where the file
 /// exists; where it does not, its directory's canonical path with its name; and where neither
-/// exists, the path with its `.` and `..` components resolved as written.
-fn identity(path: &Path) -> PathBuf {
+/// exists, the path with its `.` and `..` components resolved as written. SQL jobs compare their
+/// files with it too.
+pub(crate) fn identity(path: &Path) -> PathBuf {
     let mut plain = PathBuf::new();
     for component in path.components() {
         match component {

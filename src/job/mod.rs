@@ -37,7 +37,7 @@ pub use engagement::{
 };
 pub use enrich::EnrichSpec;
 pub use fraud::{ALERT_COLUMNS, FraudSpec, PaymentFields};
-pub use metrics::{AggregateSpec, MetricSpec};
+pub use metrics::{AggregateSpec, MAX_PANES, MetricSpec};
 pub use notify::NotifySpec;
 pub use routes::{RouteSpec, Selection};
 pub use sinks::{SinkKind, SinkSpec};
@@ -45,6 +45,7 @@ pub use sources::{SourceKind, SourceSpec};
 pub use values::MAX_DURATION;
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 
+pub(crate) use clashes::identity as file_identity;
 pub(crate) use expand::expand as expand_vars;
 pub(crate) use values::relative_to;
 

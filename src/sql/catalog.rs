@@ -433,6 +433,10 @@ fn connector(
             let path = required(&mut problems, "path");
             let format = format(&mut problems);
             match (path, format) {
+                (Some((o, path)), _) if path.trim().is_empty() => {
+                    problems.push(Problem::new(o.value_at, &construct, "the path is empty"));
+                    None
+                }
                 (Some((_, path)), Some((format, format_at))) => Some(Connector::Filesystem {
                     path: context.file_path(&path),
                     format,

@@ -18,8 +18,8 @@ use super::time::interval_millis;
 use super::types::SqlType;
 use super::window::{Item, Unit, Windowed};
 use crate::job::{
-    AggregateSpec, Condition, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec, SourceKind,
-    SourceSpec,
+    AggregateSpec, Condition, MAX_PANES, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec,
+    SourceKind, SourceSpec,
 };
 use crate::operators::aggregate::AggregateKind;
 use crate::operators::predicate::Predicate;
@@ -515,6 +515,39 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// A file is read or written by one table at a time: a sink on a file a source reads, or on
+    /// a file another sink writes, is a problem (paths compared as the files they name).
+    fn check_files(&mut self) {
+        let tables = self.tables;
+        let file = |table: usize| match &tables[table].connector {
+            Connector::Filesystem { path, .. } => Some(crate::job::file_identity(path)),
+            _ => None,
+        };
+        let mut seen: Vec<(std::path::PathBuf, usize)> = self
+            .sources
+            .iter()
+            .filter_map(|s| Some((file(s.table)?, s.table)))
+            .collect();
+        for s in &self.sinks {
+            let Some(path) = file(s.table) else { continue };
+            if let Some((_, other)) = seen.iter().find(|(p, _)| *p == path) {
+                let t = &tables[s.table];
+                self.problems.push(Problem::new(
+                    t.at,
+                    format!("CREATE TABLE {}", t.name),
+                    format!(
+                        "table `{}` names the file {} that table `{}` also uses: a file is read \
+                         or written by one table",
+                        t.name,
+                        path.display(),
+                        tables[*other].name
+                    ),
+                ));
+            }
+            seen.push((path, s.table));
+        }
+    }
+
     fn use_columns(&mut self, source: usize, columns: &[usize]) {
         let used = &mut self.sources[source].used;
         for &c in columns {
@@ -599,6 +632,18 @@ impl<'a> Planner<'a> {
                     return Err(problem(
                         args[2].span(),
                         "a HOP window's slide must not exceed its size".into(),
+                    ));
+                }
+                let panes = WindowSpec::Hopping { size, slide }.panes();
+                if panes > MAX_PANES {
+                    return Err(problem(
+                        args[2].span(),
+                        format!(
+                            "a HOP window of {size} ms sliding by {slide} ms is made of {panes} \
+                             panes of {} ms (their greatest common divisor), and a window has at \
+                             most {MAX_PANES}: make the slide a larger divisor of the size",
+                            size / panes
+                        ),
                     ));
                 }
                 WindowSpec::Hopping { size, slide }
@@ -820,6 +865,7 @@ impl<'a> Planner<'a> {
 
     /// The sources, metrics, routes and sinks planned, with every problem found.
     pub(super) fn finish(mut self) -> Planned {
+        self.check_files();
         let mut sources = Vec::new();
         let mut record_index: Vec<Vec<Option<usize>>> = Vec::new();
         for s in &self.sources {
