@@ -17,14 +17,14 @@ use super::parse::{Insert, call_args};
 use super::time::interval_millis;
 use super::types::SqlType;
 use super::window::{Item, Unit, Windowed};
+use crate::expr::{Predicate, Scope};
 use crate::job::{
-    AggregateSpec, Condition, MAX_PANES, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec,
-    SourceKind, SourceSpec,
+    AggregateSpec, MAX_PANES, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec, SourceKind,
+    SourceSpec,
 };
 use crate::operators::aggregate::AggregateKind;
-use crate::operators::predicate::Predicate;
 use crate::operators::window::WindowSpec;
-use crate::record::{Field, Schema};
+use crate::record::{Field, FieldType, Schema};
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
@@ -46,6 +46,18 @@ pub(super) struct Planner<'a> {
     sinks: Vec<SinkUse>,
     metrics: Vec<MetricPlan>,
     routes: Vec<RoutePlan>,
+}
+
+/// The columns of a window's result row, named `c0`, `c1`, … by position, for HAVING.
+struct RowScope(Vec<FieldType>);
+
+impl Scope for RowScope {
+    fn column(&self, name: &str) -> Result<(usize, FieldType), String> {
+        name.strip_prefix('c')
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| Some((i, *self.0.get(i)?)))
+            .ok_or_else(|| format!("no result column `{name}`"))
+    }
 }
 
 /// What the statements compute, as the job's specs.
@@ -83,7 +95,7 @@ struct MetricPlan {
     window: WindowSpec,
     /// Each aggregate, over a physical column (`None`: `COUNT(*)`).
     aggregates: Vec<(AggregateKind, Option<usize>)>,
-    having: Vec<Condition>,
+    having: Option<Predicate>,
     sink: usize,
     /// The sink of the late records, if the source table names one.
     late_sink: Option<usize>,
@@ -790,14 +802,25 @@ impl<'a> Planner<'a> {
             });
             columns.push(name);
         }
-        let having = having
-            .into_iter()
-            .map(|(item, op, value)| Condition {
-                column: position(item),
-                op,
-                value,
-            })
-            .collect();
+        let having = if having.is_empty() {
+            None
+        } else {
+            let mut types: Vec<FieldType> = plan
+                .keys
+                .iter()
+                .map(|&k| table.columns[k].ty.field_type())
+                .collect();
+            types.extend([FieldType::Int, FieldType::Int]);
+            types.extend(plan.aggregates.iter().map(|a| a.2.field_type()));
+            let text: Vec<String> = having
+                .iter()
+                .map(|(item, op, literal)| format!("c{} {op} {literal}", position(*item)))
+                .collect();
+            let at = select.having.as_ref().map_or(insert.at, |h| h.span());
+            let predicate = Predicate::compile_in(&text.join(" && "), &RowScope(types))
+                .map_err(|e| problem(at, format!("HAVING does not compile: {}", e.message)))?;
+            Some(predicate)
+        };
         let name = sink.name.clone();
         let Windowed {
             keys, aggregates, ..

@@ -9,9 +9,7 @@ use super::error::Problem;
 use super::parse::call_args;
 use super::time::is_epoch;
 use super::types::SqlType;
-use crate::job::Comparison;
 use crate::operators::aggregate::AggregateKind;
-use crate::record::Value;
 
 /// Where a value of a windowed query's result row comes from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -303,7 +301,7 @@ impl Windowed<'_> {
     pub(super) fn having(
         &mut self,
         expr: &Expr,
-    ) -> Result<Vec<(Item, Comparison, Value)>, Problem> {
+    ) -> Result<Vec<(Item, &'static str, String)>, Problem> {
         match expr {
             Expr::Nested(inner) => self.having(inner),
             Expr::BinaryOp {
@@ -365,31 +363,31 @@ fn is_thousand(expr: &Expr) -> bool {
 }
 
 /// The comparison `op` is, if it is one.
-fn comparison(op: &BinaryOperator) -> Option<Comparison> {
+fn comparison(op: &BinaryOperator) -> Option<&'static str> {
     Some(match op {
-        BinaryOperator::Eq => Comparison::Eq,
-        BinaryOperator::NotEq => Comparison::Ne,
-        BinaryOperator::Lt => Comparison::Lt,
-        BinaryOperator::LtEq => Comparison::Le,
-        BinaryOperator::Gt => Comparison::Gt,
-        BinaryOperator::GtEq => Comparison::Ge,
+        BinaryOperator::Eq => "==",
+        BinaryOperator::NotEq => "!=",
+        BinaryOperator::Lt => "<",
+        BinaryOperator::LtEq => "<=",
+        BinaryOperator::Gt => ">",
+        BinaryOperator::GtEq => ">=",
         _ => return None,
     })
 }
 
 /// `a op b` as `b op' a`.
-fn flip(op: Comparison) -> Comparison {
+fn flip(op: &'static str) -> &'static str {
     match op {
-        Comparison::Lt => Comparison::Gt,
-        Comparison::Le => Comparison::Ge,
-        Comparison::Gt => Comparison::Lt,
-        Comparison::Ge => Comparison::Le,
+        "<" => ">",
+        "<=" => ">=",
+        ">" => "<",
+        ">=" => "<=",
         other => other,
     }
 }
 
-/// A number or string literal, as a value and its type.
-fn literal(expr: &Expr) -> Option<(Value, SqlType)> {
+/// A number or string literal, as CEL text and its type.
+fn literal(expr: &Expr) -> Option<(String, SqlType)> {
     let (negative, expr) = match expr {
         Expr::UnaryOp {
             op: sqlparser::ast::UnaryOperator::Minus,
@@ -402,16 +400,18 @@ fn literal(expr: &Expr) -> Option<(Value, SqlType)> {
         SqlValue::Number(n, _) => {
             let n = if negative { format!("-{n}") } else { n.clone() };
             match n.parse::<i64>() {
-                Ok(i) => Some((Value::Int(i), SqlType::BigInt)),
+                Ok(i) => Some((i.to_string(), SqlType::BigInt)),
                 Err(_) => n
                     .parse::<f64>()
                     .ok()
-                    .map(|f| (Value::Float(f), SqlType::Double)),
+                    .filter(|f| f.is_finite())
+                    .map(|f| (format!("{f:?}"), SqlType::Double)),
             }
         }
-        SqlValue::SingleQuotedString(s) if !negative => {
-            Some((Value::Str(s.as_str().into()), SqlType::String))
-        }
+        SqlValue::SingleQuotedString(s) if !negative => Some((
+            serde_json::to_string(s).expect("a string encodes"),
+            SqlType::String,
+        )),
         _ => None,
     }
 }
