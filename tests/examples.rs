@@ -8,39 +8,13 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::golden::assert_golden;
+use common::{example, run_job_file as run};
 use sha2::{Digest, Sha256};
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/jobs")
-        .join(name)
-}
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-/// `eddy run JOB -w WORKERS` with `env`, which must succeed.
-fn run(job: &Path, workers: usize, env: &[(&str, &Path)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    command
-        .args(["run", job.to_str().unwrap(), "-w", &workers.to_string()])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("running eddy");
-    assert!(
-        output.status.success(),
-        "{} on {workers} workers: {}",
-        job.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// The benchmark queries' input: 100 000 transactions of 500 accounts over 100 s of event time,

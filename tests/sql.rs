@@ -11,32 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::golden::assert_golden;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/jobs")
-        .join(name)
-}
-
-/// `eddy run JOB -w WORKERS` with `env`, which must succeed.
-fn run(job: &Path, workers: usize, env: &[(&str, &Path)]) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    command
-        .args(["run", job.to_str().unwrap(), "-w", &workers.to_string()])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("running eddy");
-    assert!(
-        output.status.success(),
-        "{} on {workers} workers: {}",
-        job.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use common::{example, run_job_file as run};
 
 /// The header line, then the other lines sorted: a SQL file sink writes rows as windows fire,
 /// the TOML examples sort them.
@@ -102,44 +77,12 @@ fn the_benchmark_queries_in_sql_give_the_rows_of_their_toml_jobs() {
     }
 }
 
-/// What `eddy check NAME.sql` prints in `dir`, with only `EDDY_INPUT` set.
-fn check(dir: &Path, name: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["check", name])
-        .current_dir(dir)
-        .env_clear()
-        .env("EDDY_INPUT", "in.jsonl")
-        .output()
-        .expect("running eddy");
-    format!(
-        "{}{}exit status: {}\n",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code().map_or("none".into(), |c| c.to_string()),
-    )
-}
-
 /// Each bad job of `tests/sql/` is refused with the file, line, column, construct and reason
-/// its golden file holds, and exit status 2.
+/// its golden file holds, and exit status 2 (with only `EDDY_INPUT` set).
 #[test]
 fn check_messages_of_bad_sql_match_their_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
-    let mut jobs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    jobs.sort();
-    let outputs: Vec<(String, String)> = jobs
-        .iter()
-        .map(|job| {
-            let name = job.file_name().unwrap().to_str().unwrap();
-            let expected = job.with_extension("expected");
-            let expected = expected.file_name().unwrap().to_str().unwrap().to_string();
-            (expected, check(&dir, name))
-        })
-        .collect();
-    assert_golden(&dir, &outputs);
+    common::golden::assert_check_messages(&dir, "sql", &[("EDDY_INPUT", "in.jsonl")]);
 }
 
 /// The routes of `examples/jobs/routing.toml` over a file instead of the generator: the TOML

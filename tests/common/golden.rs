@@ -2,6 +2,7 @@
 //! the files with what the test got instead, for review in the diff after an intended change.
 
 use std::path::Path;
+use std::process::Command;
 
 /// Compares each `(file name, output)` with the file of that name in `dir`; fails listing
 /// every difference, or, with `EDDY_BLESS` set, writes the outputs there.
@@ -33,4 +34,38 @@ pub fn assert_golden(dir: &Path, outputs: &[(String, String)]) {
         dir.display(),
         differ.join("\n")
     );
+}
+
+/// Runs `eddy check` on every file of `dir` ending in `.extension`, in `dir` with only `env` set,
+/// and compares what it prints and its exit status with the file's `.expected` golden file.
+pub fn assert_check_messages(dir: &Path, extension: &str, env: &[(&str, &str)]) {
+    let mut jobs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    jobs.sort();
+    let outputs: Vec<(String, String)> = jobs
+        .iter()
+        .map(|job| {
+            let name = job.file_name().unwrap().to_str().unwrap();
+            let expected = job.with_extension("expected");
+            let expected = expected.file_name().unwrap().to_str().unwrap().to_string();
+            let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+                .args(["check", name])
+                .current_dir(dir)
+                .env_clear()
+                .envs(env.iter().copied())
+                .output()
+                .expect("running eddy");
+            let printed = format!(
+                "{}{}exit status: {}\n",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                out.status.code().map_or("none".into(), |c| c.to_string()),
+            );
+            (expected, printed)
+        })
+        .collect();
+    assert_golden(dir, &outputs);
 }

@@ -16,6 +16,8 @@ pub mod tansu;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// A loopback port that was free a moment ago (for a server a test starts).
 pub fn free_port() -> u16 {
@@ -23,6 +25,33 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free loopback port")
         .port()
+}
+
+/// The example job `name` of `examples/jobs/`.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/jobs")
+        .join(name)
+}
+
+/// `eddy run JOB -w WORKERS` with `env`, which must succeed.
+pub fn run_job_file(job: &Path, workers: usize, env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command
+        .args(["run", job.to_str().unwrap(), "-w", &workers.to_string()])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("running eddy");
+    assert!(
+        output.status.success(),
+        "{} on {workers} workers: {}",
+        job.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// One input event of the reference: (key, event time ms, amount).
