@@ -53,8 +53,11 @@ impl Fixture {
             Arc::clone(&stats),
         )
         .expect("server starts");
+        // No idle connections kept: a test's short header timeout closes them on the server's
+        // side, and a request sent on one just as it closes would fail.
         let client = reqwest::Client::builder()
             .timeout(PATIENCE)
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap();
         Fixture {
