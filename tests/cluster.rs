@@ -459,7 +459,7 @@ fn metrics_say_which_process_they_are_the_share_of() {
         &format!("{LIVE_JOB}\n[server]\nlisten = \"${{EDDY_HTTP}}\"\n"),
     );
     let http: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .map(|_| format!("127.0.0.1:{}", common::hosts::unallocated_port()))
         .collect();
     let mut processes: Vec<Process> = (0..3)
         .map(|i| setup.start(i, &job, &[], &[("EDDY_HTTP", Path::new(&http[i]))]))

@@ -79,7 +79,7 @@ fn the_kubernetes_statefulset_runs_a_process_of_its_cluster() {
     let dir = std::env::temp_dir().join(format!("eddy-deploy-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // A pattern as the manifest's, on loopback: process I listens on port BASE·10 + I.
-    let pattern = format!("127.0.0.1:{}{{i}}", common::free_port() / 10);
+    let pattern = format!("127.0.0.1:{}{{i}}", common::hosts::unallocated_port() / 10);
     runs_as_process_1(args, &pattern, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -92,7 +92,7 @@ fn the_systemd_unit_runs_a_process_of_its_cluster() {
     std::fs::create_dir_all(&dir).unwrap();
     let hosts = dir.join("hosts.txt");
     let lines: String = (0..3)
-        .map(|_| format!("127.0.0.1:{}\n", common::free_port()))
+        .map(|_| format!("127.0.0.1:{}\n", common::hosts::unallocated_port()))
         .collect();
     std::fs::write(&hosts, lines).unwrap();
     runs_as_process_1(args, hosts.to_str().unwrap(), &dir);

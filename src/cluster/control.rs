@@ -215,9 +215,11 @@ fn read_peer(
         };
         match serde_json::from_str::<Message>(&line) {
             Ok(Message::Beat) => {}
+            // Every process that stops says so, so a process hears of stops after its own.
             Ok(Message::Stop) => {
-                tracing::info!("{name} was stopped: stopping too");
-                stop.store(true, Ordering::Relaxed);
+                if !stop.swap(true, Ordering::Relaxed) {
+                    tracing::info!("{name} was stopped: stopping too");
+                }
             }
             Ok(Message::Failed(message)) => {
                 return shared.failed(format!("{name} failed: {message}"));

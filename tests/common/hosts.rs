@@ -38,7 +38,7 @@ impl Hosts {
     pub fn loopback(n: usize) -> Hosts {
         Hosts {
             addresses: (0..n)
-                .map(|_| format!("127.0.0.1:{}", super::free_port()))
+                .map(|_| format!("127.0.0.1:{}", unallocated_port()))
                 .collect(),
             namespaces: None,
         }
@@ -73,6 +73,20 @@ impl Drop for Hosts {
             for namespace in hosts.iter().chain([bridge]) {
                 let _ = ip(&["netns", "del", namespace]);
             }
+        }
+    }
+}
+
+/// A loopback port that is free now, below Linux's range of ephemeral ports (32768 up): a
+/// process started later binds it, and no port the system hands out meanwhile (to a proxy, a
+/// client or [`super::free_port`]) can take it first.
+pub fn unallocated_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        let n = std::process::id() as usize * 7919 + NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
         }
     }
 }
