@@ -78,8 +78,10 @@ fn the_kubernetes_statefulset_runs_a_process_of_its_cluster() {
     );
     let dir = std::env::temp_dir().join(format!("eddy-deploy-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // A pattern as the manifest's, on loopback: process I listens on port BASE·10 + I.
-    let pattern = format!("127.0.0.1:{}{{i}}", common::hosts::unallocated_port() / 10);
+    // A pattern as the manifest's, on loopback: process I listens on port BASE·10 + I, between
+    // 10000 and 19999, where neither the system nor the other tests' ports land.
+    let base = 1000 + std::process::id() % 999;
+    let pattern = format!("127.0.0.1:{base}{{i}}");
     runs_as_process_1(args, &pattern, &dir);
     std::fs::remove_dir_all(&dir).unwrap();
 }
