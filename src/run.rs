@@ -126,16 +126,14 @@ struct FirstFailure(Arc<(Mutex<Option<Failure>>, Condvar)>);
 type Failure = (String, Origin);
 
 impl FirstFailure {
-    /// Keeps `message` if it is the first failure reported; says whether it was.
-    fn report(&self, message: String, origin: Origin) -> bool {
+    /// Keeps `message` if it is the first failure reported.
+    fn report(&self, message: String, origin: Origin) {
         let mut first = self.0.0.lock().unwrap();
-        let is_first = first.is_none();
-        if is_first {
+        if first.is_none() {
             failure::quiet_aftermath();
             *first = Some((message, origin));
             self.0.1.notify_all();
         }
-        is_first
     }
 
     /// The first failure, if any.
@@ -227,7 +225,6 @@ pub fn run_job(
         cluster.workers * cluster.processes,
         std::sync::atomic::Ordering::Release,
     );
-    let member = member.map(Arc::new);
     let job = Arc::new(job);
     let done = Arc::new(AtomicBool::new(false));
     let reporter = {
@@ -271,16 +268,12 @@ pub fn run_job(
     });
     let outcome = match result {
         Ok(guards) => join_workers(guards, &failed),
-        Err(e) => Err(anyhow!("starting the timely workers: {e}")),
+        Err(e) => Err((format!("starting the timely workers: {e}"), Origin::Here)),
     };
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     reporter.thread().unpark();
     let _ = reporter.join();
-    let failure = match outcome {
-        Ok(()) => None,
-        Err(e) => Some(failed.first().unwrap_or((format!("{e:#}"), Origin::Here))),
-    };
-    match (member, failure) {
+    match (member, outcome.err()) {
         (None, None) => Ok(()),
         (None, Some((message, _))) => Err(anyhow!("{message}")),
         (Some(member), Some((message, origin))) => Err(member.failed(message, origin)),
@@ -415,7 +408,7 @@ fn preflight(job: &Job) -> anyhow::Result<()> {
 fn join_workers(
     guards: timely::communication::WorkerGuards<()>,
     failure: &FirstFailure,
-) -> anyhow::Result<()> {
+) -> Result<(), Failure> {
     let (joined, all_joined) = std::sync::mpsc::channel();
     // Joining also ends the communication threads, whose panics (a peer gone) are the
     // failure's symptom: caught here, and reported as the failure.
@@ -433,19 +426,19 @@ fn join_workers(
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if let Some((message, _)) = failure.first() {
+        if let Some(first) = failure.first() {
             let since = *failed_at.get_or_insert_with(Instant::now);
             if since.elapsed() > FAILURE_GRACE {
                 tracing::warn!("some workers did not stop within {FAILURE_GRACE:?} of the failure");
-                return Err(anyhow!("{message}"));
+                return Err(first);
             }
         }
     };
-    if let Some((message, _)) = failure.first() {
-        return Err(anyhow!("{message}"));
+    if let Some(first) = failure.first() {
+        return Err(first);
     }
     for outcome in outcomes {
-        outcome.map_err(|e| anyhow!("a worker failed: {e}"))?;
+        outcome.map_err(|e| (format!("a worker failed: {e}"), Origin::Here))?;
     }
     Ok(())
 }
