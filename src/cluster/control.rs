@@ -189,29 +189,10 @@ fn read_peer(
     loop {
         let line = match lines.next() {
             Some(Ok(line)) => line,
-            None if finished() => return,
+            // A finished peer may close its connection, or stop beating, as it exits.
+            _ if finished() => return,
             None => return shared.failed(format!("lost {name}: connection closed")),
-            Some(Err(_)) if finished() => return,
-            Some(Err(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return shared.failed(format!(
-                    "lost {name}: no heartbeat for {heartbeat:?} (--peer-heartbeat)"
-                ));
-            }
-            // A killed peer's kernel resets the connection when data was left unread in it.
-            Some(Err(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return shared.failed(format!("lost {name}: connection closed"));
-            }
-            Some(Err(e)) => return shared.failed(format!("lost {name}: {e}")),
+            Some(Err(e)) => return shared.failed(format!("lost {name}: {}", loss(&e, heartbeat))),
         };
         match serde_json::from_str::<Message>(&line) {
             Ok(Message::Beat) => {}
@@ -234,5 +215,18 @@ fn read_peer(
                 ));
             }
         }
+    }
+}
+
+/// Why a read of a peer's control connection failed, as the loss of the peer is reported.
+fn loss(error: &std::io::Error, heartbeat: Duration) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            format!("no heartbeat for {heartbeat:?} (--peer-heartbeat)")
+        }
+        // A killed peer's kernel resets the connection when data was left unread in it.
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection closed".into(),
+        _ => error.to_string(),
     }
 }
