@@ -22,7 +22,7 @@ use eddy::job::Job;
 use eddy::run::{ClusterArgs, run_job};
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::kafka::StartFrom;
-use eddy::stats::Stats;
+use eddy::stats::{Counter, Stats};
 use eddy::tools::produce::{ProduceOptions, produce};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -203,7 +203,7 @@ fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
     let cluster = ClusterArgs::local(workers);
     let started = Instant::now();
     run_job(job, &cluster, options, Duration::from_secs(1), |_, _| {}).expect("the job runs");
-    let events = Stats::get(&stats.events_in);
+    let events = stats.get(Counter::EventsIn);
     let (rate, seconds) = stats.ingest_rate().unwrap_or_else(|| {
         let seconds = started.elapsed().as_secs_f64();
         (events as f64 / seconds, seconds)

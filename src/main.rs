@@ -15,7 +15,7 @@ use eddy::server::Server;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
 use eddy::sources::kafka::StartFrom;
-use eddy::stats::Stats;
+use eddy::stats::{Counter, Shown, Stats};
 use eddy::tools::demo::{DemoOptions, demo};
 use eddy::tools::produce::{ProduceOptions, produce};
 
@@ -379,13 +379,9 @@ fn main() -> ExitCode {
                         display.show(extent.position(stats), stats, elapsed)
                     }
                     _ => tracing::info!(
-                        elapsed = ?elapsed,
-                        events = Stats::get(&stats.events_in),
-                        windows = Stats::get(&stats.windows_out),
-                        late = Stats::get(&stats.late),
-                        dead_letters = Stats::get(&stats.dead_letters),
-                        lag = stats.consumer_lag.load(Ordering::Relaxed),
-                        "progress{share}"
+                        "progress{share} elapsed={elapsed:?} {} lag={}",
+                        stats.totals().line(Shown::Progress, " "),
+                        stats.consumer_lag.load(Ordering::Relaxed),
                     ),
                 },
             );
@@ -404,16 +400,20 @@ fn main() -> ExitCode {
                         String::new(),
                         format!(
                             " in the cluster of {processes} processes ({} events{rate} in this one)",
-                            Stats::get(&stats.events_in)
+                            stats.get(Counter::EventsIn)
                         ),
                     ),
                     None => (stats.totals(), rate, String::new()),
                 };
-                eprintln!(
-                    "eddy: done: {} events{rate}, {} window results, {} late, {} \
-                     dead-lettered{scope}",
-                    totals.events, totals.window_results, totals.late, totals.dead_letters,
-                );
+                // The ingest rate follows the events it measures.
+                let figures: Vec<String> = totals
+                    .shown(Shown::Closing)
+                    .map(|(counter, word, value)| match counter {
+                        Counter::EventsIn => format!("{value} {word}{rate}"),
+                        _ => Shown::Closing.figure(word, value),
+                    })
+                    .collect();
+                eprintln!("eddy: done: {}{scope}", figures.join(", "));
             }
             result
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::job::{Job, SourceKind};
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 
 /// What a bounded job's input amounts to, as far as it is known before it runs.
 #[derive(Clone, Debug)]
@@ -140,7 +140,7 @@ impl Display {
 
     /// Shows where the job stands after `elapsed`.
     pub fn show(&self, position: Position, stats: &Stats, elapsed: Duration) {
-        let events = Stats::get(&stats.events_in);
+        let events = stats.get(Counter::EventsIn);
         let rate = stats.ingest_rate().map_or(0.0, |(rate, _)| rate);
         match self {
             Display::Bar(bar) => {

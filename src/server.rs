@@ -41,7 +41,6 @@ use connections::Slots;
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -68,7 +67,7 @@ use tokio::sync::watch;
 
 use crate::job::{Job, ServerSpec};
 use crate::sinks::view::{Page, ViewStore, Views};
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 use feed::Feed;
 
 /// Rows a page holds when the request does not say.
@@ -442,58 +441,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// A counter of [`Stats`]: its name (without `eddy_` and `_total`), help, and field.
-type StatsCounter = (&'static str, &'static str, fn(&Stats) -> &AtomicU64);
-
-/// Every counter of [`Stats`], as exported.
-const COUNTERS: [StatsCounter; 11] = [
-    ("events_in", "Events decoded by the sources.", |s| {
-        &s.events_in
-    }),
-    (
-        "dead_letters",
-        "Inputs sent to the dead-letter sink.",
-        |s| &s.dead_letters,
-    ),
-    (
-        "late",
-        "Events that arrived after all their windows had closed.",
-        |s| &s.late,
-    ),
-    ("windows_out", "Window results emitted.", |s| &s.windows_out),
-    ("alerts", "Fraud alerts emitted.", |s| &s.alerts),
-    (
-        "events_out",
-        "Events (and rejections) emitted by command processors.",
-        |s| &s.events_out,
-    ),
-    (
-        "notifications_requested",
-        "Notification requests emitted by orchestrators.",
-        |s| &s.notifications_requested,
-    ),
-    (
-        "notifications_sent",
-        "Notifications the CPaaS accepted.",
-        |s| &s.notifications_sent,
-    ),
-    (
-        "notifications_failed",
-        "Notifications that failed for good (also dead-lettered).",
-        |s| &s.notifications_failed,
-    ),
-    (
-        "notification_retries",
-        "Notifications sent again after a transient error.",
-        |s| &s.notification_retries,
-    ),
-    (
-        "notifications_deduplicated",
-        "Notification requests answered without sending again (duplicates and replays).",
-        |s| &s.notifications_deduplicated,
-    ),
-];
-
 /// Upper bounds (seconds) of the end-to-end latency histogram's buckets, `+Inf` last.
 const LATENCY_BUCKETS: [f64; 19] = [
     0.0001,
@@ -527,13 +474,17 @@ struct JobMetrics {
 
 impl Collector for JobMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        for (name, help, field) in COUNTERS {
-            let counter = ConstCounter::new(Stats::get(field(&self.stats)));
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
+        for counter in Counter::ALL {
+            let spec = counter.spec();
+            if !spec.metrics {
+                continue;
+            }
+            let value = ConstCounter::new(self.stats.get(counter));
+            value.encode(encoder.encode_descriptor(
+                spec.name,
+                spec.help,
                 None,
-                counter.metric_type(),
+                value.metric_type(),
             )?)?;
         }
         let mut rows = encoder.encode_descriptor(

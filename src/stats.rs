@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -14,53 +14,34 @@ use timely::dataflow::operators::core::Inspect;
 
 use crate::record::{Record, Value};
 
+mod counters;
+
+pub use counters::{Counter, CounterSpec, Shown, Totals};
+
 /// The labels of one series of a labelled metric, as `(name, value)` pairs.
 pub type Labels = Vec<(&'static str, String)>;
 
-/// Counters a job updates as it runs; every field only grows except `consumer_lag`.
+/// Counters a job updates as it runs, shared by its workers: the [`Counter`]s, and the ones
+/// kept per source, sink or partition. Every one only grows except the lags.
 #[derive(Debug)]
 pub struct Stats {
-    /// Events decoded by the sources (see [`Stats::ingest`]).
-    pub events_in: AtomicU64,
+    /// The value of each [`Counter`], in its order.
+    counters: [AtomicU64; Counter::ALL.len()],
     /// When the sources decoded their first batch of events, how many it held, and when they
     /// decoded their latest: what [`Stats::ingest_rate`] measures over.
     pub ingest_span: Mutex<Option<IngestSpan>>,
     /// Bytes of the file sources' lines read, over all workers: how far through its files a
     /// job is.
-    pub file_bytes: Counter,
-    /// Inputs sent to the dead-letter sink.
-    pub dead_letters: AtomicU64,
-    /// Events that arrived after all their windows had closed.
-    pub late: AtomicU64,
-    /// Window results emitted.
-    pub windows_out: AtomicU64,
-    /// Fraud alerts emitted.
-    pub alerts: AtomicU64,
-    /// Events (and rejections) emitted by command processors.
-    pub events_out: AtomicU64,
-    /// Notification requests emitted by orchestrators.
-    pub notifications_requested: AtomicU64,
-    /// Notifications the CPaaS accepted.
-    pub notifications_sent: AtomicU64,
-    /// Notifications that failed for good (also dead-lettered).
-    pub notifications_failed: AtomicU64,
-    /// Notifications sent again after a transient error (one per message and retry).
-    pub notification_retries: AtomicU64,
-    /// Notification requests refused before any call: records that are no valid request
-    /// (dead-lettered, with a `NotificationFailed` outcome when they name a request id).
-    pub notifications_invalid: AtomicU64,
-    /// Requests answered from the sent-record or a request in flight with the same id, without
-    /// sending again (duplicates and replays).
-    pub notifications_deduplicated: AtomicU64,
+    pub file_bytes: counter::Counter,
     /// Messages behind the end of the assigned partitions, summed over consumers.
     pub consumer_lag: AtomicI64,
     /// Messages behind the end of the assigned partitions, per source (label `source`): which
     /// source falls behind.
     pub source_lag: Family<Labels, Gauge>,
     /// Events decoded, per source (label `source`).
-    pub source_records: Family<Labels, Counter>,
+    pub source_records: Family<Labels, counter::Counter>,
     /// Records handed to each sink to write, per sink (label `sink`).
-    pub sink_records: Family<Labels, Counter>,
+    pub sink_records: Family<Labels, counter::Counter>,
     /// Messages behind the end of each assigned Kafka partition (labels `source`, `topic`,
     /// `partition`).
     pub partition_lag: Family<Labels, Gauge>,
@@ -87,20 +68,9 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            events_in: Default::default(),
+            counters: Default::default(),
             ingest_span: Default::default(),
             file_bytes: Default::default(),
-            dead_letters: Default::default(),
-            late: Default::default(),
-            windows_out: Default::default(),
-            alerts: Default::default(),
-            events_out: Default::default(),
-            notifications_requested: Default::default(),
-            notifications_sent: Default::default(),
-            notifications_failed: Default::default(),
-            notification_retries: Default::default(),
-            notifications_invalid: Default::default(),
-            notifications_deduplicated: Default::default(),
             source_lag: Default::default(),
             consumer_lag: Default::default(),
             source_records: Default::default(),
@@ -112,32 +82,6 @@ impl Default for Stats {
             output_latency: Mutex::new(latency_histogram()),
             cluster: OnceLock::new(),
             process: OnceLock::new(),
-        }
-    }
-}
-
-/// A job's closing figures: what one process counted, or (added up) a whole cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Totals {
-    /// Events decoded by the sources.
-    pub events: u64,
-    /// Window results emitted.
-    pub window_results: u64,
-    /// Events that arrived after all their windows had closed.
-    pub late: u64,
-    /// Inputs sent to the dead-letter sink.
-    pub dead_letters: u64,
-}
-
-impl std::ops::Add for Totals {
-    type Output = Totals;
-
-    fn add(self, other: Totals) -> Totals {
-        Totals {
-            events: self.events + other.events,
-            window_results: self.window_results + other.window_results,
-            late: self.late + other.late,
-            dead_letters: self.dead_letters + other.dead_letters,
         }
     }
 }
@@ -164,24 +108,24 @@ fn quantile(histogram: &Mutex<Histogram<u64>>, q: f64) -> Option<Duration> {
 }
 
 impl Stats {
-    /// This process's closing figures.
+    /// Every counter's value now.
     pub fn totals(&self) -> Totals {
-        Totals {
-            events: Self::get(&self.events_in),
-            window_results: Self::get(&self.windows_out),
-            late: Self::get(&self.late),
-            dead_letters: Self::get(&self.dead_letters),
-        }
+        Totals::read(|counter| self.get(counter))
     }
 
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+    /// Adds `n` to `counter`.
+    pub fn add(&self, counter: Counter, n: usize) {
+        self.counters[counter as usize].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Reads `counter`.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counters[counter as usize].load(Ordering::Relaxed)
     }
 
     /// Counts a batch of `n` events the sources decoded just now.
     pub fn ingest(&self, n: usize) {
-        Self::add(&self.events_in, n);
+        self.add(Counter::EventsIn, n);
         let now = Instant::now();
         let mut span = self.ingest_span.lock().unwrap();
         match span.as_mut() {
@@ -202,7 +146,7 @@ impl Stats {
     pub fn ingest_rate(&self) -> Option<(f64, f64)> {
         let span = (*self.ingest_span.lock().unwrap())?;
         let seconds = (span.last - span.first).as_secs_f64();
-        let events = Self::get(&self.events_in) - span.first_events;
+        let events = self.get(Counter::EventsIn) - span.first_events;
         (seconds > 0.0).then(|| (events as f64 / seconds, seconds))
     }
 
@@ -214,13 +158,13 @@ impl Stats {
 
     /// The records counter of source `name`, registered at build time so that counting is one
     /// atomic add per batch.
-    pub fn source_counter(&self, name: &str) -> Counter {
+    pub fn source_counter(&self, name: &str) -> counter::Counter {
         self.source_records
             .get_or_create_owned(&vec![("source", name.to_string())])
     }
 
     /// The records counter of sink `name` (see [`Stats::source_counter`]).
-    pub fn sink_counter(&self, name: &str) -> Counter {
+    pub fn sink_counter(&self, name: &str) -> counter::Counter {
         self.sink_records
             .get_or_create_owned(&vec![("sink", name.to_string())])
     }
@@ -232,11 +176,6 @@ impl Stats {
             ("topic", topic.to_string()),
             ("partition", partition.to_string()),
         ])
-    }
-
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 
     /// The lag gauge of source `source`, summed over its consumers.
@@ -290,14 +229,14 @@ pub trait CountInto: Sized {
     /// Calls `add` with the number of records of each batch passing by.
     fn count_with(self, add: impl Fn(usize) + 'static) -> Self;
 
-    /// Adds the number of records passing by to the counter `pick` chooses.
-    fn count_into(self, stats: &Arc<Stats>, pick: fn(&Stats) -> &AtomicU64) -> Self {
+    /// Adds the number of records passing by to `counter`.
+    fn count_into(self, stats: &Arc<Stats>, counter: Counter) -> Self {
         let stats = Arc::clone(stats);
-        self.count_with(move |n| Stats::add(pick(&stats), n))
+        self.count_with(move |n| stats.add(counter, n))
     }
 
     /// Adds the number of records passing by to a labelled `counter`.
-    fn count_in(self, counter: Counter) -> Self {
+    fn count_in(self, counter: counter::Counter) -> Self {
         self.count_with(move |n| {
             counter.inc_by(n as u64);
         })
@@ -356,7 +295,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         stats.ingest(300);
         stats.ingest(200);
-        assert_eq!(Stats::get(&stats.events_in), 1_500);
+        assert_eq!(stats.get(Counter::EventsIn), 1_500);
         let (rate, seconds) = stats.ingest_rate().expect("two batches at two times");
         let span = stats.ingest_span.lock().unwrap().expect("a span");
         assert_eq!(seconds, (span.last - span.first).as_secs_f64());

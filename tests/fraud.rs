@@ -13,7 +13,7 @@ use common::kafka::{Cluster, Tier, produce_input, read_topic, run_job_to_end, ru
 use eddy::job::{Job, SourceKind};
 use eddy::sources::generator::{Generator, GeneratorConfig, Transaction};
 use eddy::sources::incidents::{Incident, incidents};
-use eddy::stats::Stats;
+use eddy::stats::Counter;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
@@ -382,7 +382,7 @@ topic = "late""#;
     let messages = read_topic(brokers, "alerts");
     let alerts = parse_alerts(messages.iter().map(|m| m.payload.as_slice()));
     assert_alerts_match(&alerts, &incidents(&config));
-    assert_eq!(Stats::get(&stats.alerts), alerts.len() as u64);
+    assert_eq!(stats.get(Counter::Alerts), alerts.len() as u64);
     for m in &messages {
         assert_eq!(m.header("eddy.output").as_deref(), Some("fraud"));
     }

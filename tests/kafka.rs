@@ -21,7 +21,7 @@ use common::kafka::{
 };
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::kafka::StartFrom;
-use eddy::stats::Stats;
+use eddy::stats::{Counter, Stats};
 
 const INPUT: &str = "transactions";
 /// Partitions of the input topic.
@@ -133,17 +133,17 @@ fn round_trip(tier: Tier) {
             );
         }
         assert_eq!(
-            Stats::get(&stats.events_in),
+            stats.get(Counter::EventsIn),
             txns.len() as u64,
             "{workers} worker(s): events read"
         );
         assert_eq!(
-            Stats::get(&stats.late),
+            stats.get(Counter::Late),
             late.len() as u64,
             "{workers} worker(s): late events"
         );
         assert_eq!(
-            Stats::get(&stats.dead_letters),
+            stats.get(Counter::DeadLetters),
             0,
             "{workers} worker(s): dead letters"
         );
@@ -323,7 +323,7 @@ fn dead_letters(tier: Tier) {
     }
     assert_eq!(dead.len(), undecodable.len(), "dead letters written");
     assert_eq!(
-        Stats::get(&stats.dead_letters),
+        stats.get(Counter::DeadLetters),
         malformed + 2,
         "dead letters counted"
     );
@@ -332,7 +332,7 @@ fn dead_letters(tier: Tier) {
     let rows = output_rows(brokers, &output);
     assert_rows_equal("windows beside dead letters", &rows, &expected);
     assert_eq!(
-        Stats::get(&stats.events_in),
+        stats.get(Counter::EventsIn),
         valid.len() as u64,
         "events read"
     );
@@ -387,7 +387,7 @@ fn restart(tier: Tier) {
         thread::spawn(move || {
             let deadline = Instant::now() + PATIENCE;
             while !finished.load(Ordering::Relaxed) {
-                if Stats::get(&stats.events_in) >= half && offsets.get().iter().any(|&o| o > 0) {
+                if stats.get(Counter::EventsIn) >= half && offsets.get().iter().any(|&o| o > 0) {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -410,7 +410,7 @@ fn restart(tier: Tier) {
     );
     finished.store(true, Ordering::Relaxed);
     stopper.join().expect("the stopping thread");
-    let read1 = Stats::get(&stats1.events_in);
+    let read1 = stats1.get(Counter::EventsIn);
     assert!(
         !gave_up.load(Ordering::Relaxed),
         "after {PATIENCE:?} the first run had read {read1} of {half} events and committed offsets \
@@ -444,7 +444,7 @@ fn restart(tier: Tier) {
         Arc::new(AtomicBool::new(false)),
         Arc::clone(&stats2),
     );
-    let read2 = Stats::get(&stats2.events_in);
+    let read2 = stats2.get(Counter::EventsIn);
     let (rows1, rows2): (Vec<_>, Vec<_>) = output_rows_at(brokers, &output)
         .into_iter()
         .partition(|at| written_first.contains(&(at.partition, at.offset)));
@@ -572,7 +572,7 @@ fn an_idle_partition_does_not_hold_windows_back() {
     assert!(
         !rows.is_empty(),
         "no window fired within {PATIENCE:?} while partition 1 stayed empty ({} events read)",
-        Stats::get(&stats.events_in)
+        stats.get(Counter::EventsIn)
     );
     let expected = reference(&txns);
     for row in output_rows(&brokers, "out-idle") {

@@ -22,7 +22,7 @@ use eddy::sinks::notify::config::{ApiKey, NotifyConfig, RetryPolicy};
 use eddy::sinks::notify::outcome::{Delivery, Outcome};
 use eddy::sinks::notify::request::{Channel, NotificationRequest};
 use eddy::sources::kafka::StartFrom;
-use eddy::stats::Stats;
+use eddy::stats::{Counter, Stats};
 use eddy::tools::cpaas::{CpaasStandIn, Fault, Faults, StandInOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
@@ -228,7 +228,7 @@ fn transient_errors_are_retried_and_end_in_exactly_one_send() {
     let outcomes = deliver(&adapter, vec![sms("s1", "+41790000001")]);
     assert_eq!(message_id(&outcomes[0]), "s1");
     assert_eq!(outcomes[0].attempts, 6);
-    assert_eq!(Stats::get(&stats.notification_retries), 5);
+    assert_eq!(stats.get(Counter::NotificationRetries), 5);
     drop(adapter);
     let counts = standin.counts();
     assert_eq!(counts.calls, 6);
@@ -584,7 +584,7 @@ fn with_half_of_all_calls_failing_every_request_is_sent_exactly_once() {
     assert_each_sent_once(&outcome_events(&brokers), &ids);
     let counts = standin.counts();
     assert_eq!(counts.sent, N as u64, "{counts:?}");
-    assert!(counts.failed > 0 && Stats::get(&stats.notification_retries) > 0);
+    assert!(counts.failed > 0 && stats.get(Counter::NotificationRetries) > 0);
     assert_eq!(
         standin.sent().keys().cloned().collect::<HashSet<_>>(),
         ids,
@@ -835,14 +835,14 @@ fn a_slow_cpaas_slows_the_source_instead_of_dropping_or_buffering() {
     let mut max_undecided = 0;
     let undecided = |stats: &Stats| {
         let decided =
-            Stats::get(&stats.notifications_sent) + Stats::get(&stats.notifications_failed);
-        Stats::get(&stats.events_in) - decided
+            stats.get(Counter::NotificationsSent) + stats.get(Counter::NotificationsFailed);
+        stats.get(Counter::EventsIn) - decided
     };
     wait_for("twenty slow calls", || {
         max_undecided = max_undecided.max(undecided(&stats));
         standin.counts().calls >= 20
     });
-    let read_while_slow = Stats::get(&stats.events_in);
+    let read_while_slow = stats.get(Counter::EventsIn);
     assert!(
         read_while_slow <= bound as u64 + standin.counts().sent,
         "the source read {read_while_slow} requests while the CPaaS took {} calls",

@@ -189,7 +189,7 @@ fn every_event_lands_on_exactly_the_routes_whose_predicates_hold() {
         );
         let stats = run_to_end(&text, "", workers);
         assert_eq!(
-            eddy::stats::Stats::get(&stats.events_in),
+            stats.get(eddy::stats::Counter::EventsIn),
             txns.len() as u64,
             "{workers} worker(s): events read"
         );
@@ -248,7 +248,7 @@ fn through_kafka_with_a_topic_per_country_and_dead_letters() {
     );
     let stats = run_to_end(&text, brokers, 2);
     assert_eq!(
-        eddy::stats::Stats::get(&stats.dead_letters),
+        stats.get(eddy::stats::Counter::DeadLetters),
         malformed,
         "dead letters counted"
     );

@@ -272,7 +272,7 @@ fn scram_over_tls_reads_and_writes_through_a_real_broker() {
     let text = job_text(&brokers, dir, PASSWORD);
     let job = Job::parse(Path::new("scram.toml"), &text).unwrap();
     let stats = common::kafka::run_job_to_end(job, 2);
-    assert_eq!(eddy::stats::Stats::get(&stats.events_in), COUNT as u64);
+    assert_eq!(stats.get(eddy::stats::Counter::EventsIn), COUNT as u64);
 
     let read = python(
         &format!(

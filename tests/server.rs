@@ -20,7 +20,7 @@ use eddy::server::{Server, ServerLimits};
 use eddy::sinks::view::{Change, ChangeBatch, Row, Views};
 use eddy::sources::generator::{Generator, GeneratorConfig};
 use eddy::sources::kafka::StartFrom;
-use eddy::stats::Stats;
+use eddy::stats::{Counter, Stats};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -448,8 +448,8 @@ async fn health_turns_ready_and_metrics_expose_the_counters() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"status": "ready"}));
 
-        Stats::add(&fx.stats.events_in, 1234);
-        Stats::add(&fx.stats.dead_letters, 3);
+        fx.stats.add(Counter::EventsIn, 1234);
+        fx.stats.add(Counter::DeadLetters, 3);
         fx.stats.record_latency(Duration::from_millis(3));
         fx.stats.record_latency(Duration::from_millis(40));
         fx.stats.record_latency(Duration::from_secs(100));

@@ -17,7 +17,7 @@ use crate::domain::orchestrate::{Happening, NotificationRequest};
 use crate::job::{CommandsSpec, EVENT_COLUMNS, Job, OrchestratorSpec, REQUEST_COLUMNS};
 use crate::operators::pattern::{DetectPattern, Detected, Detection, Late, PatternStreams};
 use crate::record::{Event, Id, Record, Value};
-use crate::stats::{CountInto, MeasureLatency, Stats};
+use crate::stats::{CountInto, Counter, MeasureLatency, Stats};
 
 /// A source's events, with the time before which an earlier run emitted everything.
 pub type Input<'scope> = (StreamVec<'scope, u64, Event<Record>>, u64);
@@ -50,7 +50,7 @@ pub fn build_commands<'scope>(
     let payload = spec.payload.clone();
     let rows = matches
         .map(move |detected| event_row(detected, &payload))
-        .count_into(stats, |s| &s.events_out)
+        .count_into(stats, Counter::EventsOut)
         .measure_latency(stats, column(&EVENT_COLUMNS, "time"));
     write_rows(&rows, job, &spec.sinks, &spec.columns, &spec.name, stats)
 }
@@ -95,7 +95,7 @@ pub fn build_orchestrator<'scope>(
     progress.track(fired, settled);
     let rows = matches
         .map(request_row)
-        .count_into(stats, |s| &s.notifications_requested)
+        .count_into(stats, Counter::NotificationsRequested)
         .measure_latency(stats, column(&REQUEST_COLUMNS, "time"));
     let columns: Vec<String> = REQUEST_COLUMNS.iter().map(|c| c.to_string()).collect();
     write_rows(&rows, job, &spec.sinks, &columns, &spec.name, stats)

@@ -14,7 +14,7 @@ use crate::operators::pattern::{
     DetectPattern, Detected, Detection, Late, PatternStreams, Suppressed,
 };
 use crate::record::{Event, Id, Record, Value};
-use crate::stats::{CountInto, MeasureLatency, Stats};
+use crate::stats::{CountInto, Counter, MeasureLatency, Stats};
 
 /// Builds one fraud detector over `events`; returns the flushed streams of its sinks. Alerts
 /// before `emitted_before` were emitted by an earlier run; the detector's progress goes to
@@ -63,11 +63,11 @@ pub fn build_fraud<'scope>(
     let name = spec.name.clone();
     let alerts = matches
         .map(move |alert| alert_row(&name, alert))
-        .count_into(stats, |s| &s.alerts)
+        .count_into(stats, Counter::Alerts)
         .measure_latency(stats, column(&ALERT_COLUMNS, "time"));
     let columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
     let mut flushed = write_rows(&alerts, job, &spec.sinks, &columns, &spec.name, stats)?;
-    let late = late.count_into(stats, |s| &s.late);
+    let late = late.count_into(stats, Counter::Late);
     if let Some(sink) = spec.late_sink {
         flushed.extend(write_rows(
             &late.map(late_row),

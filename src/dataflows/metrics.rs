@@ -13,7 +13,7 @@ use crate::operators::aggregate::FieldAggregates;
 use crate::operators::key::FieldKey;
 use crate::operators::window::{WindowAggregate, WindowStreams, Windows};
 use crate::record::{Event, Record, Value};
-use crate::stats::{CountInto, MeasureLatency, Stats};
+use crate::stats::{CountInto, Counter, MeasureLatency, Stats};
 
 /// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
 /// before `emitted_before` were emitted by an earlier run (see [`Windows`]); the windows'
@@ -62,7 +62,7 @@ pub fn build_metric<'scope>(
                 .is_none_or(|having| having.holds(&row))
                 .then(|| row.drain(..).collect())
         })
-        .count_into(stats, |s| &s.windows_out);
+        .count_into(stats, Counter::WindowsOut);
     // The row is laid out as above: the keys, the window's start, then its end.
     let window_end = metric.group_by.len() + 1;
     let rows = rows.measure_latency(stats, window_end);
@@ -74,7 +74,7 @@ pub fn build_metric<'scope>(
         &metric.name,
         stats,
     )?;
-    let late = late.count_into(stats, |s| &s.late);
+    let late = late.count_into(stats, Counter::Late);
     if let Some(sink) = metric.late_sink {
         let schema = &job.sources[metric.source].schema;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name.to_string()).collect();

@@ -31,7 +31,7 @@ use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
 use crate::sources::{Reader, SourceOptions, SourceStreams, deal_slot, event_source};
-use crate::stats::{CountInto, Stats};
+use crate::stats::{CountInto, Counter, Stats};
 
 /// How a job is run, beyond what its file says.
 #[derive(Clone, Debug)]
@@ -159,7 +159,7 @@ pub fn build_job(
         dead.push(failed);
     }
     let dead = scope.concatenate(dead);
-    let dead = dead.count_into(&options.stats, |s| &s.dead_letters);
+    let dead = dead.count_into(&options.stats, Counter::DeadLetters);
     flushed.push(match job.dead_letter {
         Some(sink) => write_dead_letters(dead, &job.sinks[sink], &options.stats)?,
         None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false }, None)?,

@@ -19,7 +19,7 @@ use crate::sinks::notify::DeliverNotifications;
 use crate::sinks::notify::adapter::NotificationAdapter;
 use crate::sinks::notify::outcome::{OutcomeEncoder, Resolved};
 use crate::sinks::notify::request::RequestFields;
-use crate::stats::{CountInto, Stats};
+use crate::stats::{CountInto, Counter, Stats};
 
 /// A notify sink's adapter and the backlog its source watches, made before the sources are
 /// built.
@@ -81,7 +81,7 @@ pub fn build_notify<'scope>(
     let invalid = Arc::clone(stats);
     let resolved = resolved.inspect(move |r| {
         if matches!(r, Resolved::Invalid { .. }) {
-            Stats::add(&invalid.notifications_invalid, 1);
+            invalid.add(Counter::NotificationsInvalid, 1);
         }
     });
     let dead = resolved

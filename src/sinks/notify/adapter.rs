@@ -24,7 +24,7 @@ use super::config::NotifyConfig;
 use super::outcome::{Delivery, Outcome};
 use super::request::{Channel, NotificationRequest};
 use super::sent_record::SentRecord;
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 
 /// A request handed to the adapter, with where its outcome goes.
 #[derive(Debug)]
@@ -335,7 +335,7 @@ impl Shared {
                 ..o
             });
             if outcome.as_ref().is_ok_and(|o| o.deduplicated) {
-                Stats::add(&self.stats.notifications_deduplicated, 1);
+                self.stats.add(Counter::NotificationsDeduplicated, 1);
             }
             let _ = duplicate.reply.send(Completion {
                 tag: duplicate.tag,
@@ -343,7 +343,7 @@ impl Shared {
             });
         }
         if outcome.as_ref().is_ok_and(|o| o.deduplicated) {
-            Stats::add(&self.stats.notifications_deduplicated, 1);
+            self.stats.add(Counter::NotificationsDeduplicated, 1);
         }
         let _ = leader.reply.send(Completion {
             tag: leader.tag,
@@ -360,10 +360,10 @@ impl Shared {
 
     fn count(&self, outcome: &Outcome) {
         let counter = match outcome.delivery {
-            Delivery::Sent { .. } => &self.stats.notifications_sent,
-            Delivery::Failed { .. } => &self.stats.notifications_failed,
+            Delivery::Sent { .. } => Counter::NotificationsSent,
+            Delivery::Failed { .. } => Counter::NotificationsFailed,
         };
-        Stats::add(counter, 1);
+        self.stats.add(counter, 1);
     }
 
     /// Sends SMS requests in one call. If the CPaaS refuses the call as a whole (one bad
@@ -464,7 +464,7 @@ impl Shared {
         .when(|e| e.is_transient() && !self.is_stopping())
         .adjust(|e: &CallError, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
         .notify(|e: &CallError, delay| {
-            Stats::add(&self.stats.notification_retries, messages);
+            self.stats.add(Counter::NotificationRetries, messages);
             tracing::debug!("CPaaS call: {}; retrying in {delay:?}", e.reason());
         })
         .await;

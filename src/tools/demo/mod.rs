@@ -28,7 +28,7 @@ use crate::sinks::file::FileTarget;
 use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
 use crate::sources::kafka::StartFrom;
-use crate::stats::Stats;
+use crate::stats::{Counter, Shown, Stats};
 use crate::tools::produce::{ProduceOptions, produce};
 use commands::{CardHolders, feed_commands};
 use notifications::{Accounting, NotificationDemo};
@@ -228,7 +228,7 @@ pub fn demo(
         move |stats: &Stats, elapsed: Duration| {
             let (p, c) = (
                 produced.load(Ordering::Relaxed),
-                Stats::get(&stats.events_in),
+                stats.get(Counter::EventsIn),
             );
             panel.show(&Figures {
                 elapsed,
@@ -266,21 +266,16 @@ pub fn demo(
     };
     eprintln!(
         "eddy demo: done. produced {sent} transactions and {} commands, processed {} events; \
-         windows {}, alerts {}, events {}, late {}, dead-lettered {}; output latency p50 {}, p99 \
-         {}",
+         {}; output latency p50 {}, p99 {}",
         commands_sent.load(Ordering::Relaxed),
-        Stats::get(&stats.events_in),
-        Stats::get(&stats.windows_out),
-        Stats::get(&stats.alerts),
-        Stats::get(&stats.events_out),
-        Stats::get(&stats.late),
-        Stats::get(&stats.dead_letters),
+        stats.get(Counter::EventsIn),
+        stats.totals().line(Shown::Console, ", "),
         latency(0.5),
         latency(0.99),
     );
     eprintln!(
         "eddy demo: notifications {accounting} (retried {}); {standin}",
-        Stats::get(&stats.notification_retries)
+        stats.get(Counter::NotificationRetries)
     );
     eprintln!("eddy demo: {}", pending_line(&accounting));
     if !options.stdout {

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 use crate::tools::cpaas::{CpaasStandIn, Faults, StandInOptions};
 
 /// The topics the notification part uses.
@@ -109,11 +109,11 @@ impl NotificationDemo {
     /// decided every request, `pending` is 0.
     pub fn accounting(&self, stats: &Stats) -> Accounting {
         let requested =
-            self.fed.load(Ordering::Relaxed) + Stats::get(&stats.notifications_requested);
-        let sent = Stats::get(&stats.notifications_sent);
+            self.fed.load(Ordering::Relaxed) + stats.get(Counter::NotificationsRequested);
+        let sent = stats.get(Counter::NotificationsSent);
         let failed =
-            Stats::get(&stats.notifications_failed) + Stats::get(&stats.notifications_invalid);
-        let deduplicated = Stats::get(&stats.notifications_deduplicated);
+            stats.get(Counter::NotificationsFailed) + stats.get(Counter::NotificationsInvalid);
+        let deduplicated = stats.get(Counter::NotificationsDeduplicated);
         Accounting {
             requested,
             sent,

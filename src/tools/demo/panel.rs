@@ -11,7 +11,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::notifications::Accounting;
-use crate::stats::Stats;
+use crate::stats::{Counter, Shown, Stats};
 
 /// The figures of one report, measured by the demo.
 pub struct Figures<'a> {
@@ -57,7 +57,7 @@ pub fn figure_lines(f: &Figures) -> Vec<String> {
         .map_or("n/a (no output yet)".to_string(), |d| {
             format!("{:.2}s", d.as_secs_f64())
         });
-    let retried = Stats::get(&stats.notification_retries);
+    let retried = stats.get(Counter::NotificationRetries);
     let mut lines = vec![
         format!(
             "{:>5.0}s  produced {} ({}/s)  processed {} ({}/s)  lag {}{behind}",
@@ -71,13 +71,8 @@ pub fn figure_lines(f: &Figures) -> Vec<String> {
                 .load(std::sync::atomic::Ordering::Relaxed),
         ),
         format!(
-            "        windows {}  alerts {}  events {}  late {}  dead-lettered {}  output latency \
-             p99 {p99}",
-            Stats::get(&stats.windows_out),
-            Stats::get(&stats.alerts),
-            Stats::get(&stats.events_out),
-            Stats::get(&stats.late),
-            Stats::get(&stats.dead_letters),
+            "        {}  output latency p99 {p99}",
+            stats.totals().line(Shown::Console, "  "),
         ),
         format!(
             "        notifications {}  (retried {retried})",
