@@ -16,7 +16,8 @@ use crate::cluster::{self, ControlPlane, Peers, Settings};
 
 use crate::dataflows::{JobProbes, RunOptions, build_job};
 use crate::failure;
-use crate::job::{Job, SinkKind, SourceKind};
+use crate::job::{Job, SourceKind};
+use crate::sinks::SinkKind;
 use crate::sinks::file::FileTarget;
 use crate::stats::Stats;
 

@@ -325,8 +325,9 @@ mod bounds {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use eddy::job::{Job, MAX_DURATION, SinkKind, SourceKind};
+    use eddy::job::{Job, MAX_DURATION, SourceKind};
     use eddy::operators::window::WindowSpec;
+    use eddy::sinks::SinkKind;
     use proptest::prelude::*;
 
     /// A job of one file source, whose source takes `source` and whose metric's window is

@@ -189,7 +189,8 @@ fn the_routing_statement_set_writes_what_the_toml_routes_write() {
 /// takes the time zone and the job's name.
 #[test]
 fn kafka_tables_and_settings_become_the_jobs_sources_and_sinks() {
-    use eddy::job::{SinkKind, SourceKind};
+    use eddy::job::SourceKind;
+    use eddy::sinks::SinkKind;
     let text = r#"
         SET 'table.local-time-zone' = 'UTC';
         SET 'pipeline.name' = 'velocity';

@@ -13,19 +13,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::backlog::Backlog;
-use crate::job::{Job, SinkKind, SinkSpec, SourceKind, SourceSpec};
+use crate::job::{Job, SinkSpec, SourceKind, SourceSpec};
 use crate::operators::delivery::{Acknowledge, Delivery};
 use crate::record::{DeadLetter, Event, Record};
-use crate::sinks::discard::Discard;
 use crate::sinks::file::{FileTarget, Order, WriteFile};
 use crate::sinks::format::{DeadLetterEncoder, RowEncoder};
-use crate::sinks::kafka::WriteKafka;
-use crate::sinks::topic::TopicTemplate;
 use crate::sinks::view::{Views, WriteView};
 use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
@@ -376,14 +373,10 @@ fn write_dead_letters<'scope>(
     stats: &Stats,
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     let dead = dead.count_in(stats.sink_counter(&sink.name));
-    match &sink.kind {
-        SinkKind::Kafka(config) => dead.write_kafka(config, DeadLetterEncoder { raw: true }),
-        SinkKind::Discard => Ok(dead.discard()),
-        SinkKind::File(target) => dead
-            .write_file(target.clone(), DeadLetterEncoder { raw: false }, None)
-            .with_context(|| format!("sink `{}`", sink.name)),
-        SinkKind::Notify(_) => bail!("dead letters cannot go to notify sink `{}`", sink.name),
-    }
+    let encoder = DeadLetterEncoder {
+        raw: sink.kind.headers(),
+    };
+    sink.kind.write(&sink.name, dead, encoder, None)
 }
 
 /// The index of column `name` among an output's fixed `columns`.
@@ -440,25 +433,12 @@ fn write_to_sink<'scope>(
     };
     let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index))
         .with_provenance(provenance);
-    match &sink.kind {
-        SinkKind::Kafka(config) => {
-            let topic = TopicTemplate::parse(&config.topic)
-                .and_then(|t| t.for_rows(|name| columns.iter().position(|c| c == name)))
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("sink `{}`", sink.name))?;
-            rows.write_kafka(config, encoder.with_topic(topic))
-        }
-        SinkKind::File(target) => {
-            let order = (!sink.order_by.is_empty()).then(|| {
-                let by: Vec<usize> = sink.order_by.iter().map(index).collect();
-                Box::new(move |row: &Record, key: &mut Vec<u8>| {
-                    by.iter().for_each(|&i| row[i].write_sort_key(key))
-                }) as Order<Record>
-            });
-            rows.write_file(target.clone(), encoder, order)
-                .with_context(|| format!("sink `{}`", sink.name))
-        }
-        SinkKind::Notify(_) => bail!("rows cannot go to notify sink `{}`", sink.name),
-        SinkKind::Discard => Ok(rows.discard()),
-    }
+    let encoder = sink.kind.rows(&sink.name, encoder, columns)?;
+    let order = (!sink.order_by.is_empty()).then(|| {
+        let by: Vec<usize> = sink.order_by.iter().map(index).collect();
+        Box::new(move |row: &Record, key: &mut Vec<u8>| {
+            by.iter().for_each(|&i| row[i].write_sort_key(key))
+        }) as Order<Record>
+    });
+    sink.kind.write(&sink.name, rows, encoder, order)
 }

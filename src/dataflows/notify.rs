@@ -10,11 +10,9 @@ use timely::dataflow::operators::Inspect;
 use timely::dataflow::operators::vec::{Filter, Map};
 
 use crate::backlog::Backlog;
-use crate::job::{Job, NotifySpec, SinkKind, SourceKind};
+use crate::job::{Job, NotifySpec, SourceKind};
 use crate::record::{DeadLetter, Event, Record};
-use crate::sinks::discard::Discard;
-use crate::sinks::file::WriteFile;
-use crate::sinks::kafka::WriteKafka;
+use crate::sinks::SinkKind;
 use crate::sinks::notify::DeliverNotifications;
 use crate::sinks::notify::adapter::NotificationAdapter;
 use crate::sinks::notify::outcome::{OutcomeEncoder, Resolved};
@@ -97,13 +95,6 @@ pub fn build_notify<'scope>(
             ("eddy.output", notify.name.clone()),
         ],
     };
-    let flushed = match &sink.kind {
-        SinkKind::Kafka(config) => outcomes.write_kafka(config, encoder)?,
-        SinkKind::File(target) => {
-            outcomes.write_file::<OutcomeEncoder>(target.clone(), encoder, None)?
-        }
-        SinkKind::Discard => outcomes.discard(),
-        SinkKind::Notify(_) => bail!("outcomes cannot go to notify sink `{}`", sink.name),
-    };
+    let flushed = sink.kind.write(&sink.name, outcomes, encoder, None)?;
     Ok((flushed, dead))
 }

@@ -40,7 +40,7 @@ pub use fraud::{ALERT_COLUMNS, FraudSpec, PaymentFields};
 pub use metrics::{AggregateSpec, MAX_PANES, MetricSpec};
 pub use notify::NotifySpec;
 pub use routes::{RouteSpec, Selection};
-pub use sinks::{SinkKind, SinkSpec};
+pub use sinks::SinkSpec;
 pub use sources::{SourceKind, SourceSpec};
 pub use values::MAX_DURATION;
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};

@@ -8,8 +8,9 @@ use toml::Spanned;
 
 use super::outputs::Names;
 use super::values::Limit;
-use super::{Checker, SinkKind, SinkSpec, SourceSpec, raw};
+use super::{Checker, SinkSpec, SourceSpec, raw};
 use crate::record::FieldType;
+use crate::sinks::SinkKind;
 use crate::sinks::notify::config::{ApiKey, ChannelLimits, NotifyConfig, RetryPolicy};
 use crate::sinks::notify::request::{Channel, REQUIRED_FIELDS, RequestFields};
 

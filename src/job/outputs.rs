@@ -7,8 +7,9 @@ use toml::Spanned;
 
 use super::{
     ALERT_COLUMNS, Checker, CommandsSpec, EnrichSpec, FraudSpec, MetricSpec, NotifySpec,
-    OrchestratorSpec, REQUEST_COLUMNS, RouteSpec, SinkKind, SinkSpec, SourceSpec, raw,
+    OrchestratorSpec, REQUEST_COLUMNS, RouteSpec, SinkSpec, SourceSpec, raw,
 };
+use crate::sinks::SinkKind;
 use crate::sinks::topic::TopicTemplate;
 
 /// The indexes of the sources and sinks that validated, by name.

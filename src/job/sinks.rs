@@ -3,10 +3,11 @@
 use toml::Spanned;
 
 use super::{Checker, raw};
+use crate::sinks::SinkKind;
+use crate::sinks::discard::DiscardSink;
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
-use crate::sinks::notify::config::NotifyConfig;
 use crate::sinks::topic::TopicTemplate;
 
 /// A sink.
@@ -24,19 +25,6 @@ pub struct SinkSpec {
     pub columns: Option<Vec<String>>,
     /// For file sinks of bounded jobs: write everything at the end, sorted by these columns.
     pub order_by: Vec<String>,
-}
-
-/// The kinds of sink.
-#[derive(Clone, Debug)]
-pub enum SinkKind {
-    /// A Kafka topic.
-    Kafka(KafkaSinkConfig),
-    /// A file or standard output.
-    File(FileTarget),
-    /// A CPaaS, through the notification adapter.
-    Notify(NotifyConfig),
-    /// Nowhere: rows are dropped (for benchmarks and dry runs).
-    Discard,
 }
 
 impl Checker<'_> {
@@ -104,7 +92,7 @@ impl Checker<'_> {
             },
             raw::SinkKind::Stdout(_) => SinkKind::File(FileTarget::Stdout),
             raw::SinkKind::Notify(n) => SinkKind::Notify(self.notify_config(n, kind_span, field)),
-            raw::SinkKind::Discard(_) => SinkKind::Discard,
+            raw::SinkKind::Discard(_) => SinkKind::Discard(DiscardSink),
         };
         let names = |columns: &[raw::Text]| columns.iter().map(|c| c.get_ref().clone()).collect();
         Some(SinkSpec {

@@ -1,10 +1,15 @@
 //! A sink that drops what it receives, as Flink's `blackhole` connector does: for measuring a
 //! dataflow without the cost of writing its output, and for dry runs.
 
+use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+
+use super::Encode;
+use super::file::Order;
+use super::registry::Sink;
 
 /// Drops a stream.
 ///
@@ -32,5 +37,20 @@ impl<'scope, D: 'static> Discard<'scope> for StreamVec<'scope, u64, D> {
         self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Discard", |_, _| {
             |input, _output| input.for_each(|_, data| data.clear())
         })
+    }
+}
+
+/// `kind = "discard"`: a sink that drops what it is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiscardSink;
+
+impl Sink for DiscardSink {
+    fn write<'scope, D: ExchangeData, E: Encode<D>>(
+        &self,
+        stream: StreamVec<'scope, u64, D>,
+        _encoder: E,
+        _order: Option<Order<D>>,
+    ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+        Ok(stream.discard())
     }
 }

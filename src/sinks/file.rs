@@ -18,6 +18,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
+use super::registry::Sink;
 use crate::failure::fail;
 use crate::operators::prefetch;
 
@@ -40,6 +41,17 @@ impl fmt::Display for FileTarget {
             FileTarget::Stderr => f.write_str("standard error"),
             FileTarget::Path(path) => write!(f, "{}", path.display()),
         }
+    }
+}
+
+impl Sink for FileTarget {
+    fn write<'scope, D: ExchangeData, E: Encode<D>>(
+        &self,
+        stream: StreamVec<'scope, u64, D>,
+        encoder: E,
+        order: Option<Order<D>>,
+    ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+        Ok(stream.write_file(self.clone(), encoder, order)?)
     }
 }
 

@@ -18,6 +18,10 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
+use super::file::Order;
+use super::format::RowEncoder;
+use super::registry::Sink;
+use super::topic::TopicTemplate;
 use crate::kafka::client_config;
 
 /// What a Kafka sink writes to.
@@ -27,6 +31,29 @@ pub struct KafkaSinkConfig {
     pub properties: Vec<(String, String)>,
     /// The topic written; it may name columns in braces, filled per row (see [`super::topic`]).
     pub topic: String,
+}
+
+impl Sink for KafkaSinkConfig {
+    fn headers(&self) -> bool {
+        true
+    }
+
+    /// Rows go to the topic their columns fill in.
+    fn rows(&self, encoder: RowEncoder, columns: &[String]) -> anyhow::Result<RowEncoder> {
+        let topic = TopicTemplate::parse(&self.topic)
+            .and_then(|t| t.for_rows(|name| columns.iter().position(|c| c == name)))
+            .map_err(anyhow::Error::msg)?;
+        Ok(encoder.with_topic(topic))
+    }
+
+    fn write<'scope, D: timely::ExchangeData, E: Encode<D>>(
+        &self,
+        stream: StreamVec<'scope, u64, D>,
+        encoder: E,
+        _order: Option<Order<D>>,
+    ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+        stream.write_kafka(self, encoder)
+    }
 }
 
 /// Counts unacknowledged messages per timely time; delivery reports arrive on `poll`.

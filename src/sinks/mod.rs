@@ -7,8 +7,11 @@ pub mod file;
 pub mod format;
 pub mod kafka;
 pub mod notify;
+pub mod registry;
 pub mod topic;
 pub mod view;
+
+pub use registry::{Sink, SinkKind};
 
 /// How a sink turns an item into bytes.
 pub trait Encode<D>: 'static {

@@ -19,12 +19,13 @@ use super::types::SqlType;
 use super::window::{Item, Unit, Windowed};
 use crate::expr::{Predicate, Scope};
 use crate::job::{
-    AggregateSpec, MAX_PANES, MetricSpec, RouteSpec, Selection, SinkKind, SinkSpec, SourceKind,
-    SourceSpec,
+    AggregateSpec, MAX_PANES, MetricSpec, RouteSpec, Selection, SinkSpec, SourceKind, SourceSpec,
 };
 use crate::operators::aggregate::AggregateKind;
 use crate::operators::window::WindowSpec;
 use crate::record::{Field, FieldType, Schema};
+use crate::sinks::SinkKind;
+use crate::sinks::discard::DiscardSink;
 use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
 use crate::sinks::kafka::KafkaSinkConfig;
@@ -1027,7 +1028,7 @@ impl<'a> Planner<'a> {
                         Format::Json,
                         None,
                     ),
-                    Connector::Blackhole => (SinkKind::Discard, Format::Json, None),
+                    Connector::Blackhole => (SinkKind::Discard(DiscardSink), Format::Json, None),
                 };
                 SinkSpec {
                     name: table.name.clone(),

@@ -31,11 +31,28 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use super::Encode;
+use super::file::Order;
+use super::registry::Sink;
 use crate::backlog::Backlog;
 use crate::record::{DeadLetter, Event, Payload, Record};
 use adapter::{Completion, NotificationAdapter, Submission};
+use config::NotifyConfig;
 use outcome::{Rejection, RequestContext, Resolved};
 use request::RequestFields;
+
+/// A notify sink is fed by its `source` (see [`DeliverNotifications`]), never written to: the
+/// job loader refuses a job that writes to one.
+impl Sink for NotifyConfig {
+    fn write<'scope, D: timely::ExchangeData, E: Encode<D>>(
+        &self,
+        _stream: StreamVec<'scope, u64, D>,
+        _encoder: E,
+        _order: Option<Order<D>>,
+    ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
+        anyhow::bail!("a notify sink takes its notification requests from its `source` only")
+    }
+}
 
 /// Delivers a stream of notification requests.
 pub trait DeliverNotifications<'scope> {

@@ -21,9 +21,10 @@ use anyhow::Context as _;
 use rdkafka::mocking::MockCluster;
 
 use crate::dataflows::RunOptions;
-use crate::job::{Job, SinkKind};
+use crate::job::Job;
 use crate::run::{ClusterArgs, run_job};
 use crate::server::Server;
+use crate::sinks::SinkKind;
 use crate::sinks::file::FileTarget;
 use crate::sources::generator::GeneratorConfig;
 use crate::sources::incidents::FraudMix;
