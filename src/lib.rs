@@ -22,6 +22,7 @@ pub mod progress;
 pub mod record;
 pub mod run;
 pub mod server;
+pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod sql;

@@ -433,7 +433,7 @@ fn write_to_sink<'scope>(
     };
     let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index))
         .with_provenance(provenance);
-    let encoder = sink.kind.rows(&sink.name, encoder, columns)?;
+    let encoder = sink.kind.row_encoder(&sink.name, encoder, columns)?;
     let order = (!sink.order_by.is_empty()).then(|| {
         let by: Vec<usize> = sink.order_by.iter().map(index).collect();
         Box::new(move |row: &Record, key: &mut Vec<u8>| {

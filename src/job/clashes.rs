@@ -6,6 +6,7 @@ use std::collections::hash_map::Entry;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Checker, raw};
+use crate::sinks::SinkSettings;
 
 impl Checker<'_> {
     /// Two sections of one kind with one name are an error at the second: references by name
@@ -62,8 +63,8 @@ impl Checker<'_> {
         let mut written = HashMap::new();
         for (i, s) in file.sinks.iter().enumerate() {
             let (path, setting) = match s.get_ref().kind.get_ref() {
-                raw::SinkKind::File(f) => (f.path.as_ref(), "path"),
-                raw::SinkKind::Notify(n) => (n.sent_record.as_ref(), "sent_record"),
+                SinkSettings::File(f) => (f.path.as_ref(), "path"),
+                SinkSettings::Notify(n) => (n.sent_record.as_ref(), "sent_record"),
                 _ => continue,
             };
             let Some(path) = path.filter(|p| !p.get_ref().trim().is_empty()) else {

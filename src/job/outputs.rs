@@ -9,8 +9,8 @@ use super::{
     ALERT_COLUMNS, Checker, CommandsSpec, EnrichSpec, FraudSpec, MetricSpec, NotifySpec,
     OrchestratorSpec, REQUEST_COLUMNS, RouteSpec, SinkSpec, SourceSpec, raw,
 };
-use crate::sinks::SinkKind;
 use crate::sinks::topic::TopicTemplate;
+use crate::sinks::{SinkKind, SinkSettings};
 
 /// The indexes of the sources and sinks that validated, by name.
 pub(super) struct Names {
@@ -153,7 +153,7 @@ impl Checker<'_> {
             && !file
                 .sinks
                 .iter()
-                .any(|s| matches!(s.get_ref().kind.get_ref(), raw::SinkKind::Notify(_)))
+                .any(|s| matches!(s.get_ref().kind.get_ref(), SinkSettings::Notify(_)))
         {
             self.error(
                 file.job.span(),
@@ -358,7 +358,7 @@ impl Checker<'_> {
                 );
             }
         }
-        if let (SinkKind::Kafka(config), raw::SinkKind::Kafka(k)) = (&sink.kind, kind)
+        if let (SinkKind::Kafka(config), SinkSettings::Kafka(k)) = (&sink.kind, kind)
             && let Some(span) = k.topic.as_ref().map(Spanned::span)
         {
             let placeholders = TopicTemplate::parse(&config.topic)

@@ -4,8 +4,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A string with where it stood in the file.
-pub type Text = Spanned<String>;
+use crate::sinks::SinkSettings;
+
+pub use crate::settings::Text;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -306,118 +307,7 @@ pub struct ReactionSection {
 #[serde(deny_unknown_fields)]
 pub struct SinkSection {
     pub name: Text,
-    pub kind: Spanned<SinkKind>,
-}
-
-/// The settings of each kind of sink.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Kafka(KafkaSink),
-    File(FileSink),
-    Stdout(StdoutSink),
-    Notify(Box<NotifySink>),
-    Discard(DiscardSink),
-}
-
-/// `kind = "kafka"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSink {
-    pub brokers: Option<Text>,
-    pub topic: Option<Text>,
-    #[serde(default)]
-    pub properties: IndexMap<String, Text>,
-    pub format: Option<Text>,
-    pub key: Option<Text>,
-    pub columns: Option<Spanned<Vec<Text>>>,
-}
-
-/// `kind = "file"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSink {
-    pub path: Option<Text>,
-    pub format: Option<Text>,
-    pub columns: Option<Spanned<Vec<Text>>>,
-    #[serde(default)]
-    pub order_by: Vec<Text>,
-}
-
-/// `kind = "stdout"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSink {
-    pub format: Option<Text>,
-    pub columns: Option<Spanned<Vec<Text>>>,
-}
-
-/// `kind = "notify"`: the notification adapter.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifySink {
-    pub source: Option<Text>,
-    pub base_url: Option<Text>,
-    pub api_key: Option<Text>,
-    pub sender: Option<Text>,
-    pub outcomes: Option<Text>,
-    pub sent_record: Option<Text>,
-    pub timeout: Option<Text>,
-    pub max_attempts: Option<Spanned<i64>>,
-    pub min_backoff: Option<Text>,
-    pub max_backoff: Option<Text>,
-    pub queue: Option<Spanned<i64>>,
-    pub sms: Option<Spanned<ChannelSection>>,
-    pub email: Option<Spanned<ChannelSection>>,
-}
-
-/// `kind = "discard"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscardSink {}
-
-/// What a sink writes of the rows it is given, as far as its kind lets the job say.
-#[derive(Default)]
-pub struct Rows<'a> {
-    pub format: Option<&'a Text>,
-    pub key: Option<&'a Text>,
-    pub columns: Option<&'a Spanned<Vec<Text>>>,
-    pub order_by: &'a [Text],
-}
-
-impl SinkKind {
-    /// The sink's row settings.
-    pub fn rows(&self) -> Rows<'_> {
-        match self {
-            SinkKind::Kafka(k) => Rows {
-                format: k.format.as_ref(),
-                key: k.key.as_ref(),
-                columns: k.columns.as_ref(),
-                order_by: &[],
-            },
-            SinkKind::File(f) => Rows {
-                format: f.format.as_ref(),
-                key: None,
-                columns: f.columns.as_ref(),
-                order_by: &f.order_by,
-            },
-            SinkKind::Stdout(s) => Rows {
-                format: s.format.as_ref(),
-                columns: s.columns.as_ref(),
-                ..Rows::default()
-            },
-            SinkKind::Notify(_) | SinkKind::Discard(_) => Rows::default(),
-        }
-    }
-}
-
-/// A notify sink's `sms` or `email` limits.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelSection {
-    pub rate: Option<Spanned<i64>>,
-    pub concurrency: Option<Spanned<i64>>,
-    pub batch: Option<Spanned<i64>>,
+    pub kind: Spanned<SinkSettings>,
 }
 
 /// One `[[views]]`: columns of a view kept from one source; sections with the same `name` make

@@ -1,14 +1,11 @@
-//! Validation of `[[sinks]]`: where each writes, and how it encodes rows.
+//! Validation of `[[sinks]]`: how each encodes rows, and, through its kind's
+//! [`Settings`](crate::sinks::Settings), where it writes.
 
 use toml::Spanned;
 
 use super::{Checker, raw};
 use crate::sinks::SinkKind;
-use crate::sinks::discard::DiscardSink;
-use crate::sinks::file::FileTarget;
 use crate::sinks::format::Format;
-use crate::sinks::kafka::KafkaSinkConfig;
-use crate::sinks::topic::TopicTemplate;
 
 /// A sink.
 #[derive(Clone, Debug)]
@@ -55,45 +52,7 @@ impl Checker<'_> {
                 Format::Json
             }
         };
-        let kind_span = s.kind.span();
-        let kind = match s.kind.get_ref() {
-            raw::SinkKind::Kafka(k) => {
-                let properties =
-                    self.kafka_properties(kind_span.clone(), &k.brokers, &k.properties, field);
-                let topic = match &k.topic {
-                    Some(t) => {
-                        let topic = t.get_ref().clone();
-                        if let Err(message) = TopicTemplate::parse(&topic) {
-                            self.error(t.span(), format!("{field}.topic"), message);
-                        }
-                        topic
-                    }
-                    None => {
-                        self.error(
-                            kind_span,
-                            format!("{field}.topic"),
-                            "a kafka sink needs a `topic`",
-                        );
-                        String::new()
-                    }
-                };
-                SinkKind::Kafka(KafkaSinkConfig { properties, topic })
-            }
-            raw::SinkKind::File(f) => match &f.path {
-                Some(p) => SinkKind::File(FileTarget::Path(self.path(p, format!("{field}.path")))),
-                None => {
-                    self.error(
-                        kind_span,
-                        format!("{field}.path"),
-                        "a file sink needs a `path`",
-                    );
-                    return None;
-                }
-            },
-            raw::SinkKind::Stdout(_) => SinkKind::File(FileTarget::Stdout),
-            raw::SinkKind::Notify(n) => SinkKind::Notify(self.notify_config(n, kind_span, field)),
-            raw::SinkKind::Discard(_) => SinkKind::Discard(DiscardSink),
-        };
+        let kind = s.kind.get_ref().check(self, s.kind.span(), field)?;
         let names = |columns: &[raw::Text]| columns.iter().map(|c| c.get_ref().clone()).collect();
         Some(SinkSpec {
             name: s.name.get_ref().clone(),

@@ -18,6 +18,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::raw;
+use crate::sinks::SinkSettings;
 
 /// One kind of tagged section: what it is called in messages, the settings every kind shares,
 /// and each kind with its own settings.
@@ -61,7 +62,7 @@ pub(super) struct Rewrite {
 /// Rewrites the sources, the sinks and the metrics' windows of `doc` (see the module doc).
 pub(super) fn nest_kinds(doc: &mut DeTable<'_>) -> Rewrite {
     let sources = Tagged::of::<raw::SourceSection, raw::SourceKind>("source");
-    let sinks = Tagged::of::<raw::SinkSection, raw::SinkKind>("sink");
+    let sinks = Tagged::of::<raw::SinkSection, SinkSettings>("sink");
     let windows = Tagged::of::<raw::WindowSection, raw::WindowKind>("window");
     let mut rewrite = Rewrite::default();
     for (key, tagged) in [("sources", &sources), ("sinks", &sinks)] {
@@ -333,14 +334,14 @@ mod tests {
         assert_eq!(sources.kind_list(), "kafka, file or generator");
         let (_, file) = sources.kinds.iter().find(|(k, _)| *k == "file").unwrap();
         assert_eq!(*file, ["paths", "splits"]);
-        let sinks = Tagged::of::<raw::SinkSection, raw::SinkKind>("sink");
+        let sinks = Tagged::of::<raw::SinkSection, SinkSettings>("sink");
         let (_, discard) = sinks.kinds.iter().find(|(k, _)| *k == "discard").unwrap();
         assert!(discard.is_empty());
     }
 
     #[test]
     fn settings_of_another_kind_name_the_kinds_that_have_them() {
-        let sinks = Tagged::of::<raw::SinkSection, raw::SinkKind>("sink");
+        let sinks = Tagged::of::<raw::SinkSection, SinkSettings>("sink");
         assert_eq!(
             foreign(&sinks, "stdout", "path"),
             "`path` is a setting of file sinks, not of stdout sinks"

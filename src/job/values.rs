@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use toml::Spanned;
 
 use super::{Checker, raw};
+use crate::settings::Check;
 
 /// The longest duration a job may set: 100 years. Event times (epoch milliseconds) plus a few
 /// such durations stay far inside `i64` milliseconds, and wall-clock deadlines far inside what an
@@ -21,14 +23,7 @@ pub(super) fn millis_of(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).expect("durations are bounded by MAX_DURATION")
 }
 
-/// The largest value a count of the job file may take, and why it is there.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Limit {
-    /// The largest value.
-    pub max: u64,
-    /// Why, for the message.
-    pub why: &'static str,
-}
+pub(super) use crate::settings::Limit;
 
 impl Checker<'_> {
     /// A duration such as `"2s"` or `"10ms"`, from 0 to [`MAX_DURATION`]; `default` when absent
@@ -126,6 +121,41 @@ impl Checker<'_> {
     /// Paths in a job file are relative to the file's directory.
     pub(super) fn relative(&self, path: &str) -> PathBuf {
         relative_to(self.path, path)
+    }
+}
+
+/// The checks connectors use on their settings, which are the loader's own.
+impl Check for Checker<'_> {
+    fn error(&mut self, span: std::ops::Range<usize>, field: String, message: String) {
+        Checker::error(self, span, field, message);
+    }
+
+    fn duration(&mut self, text: &Option<raw::Text>, field: String, default: Duration) -> Duration {
+        Checker::duration(self, text, field, default)
+    }
+
+    fn count<T: TryFrom<u64>>(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        field: String,
+        default: T,
+        limit: Limit,
+    ) -> T {
+        Checker::count(self, value, field, default, limit)
+    }
+
+    fn path(&mut self, text: &raw::Text, field: String) -> PathBuf {
+        Checker::path(self, text, field)
+    }
+
+    fn kafka_properties(
+        &mut self,
+        kind: std::ops::Range<usize>,
+        brokers: &Option<raw::Text>,
+        properties: &IndexMap<String, raw::Text>,
+        field: &str,
+    ) -> Vec<(String, String)> {
+        Checker::kafka_properties(self, kind, brokers, properties, field)
     }
 }
 

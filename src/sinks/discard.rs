@@ -1,6 +1,9 @@
 //! A sink that drops what it receives, as Flink's `blackhole` connector does: for measuring a
 //! dataflow without the cost of writing its output, and for dry runs.
 
+use std::ops::Range;
+
+use serde::Deserialize;
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -9,7 +12,8 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::Encode;
 use super::file::Order;
-use super::registry::Sink;
+use super::registry::{Settings, Sink, SinkKind};
+use crate::settings::Check;
 
 /// Drops a stream.
 ///
@@ -40,9 +44,16 @@ impl<'scope, D: 'static> Discard<'scope> for StreamVec<'scope, u64, D> {
     }
 }
 
-/// `kind = "discard"`: a sink that drops what it is given.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DiscardSink;
+/// `kind = "discard"`: a sink that drops what it is given; it has no settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardSink {}
+
+impl Settings for DiscardSink {
+    fn check<C: Check>(&self, _: &mut C, _: Range<usize>, _: &str) -> Option<SinkKind> {
+        Some(SinkKind::Discard(*self))
+    }
+}
 
 impl Sink for DiscardSink {
     fn write<'scope, D: ExchangeData, E: Encode<D>>(

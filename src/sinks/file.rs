@@ -9,18 +9,88 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use toml::Spanned;
 
 use super::Encode;
-use super::registry::Sink;
+use super::registry::{Rows, Settings, Sink, SinkKind};
 use crate::failure::fail;
 use crate::operators::prefetch;
+use crate::settings::{Check, Text};
+
+/// `kind = "file"`: a file sink's settings, as the job file writes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// `path`: the file written, relative to the job file.
+    pub path: Option<Text>,
+    /// `format`: how rows are encoded.
+    pub format: Option<Text>,
+    /// `columns`: the columns written.
+    pub columns: Option<Spanned<Vec<Text>>>,
+    /// `order_by`: for bounded jobs, write everything at the end, sorted by these columns.
+    #[serde(default)]
+    pub order_by: Vec<Text>,
+}
+
+impl Settings for FileSettings {
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            format: self.format.as_ref(),
+            key: None,
+            columns: self.columns.as_ref(),
+            order_by: &self.order_by,
+        }
+    }
+
+    fn check<C: Check>(&self, check: &mut C, kind: Range<usize>, field: &str) -> Option<SinkKind> {
+        match &self.path {
+            Some(p) => Some(SinkKind::File(FileTarget::Path(
+                check.path(p, format!("{field}.path")),
+            ))),
+            None => {
+                check.error(
+                    kind,
+                    format!("{field}.path"),
+                    "a file sink needs a `path`".into(),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `kind = "stdout"`: the settings of a file sink writing to standard output.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSettings {
+    /// `format`: how rows are encoded.
+    pub format: Option<Text>,
+    /// `columns`: the columns written.
+    pub columns: Option<Spanned<Vec<Text>>>,
+}
+
+impl Settings for StdoutSettings {
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            format: self.format.as_ref(),
+            columns: self.columns.as_ref(),
+            ..Rows::default()
+        }
+    }
+
+    fn check<C: Check>(&self, _: &mut C, _: Range<usize>, _: &str) -> Option<SinkKind> {
+        Some(SinkKind::File(FileTarget::Stdout))
+    }
+}
 
 /// Where a file sink writes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,26 +3,84 @@
 //! stream only passes a time once the broker has them all.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use indexmap::IndexMap;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use serde::Deserialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use toml::Spanned;
 
 use super::Encode;
 use super::file::Order;
 use super::format::RowEncoder;
-use super::registry::Sink;
+use super::registry::{Rows, Settings, Sink, SinkKind};
 use super::topic::TopicTemplate;
 use crate::kafka::client_config;
+use crate::settings::{Check, Text};
+
+/// `kind = "kafka"`: a Kafka sink's settings, as the job file writes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// `brokers`: the bootstrap servers.
+    pub brokers: Option<Text>,
+    /// `topic`: the topic written (see [`KafkaSinkConfig::topic`]).
+    pub topic: Option<Text>,
+    /// `properties`: librdkafka properties, passed verbatim.
+    #[serde(default)]
+    pub properties: IndexMap<String, Text>,
+    /// `format`: how rows are encoded.
+    pub format: Option<Text>,
+    /// `key`: the column used as message key.
+    pub key: Option<Text>,
+    /// `columns`: the columns written.
+    pub columns: Option<Spanned<Vec<Text>>>,
+}
+
+impl Settings for KafkaSettings {
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            format: self.format.as_ref(),
+            key: self.key.as_ref(),
+            columns: self.columns.as_ref(),
+            order_by: &[],
+        }
+    }
+
+    fn check<C: Check>(&self, check: &mut C, kind: Range<usize>, field: &str) -> Option<SinkKind> {
+        let properties =
+            check.kafka_properties(kind.clone(), &self.brokers, &self.properties, field);
+        let topic = match &self.topic {
+            Some(t) => {
+                let topic = t.get_ref().clone();
+                if let Err(message) = TopicTemplate::parse(&topic) {
+                    check.error(t.span(), format!("{field}.topic"), message);
+                }
+                topic
+            }
+            None => {
+                check.error(
+                    kind,
+                    format!("{field}.topic"),
+                    "a kafka sink needs a `topic`".into(),
+                );
+                String::new()
+            }
+        };
+        Some(SinkKind::Kafka(KafkaSinkConfig { properties, topic }))
+    }
+}
 
 /// What a Kafka sink writes to.
 #[derive(Clone, Debug)]
@@ -39,7 +97,7 @@ impl Sink for KafkaSinkConfig {
     }
 
     /// Rows go to the topic their columns fill in.
-    fn rows(&self, encoder: RowEncoder, columns: &[String]) -> anyhow::Result<RowEncoder> {
+    fn row_encoder(&self, encoder: RowEncoder, columns: &[String]) -> anyhow::Result<RowEncoder> {
         let topic = TopicTemplate::parse(&self.topic)
             .and_then(|t| t.for_rows(|name| columns.iter().position(|c| c == name)))
             .map_err(anyhow::Error::msg)?;

@@ -11,7 +11,7 @@ pub mod registry;
 pub mod topic;
 pub mod view;
 
-pub use registry::{Sink, SinkKind};
+pub use registry::{Settings, Sink, SinkKind, SinkSettings};
 
 /// How a sink turns an item into bytes.
 pub trait Encode<D>: 'static {

@@ -1,15 +1,46 @@
-//! The kinds of sink: the [`Sink`] trait each kind implements in its own module, and
-//! [`SinkKind`], the one list of them (one line per kind, at the end of this file). The
-//! dataflows write rows, dead letters and notification outcomes to any sink through
-//! [`SinkKind::write`], so they name no kind.
+//! The kinds of sink. Each kind's module implements [`Settings`] (how its `[[sinks]]` section
+//! reads and what it checks) and [`Sink`] (the operator it builds), and the two lists at the end
+//! of this file register it: [`SinkSettings`], what the job loader reads, and [`SinkKind`], what
+//! the dataflows write to. The job loader and the dataflows name no kind; they go through
+//! [`SinkSettings::check`] and [`SinkKind::write`].
+
+use std::ops::Range;
 
 use anyhow::Context as _;
+use serde::Deserialize;
 use timely::ExchangeData;
 use timely::dataflow::StreamVec;
+use toml::Spanned;
 
 use super::Encode;
 use super::file::Order;
 use super::format::RowEncoder;
+use crate::settings::{Check, Text};
+
+/// What a sink writes of the rows it is given, as far as its kind lets the job say.
+#[derive(Default)]
+pub struct Rows<'a> {
+    /// `format`: json or csv.
+    pub format: Option<&'a Text>,
+    /// `key`: the column used as message key.
+    pub key: Option<&'a Text>,
+    /// `columns`: the columns written.
+    pub columns: Option<&'a Spanned<Vec<Text>>>,
+    /// `order_by`: the columns a bounded job's output is sorted by.
+    pub order_by: &'a [Text],
+}
+
+/// A kind of sink's own settings, as its `[[sinks]]` section writes them beside `kind`.
+pub trait Settings {
+    /// Its row settings (none, unless the kind takes rows).
+    fn rows(&self) -> Rows<'_> {
+        Rows::default()
+    }
+
+    /// The sink these settings make, the problems reported to `check` under `field` (the
+    /// section's `kind` standing at `kind`); `None` when there is no sink to speak of.
+    fn check<C: Check>(&self, check: &mut C, kind: Range<usize>, field: &str) -> Option<SinkKind>;
+}
 
 /// A kind of sink, from its checked settings: an operator that writes any stream whose items
 /// an [`Encode`] turns into bytes, and returns its flushed stream (see [`crate::sinks`]).
@@ -22,7 +53,7 @@ pub trait Sink {
 
     /// The encoder of rows with the columns `columns` for this sink, from the one every sink
     /// kind shares (a Kafka sink picks each row's topic).
-    fn rows(&self, encoder: RowEncoder, _columns: &[String]) -> anyhow::Result<RowEncoder> {
+    fn row_encoder(&self, encoder: RowEncoder, _columns: &[String]) -> anyhow::Result<RowEncoder> {
         Ok(encoder)
     }
 
@@ -53,15 +84,15 @@ macro_rules! sink_kinds {
                 }
             }
 
-            /// See [`Sink::rows`]; errors name the sink, `name`.
-            pub fn rows(
+            /// See [`Sink::row_encoder`]; errors name the sink, `name`.
+            pub fn row_encoder(
                 &self,
                 name: &str,
                 encoder: RowEncoder,
                 columns: &[String],
             ) -> anyhow::Result<RowEncoder> {
                 match self {
-                    $(SinkKind::$kind(sink) => sink.rows(encoder, columns),)*
+                    $(SinkKind::$kind(sink) => sink.row_encoder(encoder, columns),)*
                 }
                 .with_context(|| format!("sink `{name}`"))
             }
@@ -81,6 +112,53 @@ macro_rules! sink_kinds {
             }
         }
     };
+}
+
+/// Declares [`SinkSettings`], one variant per `kind = "…"` holding that kind's [`Settings`],
+/// and its dispatch.
+macro_rules! sink_settings {
+    ($($(#[$doc:meta])* $kind:ident($settings:ty),)*) => {
+        /// The settings of every kind of sink, by the `kind` that names it (in lower case).
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum SinkSettings {
+            $($(#[$doc])* $kind($settings),)*
+        }
+
+        impl SinkSettings {
+            /// See [`Settings::rows`].
+            pub fn rows(&self) -> Rows<'_> {
+                match self {
+                    $(SinkSettings::$kind(settings) => settings.rows(),)*
+                }
+            }
+
+            /// See [`Settings::check`].
+            pub fn check(
+                &self,
+                check: &mut impl Check,
+                kind: Range<usize>,
+                field: &str,
+            ) -> Option<SinkKind> {
+                match self {
+                    $(SinkSettings::$kind(settings) => settings.check(check, kind, field),)*
+                }
+            }
+        }
+    };
+}
+
+sink_settings! {
+    /// `kind = "kafka"`.
+    Kafka(super::kafka::KafkaSettings),
+    /// `kind = "file"`.
+    File(super::file::FileSettings),
+    /// `kind = "stdout"`.
+    Stdout(super::file::StdoutSettings),
+    /// `kind = "notify"`: the notification adapter.
+    Notify(Box<super::notify::settings::NotifySettings>),
+    /// `kind = "discard"`.
+    Discard(super::discard::DiscardSink),
 }
 
 sink_kinds! {

@@ -1028,7 +1028,7 @@ impl<'a> Planner<'a> {
                         Format::Json,
                         None,
                     ),
-                    Connector::Blackhole => (SinkKind::Discard(DiscardSink), Format::Json, None),
+                    Connector::Blackhole => (SinkKind::Discard(DiscardSink {}), Format::Json, None),
                 };
                 SinkSpec {
                     name: table.name.clone(),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod outcome;
 pub mod request;
 pub mod sent_record;
+pub mod settings;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
