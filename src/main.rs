@@ -43,9 +43,11 @@ enum Command {
     Run {
         /// The job file (TOML).
         job: PathBuf,
-        /// Where Kafka sources start: committed, earliest, latest, or an RFC 3339 time to
-        /// reprocess history from.
-        #[arg(long, default_value = "committed")]
+        /// Where the job starts: checkpoint (its latest complete checkpoint, if it has
+        /// `[checkpoints]` and one was taken; otherwise as committed), or where Kafka sources
+        /// start afresh: committed, earliest, latest, or an RFC 3339 time to reprocess
+        /// history from.
+        #[arg(long, default_value = "checkpoint")]
         from: StartFrom,
         /// Stop Kafka sources at the end offsets seen at start-up (a backfill) instead of
         /// following the topics.

@@ -19,6 +19,8 @@ use crate::failure;
 use crate::job::{Job, SourceKind};
 use crate::sinks::SinkKind;
 use crate::sinks::file::FileTarget;
+use crate::sources::kafka::StartFrom;
+use crate::state::{CheckpointStore, Checkpointing, Report, Writer, WriterConfig};
 use crate::stats::Stats;
 
 /// Where a job runs: worker threads in this process, and the cluster of processes it is one of,
@@ -226,6 +228,8 @@ pub fn run_job(
         cluster.workers * cluster.processes,
         std::sync::atomic::Ordering::Release,
     );
+    let checkpoints = CheckpointRun::start(&job, cluster, options.start)?;
+    let checkpointing = checkpoints.as_ref().map(|c| c.checkpointing.clone());
     let job = Arc::new(job);
     let done = Arc::new(AtomicBool::new(false));
     let reporter = {
@@ -245,8 +249,17 @@ pub fn run_job(
     let worker_config = timely::WorkerConfig::default();
     let result = timely::execute::execute_from(builders, comms, worker_config, move |worker| {
         let index = worker.index();
-        let outcome =
-            failure::catch(|| run_worker(worker, &job, &options, processes, &first_failure));
+        let outcome = failure::catch(|| {
+            let checkpoints = checkpointing.as_ref();
+            run_worker(
+                worker,
+                &job,
+                &options,
+                processes,
+                checkpoints,
+                &first_failure,
+            )
+        });
         let message = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!("{e:#}")),
@@ -274,6 +287,9 @@ pub fn run_job(
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     reporter.thread().unpark();
     let _ = reporter.join();
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.finish();
+    }
     match (member, outcome.err()) {
         (None, None) => Ok(()),
         (None, Some((message, _))) => Err(anyhow!("{message}")),
@@ -451,10 +467,12 @@ fn run_worker(
     job: &Job,
     options: &RunOptions,
     processes: usize,
+    checkpoints: Option<&Checkpointing>,
     failure: &FirstFailure,
 ) -> anyhow::Result<()> {
     let dataflow = worker.next_dataflow_index();
-    let probes = worker.dataflow::<u64, _, _>(|scope| build_job(scope, job, options, processes))?;
+    let probes = worker
+        .dataflow::<u64, _, _>(|scope| build_job(scope, job, options, processes, checkpoints))?;
     options
         .stats
         .workers_ready
@@ -474,4 +492,101 @@ fn run_worker(
         }
     }
     Ok(())
+}
+
+/// A job's checkpoints while it runs: the writer, and the thread that logs what becomes of each
+/// checkpoint.
+struct CheckpointRun {
+    checkpointing: Checkpointing,
+    done: std::sync::mpsc::Sender<()>,
+    logger: thread::JoinHandle<()>,
+}
+
+impl CheckpointRun {
+    /// Opens the store of `job`'s `[checkpoints]`, if it has one, and restores its latest
+    /// complete checkpoint unless `start` says where to start instead.
+    fn start(
+        job: &Job,
+        cluster: &ClusterArgs,
+        start: StartFrom,
+    ) -> anyhow::Result<Option<CheckpointRun>> {
+        let Some(spec) = &job.checkpoints else {
+            return Ok(None);
+        };
+        if cluster.processes > 1 {
+            bail!(
+                "job `{}` has [checkpoints], which a cluster of processes does not take yet: run \
+                 it as one process (with -w threads), or without [checkpoints]",
+                job.name
+            );
+        }
+        let store = CheckpointStore::open(&spec.store)?;
+        let restored = match start {
+            StartFrom::Checkpoint => {
+                let restore = store.restore()?;
+                for skipped in &restore.skipped {
+                    tracing::warn!(
+                        "checkpoint {} in {} is not used: {}",
+                        skipped.id,
+                        spec.store,
+                        skipped.reason
+                    );
+                }
+                restore.restored
+            }
+            _ => None,
+        };
+        match &restored {
+            Some(r) => eprintln!(
+                "eddy: restoring checkpoint {} (frontier {}) from {}",
+                r.manifest().id,
+                r.manifest().frontier,
+                spec.store
+            ),
+            None => tracing::info!("starting afresh; checkpoints go to {}", spec.store),
+        }
+        let base = restored.as_ref().map(|r| r.manifest().clone());
+        let peers = cluster.workers * cluster.processes;
+        let writer = Writer::start(store, WriterConfig::new(&job.name, peers, spec.keep), base)?;
+        let checkpointing = Checkpointing::new(writer.handle(), spec.interval, restored);
+        let (done, stop) = std::sync::mpsc::channel();
+        let logger = thread::Builder::new()
+            .name("eddy-checkpoint-log".into())
+            .spawn(move || Self::log(writer, &stop))
+            .context("starting the checkpoint log")?;
+        Ok(Some(CheckpointRun {
+            checkpointing,
+            done,
+            logger,
+        }))
+    }
+
+    /// Logs each checkpoint's outcome until `stop` says the job is over, then finishes the
+    /// writer (writing what was handed off) and logs the rest.
+    fn log(writer: Writer, stop: &std::sync::mpsc::Receiver<()>) {
+        let log = |report: Report| match report {
+            Report::Complete(summary) => tracing::info!(
+                id = summary.id,
+                frontier = summary.frontier,
+                size = summary.size,
+                written = summary.written,
+                "checkpoint complete"
+            ),
+            Report::Failed { id, reason } => tracing::warn!("checkpoint {id} failed: {reason}"),
+            Report::Part(_) => {}
+        };
+        // Until the job is over, or the run that started it has gone.
+        while let Err(std::sync::mpsc::TryRecvError::Empty) = stop.try_recv() {
+            if let Ok(report) = writer.reports().recv_timeout(Duration::from_millis(100)) {
+                log(report);
+            }
+        }
+        writer.finish().into_iter().for_each(log);
+    }
+
+    /// Ends the log once the job is over.
+    fn finish(self) {
+        let _ = self.done.send(());
+        let _ = self.logger.join();
+    }
 }

@@ -30,6 +30,10 @@ struct Paced {
 }
 
 impl Reader<Record> for Paced {
+    fn partition_name(&self, partition: usize) -> String {
+        partition.to_string()
+    }
+
     fn partitions(&self) -> usize {
         1
     }
@@ -94,7 +98,7 @@ fn too_far_ahead(max_drift: Option<Duration>) -> Vec<String> {
                 fired: ProbeHandle::new(),
                 backlogs: Vec::new(),
             };
-            eddy::sources::event_source(scope, "paced", reader, options, ProbeHandle::new());
+            eddy::sources::event_source(scope, "paced", reader, options, ProbeHandle::new(), None);
         });
         while worker.step() {}
     })

@@ -61,6 +61,10 @@ struct Scripted {
 }
 
 impl Reader<Record> for Scripted {
+    fn partition_name(&self, partition: usize) -> String {
+        partition.to_string()
+    }
+
     fn partitions(&self) -> usize {
         1
     }
@@ -187,6 +191,7 @@ where
                     reader,
                     options,
                     probes.settled.clone(),
+                    None,
                 );
                 build(source.events, &probes);
             });
@@ -254,6 +259,7 @@ fn records_of_a_window_one_worker_has_not_fired_are_committed_only_as_emitted() 
                 lateness: 0,
                 emitted_before: 0,
                 delivery: Some(probes.delivery.clone()),
+                checkpoint: None,
             },
             |record: &Record| record[0].clone(),
             FieldAggregates(vec![(AggregateKind::Count, 0)]),

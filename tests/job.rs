@@ -356,8 +356,6 @@ sinks = ["out"]
 name = "out"
 kind = "discard"
 {sinks}
-[checkpoints]
-store = "state"
 "#
         )
     }
@@ -540,10 +538,8 @@ store = "state"
             field: "checkpoints.keep",
             max: 1000,
             job: |n| {
-                job("", &window("1s"), "").replace(
-                    "store = \"state\"",
-                    &format!("store = \"state\"\nkeep = {n}"),
-                )
+                let job = job("", &window("1s"), "");
+                format!("{job}[checkpoints]\nstore = \"state\"\nkeep = {n}\n")
             },
             read: |job| job.checkpoints.as_ref().unwrap().keep as u64,
         },

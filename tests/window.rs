@@ -31,6 +31,7 @@ fn run(
         lateness,
         emitted_before: 0,
         delivery: None,
+        checkpoint: None,
     };
     run_windows(windows, delay, events, workers)
 }
@@ -74,6 +75,7 @@ fn run_windows(
                     lateness,
                     emitted_before,
                     delivery: None,
+                    checkpoint: None,
                 },
                 |record: &Record| record[0].clone(),
                 FieldAggregates(vec![(AggregateKind::Count, 0), (AggregateKind::Sum, 1)]),
@@ -316,6 +318,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         lateness: 0,
         emitted_before: 20_000,
         delivery: None,
+        checkpoint: None,
     };
     let (rows, late) = run_windows(tumbling, 100_000, &events, 1);
     assert_eq!(
@@ -335,6 +338,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         lateness: 0,
         emitted_before: 15_000,
         delivery: None,
+        checkpoint: None,
     };
     let (rows, _) = run_windows(hopping, 100_000, &[(1, 8_000, 1), (1, 12_000, 2)], 1);
     assert_eq!(
@@ -347,6 +351,7 @@ fn windows_an_earlier_run_emitted_take_no_replayed_records() {
         lateness: 0,
         emitted_before: 20_000,
         delivery: None,
+        checkpoint: None,
     };
     let (rows, _) = run_windows(sessions, 100_000, &[(1, 1_000, 1), (1, 30_000, 2)], 1);
     assert_eq!(rows, vec![(1, 30_000, 33_000, 1, 2)]);

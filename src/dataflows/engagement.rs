@@ -52,7 +52,15 @@ pub fn build_commands<'scope>(
         .map(move |detected| event_row(detected, &payload))
         .count_into(stats, Counter::EventsOut)
         .measure_latency(stats, column(&EVENT_COLUMNS, "time"));
-    write_rows(&rows, job, &spec.sinks, &spec.columns, &spec.name, stats)
+    write_rows(
+        &rows,
+        job,
+        &spec.sinks,
+        &spec.columns,
+        &spec.name,
+        stats,
+        progress.checkpoints.as_ref(),
+    )
 }
 
 /// Builds an orchestrator over user `events` and, if it has them, fraud `alerts`; returns the
@@ -98,7 +106,15 @@ pub fn build_orchestrator<'scope>(
         .count_into(stats, Counter::NotificationsRequested)
         .measure_latency(stats, column(&REQUEST_COLUMNS, "time"));
     let columns: Vec<String> = REQUEST_COLUMNS.iter().map(|c| c.to_string()).collect();
-    write_rows(&rows, job, &spec.sinks, &columns, &spec.name, stats)
+    write_rows(
+        &rows,
+        job,
+        &spec.sinks,
+        &columns,
+        &spec.name,
+        stats,
+        progress.checkpoints.as_ref(),
+    )
 }
 
 /// Matches are emitted once (a restart skips those its checkpoint covers); late input is fed.

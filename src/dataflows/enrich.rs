@@ -13,6 +13,7 @@ use super::write_rows;
 use crate::job::{EnrichSpec, Job};
 use crate::operators::enrich::Enrich;
 use crate::record::{Event, Record, Value};
+use crate::state::WorkerCheckpoint;
 use crate::stats::Stats;
 
 /// Builds enrichment `spec` over its source's `events` and its view's `table`; returns the
@@ -23,6 +24,7 @@ pub fn build_enrich<'scope>(
     job: &Job,
     spec: &EnrichSpec,
     stats: &Stats,
+    checkpoints: Option<&WorkerCheckpoint>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let (key, added, inner) = (spec.key, spec.added.clone(), spec.inner);
     let rows = events.enrich_with(
@@ -46,7 +48,15 @@ pub fn build_enrich<'scope>(
             Some(record.into_boxed_slice())
         },
     );
-    write_rows(&rows, job, &spec.sinks, &spec.columns, &spec.name, stats)
+    write_rows(
+        &rows,
+        job,
+        &spec.sinks,
+        &spec.columns,
+        &spec.name,
+        stats,
+        checkpoints,
+    )
 }
 
 /// The value a view cell's JSON text holds; a list (a `recent` column) stays JSON text.

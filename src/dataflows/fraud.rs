@@ -66,7 +66,16 @@ pub fn build_fraud<'scope>(
         .count_into(stats, Counter::Alerts)
         .measure_latency(stats, column(&ALERT_COLUMNS, "time"));
     let columns: Vec<String> = ALERT_COLUMNS.iter().map(|c| c.to_string()).collect();
-    let mut flushed = write_rows(&alerts, job, &spec.sinks, &columns, &spec.name, stats)?;
+    let checkpoints = progress.checkpoints.as_ref();
+    let mut flushed = write_rows(
+        &alerts,
+        job,
+        &spec.sinks,
+        &columns,
+        &spec.name,
+        stats,
+        checkpoints,
+    )?;
     let late = late.count_into(stats, Counter::Late);
     if let Some(sink) = spec.late_sink {
         flushed.extend(write_rows(
@@ -76,6 +85,7 @@ pub fn build_fraud<'scope>(
             &spec.late_columns(&job.sources[spec.source].schema),
             &format!("{}.late", spec.name),
             stats,
+            checkpoints,
         )?);
     }
     Ok(flushed)

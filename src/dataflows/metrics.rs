@@ -13,6 +13,7 @@ use crate::operators::aggregate::FieldAggregates;
 use crate::operators::key::FieldKey;
 use crate::operators::window::{WindowAggregate, WindowStreams, Windows};
 use crate::record::{Event, Record, Value};
+use crate::state::SectionCheckpoint;
 use crate::stats::{CountInto, Counter, MeasureLatency, Stats};
 
 /// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
@@ -38,6 +39,10 @@ pub fn build_metric<'scope>(
         lateness: metric.lateness,
         emitted_before,
         delivery: Some(progress.delivery()),
+        checkpoint: progress
+            .checkpoints
+            .as_ref()
+            .map(|w| SectionCheckpoint::new(w, metric.name.clone())),
     };
     let WindowStreams {
         results,
@@ -73,6 +78,7 @@ pub fn build_metric<'scope>(
         &metric.columns,
         &metric.name,
         stats,
+        progress.checkpoints.as_ref(),
     )?;
     let late = late.count_into(stats, Counter::Late);
     if let Some(sink) = metric.late_sink {
@@ -85,6 +91,7 @@ pub fn build_metric<'scope>(
             &columns,
             &format!("{}.late", metric.name),
             stats,
+            progress.checkpoints.as_ref(),
         )?);
     }
     Ok(flushed)

@@ -28,6 +28,7 @@ use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
 use crate::sources::{Reader, SourceOptions, SourceStreams, deal_slot, event_source};
+use crate::state::{Checkpointing, WorkerCheckpoint};
 use crate::stats::{CountInto, Counter, Stats};
 
 /// How a job is run, beyond what its file says.
@@ -76,11 +77,14 @@ pub struct Progress<'scope> {
     pub halted: Rc<Cell<usize>>,
     /// The fired streams tracked so far: probed together once the job is built.
     fired_streams: RefCell<Vec<StreamVec<'scope, u64, ()>>>,
+    /// This worker's part of the job's checkpoints, if it takes them.
+    pub checkpoints: Option<WorkerCheckpoint>,
 }
 
 impl<'scope> Progress<'scope> {
-    fn new() -> Self {
+    fn new(checkpoints: Option<WorkerCheckpoint>) -> Self {
         Progress {
+            checkpoints,
             flushed: ProbeHandle::new(),
             fired: ProbeHandle::new(),
             acknowledged: ProbeHandle::new(),
@@ -116,14 +120,15 @@ impl<'scope> Progress<'scope> {
 }
 
 /// Builds `job` into `scope` on this worker, one of a cluster of `processes` processes (which
-/// the sources' partitions are dealt over).
+/// the sources' partitions are dealt over), taking part in `checkpoints` if given.
 pub fn build_job(
     scope: Scope<'_, u64>,
     job: &Job,
     options: &RunOptions,
     processes: usize,
+    checkpoints: Option<&Checkpointing>,
 ) -> anyhow::Result<JobProbes> {
-    let progress = Progress::new();
+    let progress = Progress::new(checkpoints.map(|c| c.worker(scope.index())));
     let ingested = ProbeHandle::new();
     let notifications = notify::plan(job, &options.stats)?;
     let mut events = Vec::new();
@@ -158,8 +163,13 @@ pub fn build_job(
     let dead = scope.concatenate(dead);
     let dead = dead.count_into(&options.stats, Counter::DeadLetters);
     flushed.push(match job.dead_letter {
-        Some(sink) => write_dead_letters(dead, &job.sinks[sink], &options.stats)?,
-        None => dead.write_file(FileTarget::Stderr, DeadLetterEncoder { raw: false }, None)?,
+        Some(sink) => write_dead_letters(dead, &job.sinks[sink], &progress, &options.stats)?,
+        None => dead.write_file(
+            FileTarget::Stderr,
+            DeadLetterEncoder { raw: false },
+            None,
+            None,
+        )?,
     });
     for metric in &job.metrics {
         let (source, emitted_before) = &events[metric.source];
@@ -208,6 +218,7 @@ pub fn build_job(
             index,
             job,
             &options.stats,
+            progress.checkpoints.as_ref(),
         )?);
     }
     let streams: Vec<_> = events.iter().map(|(stream, _)| stream.clone()).collect();
@@ -239,6 +250,7 @@ pub fn build_job(
             job,
             spec,
             &options.stats,
+            progress.checkpoints.as_ref(),
         )?);
     }
     scope
@@ -333,9 +345,14 @@ fn source_stream<'scope>(
             )
             .with_context(|| format!("source `{name}`"))?;
             say_if_idle(name, &reader, slot, processes);
-            event_source(scope, name, reader, source_options, settled)
+            event_source(scope, name, reader, source_options, settled, None)
         }
         SourceKind::File { paths, splits } => {
+            let resume = progress
+                .checkpoints
+                .as_ref()
+                .and_then(|w| w.checkpointing().restored())
+                .and_then(|restored| restored.positions().get(name.as_str()));
             let reader = FileReader::open(
                 paths,
                 *splits,
@@ -343,15 +360,17 @@ fn source_stream<'scope>(
                 schema,
                 (slot, peers),
                 options.stats.file_bytes.clone(),
+                resume,
             )
             .with_context(|| format!("source `{name}`"))?;
             say_if_idle(name, &reader, slot, processes);
-            event_source(scope, name, reader, source_options, settled)
+            let checkpoint = progress.checkpoints.as_ref().map(WorkerCheckpoint::source);
+            event_source(scope, name, reader, source_options, settled, checkpoint)
         }
         SourceKind::Generator { config, partitions } => {
             let reader = GeneratorReader::new(config.clone(), *partitions, &schema, slot, peers);
             say_if_idle(name, &reader, slot, processes);
-            event_source(scope, name, reader, source_options, settled)
+            event_source(scope, name, reader, source_options, settled, None)
         }
     })
 }
@@ -370,13 +389,16 @@ fn say_if_idle<D>(name: &str, reader: &impl Reader<D>, slot: usize, processes: u
 fn write_dead_letters<'scope>(
     dead: StreamVec<'scope, u64, DeadLetter>,
     sink: &SinkSpec,
+    progress: &Progress<'scope>,
     stats: &Stats,
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     let dead = dead.count_in(stats.sink_counter(&sink.name));
     let encoder = DeadLetterEncoder {
         raw: sink.kind.headers(),
     };
-    sink.kind.write(&sink.name, dead, encoder, None)
+    let checkpoints = progress.checkpoints.as_ref();
+    sink.kind
+        .write(&sink.name, "dead letters", dead, encoder, None, checkpoints)
 }
 
 /// The index of column `name` among an output's fixed `columns`.
@@ -389,7 +411,7 @@ fn column(columns: &[&str], name: &str) -> usize {
 
 /// Writes rows (whose columns are named `columns`) of the job's output named `output` to each of
 /// the job's `sinks`, counting them into each sink's records counter; returns their flushed
-/// streams.
+/// streams. Sinks that take part in checkpoints do so through `checkpoints`.
 pub fn write_rows<'scope>(
     rows: &StreamVec<'scope, u64, Record>,
     job: &Job,
@@ -397,6 +419,7 @@ pub fn write_rows<'scope>(
     columns: &[String],
     output: &str,
     stats: &Stats,
+    checkpoints: Option<&WorkerCheckpoint>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let provenance = vec![
         ("eddy.job", job.name.clone()),
@@ -407,19 +430,34 @@ pub fn write_rows<'scope>(
         .map(|&sink| {
             let sink = &job.sinks[sink];
             let rows = rows.clone().count_in(stats.sink_counter(&sink.name));
-            write_to_sink(rows, sink, columns, provenance.clone())
+            let target = Target {
+                output,
+                provenance: provenance.clone(),
+                checkpoints,
+            };
+            write_to_sink(rows, sink, columns, target)
         })
         .collect()
 }
 
+/// Which output rows come from, as a sink writes them.
+struct Target<'a> {
+    /// The output's name.
+    output: &'a str,
+    /// The headers Kafka messages carry.
+    provenance: Vec<(&'static str, String)>,
+    /// The worker's part of the job's checkpoints.
+    checkpoints: Option<&'a WorkerCheckpoint>,
+}
+
 /// Writes rows (whose columns are named `columns`) to `sink`, projected to the sink's columns
 /// (and, for a file sink with `order_by`, sorted by those columns); Kafka messages carry the
-/// `provenance` headers, and go to the topic the sink's `topic` names for each row.
+/// target's `provenance` headers, and go to the topic the sink's `topic` names for each row.
 fn write_to_sink<'scope>(
     rows: StreamVec<'scope, u64, Record>,
     sink: &SinkSpec,
     columns: &[String],
-    provenance: Vec<(&'static str, String)>,
+    target: Target<'_>,
 ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
     let index = |name: &String| {
         columns
@@ -432,7 +470,7 @@ fn write_to_sink<'scope>(
         None => columns.iter().cloned().zip(0..).collect(),
     };
     let encoder = RowEncoder::new(sink.format, written, sink.key.as_ref().map(index))
-        .with_provenance(provenance);
+        .with_provenance(target.provenance);
     let encoder = sink.kind.row_encoder(&sink.name, encoder, columns)?;
     let order = (!sink.order_by.is_empty()).then(|| {
         let by: Vec<usize> = sink.order_by.iter().map(index).collect();
@@ -440,5 +478,12 @@ fn write_to_sink<'scope>(
             by.iter().for_each(|&i| row[i].write_sort_key(key))
         }) as Order<Record>
     });
-    sink.kind.write(&sink.name, rows, encoder, order)
+    sink.kind.write(
+        &sink.name,
+        target.output,
+        rows,
+        encoder,
+        order,
+        target.checkpoints,
+    )
 }

@@ -95,6 +95,8 @@ pub fn build_notify<'scope>(
             ("eddy.output", notify.name.clone()),
         ],
     };
-    let flushed = sink.kind.write(&sink.name, outcomes, encoder, None)?;
+    let flushed = sink
+        .kind
+        .write(&sink.name, "outcomes", outcomes, encoder, None, None)?;
     Ok((flushed, dead))
 }

@@ -10,6 +10,7 @@ use super::write_rows;
 use crate::job::{Job, Selection};
 use crate::operators::route::{Route, Routed};
 use crate::record::{Event, Record};
+use crate::state::WorkerCheckpoint;
 use crate::stats::Stats;
 
 /// Builds the routes of source `source` over its `events`; returns the flushed streams of their
@@ -19,6 +20,7 @@ pub fn build_routes<'scope>(
     source: usize,
     job: &Job,
     stats: &Stats,
+    checkpoints: Option<&WorkerCheckpoint>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let routes: Vec<_> = job.routes.iter().filter(|r| r.source == source).collect();
     if routes.is_empty() {
@@ -60,6 +62,7 @@ pub fn build_routes<'scope>(
             &columns,
             &route.name,
             stats,
+            checkpoints,
         )?);
     }
     Ok(flushed)

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::values::Limit;
 use super::{Checker, raw};
+use crate::sinks::SinkSettings;
 use crate::state::Location;
 
 /// `[checkpoints]` as written.
@@ -80,6 +81,57 @@ impl Checker<'_> {
             interval,
             keep,
         })
+    }
+}
+
+/// The kinds of section whose state checkpoints do not hold yet, as a job file names them.
+const NOT_CHECKPOINTED: [&str; 5] = ["fraud", "commands", "orchestrators", "views", "enrich"];
+
+impl Checker<'_> {
+    /// With `[checkpoints]`, refuses what checkpoints cannot restore yet, naming it: a restore
+    /// would otherwise come back with part of the job's state and a source read from a
+    /// position its state does not follow from.
+    pub(super) fn only_checkpointed(&mut self, file: &raw::JobFile) {
+        if file.checkpoints.is_none() {
+            return;
+        }
+        let why = "is not restored from checkpoints yet; remove [checkpoints] to run it";
+        for (i, source) in file.sources.iter().enumerate() {
+            let kind = match source.get_ref().kind.get_ref() {
+                raw::SourceKind::File(_) => continue,
+                raw::SourceKind::Kafka(_) => "kafka",
+                raw::SourceKind::Generator(_) => "generator",
+            };
+            let message = format!("a {kind} source's position {why}");
+            self.error(
+                source.get_ref().kind.span(),
+                format!("sources[{i}].kind"),
+                message,
+            );
+        }
+        let sections = [
+            file.fraud.iter().map(Spanned::span).collect::<Vec<_>>(),
+            file.commands.iter().map(Spanned::span).collect(),
+            file.orchestrators.iter().map(Spanned::span).collect(),
+            file.views.iter().map(Spanned::span).collect(),
+            file.enrich.iter().map(Spanned::span).collect(),
+        ];
+        for (kind, spans) in NOT_CHECKPOINTED.iter().zip(sections) {
+            for (i, span) in spans.into_iter().enumerate() {
+                let message = format!("the state of [[{kind}]] {why}");
+                self.error(span, format!("{kind}[{i}]"), message);
+            }
+        }
+        for (i, sink) in file.sinks.iter().enumerate() {
+            if matches!(sink.get_ref().kind.get_ref(), SinkSettings::Notify(_)) {
+                let message = format!("a notify sink's undecided requests {why}");
+                self.error(
+                    sink.get_ref().kind.span(),
+                    format!("sinks[{i}].kind"),
+                    message,
+                );
+            }
+        }
     }
 }
 

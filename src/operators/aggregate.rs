@@ -65,7 +65,7 @@ impl AggregateKind {
 
 /// One cell of the running state of [`FieldAggregates`]: a count, a sum, a least or greatest
 /// value, or a set of values seen. Two words: strings and sets, rare in aggregates, are boxed.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub enum AggregateCell {
     /// No value yet (a min or max before its first value).
     #[default]

@@ -27,6 +27,11 @@ pub trait GroupKey<D>: 'static {
     fn matches(&self, datum: &D, key: &Self::Key) -> bool {
         self.key(datum) == *key
     }
+    /// The hash of a kept key: what [`GroupKey::hash`] gives for data of that key. Checkpoints
+    /// store it, as the worker that owns the key.
+    fn key_hash(&self, key: &Self::Key) -> u64 {
+        FxBuildHasher.hash_one(key)
+    }
 }
 
 impl<D, K, F> GroupKey<D> for F
@@ -61,6 +66,12 @@ impl GroupKey<Record> for FieldKey {
         hasher.finish()
     }
 
+    fn key_hash(&self, key: &Key) -> u64 {
+        let mut hasher = FxHasher::default();
+        key.iter().for_each(|value| value.hash(&mut hasher));
+        hasher.finish()
+    }
+
     #[inline]
     fn matches(&self, record: &Record, key: &Key) -> bool {
         key.len() == self.0.len() && self.0.iter().zip(key).all(|(&f, v)| record[f] == *v)
@@ -83,6 +94,7 @@ mod tests {
         let (one, same, other) = (record(1, "x"), record(1, "x"), record(2, "x"));
         assert_eq!(by.key(&one)[..], [Value::Str("x".into()), Value::Int(1)]);
         assert_eq!(by.hash(&one), by.hash(&same));
+        assert_eq!(by.key_hash(&by.key(&one)), by.hash(&one));
         assert!(by.matches(&same, &by.key(&one)));
         assert!(!by.matches(&other, &by.key(&one)));
         assert!(!by.matches(&one, &Key::from_elem(Value::Int(1), 1)));

@@ -151,6 +151,11 @@ impl<K> KeySlots<K> {
         &self.entries[slot].key
     }
 
+    /// The hash of the key of a slot in use.
+    pub fn hash(&self, slot: usize) -> u64 {
+        self.entries[slot].hash
+    }
+
     /// Frees the slots of keys kept only until `time` or before.
     pub fn release(&mut self, time: i64) {
         for (slot, entry) in self.entries.iter_mut().enumerate() {

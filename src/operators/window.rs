@@ -27,11 +27,16 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use serde::de::DeserializeOwned;
+use timely::dataflow::operators::InputCapability;
+
 use super::aggregate::Aggregate;
 use super::delivery::{Delivery, Unacknowledged, hold_at_least};
 use super::key::GroupKey;
 use super::slots::KeySlots;
+use crate::failure::fail;
 use crate::record::Event;
+use crate::state::{Plan, SectionCheckpoint};
 
 /// How many results a firing window hands downstream at a time: a window of many keys goes out
 /// in batches rather than as one vector that grows to its size.
@@ -77,7 +82,6 @@ impl WindowSpec {
 }
 
 /// Which windows an operator computes, and which of them an earlier run already emitted.
-#[derive(Clone, Debug)]
 pub struct Windows {
     /// Their shape.
     pub spec: WindowSpec,
@@ -92,6 +96,12 @@ pub struct Windows {
     /// results were emitted at, and its input as settled only once [`Delivery::acknowledged`]
     /// has passed its fire time. `None`: done once emitted, and no `settled` stream.
     pub delivery: Option<Delivery>,
+    /// Takes part in the job's checkpoints as this section (see
+    /// [`crate::state::Checkpointing`]): restores its share of the section's state, emits each
+    /// window at its fire time or later (so everything emitted before a checkpoint's frontier
+    /// comes from windows that fired before it), and hands off its open windows at each
+    /// checkpoint. `None`: no checkpoints.
+    pub checkpoint: Option<SectionCheckpoint>,
 }
 
 impl From<WindowSpec> for Windows {
@@ -101,6 +111,7 @@ impl From<WindowSpec> for Windows {
             lateness: 0,
             emitted_before: 0,
             delivery: None,
+            checkpoint: None,
         }
     }
 }
@@ -193,7 +204,9 @@ pub trait WindowAggregate<'scope, D> {
     ) -> WindowStreams<'scope, G::Key, A::Output, D>
     where
         G: GroupKey<D>,
+        G::Key: Serialize + DeserializeOwned + Send,
         A: Aggregate<D>,
+        A::Cell: Clone + Serialize + DeserializeOwned + Send,
         A::Output: 'static;
 }
 
@@ -208,12 +221,27 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
     ) -> WindowStreams<'scope, G::Key, A::Output, D>
     where
         G: GroupKey<D>,
+        G::Key: Serialize + DeserializeOwned + Send,
         A: Aggregate<D>,
+        A::Cell: Clone + Serialize + DeserializeOwned + Send,
         A::Output: 'static,
     {
-        let windows = windows.into();
+        let mut windows = windows.into();
         let spec = windows.spec;
         let delivery = windows.delivery.clone();
+        let mut checkpoint = windows.checkpoint.take();
+        let mut restored = checkpoint.as_ref().map(|c| {
+            let entries = c
+                .restore::<G::Key, KeyState<A::Cell>>(self.scope().peers())
+                .unwrap_or_else(|e| fail(e));
+            (c.part.checkpointing().restored_frontier(), entries)
+        });
+        let checkpointed = checkpoint.is_some();
+        // With checkpoints, a window is emitted at its fire time or later, never before: what is
+        // emitted before a checkpoint's frontier T then comes from windows fired before T.
+        let emit_at = move |fire: u64, since: u64| {
+            if checkpointed { fire.max(since) } else { since }
+        };
         let key = Rc::new(key);
         let route = {
             let key = Rc::clone(&key);
@@ -237,6 +265,8 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             // On the `fired` output: a capability at the least fire time of a window that is
             // pending, or fired with results the `flushed` probe has not passed yet.
             let mut fired_cap: Option<Capability<u64>> = None;
+            let initial_fired = initial_capabilities.pop();
+            let initial_results = initial_capabilities.swap_remove(0);
             // Fire time → latest time its results were emitted at, awaiting `flushed`.
             let mut unflushed = BTreeMap::<u64, u64>::new();
             let mut unacknowledged = Unacknowledged::default();
@@ -247,11 +277,25 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             let mut held: Option<Capability<u64>> = None;
             let mut late_events = Vec::new();
             let mut fired = Vec::new();
+            if let Some((frontier, entries)) = restored.take() {
+                // Restored contents stand for input before the checkpoint's frontier.
+                state.restore(entries, frontier, |fire| {
+                    pending.insert(fire, frontier);
+                });
+                if let Some(&fire) = pending.keys().next() {
+                    held = Some(initial_results.delayed(&frontier));
+                    fired_cap = initial_fired.as_ref().map(|c| c.delayed(&fire));
+                }
+            }
+            drop((initial_results, initial_fired));
+            // The checkpoint this operator has yet to hand off for, once it knows of it; and the
+            // input at or past its frontier, kept aside until then.
+            let mut plan: Option<Plan> = None;
+            let mut kept = Vec::<(KeptCaps, Vec<Event<D>>)>::new();
             move |frontiers| {
                 let mut results = results.activate();
                 let mut late = late.activate();
-                input.for_each(|cap, data| {
-                    let Some(&time) = cap.least() else { return };
+                let mut fold = |time: u64, caps: MessageCaps<'_>, data: &mut Vec<Event<D>>| {
                     let mut retained = false;
                     state.insert_message(
                         data,
@@ -263,17 +307,37 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                             *earliest = (*earliest).min(since);
                             retained = true;
                             if fired_cap.as_ref().is_none_or(|c| *c.time() > fire) {
-                                fired_cap = Some(cap.delayed(&fire, 2));
+                                fired_cap = Some(caps.delayed(fire, 2));
                             }
                         },
                         &mut late_events,
                     );
                     if retained && held.as_ref().is_none_or(|h| *h.time() > time) {
-                        held = Some(cap.delayed(&time, 0));
+                        held = Some(caps.delayed(time, 0));
                     }
                     if !late_events.is_empty() {
-                        late.session(&cap).give_container(&mut late_events);
+                        late.session(&caps.delayed(time, 1))
+                            .give_container(&mut late_events);
                     }
+                };
+                if plan.is_none() {
+                    for (caps, mut data) in kept.drain(..) {
+                        fold(*caps[0].time(), MessageCaps::Kept(&caps), &mut data);
+                    }
+                }
+                input.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    if plan.is_none()
+                        && let Some(c) = checkpoint.as_ref()
+                    {
+                        plan = c.part.pending();
+                    }
+                    if plan.as_ref().is_some_and(|p| time >= p.frontier) {
+                        let caps = [0, 1, 2].map(|port| cap.delayed(&time, port));
+                        kept.push((caps, std::mem::take(data)));
+                        return;
+                    }
+                    fold(time, MessageCaps::Input(&cap), data);
                 });
                 let upto = frontiers[0].frontier().first().copied();
                 let due = |fire: u64| upto.is_none_or(|f| fire <= f);
@@ -282,12 +346,14 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 // budget stays first in `pending`, and goes on in the next activation.
                 while let Some((&fire, &since)) = pending.first_key_value()
                     && due(fire)
+                    && plan.as_ref().is_none_or(|p| fire < p.frontier)
                 {
                     if budget == 0 {
                         activator.activate();
                         break;
                     }
                     let held = held.as_ref().expect("pending contents hold a capability");
+                    let since = emit_at(fire, since);
                     let at = held.delayed(&since);
                     let mut session = results.session(&at);
                     let mut emitted = false;
@@ -322,6 +388,19 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                         unacknowledged.hold(since, fire);
                     }
                 }
+                // Hands off once the input before the frontier is in and every window due before
+                // it is emitted; the input kept aside is folded in the next activation.
+                if let Some(p) = plan.as_ref()
+                    && upto.is_none_or(|f| f >= p.frontier)
+                    && pending.keys().next().is_none_or(|&fire| fire >= p.frontier)
+                    && let Some(c) = checkpoint.as_mut()
+                {
+                    let entries = state.snapshot(&*key);
+                    c.part
+                        .hand_off(p, |snapshot| snapshot.whole(&c.name, entries));
+                    plan = None;
+                    activator.activate();
+                }
                 if let Some(delivery) = &delivery {
                     unflushed.retain(|_, emitted| delivery.flushed.less_equal(emitted));
                     if unacknowledged.release(&delivery.acknowledged) || !unflushed.is_empty() {
@@ -337,16 +416,25 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 // Panes and key slots stay until every due window is emitted in full.
                 let unfired = pending.keys().next().copied().filter(|&fire| due(fire));
                 state.release(unfired.map_or(upto, |fire| Some(fire.saturating_sub(1))));
-                match pending.values().min() {
+                match pending
+                    .iter()
+                    .map(|(&fire, &since)| emit_at(fire, since))
+                    .min()
+                {
                     Some(earliest) => {
                         if let Some(h) = held.as_mut() {
-                            h.downgrade(earliest);
+                            h.downgrade(&earliest);
                         }
                     }
                     None => held = None,
                 }
-                let emittable = held.as_ref().map(|h| *h.time());
-                let unsettled = unacknowledged.times().chain(emittable).chain(upto);
+                let emittable = pending.values().min().copied();
+                let kept_times = kept.iter().map(|(caps, _)| *caps[0].time());
+                let unsettled = unacknowledged
+                    .times()
+                    .chain(emittable)
+                    .chain(kept_times)
+                    .chain(upto);
                 hold_at_least(&mut settled_cap, unsettled);
             }
         });
@@ -355,6 +443,50 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             late: late_stream,
             fired: fired_stream,
             settled: settled_stream,
+        }
+    }
+}
+
+/// The capabilities of input kept aside during a checkpoint, one per output the input makes
+/// output on: results, late events, fired.
+type KeptCaps = [Capability<u64>; 3];
+
+/// Where the output made from one input message may go: the message's own capability, or the
+/// ones kept with it.
+enum MessageCaps<'a> {
+    Input(&'a InputCapability<u64>),
+    Kept(&'a KeptCaps),
+}
+
+impl MessageCaps<'_> {
+    /// A capability for `time` on output `port`.
+    fn delayed(&self, time: u64, port: usize) -> Capability<u64> {
+        match self {
+            MessageCaps::Input(cap) => cap.delayed(&time, port),
+            MessageCaps::Kept(caps) => caps[port].delayed(&time),
+        }
+    }
+}
+
+/// One key's open windows as a checkpoint stores them: its states per pane, per window of
+/// records late for some of its panes, and per session, each as the aggregate's cells.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "C: Serialize", deserialize = "C: DeserializeOwned"))]
+pub struct KeyState<C> {
+    /// (pane start, cells).
+    panes: Vec<(i64, Vec<C>)>,
+    /// (window start, cells).
+    partial: Vec<(i64, Vec<C>)>,
+    /// (session start, session end, cells).
+    sessions: Vec<(i64, i64, Vec<C>)>,
+}
+
+impl<C> Default for KeyState<C> {
+    fn default() -> Self {
+        KeyState {
+            panes: Vec::new(),
+            partial: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 }
@@ -451,6 +583,65 @@ impl<K: Hash + Eq + Clone, C: Default> WindowState<K, C> {
     fn release(&mut self, upto: Option<u64>) {
         if let Self::Panes(panes) = self {
             panes.release(upto);
+        }
+    }
+
+    /// Every key's open windows, as (key hash, key, state), for a checkpoint. Called between
+    /// windows, never while one is being emitted.
+    fn snapshot<D>(&self, key: &impl GroupKey<D, Key = K>) -> Vec<(u64, K, KeyState<C>)>
+    where
+        C: Clone,
+    {
+        match self {
+            Self::Panes(panes) => panes.snapshot(),
+            Self::Sessions(sessions) => sessions
+                .by_key
+                .iter()
+                .map(|(k, kept)| {
+                    let sessions = kept
+                        .iter()
+                        .map(|s| (s.start, s.end, s.state.to_vec()))
+                        .collect();
+                    let state = KeyState {
+                        sessions,
+                        ..KeyState::default()
+                    };
+                    (key.key_hash(k), k.clone(), state)
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes back the open windows of a checkpoint at `frontier`, calling `register(fire)` for
+    /// each window they hold that fires at or after it (the others were emitted before the
+    /// checkpoint). Ends the worker when a state's width is not the aggregate's: the checkpoint
+    /// was taken with other aggregates.
+    fn restore(
+        &mut self,
+        entries: Vec<(u64, K, KeyState<C>)>,
+        frontier: u64,
+        mut register: impl FnMut(u64),
+    ) where
+        C: Clone,
+    {
+        match self {
+            Self::Panes(panes) => panes.restore(entries, frontier, register),
+            Self::Sessions(sessions) => {
+                for (_, k, state) in entries {
+                    let kept = sessions.by_key.entry(k.clone()).or_default();
+                    for (start, end, cells) in state.sessions {
+                        let fire = (end + sessions.lateness) as u64;
+                        kept.push(Session {
+                            start,
+                            end,
+                            since: frontier,
+                            state: cells.into_boxed_slice(),
+                        });
+                        sessions.by_fire.entry(fire).or_default().push(k.clone());
+                        register(fire);
+                    }
+                }
+            }
         }
     }
 }
@@ -853,6 +1044,112 @@ impl<K: Hash + Eq + Clone, C: Default> Panes<K, C> {
         merged.sort();
         merged.start = start;
         merged
+    }
+
+    /// Every key's panes and partial windows, as (key hash, key, state).
+    fn snapshot(&self) -> Vec<(u64, K, KeyState<C>)>
+    where
+        C: Clone,
+    {
+        let mut by_slot = FxHashMap::<usize, KeyState<C>>::default();
+        let panes = self.panes.iter().map(|pane| (pane, false));
+        let partial = self.partial.values().map(|pane| (pane, true));
+        for (pane, is_partial) in panes.chain(partial) {
+            for &slot in &pane.filled {
+                let slot = slot as usize;
+                let cells = pane.get(slot).expect("a filled slot has a state").to_vec();
+                let state = by_slot.entry(slot).or_default();
+                match is_partial {
+                    false => state.panes.push((pane.start, cells)),
+                    true => state.partial.push((pane.start, cells)),
+                }
+            }
+        }
+        by_slot
+            .into_iter()
+            .map(|(slot, state)| (self.slots.hash(slot), self.slots.key(slot).clone(), state))
+            .collect()
+    }
+
+    /// Takes back a checkpoint's panes and partial windows (see [`WindowState::restore`]).
+    fn restore(
+        &mut self,
+        entries: Vec<(u64, K, KeyState<C>)>,
+        frontier: u64,
+        mut register: impl FnMut(u64),
+    ) where
+        C: Clone,
+    {
+        let mut starts = std::collections::BTreeSet::new();
+        for (hash, key, state) in entries {
+            let until = state
+                .panes
+                .iter()
+                .map(|(start, _)| start + self.pane)
+                .chain(state.partial.iter().map(|(start, _)| start + self.size))
+                .max()
+                .unwrap_or(i64::MIN);
+            let slot = self
+                .slots
+                .slot(hash, until, |kept| *kept == key, || key.clone());
+            for (start, cells) in state.panes {
+                let at = match self.panes.iter().rposition(|p| p.start <= start) {
+                    Some(i) if self.panes[i].start == start => i,
+                    found => {
+                        let at = found.map_or(0, |i| i + 1);
+                        let pane = Pane::reused(&mut self.spare, start, self.width);
+                        self.panes.insert(at, pane);
+                        at
+                    }
+                };
+                self.restore_cells(slot, &cells, |panes| &mut panes.panes[at]);
+                starts.insert(start);
+            }
+            for (start, cells) in state.partial {
+                let spare = &mut self.spare;
+                let width = self.width;
+                self.partial
+                    .entry(start)
+                    .or_insert_with(|| Pane::reused(spare, start, width));
+                self.restore_cells(slot, &cells, |panes| {
+                    panes.partial.get_mut(&start).expect("inserted above")
+                });
+                if self.fire_time(start) >= frontier {
+                    register(self.fire_time(start));
+                }
+            }
+        }
+        // Every window holding a restored pane that had not fired by the frontier.
+        for pane in starts {
+            let last = pane - pane.rem_euclid(self.slide);
+            let mut start = last;
+            while start > pane - self.size {
+                if self.fire_time(start) >= frontier {
+                    register(self.fire_time(start));
+                }
+                start -= self.slide;
+            }
+        }
+    }
+
+    /// Copies a restored state's cells into `slot` of the pane `pane` picks.
+    fn restore_cells(
+        &mut self,
+        slot: usize,
+        cells: &[C],
+        pane: impl FnOnce(&mut Self) -> &mut Pane<C>,
+    ) where
+        C: Clone,
+    {
+        if cells.len() != self.width {
+            fail(format!(
+                "a checkpoint's window state is {} cells wide where the job's aggregates take \
+                 {}: the checkpoint was taken with other aggregates",
+                cells.len(),
+                self.width
+            ));
+        }
+        pane(self).state(slot, |_| {}).clone_from_slice(cells);
     }
 
     /// Keeps an emptied pane, with its vectors, for the next one: panes come and go at a steady

@@ -14,6 +14,7 @@ use super::Encode;
 use super::file::Order;
 use super::registry::{Settings, Sink, SinkKind};
 use crate::settings::Check;
+use crate::state::SectionCheckpoint;
 
 /// Drops a stream.
 ///
@@ -61,6 +62,7 @@ impl Sink for DiscardSink {
         stream: StreamVec<'scope, u64, D>,
         _encoder: E,
         _order: Option<Order<D>>,
+        _checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
         Ok(stream.discard())
     }

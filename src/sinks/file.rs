@@ -8,15 +8,16 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use toml::Spanned;
 
@@ -25,6 +26,7 @@ use super::registry::{Rows, Settings, Sink, SinkKind};
 use crate::failure::fail;
 use crate::operators::prefetch;
 use crate::settings::{Check, Text};
+use crate::state::{Plan, SectionCheckpoint};
 
 /// `kind = "file"`: a file sink's settings, as the job file writes them.
 #[derive(Debug, Deserialize)]
@@ -115,13 +117,19 @@ impl fmt::Display for FileTarget {
 }
 
 impl Sink for FileTarget {
+    /// A file at a path: standard output and standard error cannot be cut back.
+    fn checkpointed(&self) -> bool {
+        matches!(self, FileTarget::Path(_))
+    }
+
     fn write<'scope, D: ExchangeData, E: Encode<D>>(
         &self,
         stream: StreamVec<'scope, u64, D>,
         encoder: E,
         order: Option<Order<D>>,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
-        Ok(stream.write_file(self.clone(), encoder, order)?)
+        Ok(stream.write_file(self.clone(), encoder, order, checkpoint)?)
     }
 }
 
@@ -224,7 +232,7 @@ pub type Order<D> = Box<dyn Fn(&D, &mut Vec<u8>)>;
 ///     let by_name: Order<Record> = Box::new(|row: &Record, key: &mut Vec<u8>| row[0].write_sort_key(key));
 ///     rows.to_stream(scope)
 ///         .container::<Vec<_>>()
-///         .write_file(target, RowEncoder::new(Format::Csv, columns, None), Some(by_name))
+///         .write_file(target, RowEncoder::new(Format::Csv, columns, None), Some(by_name), None)
 ///         .unwrap();
 /// });
 /// assert_eq!(std::fs::read_to_string(path).unwrap(), "name,n\na,1\nb,2\nc,3\n");
@@ -236,12 +244,30 @@ pub trait WriteFile<'scope, D> {
     /// sorted into a hidden file beside the target, which then replaces the target:
     /// a job that stops or fails before its input ends leaves the target as it was. An error
     /// writing ends the worker (see [`fail`]).
+    ///
+    /// With `checkpoint` (for a file at a path), the sink takes part in the job's checkpoints
+    /// (see [`crate::state::Checkpointing`]): it keeps what comes at or after a checkpoint's
+    /// frontier aside until everything before it is written, then hands off the length written
+    /// (or, with an order, the lines kept), and a restored sink truncates its file to that
+    /// length and appends (or takes the lines back), so the rows after the checkpoint, which the
+    /// restored job computes again, are written once.
     fn write_file<E: Encode<D>>(
         self,
         target: FileTarget,
         encoder: E,
         order: Option<Order<D>>,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> io::Result<StreamVec<'scope, u64, ()>>;
+}
+
+/// A file sink's state in a checkpoint, under key 0 for the length and under each line's number
+/// for the lines of sorted output.
+#[derive(Debug, Serialize, Deserialize)]
+enum FileSinkState {
+    /// The bytes written to the file.
+    Written(u64),
+    /// A line kept for sorted output, as [`SortedLines::kept`] gives it.
+    Line([u64; 2], Vec<u8>),
 }
 
 impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D> {
@@ -250,68 +276,231 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
         target: FileTarget,
         encoder: E,
         order: Option<Order<D>>,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> io::Result<StreamVec<'scope, u64, ()>> {
         let writes = self.scope().index() == 0;
-        let preamble = encoder.preamble();
-        // Lines as they come go here; sorted output opens its file only at the end.
-        let mut out = match (writes, &order) {
-            (true, None) => Some(open(&target, preamble.as_deref())?),
-            _ => None,
+        let mut checkpoint = checkpoint;
+        let restored = match checkpoint.as_ref().filter(|_| writes) {
+            Some(c) => c
+                .restore::<u64, FileSinkState>(self.scope().peers())
+                .map_err(io::Error::other)?,
+            None => Vec::new(),
         };
+        let preamble = encoder.preamble();
         let encode = move |item: &D, into: &mut Vec<u8>| {
             encoder.value(item, into);
             into.push(b'\n');
         };
+        let mut output = Output::new(writes, target, order, encode, preamble, restored)?;
         let sink = self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(|_: &D| 0),
             "FileSink",
             move |_cap, _info| {
-                let mut line = Vec::new();
-                // With an order: the lines so far, with their sort keys. Items are encoded as
-                // they come, which keeps far less than the items would.
-                let mut sorted = Some(SortedLines::default());
+                // The checkpoint this sink has yet to hand off for, once it knows of it; the
+                // items at or past its frontier, kept aside until then, and a capability
+                // holding the flushed frontier at the earliest of them.
+                let mut plan: Option<Plan> = None;
+                let mut kept: Vec<D> = Vec::new();
+                let mut kept_at: Option<Capability<u64>> = None;
                 move |(input, input_frontier), _output| {
                     if !writes {
+                        // Hands off an empty share of the section: the worker that writes holds
+                        // all of it.
                         input.for_each(|_, data| data.clear());
+                        if let Some(c) = checkpoint.as_mut()
+                            && let Some(p) = c.part.pending()
+                            && input_frontier.frontier().iter().all(|t| *t >= p.frontier)
+                        {
+                            let none = Vec::<(u64, u64, FileSinkState)>::new();
+                            c.part
+                                .hand_off(&p, |snapshot| snapshot.whole(&c.name, none));
+                        }
                         return;
                     }
-                    let mut wrote = false;
-                    input.for_each(|_, data| {
-                        for item in data.drain(..) {
-                            match (&order, &mut out, &mut sorted) {
-                                (Some(order), _, Some(sorted)) => {
-                                    sorted.push(|key| order(&item, key), |into| encode(&item, into))
-                                }
-                                (None, Some(w), _) => {
-                                    line.clear();
-                                    encode(&item, &mut line);
-                                    if let Err(e) = w.write_all(&line) {
-                                        fail(format!("writing {target}: {e}"));
-                                    }
-                                    wrote = true;
-                                }
-                                _ => unreachable!("a sorted sink gets no items after its end"),
-                            }
+                    input.for_each(|cap, data| {
+                        if plan.is_none()
+                            && let Some(c) = checkpoint.as_ref()
+                        {
+                            plan = c.part.pending();
                         }
+                        if let Some(p) = &plan
+                            && let Some(&time) = cap.least()
+                            && time >= p.frontier
+                        {
+                            if kept_at.as_ref().is_none_or(|k| *k.time() > time) {
+                                kept_at = Some(cap.delayed(&time, 0));
+                            }
+                            kept.append(data);
+                            return;
+                        }
+                        data.drain(..).for_each(|item| output.write(&item));
                     });
-                    if let Some(w) = &mut out
-                        && wrote
-                        && let Err(e) = w.flush()
+                    if let Some(p) = plan.as_ref()
+                        && input_frontier.frontier().iter().all(|t| *t >= p.frontier)
+                        && let Some(c) = checkpoint.as_mut()
                     {
-                        fail(format!("writing {target}: {e}"));
+                        output.flush();
+                        let entries = output.state();
+                        c.part
+                            .hand_off(p, |snapshot| snapshot.whole(&c.name, entries));
+                        plan = None;
+                        kept.drain(..).for_each(|item| output.write(&item));
+                        kept_at = None;
                     }
-                    if input_frontier.is_empty()
-                        && let Some(lines) = sorted.take()
-                        && order.is_some()
-                        && let Err(e) = replace(&target, preamble.as_deref(), lines)
-                    {
-                        fail(format!("writing {target}: {e}"));
+                    output.flush();
+                    if input_frontier.is_empty() {
+                        output.finish();
                     }
                 }
             },
         );
         Ok(sink)
     }
+}
+
+/// Where a file sink's lines go: its file as they come, or, with an order, the lines kept for
+/// the end; and how many bytes the file has.
+struct Output<D, F> {
+    target: FileTarget,
+    order: Option<Order<D>>,
+    preamble: Option<String>,
+    /// The file, for output without an order (on the worker that writes).
+    out: Option<BufWriter<Box<dyn Write>>>,
+    /// The lines so far, with their sort keys, for output with an order: items are encoded as
+    /// they come, which keeps far less than the items would.
+    sorted: Option<SortedLines>,
+    encode: F,
+    line: Vec<u8>,
+    /// The bytes written to the file.
+    written: u64,
+    /// Whether anything was written since the last flush.
+    wrote: bool,
+}
+
+impl<D, F: Fn(&D, &mut Vec<u8>)> Output<D, F> {
+    /// The output of the worker that `writes` (the others write nothing), resuming from a
+    /// checkpoint's `restored` state if there is one.
+    fn new(
+        writes: bool,
+        target: FileTarget,
+        order: Option<Order<D>>,
+        encode: F,
+        preamble: Option<String>,
+        restored: Vec<(u64, u64, FileSinkState)>,
+    ) -> io::Result<Self> {
+        let mut sorted = SortedLines::default();
+        let mut length = None;
+        let mut lines = Vec::new();
+        for (_, n, state) in restored {
+            match state {
+                FileSinkState::Written(written) => length = Some(written),
+                FileSinkState::Line(prefix, bytes) => lines.push((n, prefix, bytes)),
+            }
+        }
+        lines.sort_unstable_by_key(|line| line.0);
+        for (_, prefix, bytes) in lines {
+            sorted.push_kept(prefix, &bytes);
+        }
+        let (out, written) = match (writes, &order, length) {
+            (true, None, Some(length)) => (Some(reopen(&target, length)?), length),
+            (true, None, None) => (
+                Some(open(&target, preamble.as_deref())?),
+                preamble.as_ref().map_or(0, |p| p.len() as u64 + 1),
+            ),
+            _ => (None, 0),
+        };
+        Ok(Output {
+            target,
+            order,
+            preamble,
+            out,
+            sorted: Some(sorted),
+            encode,
+            line: Vec::new(),
+            written,
+            wrote: false,
+        })
+    }
+
+    fn write(&mut self, item: &D) {
+        match (&self.order, &mut self.out, &mut self.sorted) {
+            (Some(order), _, Some(sorted)) => {
+                sorted.push(|key| order(item, key), |into| (self.encode)(item, into))
+            }
+            (None, Some(w), _) => {
+                self.line.clear();
+                (self.encode)(item, &mut self.line);
+                if let Err(e) = w.write_all(&self.line) {
+                    fail(format!("writing {}: {e}", self.target));
+                }
+                self.written += self.line.len() as u64;
+                self.wrote = true;
+            }
+            _ => unreachable!("a sorted sink gets no items after its end"),
+        }
+    }
+
+    /// Flushes what was written since the last flush.
+    fn flush(&mut self) {
+        if let Some(w) = &mut self.out
+            && std::mem::take(&mut self.wrote)
+            && let Err(e) = w.flush()
+        {
+            fail(format!("writing {}: {e}", self.target));
+        }
+    }
+
+    /// For a checkpoint: the lines kept, with an order; the length written, without.
+    fn state(&self) -> Vec<(u64, u64, FileSinkState)> {
+        match (&self.order, &self.sorted) {
+            (Some(_), Some(sorted)) => sorted
+                .kept()
+                .enumerate()
+                .map(|(n, (prefix, bytes))| {
+                    (0, n as u64, FileSinkState::Line(prefix, bytes.to_vec()))
+                })
+                .collect(),
+            _ => vec![(0, 0, FileSinkState::Written(self.written))],
+        }
+    }
+
+    /// At the end of the input: writes sorted output, once.
+    fn finish(&mut self) {
+        if self.order.is_some()
+            && let Some(lines) = self.sorted.take()
+            && let Err(e) = replace(&self.target, self.preamble.as_deref(), lines)
+        {
+            fail(format!("writing {}: {e}", self.target));
+        }
+    }
+}
+
+/// A buffered writer appending to the file at `target` once it is cut to `length`: the length a
+/// checkpoint recorded. A file shorter than that is an error: it is not the file the checkpoint
+/// wrote.
+fn reopen(target: &FileTarget, length: u64) -> io::Result<BufWriter<Box<dyn Write>>> {
+    let FileTarget::Path(path) = target else {
+        return Err(io::Error::other(format!(
+            "{target}: a checkpoint records a length written, but this sink writes no file"
+        )));
+    };
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(context)?;
+    let found = file.metadata().map_err(context)?.len();
+    if found < length {
+        return Err(io::Error::other(format!(
+            "{}: the checkpoint restored had written {length} bytes, but the file holds only \
+             {found}: it was changed since; remove the checkpoints (or restore the file) to \
+             start again",
+            path.display()
+        )));
+    }
+    file.set_len(length).map_err(context)?;
+    file.seek(SeekFrom::End(0)).map_err(context)?;
+    buffered(Box::new(file) as Box<dyn Write>, None)
 }
 
 /// A buffered writer at `target`, with the preamble written.
@@ -490,10 +679,39 @@ impl SortedLines {
         push_len(&mut run.bytes, rest.len());
         run.bytes.extend_from_slice(rest);
         line(&mut run.bytes);
+        let prefix =
+            [0, 8].map(|at| u64::from_be_bytes(prefix[at..at + 8].try_into().expect("8 bytes")));
+        self.added(prefix, start);
+    }
+
+    /// Every kept line as (its key's prefix, the rest of its key and the line), runs in the
+    /// order they were filled: what [`SortedLines::push_kept`] takes back, for a checkpoint.
+    pub fn kept(&self) -> impl Iterator<Item = ([u64; 2], &[u8])> + '_ {
+        self.full
+            .iter()
+            .chain(std::iter::once(&self.current))
+            .flat_map(|run| {
+                run.lines
+                    .iter()
+                    .map(|e| (e.prefix, &run.bytes[e.at as usize..e.end as usize]))
+            })
+    }
+
+    /// Keeps a line as [`SortedLines::kept`] gave it. Lines taken back in the order `kept` gave
+    /// them keep their order among equal keys.
+    pub fn push_kept(&mut self, prefix: [u64; 2], bytes: &[u8]) {
+        let start = self.current.bytes.len();
+        self.current.bytes.extend_from_slice(bytes);
+        self.added(prefix, start);
+    }
+
+    /// Indexes the line that ends the current run's bytes, from `start` on, under `prefix`; a
+    /// full run is sorted and a new one begun.
+    fn added(&mut self, prefix: [u64; 2], start: usize) {
+        let run = &mut self.current;
         let offset = |at: usize| u32::try_from(at).expect("a run of lines under 4 GiB");
         run.lines.push(Entry {
-            prefix: [0, 8]
-                .map(|at| u64::from_be_bytes(prefix[at..at + 8].try_into().expect("8 bytes"))),
+            prefix,
             at: offset(start),
             end: offset(run.bytes.len()),
         });

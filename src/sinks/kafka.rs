@@ -28,6 +28,7 @@ use super::registry::{Rows, Settings, Sink, SinkKind};
 use super::topic::TopicTemplate;
 use crate::kafka::client_config;
 use crate::settings::{Check, Text};
+use crate::state::SectionCheckpoint;
 
 /// `kind = "kafka"`: a Kafka sink's settings, as the job file writes them.
 #[derive(Debug, Deserialize)]
@@ -109,6 +110,7 @@ impl Sink for KafkaSinkConfig {
         stream: StreamVec<'scope, u64, D>,
         encoder: E,
         _order: Option<Order<D>>,
+        _checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
         stream.write_kafka(self, encoder)
     }

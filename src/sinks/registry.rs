@@ -16,6 +16,7 @@ use super::Encode;
 use super::file::Order;
 use super::format::RowEncoder;
 use crate::settings::{Check, Text};
+use crate::state::{SectionCheckpoint, WorkerCheckpoint};
 
 /// What a sink writes of the rows it is given, as far as its kind lets the job say.
 #[derive(Default)]
@@ -57,13 +58,22 @@ pub trait Sink {
         Ok(encoder)
     }
 
+    /// Whether the sink takes part in the job's checkpoints, so that a restored job writes the
+    /// rows after its checkpoint once (a file it can cut back). A sink that does not writes
+    /// them again after a restore (at-least-once).
+    fn checkpointed(&self) -> bool {
+        false
+    }
+
     /// Writes every item of `stream` as `encoder` encodes it, and, where the kind keeps an
-    /// order (a file), sorted by `order` once the input ends.
+    /// order (a file), sorted by `order` once the input ends. `checkpoint` is given when the
+    /// job takes checkpoints and [`Sink::checkpointed`] says the sink takes part.
     fn write<'scope, D: ExchangeData, E: Encode<D>>(
         &self,
         stream: StreamVec<'scope, u64, D>,
         encoder: E,
         order: Option<Order<D>>,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>>;
 }
 
@@ -97,16 +107,25 @@ macro_rules! sink_kinds {
                 .with_context(|| format!("sink `{name}`"))
             }
 
-            /// See [`Sink::write`]; errors name the sink, `name`.
+            /// See [`Sink::write`]; errors name the sink, `name`. With `checkpoints` (the
+            /// worker's, in a job that takes them), a sink that takes part does so as section
+            /// `output → name`.
             pub fn write<'scope, D: ExchangeData, E: Encode<D>>(
                 &self,
                 name: &str,
+                output: &str,
                 stream: StreamVec<'scope, u64, D>,
                 encoder: E,
                 order: Option<Order<D>>,
+                checkpoints: Option<&WorkerCheckpoint>,
             ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
                 match self {
-                    $(SinkKind::$kind(sink) => sink.write(stream, encoder, order),)*
+                    $(SinkKind::$kind(sink) => {
+                        let checkpoint = checkpoints
+                            .filter(|_| sink.checkpointed())
+                            .map(|w| SectionCheckpoint::new(w, format!("{output} → {name}")));
+                        sink.write(stream, encoder, order, checkpoint)
+                    })*
                 }
                 .with_context(|| format!("sink `{name}`"))
             }

@@ -4,6 +4,7 @@
 //! time-ordered file, side by side: windows close as the file is read, and the job holds the
 //! state of one stretch of event time, not of one stretch per split.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{DeadLetter, Payload, PayloadBuilder, Record, Schema};
+use crate::state::Position;
 
 /// The most a split reads at once.
 const CHUNK: usize = 1 << 20;
@@ -85,6 +87,27 @@ impl Split {
         };
         split.done = !split.enter_next_stripe()?;
         Ok(split)
+    }
+
+    /// Moves to the line at `next` (a line start this split reached, as [`Positioned::next`]
+    /// gave it): the split goes on as if it had read every line before it. False if no line of
+    /// the split starts there or after.
+    fn resume(&mut self, next: u64) -> io::Result<bool> {
+        // The stripe of the split holding the line that ended at `next`: the last one starting
+        // before it.
+        let first = self.next_stripe - self.stride;
+        let last = next.saturating_sub(1);
+        let current = if last < first {
+            first
+        } else {
+            first + (last - first) / self.stride * self.stride
+        };
+        self.next_stripe = current + self.stride;
+        self.end = (current + self.stripe).min(self.len);
+        self.file.seek(SeekFrom::Start(next))?;
+        self.buf.clear();
+        (self.buf_offset, self.cursor, self.eof) = (next, 0, false);
+        Ok(next < self.end || self.next_stripe < self.len)
     }
 
     /// Moves to the first line of the split's next stripe; false if no line starts in one.
@@ -202,6 +225,9 @@ pub struct FileReader {
     /// Counts the bytes of the lines read (blank, too long and malformed ones too), so that a
     /// bounded job can tell how far through its files it is.
     read_bytes: Counter,
+    /// Per split, where it resumed from a checkpoint; and the clocks restored with them.
+    resumed: Vec<Option<i64>>,
+    restored: Option<Checkpoint>,
 }
 
 /// How files are cut into splits, and how long a line may be.
@@ -219,7 +245,9 @@ impl FileReader {
     /// Opens the splits worker `index` of `peers` owns: every file is cut into `splits` splits
     /// of interleaved stripes, and the splits of all files are dealt round-robin.
     /// A line longer than `max_record_bytes` is dead-lettered, read past without holding it.
-    /// The bytes of the lines read are counted in `read_bytes`.
+    /// The bytes of the lines read are counted in `read_bytes`. With `resume` (a checkpoint's
+    /// positions of the source, by [`Reader::partition_name`]), each split named there resumes at
+    /// its position and clock.
     pub fn open(
         paths: &[PathBuf],
         splits: usize,
@@ -227,6 +255,7 @@ impl FileReader {
         schema: Arc<Schema>,
         (index, peers): (usize, usize),
         read_bytes: Counter,
+        resume: Option<&BTreeMap<String, Position>>,
     ) -> io::Result<FileReader> {
         let stripes = Stripes {
             splits,
@@ -235,7 +264,40 @@ impl FileReader {
         };
         let mut reader = Self::open_striped(paths, stripes, schema, index, peers)?;
         reader.read_bytes = read_bytes;
+        if let Some(resume) = resume {
+            reader.resume(resume)?;
+        }
         Ok(reader)
+    }
+
+    /// Moves each split named in `positions` to its position, and restores its clock.
+    fn resume(&mut self, positions: &BTreeMap<String, Position>) -> io::Result<()> {
+        let mut clocks = vec![0; self.splits.len()];
+        let names: Vec<String> = (0..self.splits.len())
+            .map(|p| self.partition_name(p))
+            .collect();
+        for (partition, (split, name)) in self.splits.iter_mut().zip(&names).enumerate() {
+            let Some(position) = positions.get(name) else {
+                continue;
+            };
+            if split.done {
+                continue;
+            }
+            let (next, clock) = super::restored_position(position).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} split {}: checkpoint: {e}", split.path, split.index),
+                )
+            })?;
+            split.done = !split.resume(next as u64)?;
+            self.resumed[partition] = Some(next);
+            clocks[partition] = clock;
+        }
+        self.restored = Some(Checkpoint {
+            clocks,
+            emitted_before: 0,
+        });
+        Ok(())
     }
 
     fn open_striped(
@@ -254,7 +316,7 @@ impl FileReader {
             .iter()
             .flat_map(|path| (0..splits as i32).map(move |i| (path, i)))
             .collect();
-        let splits = super::owned_partitions(all.len(), index, peers)
+        let splits: Vec<Split> = super::owned_partitions(all.len(), index, peers)
             .map(|i| {
                 let (path, split) = all[i];
                 Split::open(path, split, splits as u64, stripe, max_line)
@@ -263,8 +325,10 @@ impl FileReader {
         Ok(FileReader {
             schema,
             max_line,
+            resumed: vec![None; splits.len()],
             splits,
             read_bytes: Counter::default(),
+            restored: None,
         })
     }
 }
@@ -342,8 +406,22 @@ impl Reader<Record> for FileReader {
         }
     }
 
-    /// Files are replayed whole; there is nothing to resume from.
+    /// Files keep no committed position: a job resumes in a file only from a checkpoint.
     fn commit(&mut self, _positions: &[i64], _checkpoint: &Checkpoint, _last: bool) {}
+
+    fn restored(&self) -> Option<&Checkpoint> {
+        self.restored.as_ref()
+    }
+
+    /// The file's path and the split's number.
+    fn partition_name(&self, partition: usize) -> String {
+        let split = &self.splits[partition];
+        format!("{}#{}", split.path, split.index)
+    }
+
+    fn resumed(&self, partition: usize) -> Option<i64> {
+        self.resumed[partition]
+    }
 }
 
 #[cfg(test)]
@@ -416,7 +494,7 @@ mod tests {
         let read = Counter::default();
         let paths = [file.path().to_path_buf()];
         let mut reader =
-            FileReader::open(&paths, 3, 1 << 20, ts_schema(), (0, 1), read.clone()).unwrap();
+            FileReader::open(&paths, 3, 1 << 20, ts_schema(), (0, 1), read.clone(), None).unwrap();
         let mut batch = ReadBatch::default();
         while reader.read(&mut batch) != ReadStatus::Done {}
         let len = file.as_file().metadata().unwrap().len();

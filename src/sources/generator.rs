@@ -223,6 +223,8 @@ impl Generator {
 /// engine's ceiling). Its partitions are dealt to the workers like a topic's.
 pub struct GeneratorReader {
     generators: Vec<Generator>,
+    /// The partition number of each generator.
+    numbers: Vec<usize>,
     /// The generator field of each schema field.
     /// For each schema field, its index in [`FIELDS`].
     fields: Vec<usize>,
@@ -237,10 +239,14 @@ impl GeneratorReader {
         index: usize,
         peers: usize,
     ) -> Self {
+        let numbers: Vec<usize> =
+            super::owned_partitions(partitions as usize, index, peers).collect();
         GeneratorReader {
-            generators: super::owned_partitions(partitions as usize, index, peers)
-                .map(|p| Generator::partition(config.clone(), p as u64, partitions))
+            generators: numbers
+                .iter()
+                .map(|&p| Generator::partition(config.clone(), p as u64, partitions))
                 .collect(),
+            numbers,
             fields: schema
                 .fields()
                 .iter()
@@ -258,6 +264,10 @@ impl GeneratorReader {
 impl Reader<Record> for GeneratorReader {
     fn partitions(&self) -> usize {
         self.generators.len()
+    }
+
+    fn partition_name(&self, partition: usize) -> String {
+        self.numbers[partition].to_string()
     }
 
     fn read(&mut self, batch: &mut ReadBatch<Record>) -> ReadStatus {

@@ -25,6 +25,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a source starts reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartFrom {
+    /// The job's latest complete checkpoint, when its file has `[checkpoints]` and the store
+    /// holds one; otherwise as [`StartFrom::Committed`].
+    Checkpoint,
     /// The consumer group's committed offsets (the earliest offset where none is committed).
     Committed,
     /// The beginning of each partition.
@@ -40,13 +43,17 @@ impl std::str::FromStr for StartFrom {
 
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
+            "checkpoint" => StartFrom::Checkpoint,
             "committed" => StartFrom::Committed,
             "earliest" => StartFrom::Earliest,
             "latest" => StartFrom::Latest,
             time => StartFrom::Time(
                 time.parse::<jiff::Timestamp>()
                     .map_err(|e| {
-                        format!("expected committed, earliest, latest or an RFC 3339 time: {e}")
+                        format!(
+                            "expected checkpoint, committed, earliest, latest or an RFC 3339 \
+                             time: {e}"
+                        )
                     })?
                     .as_millisecond(),
             ),
@@ -252,7 +259,7 @@ fn assign(
     }
     let mut restored = None;
     let resolved = match config.start {
-        StartFrom::Committed => {
+        StartFrom::Checkpoint | StartFrom::Committed => {
             // Every partition's checkpoint: windows any of them says were emitted are done.
             let mut everything = TopicPartitionList::new();
             for (topic, p) in &all {
@@ -403,6 +410,12 @@ impl Reader<Record> for KafkaReader {
             }
         }
         status
+    }
+
+    /// The topic and the partition's number.
+    fn partition_name(&self, partition: usize) -> String {
+        let (topic, number) = &self.partitions[partition];
+        format!("{topic}/{number}")
     }
 
     fn restored(&self) -> Option<&Checkpoint> {

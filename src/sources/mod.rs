@@ -21,6 +21,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use crate::backlog::Backlog;
 use crate::operators::watermark::Watermarks;
 use crate::record::{DeadLetter, Event};
+use crate::state::{Plan, Position, SourceCheckpoint};
 
 /// One record of a partition as a reader hands it over.
 #[derive(Debug)]
@@ -91,6 +92,14 @@ pub trait Reader<D>: 'static {
     fn restored(&self) -> Option<&Checkpoint> {
         None
     }
+    /// The name of `partition` in a checkpoint's positions: the same for the same partition in
+    /// every run, whichever worker reads it.
+    fn partition_name(&self, partition: usize) -> String;
+    /// Where `partition` resumes, when this reader was opened at a checkpoint's positions (a
+    /// [`Positioned::next`]); `None`: from its start.
+    fn resumed(&self, _partition: usize) -> Option<i64> {
+        None
+    }
 }
 
 /// The event-time and delivery settings of a source.
@@ -143,18 +152,27 @@ pub struct SourceStreams<'scope, D> {
 /// it commits only what is settled and halts with its streams open, counting itself in
 /// `options.halted`: the worker then drops the dataflow, so a stop never emits a window with
 /// part of its input.
+///
+/// With `checkpoint`, the source takes part in the job's checkpoints as
+/// [`crate::state::Checkpointing`] describes: it publishes the times it sends at, and hands off
+/// each partition's position (and clock) after the last record it sent before a checkpoint's
+/// frontier. A partition's records go at non-decreasing times, dead letters included (they go
+/// at the time of the partition's latest event), so that position divides what was sent before
+/// the frontier from what was sent after it.
 pub fn event_source<'scope, D, R>(
     scope: Scope<'scope, u64>,
     name: &str,
     mut reader: R,
     options: SourceOptions,
     settled: ProbeHandle<u64>,
+    checkpoint: Option<SourceCheckpoint>,
 ) -> SourceStreams<'scope, D>
 where
     D: Clone + 'static,
     R: Reader<D>,
 {
     let mut builder = OperatorBuilder::new(format!("Source({name})"), scope);
+    let mut positions = checkpoint.map(|checkpoint| SourcePositions::new(checkpoint, &reader));
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address);
     let (events, events_stream) = builder.new_output();
@@ -167,6 +185,7 @@ where
     let slowest = ProbeHandle::new();
     let probe = slowest.clone();
     let max_drift = options.max_drift.map(|d| d.as_millis() as u64);
+    let name = name.to_string();
 
     builder.build_reschedule(move |mut capabilities| {
         let mut dead_cap = capabilities.pop();
@@ -194,6 +213,8 @@ where
         );
         let mut last_commit = Instant::now();
         let mut halted = false;
+        // Per partition, the time of its latest event: its dead letters go at it.
+        let mut latest_at = vec![0u64; reader.partitions()];
         move |_frontiers| {
             if halted {
                 return false;
@@ -209,6 +230,9 @@ where
             }
             let Some(cap) = events_cap.as_mut() else {
                 // Finished reading: stay alive until everything has settled, then commit.
+                if let Some(positions) = positions.as_mut() {
+                    positions.finished(&name, &reader);
+                }
                 if commits.settled.done() {
                     commits.commit(&mut reader, true);
                     return false;
@@ -246,6 +270,10 @@ where
                 let at = frontier - frontier % options.tick;
                 let clock = watermarks.clock(read.partition);
                 commits.record(read.partition, at, read.next, clock);
+                latest_at[read.partition] = at;
+                if let Some(positions) = positions.as_mut() {
+                    positions.sent(read.partition, at, read.next, clock);
+                }
                 outbox.push(
                     at,
                     Event {
@@ -255,6 +283,19 @@ where
                     },
                 );
             }
+            for read in &batch.dead {
+                let at = latest_at[read.partition].max(time);
+                let clock = watermarks.clock(read.partition);
+                commits.record(read.partition, at, read.next, clock);
+                if let Some(positions) = positions.as_mut() {
+                    positions.sent(read.partition, at, read.next, clock);
+                }
+            }
+            if let Some(positions) = positions.as_mut() {
+                // Before anything of this batch is sent: a checkpoint that begins now has its
+                // frontier past all of it.
+                positions.publish(time);
+            }
             let mut output = events.activate();
             for (at, mut group) in outbox.drain() {
                 // At or after the capability's time: the stamp is never behind the worker's.
@@ -263,20 +304,22 @@ where
             drop(output);
             if !batch.dead.is_empty() {
                 let dead_cap = dead_cap.as_ref().expect("held with the events capability");
+                let mut dead = dead.activate();
                 for read in batch.dead.drain(..) {
-                    let clock = watermarks.clock(read.partition);
-                    commits.record(read.partition, time, read.next, clock);
+                    let at = latest_at[read.partition].max(time);
                     dead_letters.push(read.item);
+                    dead.session(&dead_cap.delayed(&at))
+                        .give_container(&mut dead_letters);
                 }
-                dead.activate()
-                    .session(dead_cap)
-                    .give_container(&mut dead_letters);
             }
             for partition in batch.finished.drain(..) {
                 watermarks.finish(partition);
             }
             if status == ReadStatus::Done || watermarks.all_finished() {
                 (events_cap, dead_cap) = (None, None);
+                if let Some(positions) = positions.as_mut() {
+                    positions.end(&reader);
+                }
                 activator.activate();
                 return true;
             }
@@ -287,6 +330,9 @@ where
                 if let Some(c) = dead_cap.as_mut() {
                     c.downgrade(&next);
                 }
+            }
+            if let Some(positions) = positions.as_mut() {
+                positions.passed(*cap.time(), &name, &reader);
             }
             match status {
                 ReadStatus::Ready => activator.activate(),
@@ -434,6 +480,143 @@ impl Commits {
             reader.commit(&self.positions, &checkpoint, last);
         }
     }
+}
+
+/// A source's part in the job's checkpoints: what it has sent, and where each partition stood
+/// before a checkpoint's frontier.
+struct SourcePositions {
+    checkpoint: SourceCheckpoint,
+    /// Per partition, (next position, clock) after the latest record sent, or where it resumed.
+    latest: PartitionPositions,
+    /// This batch's records as (partition, time, next position, clock), until it is published.
+    batch: Vec<(usize, u64, i64, u64)>,
+    /// The checkpoint this source has yet to hand off for, with each partition's position after
+    /// its last record before the frontier, and whether a record at or past the frontier has
+    /// been sent (partitions send at non-decreasing times, so nothing before it follows).
+    at_frontier: Option<(Plan, PartitionPositions, Vec<bool>)>,
+}
+
+/// Per partition, (next position, clock), or `None` before anything was read.
+type PartitionPositions = Vec<Option<(i64, u64)>>;
+
+impl SourcePositions {
+    fn new<D>(checkpoint: SourceCheckpoint, reader: &impl Reader<D>) -> Self {
+        let clocks = reader
+            .restored()
+            .map(|c| c.clocks.as_slice())
+            .unwrap_or(&[]);
+        let latest = (0..reader.partitions())
+            .map(|p| {
+                let clock = clocks.get(p).copied().unwrap_or(0);
+                reader.resumed(p).map(|next| (next, clock))
+            })
+            .collect();
+        SourcePositions {
+            checkpoint,
+            latest,
+            batch: Vec::new(),
+            at_frontier: None,
+        }
+    }
+
+    /// Notes a record of this batch: `partition` is at `next` (with `clock`) after it, and it
+    /// goes at time `at`.
+    #[inline]
+    fn sent(&mut self, partition: usize, at: u64, next: i64, clock: u64) {
+        self.batch.push((partition, at, next, clock));
+    }
+
+    /// Publishes the batch's times (none before `time`, the source's capability) before it is
+    /// sent, learning of a checkpoint that has begun; then takes the batch into the positions.
+    fn publish(&mut self, time: u64) {
+        let upto = self.batch.iter().map(|r| r.1).max().unwrap_or(0).max(time);
+        if self.at_frontier.is_none()
+            && let Some(plan) = self.checkpoint.publish(upto)
+        {
+            let frozen = vec![false; self.latest.len()];
+            self.at_frontier = Some((plan, self.latest.clone(), frozen));
+        }
+        for (partition, at, next, clock) in self.batch.drain(..) {
+            self.latest[partition] = Some((next, clock));
+            if let Some((plan, positions, frozen)) = self.at_frontier.as_mut()
+                && !frozen[partition]
+            {
+                if at < plan.frontier {
+                    positions[partition] = Some((next, clock));
+                } else {
+                    frozen[partition] = true;
+                }
+            }
+        }
+    }
+
+    /// Hands off the positions once the source's capability is at `time`, if that has passed
+    /// the frontier: nothing before it is sent any more.
+    fn passed<D>(&mut self, time: u64, name: &str, reader: &impl Reader<D>) {
+        if self
+            .at_frontier
+            .as_ref()
+            .is_some_and(|(plan, _, _)| time >= plan.frontier)
+            && let Some((plan, positions, _)) = self.at_frontier.take()
+        {
+            self.hand_off(&plan, &positions, name, reader);
+        }
+    }
+
+    /// The reader has ended: no checkpoint begins from now on (unless it had nothing to read).
+    fn end<D>(&mut self, reader: &impl Reader<D>) {
+        if reader.partitions() > 0 {
+            self.checkpoint.end();
+        }
+    }
+
+    /// With everything read, hands off where reading ended for a checkpoint still in flight.
+    fn finished<D>(&mut self, name: &str, reader: &impl Reader<D>) {
+        let pending = match self.at_frontier.take() {
+            Some((plan, positions, _)) => Some((plan, positions)),
+            None => self
+                .checkpoint
+                .part
+                .pending()
+                .map(|plan| (plan, self.latest.clone())),
+        };
+        if let Some((plan, positions)) = pending {
+            self.hand_off(&plan, &positions, name, reader);
+        }
+    }
+
+    fn hand_off<D>(
+        &mut self,
+        plan: &Plan,
+        positions: &[Option<(i64, u64)>],
+        name: &str,
+        reader: &impl Reader<D>,
+    ) {
+        self.checkpoint.part.hand_off(plan, |snapshot| {
+            for (partition, position) in positions.iter().enumerate() {
+                if let Some((next, clock)) = *position {
+                    let position = Position {
+                        offset: next.max(0) as u64,
+                        state: clock.to_le_bytes().to_vec(),
+                    };
+                    snapshot.position(name, &reader.partition_name(partition), position);
+                }
+            }
+        });
+    }
+}
+
+/// Reads a partition's (next position, clock) back from a checkpoint's [`Position`].
+pub fn restored_position(position: &Position) -> Result<(i64, u64), String> {
+    let clock: [u8; 8] = position.state.as_slice().try_into().map_err(|_| {
+        format!(
+            "a position's state is {} bytes, not the 8 of a clock",
+            position.state.len()
+        )
+    })?;
+    let next = i64::try_from(position.offset)
+        .map_err(|_| format!("position {} is out of range", position.offset))?;
+    Ok((next, u64::from_le_bytes(clock)))
 }
 
 /// The dead letter's reason for a record of `len` bytes, more than a source's `max_record_bytes`.

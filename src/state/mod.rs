@@ -23,6 +23,7 @@
 //! `peers` restores the entries with `hash % peers == i` ([`owner`]), reading only the runs that
 //! can hold them ([`shard`]).
 
+mod checkpointing;
 pub mod format;
 mod listing;
 mod location;
@@ -36,6 +37,9 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use checkpointing::{
+    Checkpointing, Part, SectionCheckpoint, SourceCheckpoint, WorkerCheckpoint,
+};
 pub use listing::listing;
 pub use location::Location;
 pub use manifest::{

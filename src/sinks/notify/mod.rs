@@ -37,6 +37,7 @@ use super::file::Order;
 use super::registry::Sink;
 use crate::backlog::Backlog;
 use crate::record::{DeadLetter, Event, Payload, Record};
+use crate::state::SectionCheckpoint;
 use adapter::{Completion, NotificationAdapter, Submission};
 use config::NotifyConfig;
 use outcome::{Rejection, RequestContext, Resolved};
@@ -50,6 +51,7 @@ impl Sink for NotifyConfig {
         _stream: StreamVec<'scope, u64, D>,
         _encoder: E,
         _order: Option<Order<D>>,
+        _checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
         anyhow::bail!("a notify sink takes its notification requests from its `source` only")
     }
