@@ -184,6 +184,71 @@ fn the_routing_statement_set_writes_what_the_toml_routes_write() {
     }
 }
 
+/// A route whose `WHERE` holds `CASE`, `CHAR_LENGTH` and `ABS` writes the records the TOML
+/// route with the same condition in CEL (`? :`, `size`) writes.
+#[test]
+fn case_and_functions_in_where_write_what_the_toml_conditional_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = transactions(dir.path());
+    let toml = dir.path().join("case.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[job]
+name = "case"
+
+[[sources]]
+name = "payments"
+kind = "file"
+paths = ["${EDDY_INPUT}"]
+event_time = "ts"
+out_of_orderness = "2s"
+schema = { txn_id = "string", amount_cents = "int", country = "string", ts = "timestamp" }
+
+[[routes]]
+name = "big"
+source = "payments"
+when = '(country == "US" ? amount_cents : amount_cents * 2) > 150000 && size(txn_id) == 5 && (amount_cents - 50000 < 0 ? -(amount_cents - 50000) : amount_cents - 50000) > 1000'
+sinks = ["big"]
+
+[[sinks]]
+name = "big"
+kind = "file"
+path = "${EDDY_OUT}/big.jsonl"
+"#,
+    )
+    .unwrap();
+    let sql = dir.path().join("case.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE payments (txn_id STRING, amount_cents BIGINT, country STRING, ts BIGINT,
+           rt AS TO_TIMESTAMP_LTZ(ts, 3), WATERMARK FOR rt AS rt - INTERVAL '2' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '${EDDY_INPUT}', 'format' = 'json');
+         CREATE TABLE big (txn_id STRING, amount_cents BIGINT, country STRING, ts BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '${EDDY_OUT}/big.jsonl', 'format' = 'json');
+         INSERT INTO big SELECT * FROM payments
+         WHERE CASE WHEN country = 'US' THEN amount_cents ELSE amount_cents * 2 END > 150000
+           AND CHAR_LENGTH(txn_id) = 5 AND ABS(amount_cents - 50000) > 1000;",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut got = Vec::new();
+    for job in [&toml, &sql] {
+        std::fs::create_dir(&out).unwrap();
+        run(job, 1, &[("EDDY_INPUT", &input), ("EDDY_OUT", &out)]);
+        let mut lines: Vec<String> = std::fs::read_to_string(out.join("big.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort_unstable();
+        std::fs::remove_dir_all(&out).unwrap();
+        got.push(lines);
+    }
+    assert!(got[0].len() > 100, "too few records to compare");
+    assert_eq!(got[0], got[1], "TOML and SQL routes differ");
+}
+
 /// Kafka tables take Flink's options: the topic, `properties.*` passed to librdkafka with
 /// `${VAR}` expanded (secrets stay out of the file), `key.fields` as the message key; `SET`
 /// takes the time zone and the job's name.
@@ -312,6 +377,23 @@ fn where_conditions_hold_for_the_records_sql_means() {
             "merchant IS NOT NULL AND amount >= 60",
             &[("DE", 60), ("FR", 70)],
         ),
+        (
+            "CASE WHEN country = 'US' THEN 'domestic' ELSE 'foreign' END = 'foreign'",
+            &[("DE", 60), ("FR", 70), ("UK", 5)],
+        ),
+        (
+            "CASE country WHEN 'DE' THEN amount * 2 WHEN 'FR' THEN 0 ELSE amount END > 50",
+            &[("DE", 60)],
+        ),
+        (
+            "CASE WHEN merchant = 'm' THEN FALSE ELSE TRUE END",
+            &[("UK", 5)],
+        ),
+        (
+            "CHAR_LENGTH(country) = 2 AND ABS(amount - 60) <= 10",
+            &[("DE", 60), ("FR", 70)],
+        ),
+        ("ABS(-amount) = 5", &[("UK", 5)]),
     ];
     let records = [("US", 10), ("DE", 60), ("FR", 70), ("UK", 5)];
     for (condition, expected) in cases {

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use cel::common::ast::{CallExpr, Expr, LiteralValue, SourceInfo, operators};
 use cel::parser::Parser;
 
-use super::eval::{Operand, Scalar, Text, computed, logical, same};
+use super::eval::{Choice, Operand, Scalar, Text, computed, logical, same};
 use super::{PredicateError, Scope};
 use crate::record::{FieldType, Value};
 
@@ -270,6 +270,8 @@ impl Compiler<'_> {
                 }
             },
             operators::IN => self.membership(id, &args[0], &args[1]),
+            operators::CONDITIONAL => self.conditional(&args[0], &args[1], &args[2]),
+            "size" => self.size(id, args),
             _ => {
                 if let Some(op) = Comparison::of(name) {
                     let (a, b) = (self.compile(&args[0])?, self.compile(&args[1])?);
@@ -281,6 +283,58 @@ impl Compiler<'_> {
                 }
                 Err(self.error(id, unsupported(name)))
             }
+        }
+    }
+
+    /// `condition ? then : otherwise`: both branches of one type, and a condition that errs
+    /// picks `otherwise`.
+    fn conditional(
+        &self,
+        condition: &cel::IdedExpr,
+        then: &cel::IdedExpr,
+        otherwise: &cel::IdedExpr,
+    ) -> Result<Typed, PredicateError> {
+        let condition = self.boolean(condition, operators::CONDITIONAL)?;
+        Ok(match (self.compile(then)?, self.compile(otherwise)?) {
+            (Typed::Bool(a), Typed::Bool(b)) => Typed::Bool(choose(condition, a, b)),
+            (Typed::Int(a), Typed::Int(b)) => Typed::Int(choose(condition, a, b)),
+            (Typed::Double(a), Typed::Double(b)) => Typed::Double(choose(condition, a, b)),
+            (Typed::Str(then), Typed::Str(otherwise)) => {
+                Typed::Str(Text::Choice(Box::new(Choice {
+                    condition,
+                    then,
+                    otherwise,
+                })))
+            }
+            (a, b) => {
+                return Err(self.error(
+                    otherwise.id,
+                    format!(
+                        "the branches of `? :` must have one type, but they are {} and {}",
+                        a.type_name(),
+                        b.type_name()
+                    ),
+                ));
+            }
+        })
+    }
+
+    /// `size(s)`: the number of characters of a string.
+    fn size(&self, id: u64, args: &[cel::IdedExpr]) -> Result<Typed, PredicateError> {
+        let [arg] = args else {
+            return Err(self.error(id, "`size` takes one string argument"));
+        };
+        match self.compile(arg)? {
+            Typed::Str(s) => Ok(Typed::Int(computed(move |r| {
+                i64::try_from(s.get(r)?.chars().count()).ok()
+            }))),
+            other => Err(self.error(
+                arg.id,
+                format!(
+                    "`size` takes a string, but this is of type {}",
+                    other.type_name()
+                ),
+            )),
         }
     }
 
@@ -502,6 +556,20 @@ impl Compiler<'_> {
     }
 }
 
+/// A scalar operand that is `then` or `otherwise`, as `condition` picks.
+fn choose<T: Scalar>(
+    condition: Operand<bool>,
+    then: Operand<T>,
+    otherwise: Operand<T>,
+) -> Operand<T> {
+    let choice = Choice {
+        condition,
+        then,
+        otherwise,
+    };
+    computed(move |r| choice.pick(r).get(r))
+}
+
 /// A number literal, as a double.
 fn number(element: &Typed) -> Option<f64> {
     match element {
@@ -551,11 +619,10 @@ fn symbol(function: &str) -> &str {
 
 fn unsupported(function: &str) -> String {
     match function {
-        operators::CONDITIONAL => "the conditional `? :` is not supported".into(),
         operators::INDEX | operators::OPT_INDEX => "indexing is not supported".into(),
         _ => format!(
-            "unsupported function `{}`: predicates use && || ! == != < <= > >= in + - * / % and \
-             the string methods startsWith, endsWith and contains",
+            "unsupported function `{}`: predicates use && || ! == != < <= > >= in + - * / % ? :, \
+             size and the string methods startsWith, endsWith and contains",
             symbol(function)
         ),
     }

@@ -57,12 +57,33 @@ impl<T: Scalar> Operand<T> {
     }
 }
 
-/// A string operand: a field or a literal (strings are never computed, so reading one never
-/// allocates). Literals are plain boxed strings: reading one needs no decoding.
-#[derive(Clone)]
+/// A string operand: a field, a literal, or one of two strings chosen by a condition (strings
+/// are never built, so reading one never allocates). Literals are plain boxed strings: reading
+/// one needs no decoding.
 pub(super) enum Text {
     Field(usize),
     Const(Box<str>),
+    Choice(Box<Choice<Text>>),
+}
+
+/// `condition ? then : otherwise`, where a condition that errs counts as false, as a predicate
+/// that errs does not hold.
+pub(super) struct Choice<T> {
+    pub(super) condition: Operand<bool>,
+    pub(super) then: T,
+    pub(super) otherwise: T,
+}
+
+impl<T> Choice<T> {
+    /// The branch the condition picks in `record`.
+    #[inline]
+    pub(super) fn pick(&self, record: &[Value]) -> &T {
+        if self.condition.get(record) == Some(true) {
+            &self.then
+        } else {
+            &self.otherwise
+        }
+    }
 }
 
 impl Text {
@@ -75,6 +96,7 @@ impl Text {
                 _ => None,
             },
             Text::Const(s) => Some(s),
+            Text::Choice(choice) => choice.pick(record).get(record),
         }
     }
 }

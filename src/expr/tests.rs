@@ -197,9 +197,11 @@ fn long_or_deep_expressions_are_errors_before_parsing() {
 #[test]
 fn rejects_what_it_does_not_compile() {
     for (text, says) in [
-        ("size(type) > 3", "unsupported function `size`"),
+        ("int(type) > 3", "unsupported function `int`"),
+        ("size(amount_cents) > 3", "`size` takes a string"),
         ("type.matches(\"a\")", "unsupported method `matches`"),
-        ("vip ? true : false", "conditional"),
+        ("(vip ? 1 : \"a\") == 1", "must have one type"),
+        ("(amount_cents ? 1 : 2) == 1", "needs bool operands"),
         ("type.x == 1", "records are flat"),
         ("[1, 2].all(x, x > 0)", "macros"),
         (r#"country in [type]"#, "must be literals"),
@@ -209,6 +211,31 @@ fn rejects_what_it_does_not_compile() {
         let e = error(text);
         assert!(e.message.contains(says), "`{text}`: {e}");
     }
+}
+
+#[test]
+fn conditionals_pick_a_branch_and_take_the_other_when_the_condition_errs() {
+    let r = record("purchase", 60_000, "FR", 0.5, true);
+    assert!(holds(
+        r#"(country == "US" ? "domestic" : "foreign") == "foreign""#,
+        &r
+    ));
+    assert!(holds(r#"(vip ? amount_cents * 2 : 0) == 120000"#, &r));
+    assert!(holds(r#"(vip ? score : 1.0) < 1.0"#, &r));
+    assert!(holds(r#"vip ? type == "purchase" : false"#, &r));
+    let mut unknown = r.clone();
+    unknown[2] = Value::Null;
+    assert!(holds(
+        r#"(country == "US" ? "domestic" : "foreign") == "foreign""#,
+        &unknown
+    ));
+}
+
+#[test]
+fn size_counts_characters() {
+    let r = record("é€x", 1, "FR", 0.5, false);
+    assert!(holds("size(type) == 3", &r));
+    assert!(holds("size(country) + size(type) == 5", &r));
 }
 
 #[test]

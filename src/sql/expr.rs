@@ -2,10 +2,13 @@
 //! [`crate::operators::predicate::Predicate`] compiles, so SQL filters run on the same predicate
 //! machinery as the TOML jobs' `when`.
 
-use sqlparser::ast::{BinaryOperator, Expr, InTarget, Spanned as _, UnaryOperator, Value};
+use sqlparser::ast::{
+    BinaryOperator, CaseWhen, Expr, Function, InTarget, Spanned as _, UnaryOperator, Value,
+};
 
 use super::catalog::{ColumnRef, Table};
 use super::error::Problem;
+use super::parse::call_args;
 use super::types::SqlType;
 
 /// Translates expressions over one table, noting which of its physical columns they read.
@@ -121,22 +124,106 @@ impl Translator<'_> {
                 pattern,
                 escape_char: None,
             } => self.like(expr, inner, pattern, *negated),
-            Expr::Case { .. } => Err(self.problem(expr, "CASE is not supported in a filter")),
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => self.case(expr, operand.as_deref(), conditions, else_result.as_deref()),
             Expr::Function(f) if f.over.is_some() => {
                 Err(self.problem(expr, "OVER windows are not supported"))
             }
-            Expr::Function(f) => Err(self.problem(
-                expr,
-                format!(
-                    "function `{}` is not supported in a filter (aggregates need a window TVF)",
-                    f.name
-                ),
-            )),
+            Expr::Function(f) => self.function(expr, f),
             Expr::Subquery(_) | Expr::In { .. } | Expr::Exists { .. } => {
                 Err(self.problem(expr, "subqueries are not supported"))
             }
             _ => Err(self.problem(expr, format!("`{expr}` is not supported in a filter"))),
         }
+    }
+
+    /// `CASE [operand] WHEN … THEN … ELSE … END` as nested CEL conditionals. Every result has
+    /// one type, and `ELSE` is required: a CASE that falls through would be NULL, which no
+    /// condition on it holds for.
+    fn case(
+        &mut self,
+        expr: &Expr,
+        operand: Option<&Expr>,
+        conditions: &[CaseWhen],
+        else_result: Option<&Expr>,
+    ) -> Result<Translated, Problem> {
+        let Some(else_result) = else_result else {
+            return Err(self.problem(expr, "CASE needs an ELSE"));
+        };
+        let (mut text, ty) = self.cel(else_result)?;
+        let Some(ty) = ty else {
+            return Err(self.problem(else_result, "a CASE result cannot be NULL"));
+        };
+        for when in conditions.iter().rev() {
+            let test = match operand {
+                Some(operand) => self.compare(expr, operand, "==", &when.condition)?,
+                None => self.condition(&when.condition)?,
+            };
+            let (then, then_ty) = self.cel(&when.result)?;
+            let same = then_ty.is_some_and(|t| t == ty || (t.is_integer() && ty.is_integer()));
+            if !same {
+                return Err(self.problem(
+                    &when.result,
+                    format!(
+                        "type mismatch: the results of a CASE have one type, but `{}` is {} and \
+                         `{else_result}` is {ty}",
+                        when.result,
+                        then_ty.map_or("NULL".to_string(), |t| t.to_string())
+                    ),
+                ));
+            }
+            text = format!("({test} ? {then} : {text})");
+        }
+        Ok((text, Some(ty)))
+    }
+
+    /// The scalar functions: `CHAR_LENGTH` (`CHARACTER_LENGTH`) of a STRING and `ABS` of a
+    /// number.
+    fn function(&mut self, expr: &Expr, f: &Function) -> Result<Translated, Problem> {
+        let name = f.name.to_string().to_uppercase();
+        let args = call_args(&f.args).unwrap_or_default();
+        let [arg] = args.as_slice() else {
+            return Err(match name.as_str() {
+                "CHAR_LENGTH" | "CHARACTER_LENGTH" | "ABS" => {
+                    self.problem(expr, format!("{name} takes one argument"))
+                }
+                _ => self.unknown_function(expr, f),
+            });
+        };
+        let (text, ty) = self.cel(arg)?;
+        match (name.as_str(), ty) {
+            ("CHAR_LENGTH" | "CHARACTER_LENGTH", Some(SqlType::String)) => {
+                Ok((format!("size({text})"), Some(SqlType::BigInt)))
+            }
+            ("ABS", Some(t)) if t.is_numeric() => {
+                let ty = if t.is_integer() { SqlType::BigInt } else { t };
+                Ok((format!("({text} < 0 ? -({text}) : {text})"), Some(ty)))
+            }
+            ("CHAR_LENGTH" | "CHARACTER_LENGTH" | "ABS", _) => Err(self.problem(
+                expr,
+                format!(
+                    "type mismatch: {name} takes a {}, but `{arg}` is {}",
+                    if name == "ABS" { "number" } else { "STRING" },
+                    ty.map_or("NULL".to_string(), |t| t.to_string())
+                ),
+            )),
+            _ => Err(self.unknown_function(expr, f)),
+        }
+    }
+
+    fn unknown_function(&self, expr: &Expr, f: &Function) -> Problem {
+        self.problem(
+            expr,
+            format!(
+                "function `{}` is not supported in a filter: the functions are CHAR_LENGTH and \
+                 ABS (aggregates need a window TVF)",
+                f.name
+            ),
+        )
     }
 
     fn column(&mut self, expr: &Expr, name: &str) -> Result<Translated, Problem> {
