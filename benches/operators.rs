@@ -156,7 +156,7 @@ fn payments() -> Vec<Event<CardPayment>> {
 fn detect<D, K, P>(input: &[Event<D>], key: fn(&D) -> K, pattern: P)
 where
     D: ExchangeData + Clone + Ord + Sync,
-    K: Hash + Ord + Clone + 'static,
+    K: Hash + Ord + Clone + serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     P: Pattern<D> + Send + Sync,
 {
     run_stamped(input.to_vec(), move |data| {

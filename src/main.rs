@@ -282,7 +282,10 @@ fn main() -> ExitCode {
         cli.stop_timeout,
         match cli.command {
             Command::Produce { .. } => "flushing what was produced",
-            _ => "the sources commit what the sinks have flushed",
+            _ => {
+                "the sources commit what the sinks have flushed, and a job with [checkpoints] \
+                 takes a final one"
+            }
         },
     );
     let result = match cli.command {

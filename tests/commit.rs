@@ -359,6 +359,7 @@ fn events_of_matches_one_worker_has_not_seen_past_are_committed_only_as_emitted(
                     emitted_before: 0,
                     delivery: Some(probes.delivery.clone()),
                     late: Late::Output,
+                    checkpoint: None,
                 },
                 |key: &i64| *key,
                 Burst,

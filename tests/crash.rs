@@ -232,18 +232,6 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// The events count of the closing `eddy: done: N events, …` line.
-fn events_done(log: &str) -> u64 {
-    let line = log
-        .lines()
-        .find_map(|l| l.strip_prefix("eddy: done: "))
-        .unwrap_or_else(|| panic!("no `eddy: done:` line in the log:\n{log}"));
-    line.split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no event count in `eddy: done: {line}`"))
-}
-
 /// A process's own share in the closing line of a cluster's process: `… in the cluster of N
 /// processes (M events …`.
 fn events_in_this_process(log: &str) -> u64 {
@@ -498,7 +486,7 @@ fn killed_and_restarted(tier: Tier) {
         status.success(),
         "{what} failed with {status}; its log:\n{log}"
     );
-    let final_events = events_done(&log);
+    let final_events = common::events_done(&log);
     runs.push(Run {
         started_at: start_positions(&log),
         committed_before,
@@ -874,7 +862,7 @@ fn tansu_replay_from_a_time_reads_exactly_the_messages_from_then() {
         assert_eq!(started_at, first_at, "{what}: where the sources started");
     }
     assert_eq!(
-        events_done(&log),
+        common::events_done(&log),
         included.len() as u64,
         "{what}: events read"
     );
@@ -982,7 +970,7 @@ fn tansu_two_processes_share_a_topic_of_eight_partitions() {
         );
         read.extend(started_at.into_keys());
         assert_eq!(
-            events_done(&log),
+            common::events_done(&log),
             COUNT,
             "process {p}: the cluster's events"
         );

@@ -43,8 +43,11 @@ fn the_benchmark_queries_write_their_golden_output() {
         let output = dir.path().join(format!("{query}.csv"));
         let mut got = Vec::new();
         for workers in [1, 2] {
-            let env = [("EDDY_INPUT", input.as_path()), ("EDDY_OUTPUT", &output)];
-            run(&example(&format!("{query}.toml")), workers, &env);
+            let env = [
+                ("EDDY_INPUT", input.as_os_str()),
+                ("EDDY_OUTPUT", output.as_os_str()),
+            ];
+            run(&example(&format!("{query}.toml")), workers, &[], &env);
             got.push(std::fs::read_to_string(&output).unwrap());
         }
         assert_eq!(got[0], got[1], "{query}: one worker and two differ");
@@ -59,7 +62,7 @@ fn the_benchmark_queries_write_their_golden_output() {
 fn the_fraud_example_prints_its_golden_alerts() {
     let mut got = Vec::new();
     for workers in [1, 2] {
-        let output = run(&example("fraud.toml"), workers, &[]);
+        let output = run(&example("fraud.toml"), workers, &[], &[]);
         let mut lines: Vec<_> = String::from_utf8(output.stdout)
             .unwrap()
             .lines()
@@ -88,7 +91,7 @@ fn the_routing_example_writes_its_golden_routes() {
         let job = dir.path().join("routing.toml");
         let prefix = format!("\"{}/eddy-", dir.path().display());
         std::fs::write(&job, text.replace("\"/tmp/eddy-", &prefix)).unwrap();
-        run(&job, workers, &[]);
+        run(&job, workers, &[], &[]);
         let mut summary = String::new();
         for route in ["large-foreign", "euro-area", "rest"] {
             let path = dir.path().join(format!("eddy-{route}.jsonl"));

@@ -61,8 +61,11 @@ fn the_benchmark_queries_in_sql_give_the_rows_of_their_toml_jobs() {
             let mut got = Vec::new();
             for kind in ["toml", "sql"] {
                 let output = dir.path().join(format!("{query}-{kind}-{workers}.csv"));
-                let env = [("EDDY_INPUT", input.as_path()), ("EDDY_OUTPUT", &output)];
-                run(&example(&format!("{query}.{kind}")), workers, &env);
+                let env = [
+                    ("EDDY_INPUT", input.as_os_str()),
+                    ("EDDY_OUTPUT", output.as_os_str()),
+                ];
+                run(&example(&format!("{query}.{kind}")), workers, &[], &env);
                 got.push(sorted(&output));
             }
             assert!(
@@ -157,7 +160,15 @@ fn the_routing_statement_set_writes_what_the_toml_routes_write() {
         let mut got = Vec::new();
         for job in [&toml, &sql] {
             std::fs::create_dir(&out).unwrap();
-            run(job, workers, &[("EDDY_INPUT", &input), ("EDDY_OUT", &out)]);
+            run(
+                job,
+                workers,
+                &[],
+                &[
+                    ("EDDY_INPUT", input.as_os_str()),
+                    ("EDDY_OUT", out.as_os_str()),
+                ],
+            );
             let files: Vec<String> = ["eddy-large-foreign.jsonl", "eddy-euro-area.jsonl"]
                 .iter()
                 .map(|f| {
@@ -235,7 +246,15 @@ path = "${EDDY_OUT}/big.jsonl"
     let mut got = Vec::new();
     for job in [&toml, &sql] {
         std::fs::create_dir(&out).unwrap();
-        run(job, 1, &[("EDDY_INPUT", &input), ("EDDY_OUT", &out)]);
+        run(
+            job,
+            1,
+            &[],
+            &[
+                ("EDDY_INPUT", input.as_os_str()),
+                ("EDDY_OUT", out.as_os_str()),
+            ],
+        );
         let mut lines: Vec<String> = std::fs::read_to_string(out.join("big.jsonl"))
             .unwrap()
             .lines()
@@ -492,7 +511,15 @@ GROUP BY window_start, window_end, account_id;
     let mut got = Vec::new();
     for job in [&toml, &sql] {
         let output = dir.path().join("late.jsonl");
-        run(job, 2, &[("EDDY_INPUT", &input), ("EDDY_OUTPUT", &output)]);
+        run(
+            job,
+            2,
+            &[],
+            &[
+                ("EDDY_INPUT", input.as_os_str()),
+                ("EDDY_OUTPUT", output.as_os_str()),
+            ],
+        );
         let text = std::fs::read_to_string(&output).unwrap();
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
         lines.sort_unstable();
@@ -567,7 +594,12 @@ fn a_sql_job_over_kafka_writes_what_it_writes_over_files() {
     let file_job = dir.path().join("files.sql");
     std::fs::write(&file_job, &over_files).unwrap();
     let output = dir.path().join("totals.jsonl");
-    run(&file_job, 2, &[("INPUT", &input), ("OUTPUT", &output)]);
+    run(
+        &file_job,
+        2,
+        &[],
+        &[("INPUT", input.as_os_str()), ("OUTPUT", output.as_os_str())],
+    );
     let mut expected: Vec<String> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()

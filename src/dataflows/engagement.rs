@@ -42,7 +42,7 @@ pub fn build_commands<'scope>(
         settled,
         ..
     } = commands.detect(
-        detection(emitted_before, progress),
+        detection(emitted_before, progress, &spec.name),
         |c: &Command| c.user.clone(),
         spec.processor.clone(),
     );
@@ -96,7 +96,7 @@ pub fn build_orchestrator<'scope>(
         settled,
         ..
     } = scope.concatenate(happenings).detect(
-        detection(emitted_before, progress),
+        detection(emitted_before, progress, &spec.name),
         |h: &Happening| h.user.clone(),
         spec.orchestrator.clone(),
     );
@@ -118,11 +118,12 @@ pub fn build_orchestrator<'scope>(
 }
 
 /// Matches are emitted once (a restart skips those its checkpoint covers); late input is fed.
-fn detection(emitted_before: u64, progress: &Progress<'_>) -> Detection {
+fn detection(emitted_before: u64, progress: &Progress<'_>, name: &str) -> Detection {
     Detection {
         emitted_before,
         delivery: Some(progress.delivery()),
         late: Late::Feed,
+        checkpoint: progress.section(name),
     }
 }
 

@@ -48,6 +48,7 @@ pub fn build_fraud<'scope>(
         emitted_before,
         delivery: Some(progress.delivery()),
         late: Late::Output,
+        checkpoint: progress.section(&spec.name),
     };
     let PatternStreams {
         matches,

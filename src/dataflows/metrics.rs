@@ -13,7 +13,6 @@ use crate::operators::aggregate::FieldAggregates;
 use crate::operators::key::FieldKey;
 use crate::operators::window::{WindowAggregate, WindowStreams, Windows};
 use crate::record::{Event, Record, Value};
-use crate::state::SectionCheckpoint;
 use crate::stats::{CountInto, Counter, MeasureLatency, Stats};
 
 /// Builds one metric over `events`; returns the flushed streams of its sinks. Windows firing
@@ -39,10 +38,7 @@ pub fn build_metric<'scope>(
         lateness: metric.lateness,
         emitted_before,
         delivery: Some(progress.delivery()),
-        checkpoint: progress
-            .checkpoints
-            .as_ref()
-            .map(|w| SectionCheckpoint::new(w, metric.name.clone())),
+        checkpoint: progress.section(&metric.name),
     };
     let WindowStreams {
         results,

@@ -9,6 +9,7 @@ pub mod routes;
 pub mod views;
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -28,7 +29,7 @@ use crate::sources::file::FileReader;
 use crate::sources::generator::GeneratorReader;
 use crate::sources::kafka::{KafkaReader, KafkaSourceConfig, StartFrom};
 use crate::sources::{Reader, SourceOptions, SourceStreams, deal_slot, event_source};
-use crate::state::{Checkpointing, WorkerCheckpoint};
+use crate::state::{Checkpointing, Position, SectionCheckpoint, WorkerCheckpoint};
 use crate::stats::{CountInto, Counter, Stats};
 
 /// How a job is run, beyond what its file says.
@@ -100,6 +101,13 @@ impl<'scope> Progress<'scope> {
             flushed: self.flushed.clone(),
             acknowledged: self.acknowledged.clone(),
         }
+    }
+
+    /// The checkpointing of the stateful section `name` on this worker, if the job takes
+    /// checkpoints.
+    pub fn section(&self, name: &str) -> Option<SectionCheckpoint> {
+        let worker = self.checkpoints.as_ref()?;
+        Some(SectionCheckpoint::new(worker, name.to_string()))
     }
 
     /// Follows a window or pattern operator's fired and settled streams.
@@ -325,6 +333,7 @@ fn source_stream<'scope>(
     let schema = Arc::clone(&source.schema);
     let name = &source.name;
     let settled = progress.settled.clone();
+    let checkpoint = progress.checkpoints.as_ref().map(WorkerCheckpoint::source);
     Ok(match &source.kind {
         SourceKind::Kafka { properties, topics } => {
             let config = KafkaSourceConfig {
@@ -338,21 +347,16 @@ fn source_stream<'scope>(
                 name,
                 &config,
                 schema,
-                slot,
-                peers,
+                (slot, peers),
+                restored_positions(progress, name),
                 Arc::clone(&options.stats),
                 &options.stop,
             )
             .with_context(|| format!("source `{name}`"))?;
             say_if_idle(name, &reader, slot, processes);
-            event_source(scope, name, reader, source_options, settled, None)
+            event_source(scope, name, reader, source_options, settled, checkpoint)
         }
         SourceKind::File { paths, splits } => {
-            let resume = progress
-                .checkpoints
-                .as_ref()
-                .and_then(|w| w.checkpointing().restored())
-                .and_then(|restored| restored.positions().get(name.as_str()));
             let reader = FileReader::open(
                 paths,
                 *splits,
@@ -360,19 +364,30 @@ fn source_stream<'scope>(
                 schema,
                 (slot, peers),
                 options.stats.file_bytes.clone(),
-                resume,
+                restored_positions(progress, name),
             )
             .with_context(|| format!("source `{name}`"))?;
             say_if_idle(name, &reader, slot, processes);
-            let checkpoint = progress.checkpoints.as_ref().map(WorkerCheckpoint::source);
             event_source(scope, name, reader, source_options, settled, checkpoint)
         }
         SourceKind::Generator { config, partitions } => {
-            let reader = GeneratorReader::new(config.clone(), *partitions, &schema, slot, peers);
+            let resume = restored_positions(progress, name);
+            let reader =
+                GeneratorReader::new(config.clone(), *partitions, &schema, (slot, peers), resume)
+                    .map_err(|e| anyhow::anyhow!("source `{name}`: {e}"))?;
             say_if_idle(name, &reader, slot, processes);
-            event_source(scope, name, reader, source_options, settled, None)
+            event_source(scope, name, reader, source_options, settled, checkpoint)
         }
     })
+}
+
+/// The positions of source `name` in the checkpoint the job resumes from, if any.
+fn restored_positions<'a>(
+    progress: &'a Progress<'_>,
+    name: &str,
+) -> Option<&'a BTreeMap<String, Position>> {
+    let restored = progress.checkpoints.as_ref()?.checkpointing().restored()?;
+    restored.positions().get(name)
 }
 
 /// Logs, once per process (from the worker that is dealt partitions first), that a source has

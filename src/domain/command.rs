@@ -149,7 +149,7 @@ pub enum Outcome {
 }
 
 /// A user as the processor knows it: whether it exists, and the command ids seen lately.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct UserState {
     exists: bool,
     seen: VecDeque<(u64, CompactString)>,

@@ -134,7 +134,7 @@ pub struct Velocity {
 /// The payments of an account within the span, and their total. Kept inline up to two: most
 /// accounts have no more within a span, and state that needs no second memory access is what
 /// makes the rule fast over many accounts.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VelocityState {
     recent: SmallVec<[(u64, i64, CompactString); 2]>,
     total: i64,
@@ -191,7 +191,7 @@ pub struct SmallThenLarge {
 }
 
 /// The small payments of an account within the span.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SmallThenLargeState {
     smalls: SmallVec<[(u64, CompactString); 1]>,
 }
@@ -251,7 +251,7 @@ pub struct AmountSpike {
 }
 
 /// An account's recent amounts (inline up to 16, the usual history) and their sum.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AmountSpikeState {
     amounts: SmallVec<[i64; 16]>,
     sum: i64,
@@ -312,7 +312,7 @@ pub struct ImpossibleTravel {
 }
 
 /// Per country seen within the span, the last payment there: (country, time, id).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ImpossibleTravelState {
     seen: SmallVec<[(CompactString, u64, CompactString); 1]>,
 }
@@ -378,7 +378,7 @@ pub struct CardTesting {
 }
 
 /// The small payments of an account within the span: (time, merchant, id).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CardTestingState {
     smalls: SmallVec<[(u64, CompactString, CompactString); 1]>,
 }

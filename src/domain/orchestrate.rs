@@ -152,7 +152,7 @@ pub struct Orchestrator {
 }
 
 /// A user's contact details, as the latest events gave them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Profile([Option<CompactString>; 4]);
 
 impl Profile {

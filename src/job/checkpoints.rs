@@ -85,7 +85,7 @@ impl Checker<'_> {
 }
 
 /// The kinds of section whose state checkpoints do not hold yet, as a job file names them.
-const NOT_CHECKPOINTED: [&str; 5] = ["fraud", "commands", "orchestrators", "views", "enrich"];
+const NOT_CHECKPOINTED: [&str; 2] = ["views", "enrich"];
 
 impl Checker<'_> {
     /// With `[checkpoints]`, refuses what checkpoints cannot restore yet, naming it: a restore
@@ -96,24 +96,8 @@ impl Checker<'_> {
             return;
         }
         let why = "is not restored from checkpoints yet; remove [checkpoints] to run it";
-        for (i, source) in file.sources.iter().enumerate() {
-            let kind = match source.get_ref().kind.get_ref() {
-                raw::SourceKind::File(_) => continue,
-                raw::SourceKind::Kafka(_) => "kafka",
-                raw::SourceKind::Generator(_) => "generator",
-            };
-            let message = format!("a {kind} source's position {why}");
-            self.error(
-                source.get_ref().kind.span(),
-                format!("sources[{i}].kind"),
-                message,
-            );
-        }
         let sections = [
-            file.fraud.iter().map(Spanned::span).collect::<Vec<_>>(),
-            file.commands.iter().map(Spanned::span).collect(),
-            file.orchestrators.iter().map(Spanned::span).collect(),
-            file.views.iter().map(Spanned::span).collect(),
+            file.views.iter().map(Spanned::span).collect::<Vec<_>>(),
             file.enrich.iter().map(Spanned::span).collect(),
         ];
         for (kind, spans) in NOT_CHECKPOINTED.iter().zip(sections) {

@@ -2,6 +2,7 @@
 //! over their data. They know nothing of sources, sinks or the domain (see [`crate::domain`]).
 
 pub mod aggregate;
+pub mod aside;
 pub mod decode;
 pub mod delivery;
 pub mod enrich;

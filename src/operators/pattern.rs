@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
 use timely::dataflow::StreamVec;
@@ -31,13 +32,16 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use super::aside::{Aside, MessageCaps};
 use super::delivery::{Delivery, Unacknowledged, hold_at_least};
+use crate::failure::fail;
 use crate::record::Event;
+use crate::state::{Entries, SectionCheckpoint};
 
 /// Per-key logic over a key's events in event-time order.
 pub trait Pattern<D>: 'static {
-    /// What the pattern keeps per key.
-    type State: Default + 'static;
+    /// What the pattern keeps per key; a checkpoint stores it.
+    type State: Default + Clone + Serialize + DeserializeOwned + Send + 'static;
     /// What it reports.
     type Match: 'static;
 
@@ -165,8 +169,9 @@ pub enum Late {
     Feed,
 }
 
-/// Which matches an operator emits, and what it does with late events.
-#[derive(Clone, Debug, Default)]
+/// Which matches an operator emits, what it does with late events, and the checkpoints it takes
+/// part in.
+#[derive(Default)]
 pub struct Detection {
     /// Matches before this event time were emitted by an earlier run of the job (the checkpoint
     /// committed with the source offsets says so): a restart replays their events to rebuild
@@ -180,6 +185,13 @@ pub struct Detection {
     pub delivery: Option<Delivery>,
     /// What to do with late events.
     pub late: Late,
+    /// Takes part in the job's checkpoints as this section (see
+    /// [`crate::state::SectionCheckpoint`]): restores its share of the section's per-key states
+    /// and waiting events, emits each match at its event time or later (so what is emitted
+    /// before a checkpoint's frontier T comes from events before T), and at each checkpoint
+    /// hands off every key's state and waiting events once it has fed every event before T.
+    /// `None`: no checkpoints.
+    pub checkpoint: Option<SectionCheckpoint>,
 }
 
 /// One match of one key.
@@ -269,7 +281,7 @@ pub trait DetectPattern<'scope, D> {
         pattern: P,
     ) -> PatternStreams<'scope, K, P::Match, D>
     where
-        K: Hash + Ord + Clone + 'static,
+        K: Hash + Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
         F: Fn(&D) -> K + 'static,
         P: Pattern<D>;
 }
@@ -339,6 +351,14 @@ impl<K, D> PendingEvents<K, D> {
     fn since(&self) -> Option<u64> {
         self.buckets.values().map(|b| b.1).min()
     }
+
+    /// A lower bound on the time, the later of arrival and event time, of every waiting event:
+    /// with checkpoints, what a match of one of them may be emitted at (see
+    /// [`Detection::checkpoint`]).
+    fn emittable(&self) -> Option<u64> {
+        let bound = |(bucket, (_, since)): (&u64, &(Vec<_>, u64))| (*since).max(bucket * BUCKET_MS);
+        self.buckets.iter().map(bound).min()
+    }
 }
 
 /// Events ready to be fed, and the order to feed them in.
@@ -387,6 +407,47 @@ impl<K: Ord, D: Ord> Ready<K, D> {
     }
 }
 
+/// One key's entry in a checkpoint: its state and its events still waiting, as (event time,
+/// event).
+type KeyEntry<S, D> = (S, Vec<(u64, D)>);
+
+/// Every key's state and waiting events, for a checkpoint, under the hash the operator
+/// exchanges the key by.
+fn key_entries<K, S, D>(
+    states: &States<K, S>,
+    pending: &PendingEvents<K, D>,
+) -> Entries<K, KeyEntry<S, D>>
+where
+    K: Hash + Eq + Clone,
+    S: Default + Clone,
+    D: Clone,
+{
+    let mut entries: Entries<K, KeyEntry<S, D>> = states
+        .states
+        .iter()
+        .map(|(key, state)| {
+            (
+                FxBuildHasher.hash_one(key),
+                key.clone(),
+                (state.clone(), Vec::new()),
+            )
+        })
+        .collect();
+    // Keys with waiting events but no state yet, by their entry.
+    let mut stateless = FxHashMap::<K, usize>::default();
+    for event in pending.buckets.values().flat_map(|(events, _)| events) {
+        let at = match states.slots.get(&event.key) {
+            Some(&slot) => slot,
+            None => *stateless.entry(event.key.clone()).or_insert_with(|| {
+                entries.push((event.hash, event.key.clone(), (S::default(), Vec::new())));
+                entries.len() - 1
+            }),
+        };
+        entries[at].2.1.push((event.time, event.data.clone()));
+    }
+    entries
+}
+
 /// How many events ahead of the one it feeds the operator prefetches a key's state.
 const PREFETCH_AHEAD: usize = 8;
 
@@ -411,6 +472,12 @@ impl<K: Hash + Eq + Clone, S: Default> States<K, S> {
             }
         };
         &mut self.states[slot].1
+    }
+
+    /// Sets the state of `key`, which has none yet.
+    fn insert(&mut self, key: K, state: S) {
+        self.slots.insert(key.clone(), self.states.len());
+        self.states.push((key, state));
     }
 
     /// Asks the CPU to bring the state of `key`, if it has one, into cache.
@@ -447,7 +514,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
         pattern: P,
     ) -> PatternStreams<'scope, K, P::Match, D>
     where
-        K: Hash + Ord + Clone + 'static,
+        K: Hash + Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
         F: Fn(&D) -> K + 'static,
         P: Pattern<D>,
     {
@@ -470,8 +537,16 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             emitted_before,
             delivery,
             late: late_policy,
+            mut checkpoint,
         } = detection;
         let horizon = pattern.horizon();
+        let mut restored = checkpoint.as_ref().map(|c| {
+            let entries = c
+                .restore::<K, KeyEntry<P::State, D>>(scope.peers())
+                .unwrap_or_else(|e| fail(e));
+            (c.part.checkpointing().restored_frontier(), entries)
+        });
+        let checkpointed = checkpoint.is_some();
 
         builder.build(move |mut initial_capabilities| {
             // On the `settled` output: at the earliest input time of events that may still matter
@@ -480,6 +555,7 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             // On the `fired` output: at the least event time whose matches may not be emitted
             // and flushed yet.
             let mut fired_cap = initial_capabilities.pop();
+            let initial_matches = initial_capabilities.swap_remove(0);
             let mut states = States::<K, P::State> {
                 slots: FxHashMap::default(),
                 states: Vec::new(),
@@ -507,11 +583,37 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
             };
             let mut group = Vec::new();
             let mut found = Vec::new();
+            let mut batch = Vec::new();
             let mut late_events = Vec::new();
+            if let Some((frontier, entries)) = restored.take() {
+                // Restored states and events stand for input before the checkpoint's frontier.
+                for (hash, key, (state, events)) in entries {
+                    for (time, data) in events {
+                        let key = key.clone();
+                        let since = frontier;
+                        pending.push(Pending {
+                            time,
+                            hash,
+                            key,
+                            data,
+                            since,
+                        });
+                    }
+                    states.insert(key, state);
+                }
+                if pending.since().is_some() {
+                    held = Some(initial_matches.delayed(&frontier));
+                }
+                fed_upto = frontier;
+                last_sweep = frontier;
+            }
+            drop(initial_matches);
+            // The input at or past a pending checkpoint's frontier, until the handoff.
+            let mut aside = Aside::<Event<D>, 2>::default();
             move |frontiers| {
                 let mut late = late.activate();
-                input.for_each(|cap, data| {
-                    let Some(&since) = cap.least() else { return };
+                let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
+                let mut fold = |since: u64, caps: MessageCaps<'_, 2>, data: &mut Vec<Event<D>>| {
                     let mut any = false;
                     for event in data.drain(..) {
                         let is_late = event.time < event.frontier;
@@ -534,13 +636,29 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         }
                     }
                     if any && held.as_ref().is_none_or(|h| *h.time() > since) {
-                        held = Some(cap.delayed(&since, 0));
+                        held = Some(caps.delayed(since, 0));
                     }
                     if !late_events.is_empty() {
-                        late.session(&cap).give_container(&mut late_events);
+                        late.session(&caps.delayed(since, 1))
+                            .give_container(&mut late_events);
                     }
+                };
+                for (caps, mut data) in aside.take_before(plan) {
+                    fold(*caps[0].time(), MessageCaps::Kept(&caps), &mut data);
+                }
+                input.for_each(|cap, data| {
+                    let Some(&since) = cap.least() else { return };
+                    if checkpoint.as_mut().is_some_and(|c| c.keeps_aside(since)) {
+                        aside.keep(&cap, since, data);
+                        return;
+                    }
+                    fold(since, MessageCaps::Input(&cap), data);
                 });
-                let upto = frontiers[0].frontier().first().copied().unwrap_or(u64::MAX);
+                let input_upto = frontiers[0].frontier().first().copied().unwrap_or(u64::MAX);
+                // While a checkpoint is pending, events at or past its frontier wait: its
+                // handoff holds what they find.
+                let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
+                let upto = input_upto.min(plan.unwrap_or(u64::MAX));
                 if upto > fed_upto {
                     pending.take_before(upto, &mut ready);
                     if !ready.events.is_empty() {
@@ -588,9 +706,29 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                     if !found.is_empty() {
                         let held = held.as_ref().expect("fed events hold a capability");
                         let first = found.iter().map(|m| m.time).min().expect("not empty");
-                        matches.activate().session(held).give_container(&mut found);
+                        // With checkpoints, at the match's event time or later: matches come
+                        // in event-time order, so in runs of one emit time each.
+                        let emit_at = |m: &Detected<K, P::Match>| {
+                            let at = *held.time();
+                            if checkpointed { at.max(m.time) } else { at }
+                        };
+                        let mut matches = matches.activate();
+                        let mut last = *held.time();
+                        for m in found.drain(..) {
+                            let at = emit_at(&m);
+                            if at != last && !batch.is_empty() {
+                                matches
+                                    .session(&held.delayed(&last))
+                                    .give_container(&mut batch);
+                            }
+                            last = at;
+                            batch.push(m);
+                        }
+                        matches
+                            .session(&held.delayed(&last))
+                            .give_container(&mut batch);
                         if delivery.is_some() {
-                            unflushed.push_back((first, *held.time()));
+                            unflushed.push_back((first, last));
                         }
                     }
                     fed_upto = upto;
@@ -608,15 +746,31 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                         states.retain(|state| !pattern.expired(state, upto));
                         last_sweep = upto;
                     }
-                    let earliest = pending
-                        .since()
-                        .into_iter()
-                        .chain(rounds.front().map(|r| r.0))
-                        .min();
+                    // With checkpoints, a restore brings the states back, so no replay needs the
+                    // capability held for past rounds: it follows the waiting events only, and
+                    // a checkpoint's frontier passes downstream once the events before it are fed.
+                    let earliest = if checkpointed {
+                        pending.emittable()
+                    } else {
+                        pending
+                            .since()
+                            .into_iter()
+                            .chain(rounds.front().map(|r| r.0))
+                            .min()
+                    };
                     match earliest {
                         Some(t) => held.as_mut().expect("held while needed").downgrade(&t),
                         None => held = None,
                     }
+                }
+                // Hands off once every event before the frontier is fed; the input kept aside
+                // is folded in the next activation.
+                if let Some(frontier) = plan
+                    && input_upto >= frontier
+                    && let Some(c) = checkpoint.as_mut()
+                {
+                    c.hand_off(key_entries(&states, &pending));
+                    activator.activate();
                 }
                 if let Some(delivery) = &delivery {
                     while unflushed
@@ -640,7 +794,15 @@ impl<'scope, D: ExchangeData + Clone + Ord> DetectPattern<'scope, D>
                 }
                 let emittable = held.as_ref().map(|h| *h.time());
                 let input = frontiers[0].frontier().first().copied();
-                let unsettled = unacknowledged.times().chain(emittable).chain(input);
+                // Waiting events and rounds still within their horizon are unsettled too (with
+                // checkpoints, `held` waits for neither).
+                let unsettled = unacknowledged
+                    .times()
+                    .chain(pending.since())
+                    .chain(rounds.front().map(|r| r.0))
+                    .chain(emittable)
+                    .chain(aside.times())
+                    .chain(input);
                 hold_at_least(&mut settled_cap, unsettled);
             }
         });

@@ -28,15 +28,15 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use serde::de::DeserializeOwned;
-use timely::dataflow::operators::InputCapability;
 
 use super::aggregate::Aggregate;
+use super::aside::{Aside, MessageCaps};
 use super::delivery::{Delivery, Unacknowledged, hold_at_least};
 use super::key::GroupKey;
 use super::slots::KeySlots;
 use crate::failure::fail;
 use crate::record::Event;
-use crate::state::{Plan, SectionCheckpoint};
+use crate::state::SectionCheckpoint;
 
 /// How many results a firing window hands downstream at a time: a window of many keys goes out
 /// in batches rather than as one vector that grows to its size.
@@ -288,14 +288,13 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 }
             }
             drop((initial_results, initial_fired));
-            // The checkpoint this operator has yet to hand off for, once it knows of it; and the
-            // input at or past its frontier, kept aside until then.
-            let mut plan: Option<Plan> = None;
-            let mut kept = Vec::<(KeptCaps, Vec<Event<D>>)>::new();
+            // The input at or past a pending checkpoint's frontier, until the handoff.
+            let mut aside = Aside::<Event<D>, 3>::default();
             move |frontiers| {
+                let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
                 let mut results = results.activate();
                 let mut late = late.activate();
-                let mut fold = |time: u64, caps: MessageCaps<'_>, data: &mut Vec<Event<D>>| {
+                let mut fold = |time: u64, caps: MessageCaps<'_, 3>, data: &mut Vec<Event<D>>| {
                     let mut retained = false;
                     state.insert_message(
                         data,
@@ -320,25 +319,19 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                             .give_container(&mut late_events);
                     }
                 };
-                if plan.is_none() {
-                    for (caps, mut data) in kept.drain(..) {
-                        fold(*caps[0].time(), MessageCaps::Kept(&caps), &mut data);
-                    }
+                for (caps, mut data) in aside.take_before(plan) {
+                    fold(*caps[0].time(), MessageCaps::Kept(&caps), &mut data);
                 }
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
-                    if plan.is_none()
-                        && let Some(c) = checkpoint.as_ref()
-                    {
-                        plan = c.part.pending();
-                    }
-                    if plan.as_ref().is_some_and(|p| time >= p.frontier) {
-                        let caps = [0, 1, 2].map(|port| cap.delayed(&time, port));
-                        kept.push((caps, std::mem::take(data)));
+                    if checkpoint.as_mut().is_some_and(|c| c.keeps_aside(time)) {
+                        aside.keep(&cap, time, data);
                         return;
                     }
                     fold(time, MessageCaps::Input(&cap), data);
                 });
+                // A message may have shown a checkpoint begun since the activation began.
+                let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
                 let upto = frontiers[0].frontier().first().copied();
                 let due = |fire: u64| upto.is_none_or(|f| fire <= f);
                 let mut budget = RESULTS_PER_ACTIVATION;
@@ -346,7 +339,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 // budget stays first in `pending`, and goes on in the next activation.
                 while let Some((&fire, &since)) = pending.first_key_value()
                     && due(fire)
-                    && plan.as_ref().is_none_or(|p| fire < p.frontier)
+                    && plan.is_none_or(|frontier| fire < frontier)
                 {
                     if budget == 0 {
                         activator.activate();
@@ -390,15 +383,12 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                 }
                 // Hands off once the input before the frontier is in and every window due before
                 // it is emitted; the input kept aside is folded in the next activation.
-                if let Some(p) = plan.as_ref()
-                    && upto.is_none_or(|f| f >= p.frontier)
-                    && pending.keys().next().is_none_or(|&fire| fire >= p.frontier)
+                if let Some(frontier) = plan
+                    && upto.is_none_or(|f| f >= frontier)
+                    && pending.keys().next().is_none_or(|&fire| fire >= frontier)
                     && let Some(c) = checkpoint.as_mut()
                 {
-                    let entries = state.snapshot(&*key);
-                    c.part
-                        .hand_off(p, |snapshot| snapshot.whole(&c.name, entries));
-                    plan = None;
+                    c.hand_off(state.snapshot(&*key));
                     activator.activate();
                 }
                 if let Some(delivery) = &delivery {
@@ -429,7 +419,7 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
                     None => held = None,
                 }
                 let emittable = pending.values().min().copied();
-                let kept_times = kept.iter().map(|(caps, _)| *caps[0].time());
+                let kept_times = aside.times();
                 let unsettled = unacknowledged
                     .times()
                     .chain(emittable)
@@ -443,27 +433,6 @@ impl<'scope, D: ExchangeData + Clone> WindowAggregate<'scope, D>
             late: late_stream,
             fired: fired_stream,
             settled: settled_stream,
-        }
-    }
-}
-
-/// The capabilities of input kept aside during a checkpoint, one per output the input makes
-/// output on: results, late events, fired.
-type KeptCaps = [Capability<u64>; 3];
-
-/// Where the output made from one input message may go: the message's own capability, or the
-/// ones kept with it.
-enum MessageCaps<'a> {
-    Input(&'a InputCapability<u64>),
-    Kept(&'a KeptCaps),
-}
-
-impl MessageCaps<'_> {
-    /// A capability for `time` on output `port`.
-    fn delayed(&self, time: u64, port: usize) -> Capability<u64> {
-        match self {
-            MessageCaps::Input(cap) => cap.delayed(&time, port),
-            MessageCaps::Kept(caps) => caps[port].delayed(&time),
         }
     }
 }

@@ -17,16 +17,16 @@ use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use toml::Spanned;
 
 use super::Encode;
 use super::registry::{Rows, Settings, Sink, SinkKind};
 use crate::failure::fail;
+use crate::operators::aside::Aside;
 use crate::operators::prefetch;
 use crate::settings::{Check, Text};
-use crate::state::{Plan, SectionCheckpoint};
+use crate::state::SectionCheckpoint;
 
 /// `kind = "file"`: a file sink's settings, as the job file writes them.
 #[derive(Debug, Deserialize)]
@@ -296,56 +296,40 @@ impl<'scope, D: ExchangeData> WriteFile<'scope, D> for StreamVec<'scope, u64, D>
             Exchange::new(|_: &D| 0),
             "FileSink",
             move |_cap, _info| {
-                // The checkpoint this sink has yet to hand off for, once it knows of it; the
-                // items at or past its frontier, kept aside until then, and a capability
-                // holding the flushed frontier at the earliest of them.
-                let mut plan: Option<Plan> = None;
-                let mut kept: Vec<D> = Vec::new();
-                let mut kept_at: Option<Capability<u64>> = None;
+                // The items at or past a pending checkpoint's frontier, until the handoff.
+                let mut aside = Aside::<D, 1>::default();
                 move |(input, input_frontier), _output| {
+                    let passed =
+                        |frontier: u64| input_frontier.frontier().iter().all(|t| *t >= frontier);
                     if !writes {
                         // Hands off an empty share of the section: the worker that writes holds
                         // all of it.
                         input.for_each(|_, data| data.clear());
                         if let Some(c) = checkpoint.as_mut()
-                            && let Some(p) = c.part.pending()
-                            && input_frontier.frontier().iter().all(|t| *t >= p.frontier)
+                            && c.pending().is_some_and(passed)
                         {
-                            let none = Vec::<(u64, u64, FileSinkState)>::new();
-                            c.part
-                                .hand_off(&p, |snapshot| snapshot.whole(&c.name, none));
+                            c.hand_off(Vec::<(u64, u64, FileSinkState)>::new());
                         }
                         return;
                     }
+                    let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
                     input.for_each(|cap, data| {
-                        if plan.is_none()
-                            && let Some(c) = checkpoint.as_ref()
+                        if let Some(&time) = cap.least()
+                            && checkpoint.as_mut().is_some_and(|c| c.keeps_aside(time))
                         {
-                            plan = c.part.pending();
-                        }
-                        if let Some(p) = &plan
-                            && let Some(&time) = cap.least()
-                            && time >= p.frontier
-                        {
-                            if kept_at.as_ref().is_none_or(|k| *k.time() > time) {
-                                kept_at = Some(cap.delayed(&time, 0));
-                            }
-                            kept.append(data);
+                            aside.keep(&cap, time, data);
                             return;
                         }
                         data.drain(..).for_each(|item| output.write(&item));
                     });
-                    if let Some(p) = plan.as_ref()
-                        && input_frontier.frontier().iter().all(|t| *t >= p.frontier)
+                    if plan.is_some_and(passed)
                         && let Some(c) = checkpoint.as_mut()
                     {
                         output.flush();
-                        let entries = output.state();
-                        c.part
-                            .hand_off(p, |snapshot| snapshot.whole(&c.name, entries));
-                        plan = None;
-                        kept.drain(..).for_each(|item| output.write(&item));
-                        kept_at = None;
+                        c.hand_off(output.state());
+                        for (_, data) in aside.take_before(None) {
+                            data.iter().for_each(|item| output.write(item));
+                        }
                     }
                     output.flush();
                     if input_frontier.is_empty() {

@@ -1,6 +1,7 @@
 //! The built-in generator of card transactions: accounts, merchants, countries and log-normal
 //! amounts, with bounded event-time disorder, deterministic for a seed.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::incidents::{FraudMix, IncidentSchedule};
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader};
 use crate::record::{Record, Schema, Value};
+use crate::state::Position;
 
 /// Countries the generator draws from (ISO 3166 alpha-2).
 pub const COUNTRIES: [&str; 20] = [
@@ -185,36 +187,50 @@ impl Generator {
     pub fn take(&mut self, max: usize, mut f: impl FnMut(Transaction)) {
         let n = self.due().min(max as u64);
         for _ in 0..n {
-            let seq = self.next;
-            self.next += self.step;
             self.produced += 1;
-            let nominal = self.config.start_ms + seq * 1000 / self.config.rate.max(1);
-            let jitter = self.rng.random_range(0..=self.config.disorder_ms);
-            let ts = nominal.saturating_sub(jitter);
-            let merchant = self.rng.random_range(0..self.config.merchants.max(1)) as u32;
-            let accounts = self.config.accounts.max(1);
-            let txn = match self.incidents.as_mut() {
-                None => Transaction {
+            f(self.generate());
+        }
+    }
+
+    /// Moves on to the first of this partition's transactions at sequence number `seq` or later,
+    /// without producing those before it (a resumed partition): the random stream is replayed,
+    /// so skipping costs about what generating them would. Pacing starts afresh from here.
+    pub fn skip_to(&mut self, seq: u64) {
+        while self.next < seq && !self.finished() {
+            self.generate();
+        }
+        self.started = Instant::now();
+    }
+
+    /// The next transaction of the sequence.
+    fn generate(&mut self) -> Transaction {
+        let seq = self.next;
+        self.next += self.step;
+        let nominal = self.config.start_ms + seq * 1000 / self.config.rate.max(1);
+        let jitter = self.rng.random_range(0..=self.config.disorder_ms);
+        let ts = nominal.saturating_sub(jitter);
+        let merchant = self.rng.random_range(0..self.config.merchants.max(1)) as u32;
+        let accounts = self.config.accounts.max(1);
+        match self.incidents.as_mut() {
+            None => Transaction {
+                seq,
+                account_id: self.rng.random_range(0..accounts) as i64,
+                amount_cents: self.amounts.sample(&mut self.rng).clamp(100.0, 500_000.0) as i64,
+                merchant,
+                country: COUNTRIES[self.rng.random_range(0..COUNTRIES.len())],
+                ts,
+            },
+            Some(incidents) => incidents.at(seq).unwrap_or_else(|| {
+                let account = seq % accounts;
+                Transaction {
                     seq,
-                    account_id: self.rng.random_range(0..accounts) as i64,
-                    amount_cents: self.amounts.sample(&mut self.rng).clamp(100.0, 500_000.0) as i64,
+                    account_id: account as i64,
+                    amount_cents: self.rng.random_range(2000..=8000),
                     merchant,
-                    country: COUNTRIES[self.rng.random_range(0..COUNTRIES.len())],
+                    country: COUNTRIES[account as usize % COUNTRIES.len()],
                     ts,
-                },
-                Some(incidents) => incidents.at(seq).unwrap_or_else(|| {
-                    let account = seq % accounts;
-                    Transaction {
-                        seq,
-                        account_id: account as i64,
-                        amount_cents: self.rng.random_range(2000..=8000),
-                        merchant,
-                        country: COUNTRIES[account as usize % COUNTRIES.len()],
-                        ts,
-                    }
-                }),
-            };
-            f(txn);
+                }
+            }),
         }
     }
 }
@@ -228,25 +244,30 @@ pub struct GeneratorReader {
     /// The generator field of each schema field.
     /// For each schema field, its index in [`FIELDS`].
     fields: Vec<usize>,
+    /// Per partition, where it resumed from a checkpoint; and the clocks restored with them.
+    resumed: Vec<Option<i64>>,
+    restored: Option<Checkpoint>,
 }
 
 impl GeneratorReader {
-    /// The partitions of `partitions` that worker `index` of `peers` owns.
+    /// The partitions of `partitions` that worker `index` of `peers` owns. With `resume` (a
+    /// checkpoint's positions of the source, by [`Reader::partition_name`]), each partition
+    /// named there resumes after the transaction it had reached, with its clock; an error names
+    /// a position that does not read back.
     pub fn new(
         config: GeneratorConfig,
         partitions: u64,
         schema: &Schema,
-        index: usize,
-        peers: usize,
-    ) -> Self {
+        (index, peers): (usize, usize),
+        resume: Option<&BTreeMap<String, Position>>,
+    ) -> Result<Self, String> {
         let numbers: Vec<usize> =
             super::owned_partitions(partitions as usize, index, peers).collect();
-        GeneratorReader {
+        let mut reader = GeneratorReader {
             generators: numbers
                 .iter()
                 .map(|&p| Generator::partition(config.clone(), p as u64, partitions))
                 .collect(),
-            numbers,
             fields: schema
                 .fields()
                 .iter()
@@ -257,7 +278,37 @@ impl GeneratorReader {
                         .unwrap_or(usize::MAX)
                 })
                 .collect(),
+            resumed: vec![None; numbers.len()],
+            restored: None,
+            numbers,
+        };
+        if let Some(resume) = resume {
+            reader.resume(resume)?;
         }
+        Ok(reader)
+    }
+
+    /// Moves each partition named in `positions` past the transactions it had sent, and
+    /// restores its clock.
+    fn resume(&mut self, positions: &BTreeMap<String, Position>) -> Result<(), String> {
+        let mut clocks = vec![0; self.generators.len()];
+        for (partition, restored_clock) in clocks.iter_mut().enumerate() {
+            let name = self.partition_name(partition);
+            let Some(position) = positions.get(&name) else {
+                continue;
+            };
+            let (next, clock) = super::restored_position(position)
+                .map_err(|e| format!("partition {name}: checkpoint: {e}"))?;
+            // A position is one past the sequence number of the last transaction sent.
+            self.generators[partition].skip_to(next.max(0) as u64);
+            self.resumed[partition] = Some(next);
+            *restored_clock = clock;
+        }
+        self.restored = Some(Checkpoint {
+            clocks,
+            emitted_before: 0,
+        });
+        Ok(())
     }
 }
 
@@ -299,8 +350,16 @@ impl Reader<Record> for GeneratorReader {
         status
     }
 
-    /// The generator is replayed from its seed; there is nothing to resume from.
+    /// The generator keeps no committed position: a job resumes in it only from a checkpoint.
     fn commit(&mut self, _positions: &[i64], _checkpoint: &Checkpoint, _last: bool) {}
+
+    fn restored(&self) -> Option<&Checkpoint> {
+        self.restored.as_ref()
+    }
+
+    fn resumed(&self, partition: usize) -> Option<i64> {
+        self.resumed[partition]
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! topic belongs to exactly one worker of all processes), batched polling, schema-driven decoding,
 //! and offsets committed only once the sinks have flushed what was derived from them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader, too_long};
 use crate::kafka::client_config;
 use crate::record::{DeadLetter, Payload, Record, Schema};
+use crate::state::Position;
 use crate::stats::Stats;
 
 const BATCH: usize = 8192;
@@ -126,6 +128,8 @@ pub struct KafkaReader {
     partitions: Vec<(String, i32)>,
     /// Next offset to read per partition.
     positions: Vec<i64>,
+    /// The offset each partition started at.
+    started: Vec<i64>,
     committed: Vec<i64>,
     /// End offsets when reading `until_end`.
     ends: Option<Vec<i64>>,
@@ -137,14 +141,18 @@ pub struct KafkaReader {
 impl KafkaReader {
     /// Connects worker `index` of `peers` of source `source` and assigns it its share of the
     /// topics' partitions.
+    /// With `resume` (a checkpoint's positions of the source, by [`Reader::partition_name`]),
+    /// each partition starts at its checkpointed offset with its clock, and one the checkpoint
+    /// does not name (added to the topic since) at its earliest; the consumer group's offsets are
+    /// not read.
     /// While the brokers cannot be reached (or the topics are not there yet), it retries with
     /// exponential backoff and says so in the log, until `stop` is set.
     pub fn open(
         source: &str,
         config: &KafkaSourceConfig,
         schema: Arc<Schema>,
-        index: usize,
-        peers: usize,
+        (index, peers): (usize, usize),
+        resume: Option<&BTreeMap<String, Position>>,
         stats: Arc<Stats>,
         stop: &AtomicBool,
     ) -> anyhow::Result<KafkaReader> {
@@ -164,16 +172,17 @@ impl KafkaReader {
             last: Default::default(),
         })
         .context("creating the Kafka consumer")?;
-        let (partitions, positions, ends, restored) = (|| assign(&consumer, config, index, peers))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_max_delay(Duration::from_secs(30))
-                    .without_max_times(),
-            )
-            .sleep(std::thread::sleep)
-            .when(|_| !stop.load(Ordering::Relaxed))
-            .notify(|e, delay| tracing::warn!("Kafka source: {e:#}; retrying in {delay:?}"))
-            .call()?;
+        let (partitions, positions, ends, restored) =
+            (|| assign(&consumer, config, (index, peers), resume))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_max_delay(Duration::from_secs(30))
+                        .without_max_times(),
+                )
+                .sleep(std::thread::sleep)
+                .when(|_| !stop.load(Ordering::Relaxed))
+                .notify(|e, delay| tracing::warn!("Kafka source: {e:#}; retrying in {delay:?}"))
+                .call()?;
         tracing::info!(
             worker = index,
             ?partitions,
@@ -185,6 +194,7 @@ impl KafkaReader {
             schema,
             max_record_bytes: config.max_record_bytes,
             committed: positions.clone(),
+            started: positions.clone(),
             finished: vec![false; positions.len()],
             positions,
             partitions,
@@ -218,13 +228,13 @@ type Assignment = (
     Option<Checkpoint>,
 );
 
-/// Looks up the topics, picks worker `index`'s partitions, resolves where each starts, and
-/// assigns them.
+/// Looks up the topics, picks worker `index`'s partitions, resolves where each starts (from
+/// `resume`, a checkpoint's positions, if given), and assigns them.
 fn assign(
     consumer: &BaseConsumer<LagContext>,
     config: &KafkaSourceConfig,
-    index: usize,
-    peers: usize,
+    (index, peers): (usize, usize),
+    resume: Option<&BTreeMap<String, Position>>,
 ) -> anyhow::Result<Assignment> {
     let mut all = Vec::new();
     for topic in &config.topics {
@@ -258,8 +268,13 @@ fn assign(
         tpl.add_partition(topic, *p);
     }
     let mut restored = None;
-    let resolved = match config.start {
-        StartFrom::Checkpoint | StartFrom::Committed => {
+    let resolved = match (config.start, resume) {
+        (StartFrom::Checkpoint, Some(resume)) => {
+            let (resolved, checkpoint) = checkpointed(&partitions, resume)?;
+            restored = Some(checkpoint);
+            resolved
+        }
+        (StartFrom::Checkpoint | StartFrom::Committed, _) => {
             // Every partition's checkpoint: windows any of them says were emitted are done.
             let mut everything = TopicPartitionList::new();
             for (topic, p) in &all {
@@ -287,7 +302,7 @@ fn assign(
             });
             committed
         }
-        StartFrom::Time(ms) => {
+        (StartFrom::Time(ms), _) => {
             let mut times = TopicPartitionList::new();
             for (topic, p) in &partitions {
                 times.add_partition_offset(topic, *p, Offset::Offset(ms))?;
@@ -296,7 +311,7 @@ fn assign(
                 .offsets_for_times(times, TIMEOUT)
                 .context("looking up offsets for the start time")?
         }
-        StartFrom::Earliest | StartFrom::Latest => tpl,
+        (StartFrom::Earliest | StartFrom::Latest, _) => tpl,
     };
     let latest_on_reset = config.properties.iter().any(|(k, v)| {
         k == "auto.offset.reset" && matches!(v.as_str(), "latest" | "largest" | "end")
@@ -309,7 +324,15 @@ fn assign(
         let start = match (config.start, found) {
             (StartFrom::Earliest, _) => low,
             (StartFrom::Latest, _) => high,
+            (_, Some(Offset::Offset(n))) if n < low && restored.is_some() => {
+                tracing::warn!(
+                    "{topic}/{p}: the checkpoint's offset {n} is no longer in the partition, \
+                     which starts at {low}: messages {n}..{low} are lost to retention"
+                );
+                low
+            }
             (_, Some(Offset::Offset(n))) => n.clamp(low, high),
+            (StartFrom::Checkpoint, _) if resume.is_some() => low,
             (StartFrom::Time(ms), _) => {
                 tracing::warn!(
                     "{topic}/{p}: the broker found no message at or after {} (epoch ms \
@@ -332,6 +355,37 @@ fn assign(
         .until_end
         .then(|| bounds.iter().map(|(_, high)| *high).collect::<Vec<_>>());
     Ok((partitions, positions, ends, restored))
+}
+
+/// Where each of `partitions` starts from a checkpoint's `positions`, and the clocks it restores.
+fn checkpointed(
+    partitions: &[(String, i32)],
+    positions: &BTreeMap<String, Position>,
+) -> anyhow::Result<(TopicPartitionList, Checkpoint)> {
+    let mut resolved = TopicPartitionList::new();
+    let mut clocks = Vec::with_capacity(partitions.len());
+    for (topic, p) in partitions {
+        let name = partition_name(topic, *p);
+        let Some(position) = positions.get(&name) else {
+            tracing::info!("{name} is not in the checkpoint: it starts at its earliest offset");
+            clocks.push(0);
+            continue;
+        };
+        let (next, clock) = super::restored_position(position)
+            .map_err(|e| anyhow::anyhow!("partition {name}: checkpoint: {e}"))?;
+        resolved.add_partition_offset(topic, *p, Offset::Offset(next))?;
+        clocks.push(clock);
+    }
+    let checkpoint = Checkpoint {
+        clocks,
+        emitted_before: 0,
+    };
+    Ok((resolved, checkpoint))
+}
+
+/// A partition's name in checkpoints and logs.
+fn partition_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
 }
 
 impl Reader<Record> for KafkaReader {
@@ -415,11 +469,17 @@ impl Reader<Record> for KafkaReader {
     /// The topic and the partition's number.
     fn partition_name(&self, partition: usize) -> String {
         let (topic, number) = &self.partitions[partition];
-        format!("{topic}/{number}")
+        partition_name(topic, *number)
     }
 
     fn restored(&self) -> Option<&Checkpoint> {
         self.restored.as_ref()
+    }
+
+    /// The offset the partition started at, however it was found: a checkpoint taken before
+    /// anything of it was read resumes there.
+    fn resumed(&self, partition: usize) -> Option<i64> {
+        Some(self.started[partition])
     }
 
     fn commit(&mut self, positions: &[i64], checkpoint: &Checkpoint, last: bool) {

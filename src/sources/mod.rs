@@ -95,8 +95,8 @@ pub trait Reader<D>: 'static {
     /// The name of `partition` in a checkpoint's positions: the same for the same partition in
     /// every run, whichever worker reads it.
     fn partition_name(&self, partition: usize) -> String;
-    /// Where `partition` resumes, when this reader was opened at a checkpoint's positions (a
-    /// [`Positioned::next`]); `None`: from its start.
+    /// Where `partition` started, when a restart can resume there (a [`Positioned::next`]): a
+    /// checkpoint's position, or a Kafka offset; `None`: from its start, which has no position.
     fn resumed(&self, _partition: usize) -> Option<i64> {
         None
     }
@@ -219,10 +219,15 @@ where
             if halted {
                 return false;
             }
-            if options.stop.load(Ordering::Relaxed) {
+            if options.stop.load(Ordering::Relaxed)
+                && positions
+                    .as_ref()
+                    .is_none_or(SourcePositions::final_checkpoint_done)
+            {
                 // Stop without closing the stream, which would fire open windows with part of
-                // their input: commit what has settled and let the worker drop the dataflow. A
-                // restart resumes from there and recomputes the rest in full.
+                // their input: commit what has settled (with checkpoints, once a final one is
+                // complete: until then the source reads on) and let the worker drop the
+                // dataflow. A restart resumes from there and recomputes the rest in full.
                 commits.commit(&mut reader, true);
                 halted = true;
                 options.halted.set(options.halted.get() + 1);
@@ -530,8 +535,11 @@ impl SourcePositions {
     /// sent, learning of a checkpoint that has begun; then takes the batch into the positions.
     fn publish(&mut self, time: u64) {
         let upto = self.batch.iter().map(|r| r.1).max().unwrap_or(0).max(time);
+        // Published even while a checkpoint is pending here: the next one must begin past every
+        // time sent.
+        let plan = self.checkpoint.publish(upto);
         if self.at_frontier.is_none()
-            && let Some(plan) = self.checkpoint.publish(upto)
+            && let Some(plan) = plan
         {
             let frozen = vec![false; self.latest.len()];
             self.at_frontier = Some((plan, self.latest.clone(), frozen));
@@ -561,6 +569,11 @@ impl SourcePositions {
         {
             self.hand_off(&plan, &positions, name, reader);
         }
+    }
+
+    /// Whether a stop may halt the source: the job's final checkpoint is complete.
+    fn final_checkpoint_done(&self) -> bool {
+        self.checkpoint.part.checkpointing().final_checkpoint_done()
     }
 
     /// The reader has ended: no checkpoint begins from now on (unless it had nothing to read).

@@ -14,6 +14,9 @@
 //! - Each worker's parts make one [`WorkerSnapshot`], submitted to the [`Writer`] once every part
 //!   of that worker has handed off; the writer completes the checkpoint once every worker has.
 //!
+//! A stop (Ctrl-C, SIGTERM) takes a final checkpoint: the sources read on until one begun after
+//! the stop is complete ([`Checkpointing::final_checkpoint_done`]), then halt.
+//!
 //! Once a source has ended (a bounded file is read to its end), no checkpoint begins: what is
 //! left of the job is the flush of its last windows, and a checkpoint would wait on sources
 //! that no longer move. The one in flight, if any, still completes.
@@ -27,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::manifest::{CheckpointId, Plan};
@@ -58,6 +62,8 @@ struct Shared {
     published: Vec<u64>,
     /// A source has ended: no checkpoint begins any more.
     ended: bool,
+    /// A stop waits for a checkpoint newer than this one.
+    last_before_stop: Option<CheckpointId>,
 }
 
 impl std::fmt::Debug for Checkpointing {
@@ -87,6 +93,7 @@ impl Checkpointing {
                     due: Instant::now() + interval,
                     published: Vec::new(),
                     ended: false,
+                    last_before_stop: None,
                 }),
             }),
         }
@@ -121,6 +128,25 @@ impl Checkpointing {
                 current: None,
             })),
         }
+    }
+
+    /// For a stop: asks for a checkpoint to begin at once, and says whether one begun since the
+    /// first ask is complete, so the job may end losing no progress. Also true when none can
+    /// begin any more (a source has ended). A store that keeps failing leaves the stop to its
+    /// timeout (`eddy --stop-timeout`).
+    pub fn final_checkpoint_done(&self) -> bool {
+        let mut shared = self.inner.shared.lock().unwrap();
+        if shared.ended {
+            return true;
+        }
+        let latest = self.inner.latest.load(Ordering::Acquire);
+        let before = *shared.last_before_stop.get_or_insert(latest);
+        if latest == before {
+            // None begun since the stop: the next publish begins it.
+            shared.due = Instant::now();
+        }
+        let complete = self.inner.writer.status().last_complete;
+        complete.is_some_and(|id| id > before)
     }
 
     fn register_source(&self) -> usize {
@@ -261,11 +287,21 @@ impl SourceCheckpoint {
 
 /// A stateful operator's or sink's part: the section its state is stored as, and its share of
 /// each checkpoint.
+///
+/// The contract, for a checkpoint at frontier T: the section asks [`SectionCheckpoint::pending`]
+/// at the start of every activation and [`SectionCheckpoint::keeps_aside`] before it folds in
+/// each input message; it sets aside every message at T or later, and once its input frontier
+/// has passed T and it has emitted everything due before T, it hands off its state
+/// ([`SectionCheckpoint::hand_off`]) and goes on with what it set aside. Asking at every
+/// activation matters: an input frontier past T is only ever seen once the plan is visible, so
+/// a section that asks first never acts past T before it knows of the checkpoint.
 pub struct SectionCheckpoint {
     /// The section's name in the checkpoint: unique in the job.
     pub name: String,
     /// Its part of the worker's snapshots.
     pub part: Part,
+    /// The checkpoint it has yet to hand off for, once it knows of it.
+    plan: Option<Plan>,
 }
 
 impl SectionCheckpoint {
@@ -274,6 +310,36 @@ impl SectionCheckpoint {
         SectionCheckpoint {
             name,
             part: worker.part(),
+            plan: None,
+        }
+    }
+
+    /// The frontier of the checkpoint this section has yet to hand off for, looking for a newly
+    /// begun one if it knows of none.
+    pub fn pending(&mut self) -> Option<u64> {
+        if self.plan.is_none() {
+            self.plan = self.part.pending();
+        }
+        self.plan.as_ref().map(|p| p.frontier)
+    }
+
+    /// Whether input at timely time `time` waits for the pending checkpoint's handoff.
+    pub fn keeps_aside(&mut self, time: u64) -> bool {
+        self.pending().is_some_and(|frontier| time >= frontier)
+    }
+
+    /// Hands off the section's whole state for the pending checkpoint: (key hash, key, value)
+    /// entries, each key once, the hash the one its operator exchanges the key by. Does nothing
+    /// when no checkpoint is pending.
+    pub fn hand_off<K, V>(&mut self, entries: Entries<K, V>)
+    where
+        K: Serialize + Send + 'static,
+        V: Serialize + Send + 'static,
+    {
+        if let Some(plan) = self.plan.take() {
+            let name = &self.name;
+            self.part
+                .hand_off(&plan, |snapshot| snapshot.whole(name, entries));
         }
     }
 

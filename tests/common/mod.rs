@@ -15,6 +15,7 @@ pub mod python;
 pub mod tansu;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,17 +35,25 @@ pub fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `eddy run JOB -w WORKERS` with `env`, which must succeed.
-pub fn run_job_file(job: &Path, workers: usize, env: &[(&str, &Path)]) -> Output {
+/// `eddy run JOB -w WORKERS ARGS` with `env` added, its log plain and at its default level.
+pub fn eddy_run(job: &Path, workers: usize, args: &[&str], env: &[(&str, &OsStr)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
     command
         .args(["run", job.to_str().unwrap(), "-w", &workers.to_string()])
+        .args(args)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().expect("running eddy");
+    command
+}
+
+/// [`eddy_run`], which must succeed.
+pub fn run_job_file(job: &Path, workers: usize, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
+    let output = eddy_run(job, workers, args, env)
+        .output()
+        .expect("running eddy");
     assert!(
         output.status.success(),
         "{} on {workers} workers: {}",
@@ -52,6 +61,18 @@ pub fn run_job_file(job: &Path, workers: usize, env: &[(&str, &Path)]) -> Output
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// The events count of the closing `eddy: done: N events, …` line.
+pub fn events_done(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("eddy: done: "))
+        .unwrap_or_else(|| panic!("no `eddy: done:` line in the log:\n{log}"));
+    line.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in `eddy: done: {line}`"))
 }
 
 /// One input event of the reference: (key, event time ms, amount).
