@@ -55,7 +55,8 @@ for job in q1 fraud; do
     taken=""
     if [ "$c" != none ]; then
       # Newest first; ids count from 1 in a fresh store, so the newest's is how many completed.
-      newest=$("$eddy" checkpoints "$job-$c.toml" 2>/dev/null | grep -m 1 '^checkpoint' || true)
+      newest=$(EDDY_INPUT="$work/txn-$n.jsonl" EDDY_OUTPUT="$work/$job-$c.csv" \
+        "$eddy" checkpoints "$job-$c.toml" 2>/dev/null | grep -m 1 '^checkpoint' || true)
       taken="; newest: ${newest:-none}"
     fi
     sort -n "times-$job-$c.txt" | awk -v job="$job" -v c="$c" -v n="$n" -v w="$workers" \

@@ -199,6 +199,7 @@ fn measure(job: Job, workers: usize, until_end: bool) -> Measured {
         stop: Arc::new(AtomicBool::new(false)),
         stats: Arc::clone(&stats),
         views: job.view_stores(),
+        reset_state: Vec::new(),
     };
     let cluster = ClusterArgs::local(workers);
     let started = Instant::now();

@@ -10,7 +10,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 use eddy::dataflows::RunOptions;
 use eddy::job::Job;
 use eddy::progress::{self, Extent};
-use eddy::run::{ClusterArgs, parse_duration, run_job};
+use eddy::run::{ClusterArgs, StateChanged, parse_duration, run_job};
 use eddy::server::Server;
 use eddy::sources::generator::GeneratorConfig;
 use eddy::sources::incidents::FraudMix;
@@ -49,6 +49,11 @@ enum Command {
         /// history from.
         #[arg(long, default_value = "checkpoint")]
         from: StartFrom,
+        /// Start the state of this stateful section (a metric, fraud, commands or orchestrator
+        /// section, or a file sink, by name) empty instead of restoring it: for a section whose
+        /// state-relevant settings changed. May be repeated.
+        #[arg(long, value_name = "SECTION")]
+        reset_state: Vec<String>,
         /// Stop Kafka sources at the end offsets seen at start-up (a backfill) instead of
         /// following the topics.
         #[arg(long)]
@@ -323,6 +328,7 @@ fn main() -> ExitCode {
         Command::Run {
             job,
             from,
+            reset_state,
             until_end,
             progress_every,
             cluster,
@@ -359,6 +365,7 @@ fn main() -> ExitCode {
                 stop: interrupts.stop(),
                 stats: Arc::clone(&stats),
                 views,
+                reset_state,
             };
             let share = match cluster.processes {
                 1 => String::new(),
@@ -490,7 +497,11 @@ fn main() -> ExitCode {
         Ok(()) => interrupts.status(),
         Err(e) => {
             eprintln!("eddy: error: {e:#}");
-            ExitCode::FAILURE
+            // Checkpointed state the job file no longer fits is refused like a bad job file.
+            match e.downcast_ref::<StateChanged>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Running a job on timely workers: one process or a cluster, with a progress report.
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -16,11 +16,13 @@ use crate::cluster::{self, ControlPlane, Peers, Settings};
 
 use crate::dataflows::{JobProbes, RunOptions, build_job};
 use crate::failure;
-use crate::job::{Job, SourceKind};
+use crate::job::{Job, SourceKind, StateChange, state_changes};
 use crate::sinks::SinkKind;
 use crate::sinks::file::FileTarget;
 use crate::sources::kafka::StartFrom;
-use crate::state::{CheckpointStore, Checkpointing, Report, Writer, WriterConfig};
+use crate::state::{
+    CheckpointStore, Checkpointing, Report, Restored, SectionSettings, Writer, WriterConfig,
+};
 use crate::stats::Stats;
 
 /// Where a job runs: worker threads in this process, and the cluster of processes it is one of,
@@ -228,7 +230,7 @@ pub fn run_job(
         cluster.workers * cluster.processes,
         std::sync::atomic::Ordering::Release,
     );
-    let checkpoints = CheckpointRun::start(&job, cluster, options.start)?;
+    let checkpoints = CheckpointRun::start(&job, cluster, options.start, &options.reset_state)?;
     let checkpointing = checkpoints.as_ref().map(|c| c.checkpointing.clone());
     let job = Arc::new(job);
     let done = Arc::new(AtomicBool::new(false));
@@ -494,6 +496,39 @@ fn run_worker(
     Ok(())
 }
 
+/// Keeps the restored state of each section whose state-relevant settings are those of the
+/// checkpoint, warns of the sections the job no longer has, starts the sections named in `reset`
+/// empty, and refuses a section whose settings changed otherwise, naming it and the setting.
+fn follow_changes(
+    restored: &mut Restored,
+    settings: &BTreeMap<String, SectionSettings>,
+    reset: &[String],
+) -> anyhow::Result<()> {
+    let mut refused = Vec::new();
+    for change in state_changes(&restored.manifest().settings, settings) {
+        match &change {
+            StateChange::Removed(_) => tracing::warn!("{change}"),
+            StateChange::Changed { .. } if reset.iter().any(|r| r == change.name()) => {}
+            StateChange::Changed { .. } => refused.push(change.to_string()),
+        }
+    }
+    if !refused.is_empty() {
+        return Err(anyhow::Error::new(StateChanged(refused.join("\n"))));
+    }
+    for name in reset {
+        if restored.forget(name) {
+            eprintln!("eddy: the state of `{name}` starts empty (--reset-state)");
+        }
+    }
+    Ok(())
+}
+
+/// The job's stateful sections changed in ways their checkpointed state cannot follow: a run
+/// refused like a bad job file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StateChanged(pub String);
+
 /// A job's checkpoints while it runs: the writer, and the thread that logs what becomes of each
 /// checkpoint.
 struct CheckpointRun {
@@ -504,15 +539,34 @@ struct CheckpointRun {
 
 impl CheckpointRun {
     /// Opens the store of `job`'s `[checkpoints]`, if it has one, and restores its latest
-    /// complete checkpoint unless `start` says where to start instead.
+    /// complete checkpoint unless `start` says where to start instead; the sections named in
+    /// `reset` start empty.
     fn start(
         job: &Job,
         cluster: &ClusterArgs,
         start: StartFrom,
+        reset: &[String],
     ) -> anyhow::Result<Option<CheckpointRun>> {
         let Some(spec) = &job.checkpoints else {
+            if let Some(name) = reset.first() {
+                bail!(
+                    "--reset-state {name}: job `{}` has no [checkpoints]",
+                    job.name
+                );
+            }
             return Ok(None);
         };
+        let settings = job.state_settings();
+        if let Some(name) = reset.iter().find(|name| {
+            !settings
+                .keys()
+                .any(|s| s.split_once('.').is_some_and(|(_, n)| n == *name))
+        }) {
+            bail!(
+                "--reset-state {name}: job `{}` has no stateful section named `{name}`",
+                job.name
+            );
+        }
         if cluster.processes > 1 {
             bail!(
                 "job `{}` has [checkpoints], which a cluster of processes does not take yet: run \
@@ -521,7 +575,7 @@ impl CheckpointRun {
             );
         }
         let store = CheckpointStore::open(&spec.store)?;
-        let restored = match start {
+        let mut restored = match start {
             StartFrom::Checkpoint => {
                 let restore = store.restore()?;
                 for skipped in &restore.skipped {
@@ -536,6 +590,9 @@ impl CheckpointRun {
             }
             _ => None,
         };
+        if let Some(restored) = restored.as_mut() {
+            follow_changes(restored, &settings, reset)?;
+        }
         match &restored {
             Some(r) => eprintln!(
                 "eddy: restoring checkpoint {} (frontier {}) from {}",
@@ -547,7 +604,11 @@ impl CheckpointRun {
         }
         let base = restored.as_ref().map(|r| r.manifest().clone());
         let peers = cluster.workers * cluster.processes;
-        let writer = Writer::start(store, WriterConfig::new(&job.name, peers, spec.keep), base)?;
+        let config = WriterConfig {
+            settings,
+            ..WriterConfig::new(&job.name, peers, spec.keep)
+        };
+        let writer = Writer::start(store, config, base)?;
         let checkpointing = Checkpointing::new(writer.handle(), spec.interval, restored);
         let (done, stop) = std::sync::mpsc::channel();
         let logger = thread::Builder::new()

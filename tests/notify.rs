@@ -477,6 +477,7 @@ fn start_job(
         stop: Arc::clone(stop),
         stats: Arc::clone(stats),
         views: job.view_stores(),
+        reset_state: Vec::new(),
     };
     thread::spawn(move || {
         run_job(

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
-use eddy::state::{CheckpointStore, Location, Manifest};
+use eddy::state::{CheckpointStore, Location, Manifest, Skipped};
 
 /// The input: 300 s of event time at 1000 transactions a second over 500 accounts, a little out
 /// of order, with some records late.
@@ -21,35 +21,65 @@ fn input(dir: &Path) -> PathBuf {
     path
 }
 
+/// Where a test's checkpoints go: a directory, or a bucket of the test's S3 server, with the
+/// `AWS_*` settings a client of that needs.
+struct Store {
+    location: Location,
+    env: Vec<(String, String)>,
+    opened: CheckpointStore,
+}
+
+impl Store {
+    fn dir(path: PathBuf) -> Store {
+        Store::at(Location::Dir(path), Vec::new())
+    }
+
+    fn at(location: Location, env: Vec<(String, String)>) -> Store {
+        let opened = CheckpointStore::open_with_env(&location, env.clone()).unwrap();
+        Store {
+            location,
+            env,
+            opened,
+        }
+    }
+
+    /// The newest checkpoint's id (0 for none).
+    fn newest(&self) -> u64 {
+        self.opened.checkpoints().map_or(0, |listed| {
+            listed.iter().map(|(id, _)| *id).max().unwrap_or(0)
+        })
+    }
+
+    /// The directory of a directory store.
+    fn path(&self) -> &Path {
+        match &self.location {
+            Location::Dir(path) => path,
+            Location::S3 { .. } => panic!("an S3 store has no directory"),
+        }
+    }
+}
+
 /// `job` with a `[checkpoints]` section taking a checkpoint as often as it can, into `store`.
-fn with_checkpoints(job: &str, store: &Path, dir: &Path, name: &str) -> PathBuf {
+fn with_checkpoints(job: &str, store: &Store, dir: &Path, name: &str) -> PathBuf {
     with_checkpoints_every(job, "20ms", store, dir, name)
 }
 
-/// `job` with a `[checkpoints]` section taking a checkpoint every `interval` into `store`.
+/// `job` with a `[checkpoints]` section taking a checkpoint every `interval` into `store`,
+/// keeping three.
 fn with_checkpoints_every(
     job: &str,
     interval: &str,
-    store: &Path,
+    store: &Store,
     dir: &Path,
     name: &str,
 ) -> PathBuf {
     let text = format!(
-        "{job}\n[checkpoints]\nstore = \"{}\"\ninterval = \"{interval}\"\nkeep = 2\n",
-        store.display()
+        "{job}\n[checkpoints]\nstore = \"{}\"\ninterval = \"{interval}\"\nkeep = 3\n",
+        store.location
     );
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The newest checkpoint's id in `store` (0 for none).
-fn newest(store: &Path) -> u64 {
-    CheckpointStore::open(&Location::Dir(store.into()))
-        .and_then(|s| s.checkpoints())
-        .map_or(0, |listed| {
-            listed.iter().map(|(id, _)| *id).max().unwrap_or(0)
-        })
 }
 
 /// A small deterministic generator for the kill points.
@@ -66,43 +96,54 @@ impl Rng {
 
 /// What the last run of [`killed_and_restored`] restored and wrote.
 struct LastRun {
-    /// The checkpoint it restored: the newest in the store when it started.
+    /// The checkpoint it restored: the newest complete one that passes its checks.
     from: Manifest,
+    /// The newer ones that do not, and why.
+    skipped: Vec<Skipped>,
     /// Its output.
     output: String,
     /// Its standard error.
     log: String,
 }
 
-/// Runs `job` (with `args` and `env`, writing `output`) three times, each killed with SIGKILL
-/// once the store holds a checkpoint newer than before and a random moment later, alternating
-/// between one worker and two; then runs it to its end on two workers.
+/// Does nothing to a store.
+fn intact(_: &Store) {}
+
+/// Runs `job` (with `args` and `env`, writing `output`, checkpointing into `store`) three
+/// times, each killed with SIGKILL once the store holds a checkpoint newer than before and a
+/// random moment later, alternating between one worker and two; then does `damage` to the
+/// store, and runs the job to its end on two workers.
 fn killed_and_restored(
     job: &Path,
     (args, env): (&[&str], &[(&str, &OsStr)]),
     output: &Path,
-    store: &Path,
-    seed: u64,
+    store: &Store,
+    (seed, damage): (u64, fn(&Store)),
 ) -> LastRun {
     let mut rng = Rng(seed | 1);
-    let env = writing(output, env);
+    let mut env = writing(output, env);
+    env.extend(store.env.iter().map(|(k, v)| (k.as_str(), OsStr::new(v))));
     for round in 0..3 {
         let mut child = common::eddy_run(job, 1 + round % 2, args, &env)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting eddy");
-        let target = newest(store) + 1 + rng.next(3);
-        while child.try_wait().unwrap().is_none() && newest(store) < target {
-            thread::sleep(Duration::from_millis(2));
+        let target = store.newest() + 1 + rng.next(3);
+        while child.try_wait().unwrap().is_none() && store.newest() < target {
+            thread::sleep(Duration::from_millis(5));
         }
         thread::sleep(Duration::from_millis(rng.next(40)));
         let _ = child.kill();
         let _ = child.wait();
     }
-    let from = CheckpointStore::open(&Location::Dir(store.into()))
-        .and_then(|s| s.manifest(newest(store)))
-        .expect("a checkpoint to restore");
+    damage(store);
+    let restore = store.opened.restore().unwrap();
+    let from = restore
+        .restored
+        .expect("a checkpoint to restore")
+        .manifest()
+        .clone();
     let last = common::run_job_file(job, 2, args, &env);
     let log = String::from_utf8_lossy(&last.stderr).into_owned();
     assert!(
@@ -112,6 +153,7 @@ fn killed_and_restored(
     );
     LastRun {
         from,
+        skipped: restore.skipped,
         output: std::fs::read_to_string(output).unwrap(),
         log,
     }
@@ -142,12 +184,15 @@ fn writing<'a>(output: &'a Path, env: &[(&'a str, &'a OsStr)]) -> Vec<(&'a str, 
 /// A job killed three times and restored, each time on another number of workers, writes byte
 /// for byte what it writes uninterrupted. `text` is the job, named `example`, run in `dir` with
 /// `run`'s arguments and environment, and `EDDY_RUN` set to `plain` for the uninterrupted run
-/// and to `restored` for the others (a Kafka job names its consumer group by it).
+/// and to `restored` for the others (a Kafka job names its consumer group by it); the
+/// checkpoints go to `store` (by default a directory in `dir`), which gets `damage` before the
+/// last run.
 fn assert_restores_exactly(
     dir: &Path,
     example: &str,
     text: &str,
     run: (&[&str], &[(&str, &OsStr)]),
+    (store, damage): (Option<Store>, fn(&Store)),
 ) -> LastRun {
     let (args, env) = run;
     let plain = dir.join(format!("plain-{example}"));
@@ -163,14 +208,14 @@ fn assert_restores_exactly(
         expected.lines().count() > 100,
         "{example}: a sizeable output"
     );
-    let store = dir.join("store");
+    let store = store.unwrap_or_else(|| Store::dir(dir.join("store")));
     let job = with_checkpoints(text, &store, dir, example);
     let output = dir.join("restored.csv");
     let env: Vec<_> = [("EDDY_RUN", OsStr::new("restored"))]
         .into_iter()
         .chain(env.iter().copied())
         .collect();
-    let restored = killed_and_restored(&job, (args, &env), &output, &store, seed());
+    let restored = killed_and_restored(&job, (args, &env), &output, &store, (seed(), damage));
     if restored.output != expected {
         let restored = &restored.output;
         let first = restored
@@ -191,11 +236,15 @@ fn assert_restores_exactly(
 
 /// [`assert_restores_exactly`] for a job reading the JSON-lines file of [`input`] at
 /// `EDDY_INPUT`.
-fn assert_restores_exactly_over_the_input(example: &str, text: &str) {
+fn assert_restores_exactly_over_the_input(
+    example: &str,
+    text: &str,
+    store: (Option<Store>, fn(&Store)),
+) -> LastRun {
     let dir = tempfile::tempdir().unwrap();
     let input = input(dir.path());
     let env = [("EDDY_INPUT", input.as_os_str())];
-    assert_restores_exactly(dir.path(), example, text, (&[], &env));
+    assert_restores_exactly(dir.path(), example, text, (&[], &env), store)
 }
 
 fn example(name: &str) -> String {
@@ -204,12 +253,12 @@ fn example(name: &str) -> String {
 
 #[test]
 fn q1_tumbling_windows_restore_exactly() {
-    assert_restores_exactly_over_the_input("q1.toml", &example("q1.toml"));
+    assert_restores_exactly_over_the_input("q1.toml", &example("q1.toml"), (None, intact));
 }
 
 #[test]
 fn q2_hopping_windows_restore_exactly() {
-    assert_restores_exactly_over_the_input("q2.toml", &example("q2.toml"));
+    assert_restores_exactly_over_the_input("q2.toml", &example("q2.toml"), (None, intact));
 }
 
 /// The fraud example with its alerts sorted into a file and its generator's `count` and `rate`
@@ -241,7 +290,7 @@ fn fraud_rules_restore_exactly() {
     // 600 000 payments: a few hundred incidents, each one alert.
     let text = fraud_job("count = 600000\nrate = 10000\n");
     let dir = tempfile::tempdir().unwrap();
-    assert_restores_exactly(dir.path(), "fraud.toml", &text, (&[], &[]));
+    assert_restores_exactly(dir.path(), "fraud.toml", &text, (&[], &[]), (None, intact));
 }
 
 /// SIGTERM takes a final checkpoint before the job exits, though none was due: the next run
@@ -259,7 +308,7 @@ fn a_stop_takes_a_final_checkpoint() {
     let alerts = expected.lines().count() - 1;
     assert!(alerts > 5, "some alerts: {alerts}");
 
-    let store = dir.path().join("store");
+    let store = Store::dir(dir.path().join("store"));
     let job = with_checkpoints_every(&text, "1h", &store, dir.path(), "stopped.toml");
     let output = dir.path().join("restored.csv");
     let child = common::eddy_run(&job, 2, &[], &writing(&output, &[]))
@@ -278,10 +327,9 @@ fn a_stop_takes_a_final_checkpoint() {
     let stopped = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(130), "{said}");
-    let store_handle = CheckpointStore::open(&Location::Dir(store.clone())).unwrap();
-    let listed = store_handle.checkpoints().unwrap();
+    let listed = store.opened.checkpoints().unwrap();
     assert_eq!(listed.len(), 1, "only the final checkpoint: {said}");
-    let manifest = store_handle.manifest(newest(&store)).unwrap();
+    let manifest = store.opened.manifest(store.newest()).unwrap();
     // A generator partition's position is one past the sequence number it reached.
     let reached = manifest.positions["payments"]
         .values()
@@ -346,10 +394,11 @@ columns = ["account_id", "window_start", "window_end", "count", "sum"]
     };
     let expected = sorted(std::fs::read_to_string(expected).unwrap());
     assert!(expected.len() > 1_000);
-    let store = dir.path().join("store");
+    let store = Store::dir(dir.path().join("store"));
     let job = with_checkpoints(job, &store, dir.path(), "sessions.toml");
     let output = dir.path().join("restored.csv");
-    let restored = sorted(killed_and_restored(&job, (&[], &env), &output, &store, seed()).output);
+    let run = (&[][..], &env[..]);
+    let restored = sorted(killed_and_restored(&job, run, &output, &store, (seed(), intact)).output);
     assert_eq!(restored.len(), expected.len(), "every row once");
     assert!(restored == expected, "the restored run's rows differ");
 }
@@ -458,8 +507,13 @@ kind = "discard"
     let dir = tempfile::tempdir().unwrap();
     let offsets = GroupOffsets::new(cluster.brokers(), "commands-restored", "commands", 4);
     let env = [("BROKERS", OsStr::new(cluster.brokers()))];
-    let restored =
-        assert_restores_exactly(dir.path(), "commands.toml", job, (&["--until-end"], &env));
+    let restored = assert_restores_exactly(
+        dir.path(),
+        "commands.toml",
+        job,
+        (&["--until-end"], &env),
+        (None, intact),
+    );
     // Only what follows the checkpoint's offsets is read again.
     let checkpointed: u64 = restored.from.positions["commands"]
         .values()
@@ -476,4 +530,184 @@ kind = "discard"
         inputs.len() as i64,
         "the consumer group has committed every offset"
     );
+}
+
+/// Cuts the newest complete checkpoint's largest file to half its length, and flips a byte in
+/// the middle of the largest file of the one before.
+fn corrupt_the_newest_two(store: &Store) {
+    let mut complete: Vec<Manifest> = store
+        .opened
+        .checkpoints()
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, manifest)| manifest.ok())
+        .collect();
+    complete.sort_by_key(|m| std::cmp::Reverse(m.id));
+    assert!(complete.len() >= 3, "three checkpoints kept");
+    let largest = |manifest: &Manifest| {
+        let run = manifest
+            .runs()
+            .filter(|run| run.checkpoint == manifest.id)
+            .max_by_key(|run| run.bytes)
+            .expect("a checkpoint with state");
+        store.path().join(&run.path)
+    };
+    let newest = largest(&complete[0]);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let before = largest(&complete[1]);
+    let mut bytes = std::fs::read(&before).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&before, bytes).unwrap();
+}
+
+/// A truncated checkpoint and a corrupt one are passed over, each with its reason in the log,
+/// and the one before them restores the job exactly.
+#[test]
+fn corrupt_checkpoints_are_passed_over_for_an_older_one() {
+    let restored = assert_restores_exactly_over_the_input(
+        "q1.toml",
+        &example("q1.toml"),
+        (None, corrupt_the_newest_two),
+    );
+    assert_eq!(restored.skipped.len(), 2, "the two newest are skipped");
+    for skipped in &restored.skipped {
+        let said = format!("checkpoint {} in ", skipped.id);
+        let line = restored
+            .log
+            .lines()
+            .find(|l| l.contains(&said) && l.contains("is not used"))
+            .unwrap_or_else(|| panic!("the log says why {said}is not used: {}", restored.log));
+        assert!(line.contains(&skipped.reason), "{line}");
+    }
+    // The newest checkpoint's chain may also hold the runs of the one before: either damage
+    // fails it.
+    let [newest, before] = &restored.skipped[..] else {
+        unreachable!()
+    };
+    assert!(
+        ["truncated", "checksum"]
+            .iter()
+            .any(|why| newest.reason.contains(why)),
+        "{newest:?}"
+    );
+    assert!(before.reason.contains("checksum"), "{before:?}");
+}
+
+/// The same restore with the checkpoints in a bucket of a local S3 server.
+#[test]
+fn a_job_restores_exactly_from_an_s3_store() {
+    let Some(moto) = common::moto::moto("a_job_restores_exactly_from_an_s3_store") else {
+        return;
+    };
+    moto.create_bucket("eddy");
+    let store = Store::at(Location::parse("s3://eddy/jobs/q1").unwrap(), moto.env());
+    let restored = assert_restores_exactly_over_the_input(
+        "q1.toml",
+        &example("q1.toml"),
+        (Some(store), intact),
+    );
+    assert!(
+        restored.from.id > 1,
+        "restored from a checkpoint in the bucket"
+    );
+    assert!(
+        !restored.log.contains("testing"),
+        "credentials are never logged"
+    );
+}
+
+/// Runs `job` (with `env`) until the store holds a checkpoint newer than `before`, and kills it.
+fn killed_after_a_checkpoint(job: &Path, env: &[(&str, &OsStr)], store: &Store, before: u64) {
+    let mut child = common::eddy_run(job, 2, &[], env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting eddy");
+    while child.try_wait().unwrap().is_none() && store.newest() <= before {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(store.newest() > before, "a checkpoint was taken");
+}
+
+/// A job file changed between runs: a change its state does not depend on (`having`) keeps the
+/// state, and the output is an uninterrupted run's; a changed `group_by` is refused like a bad
+/// job file, naming the section and the setting, until `--reset-state` starts those sections
+/// empty.
+#[test]
+fn a_changed_job_keeps_the_state_it_can_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = input(dir.path());
+    let q1 = example("q1.toml");
+    let store = Store::dir(dir.path().join("store"));
+    let expected = dir.path().join("expected.csv");
+    let output = dir.path().join("restored.csv");
+    let env = [("EDDY_INPUT", input.as_os_str())];
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, &q1).unwrap();
+    common::run_job_file(&plain, 2, &[], &writing(&expected, &env));
+
+    let job = with_checkpoints(&q1, &store, dir.path(), "q1.toml");
+    killed_after_a_checkpoint(&job, &writing(&output, &env), &store, 0);
+    let having = q1.replace(
+        "sinks = [\"csv\"]",
+        "having = \"count > 0\"\nsinks = [\"csv\"]",
+    );
+    let job = with_checkpoints(&having, &store, dir.path(), "having.toml");
+    let kept = common::run_job_file(&job, 2, &[], &writing(&output, &env));
+    assert!(String::from_utf8_lossy(&kept.stderr).contains("eddy: restoring checkpoint"));
+    assert!(
+        std::fs::read(&output).unwrap() == std::fs::read(&expected).unwrap(),
+        "the state kept gives an uninterrupted run's output"
+    );
+
+    let regrouped = q1
+        .replace(
+            "group_by = [\"account_id\"]",
+            "group_by = [\"amount_cents\"]",
+        )
+        .replace("columns = [\"account_id\"", "columns = [\"amount_cents\"")
+        .replace("order_by = [\"account_id\"", "order_by = [\"amount_cents\"");
+    let job = with_checkpoints(&q1, &store, dir.path(), "q1.toml");
+    let before = store.newest();
+    killed_after_a_checkpoint(&job, &writing(&output, &env), &store, before);
+    let job = with_checkpoints(&regrouped, &store, dir.path(), "regrouped.toml");
+    let refused = common::eddy_run(&job, 2, &[], &writing(&output, &env))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(
+            "metrics.q1: its state was checkpointed with group_by = [\"account_id\"], and the \
+             job now has group_by = [\"amount_cents\"], which that state cannot follow; run with \
+             --reset-state q1 to start its state empty"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("sinks.csv: its state was checkpointed with columns"),
+        "{said}"
+    );
+
+    let args = ["--reset-state", "q1", "--reset-state", "csv"];
+    let reset = common::run_job_file(&job, 2, &args, &writing(&output, &env));
+    let said = String::from_utf8_lossy(&reset.stderr);
+    assert!(said.contains("the state of `q1` starts empty"), "{said}");
+    assert!(said.contains("the state of `csv` starts empty"), "{said}");
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        written.starts_with("amount_cents,window_start"),
+        "{written:.200}"
+    );
+
+    let unknown = common::eddy_run(&job, 2, &["--reset-state", "nope"], &writing(&output, &env))
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(said.contains("no stateful section named `nope`"), "{said}");
 }

@@ -1094,6 +1094,7 @@ async fn a_running_job_serves_only_states_that_existed_at_a_frontier() {
             stop: Arc::new(AtomicBool::new(false)),
             stats: Arc::clone(&stats),
             views: views.clone(),
+            reset_state: Vec::new(),
         };
         tokio::task::spawn_blocking(move || {
             run_job(

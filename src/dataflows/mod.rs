@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub stats: Arc<Stats>,
     /// The stores of the job's views (see [`Job::view_stores`]), shared with whoever serves them.
     pub views: Views,
+    /// The stateful sections whose checkpointed state is not restored: they start empty.
+    pub reset_state: Vec<String>,
 }
 
 /// Progress of a built job.

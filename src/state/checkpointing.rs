@@ -329,7 +329,8 @@ impl SectionCheckpoint {
     }
 
     /// Hands off the section's whole state for the pending checkpoint: (key hash, key, value)
-    /// entries, each key once, the hash the one its operator exchanges the key by. Does nothing
+    /// entries, each key once, the hash the one its operator exchanges the key by. The writer
+    /// writes what changed since the last checkpoint ([`WorkerSnapshot::state`]). Does nothing
     /// when no checkpoint is pending.
     pub fn hand_off<K, V>(&mut self, entries: Entries<K, V>)
     where
@@ -339,7 +340,7 @@ impl SectionCheckpoint {
         if let Some(plan) = self.plan.take() {
             let name = &self.name;
             self.part
-                .hand_off(&plan, |snapshot| snapshot.whole(name, entries));
+                .hand_off(&plan, |snapshot| snapshot.state(name, entries));
         }
     }
 

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version written; a reader refuses any other, so a format change bumps it.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 const MAGIC: &[u8; 6] = b"EDDYST";
 const HEADER: usize = 24;
@@ -106,9 +106,12 @@ impl Frame {
 
     /// Appends `value`'s encoding to the body.
     pub fn encode<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FormatError> {
-        options()
-            .serialize_into(&mut self.bytes, value)
-            .map_err(|e| FormatError::Encode(e.to_string()))
+        encode_into(&mut self.bytes, value)
+    }
+
+    /// Appends bytes already encoded (by [`encode_into`]) to the body.
+    pub fn append(&mut self, encoded: &[u8]) {
+        self.bytes.extend_from_slice(encoded);
     }
 
     /// The complete file: header, then body.
@@ -128,6 +131,16 @@ impl Frame {
 /// CRC32C of the header's first 20 bytes and the body.
 fn checksum(file: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&file[..20]), &file[HEADER..])
+}
+
+/// Appends `value`'s encoding, as a body holds it, to `bytes`.
+pub fn encode_into<T: Serialize + ?Sized>(
+    bytes: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), FormatError> {
+    options()
+        .serialize_into(bytes, value)
+        .map_err(|e| FormatError::Encode(e.to_string()))
 }
 
 /// The file `kind` holding just `value`.

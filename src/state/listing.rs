@@ -23,6 +23,7 @@ use super::store::Listed;
 ///     peers: 2,
 ///     sections: Default::default(),
 ///     positions: [("in".into(), [("0".into(), Position::at(42))].into())].into(),
+///     settings: Default::default(),
 /// };
 /// let text = listing(&[(7, Ok(manifest)), (6, Err("checksum mismatch".into()))]);
 /// assert_eq!(

@@ -40,6 +40,10 @@ impl Position {
 /// Source name → partition name → position.
 pub type Positions = BTreeMap<String, BTreeMap<String, Position>>;
 
+/// The settings a stateful section's state depends on, by setting: a restore compares them with
+/// the job's (see [`crate::job::Job::state_settings`]).
+pub type SectionSettings = BTreeMap<String, String>;
+
 /// One file of a section's state, as one worker wrote it in one checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
@@ -83,6 +87,9 @@ pub struct Manifest {
     pub sections: BTreeMap<String, Vec<Run>>,
     /// The sources' positions.
     pub positions: Positions,
+    /// The state-relevant settings of the job's stateful sections when it was taken, by section
+    /// (`metrics.NAME`, `sinks.NAME`, …).
+    pub settings: BTreeMap<String, SectionSettings>,
 }
 
 impl Manifest {
@@ -195,7 +202,8 @@ pub struct WorkerPart {
 ///
 /// Every worker must hand off every section; a section's handoffs are either all whole or all
 /// changes against `plan.base`; a partition's position comes from one worker. Sections that `base`
-/// has and no worker handed off are dropped.
+/// has and no worker handed off are dropped. The settings are left empty, for the writer to
+/// record its job's.
 pub fn commit(
     plan: &Plan,
     job: &str,
@@ -289,6 +297,7 @@ pub fn commit(
         peers,
         sections,
         positions,
+        settings: BTreeMap::new(),
     })
 }
 

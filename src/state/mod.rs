@@ -43,8 +43,8 @@ pub use checkpointing::{
 pub use listing::listing;
 pub use location::Location;
 pub use manifest::{
-    CheckpointId, MAX_CHAIN, Manifest, Plan, Position, Positions, Run, SectionPart, WorkerPart,
-    commit,
+    CheckpointId, MAX_CHAIN, Manifest, Plan, Position, Positions, Run, SectionPart,
+    SectionSettings, WorkerPart, commit,
 };
 pub use restore::{Restore, Restored, Skipped};
 pub use shard::owner;

@@ -107,6 +107,17 @@ impl CheckpointStore {
 }
 
 impl Restored {
+    /// Forgets the state of section `name` (and of the sinks' sections `… → name`), which then
+    /// restores empty; says whether it had any.
+    pub fn forget(&mut self, name: &str) -> bool {
+        let before = self.manifest.sections.len();
+        let suffix = format!(" → {name}");
+        self.manifest
+            .sections
+            .retain(|section, _| section != name && !section.ends_with(&suffix));
+        self.manifest.sections.len() < before
+    }
+
     /// The checkpoint's manifest: id, frontier, sections.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

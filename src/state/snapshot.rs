@@ -35,8 +35,20 @@ pub struct WorkerSnapshot {
 /// One section of a handoff.
 pub(super) struct SectionSnapshot {
     pub(super) name: String,
-    pub(super) since: Option<CheckpointId>,
+    pub(super) handoff: Handoff,
     pub(super) entries: Box<dyn Encode>,
+}
+
+/// How a section's entries relate to its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Handoff {
+    /// The whole state, written whole.
+    Whole,
+    /// The whole state, written as what changed since the writer's last run of it where the plan
+    /// allows (see [`Digest`]).
+    State,
+    /// What changed since this checkpoint.
+    Changes(CheckpointId),
 }
 
 impl WorkerSnapshot {
@@ -56,13 +68,26 @@ impl WorkerSnapshot {
     }
 
     /// Hands off section `name`'s whole state on this worker: (key hash, key, value) entries,
-    /// each key once.
+    /// each key once. It is written whole.
     pub fn whole<K, V>(&mut self, name: &str, entries: Vec<(u64, K, V)>)
     where
         K: Serialize + Send + 'static,
         V: Serialize + Send + 'static,
     {
-        self.push(name, None, entries, Vec::new());
+        self.push(name, Handoff::Whole, entries, Vec::new());
+    }
+
+    /// Hands off section `name`'s whole state on this worker, as [`WorkerSnapshot::whole`]; the
+    /// writer writes only the entries upserted and removed since its last run of the section on
+    /// this worker, when that run is in the plan's base (see [`Plan::delta_base`]), and the whole
+    /// state otherwise. What a checkpoint writes thus follows the change, not the state's size;
+    /// the writer keeps a digest of each key's last value to tell (see [`Digest`]).
+    pub fn state<K, V>(&mut self, name: &str, entries: Vec<(u64, K, V)>)
+    where
+        K: Serialize + Send + 'static,
+        V: Serialize + Send + 'static,
+    {
+        self.push(name, Handoff::State, entries, Vec::new());
     }
 
     /// Hands off what changed in section `name` on this worker since checkpoint `since` (which
@@ -77,7 +102,7 @@ impl WorkerSnapshot {
         K: Serialize + Send + 'static,
         V: Serialize + Send + 'static,
     {
-        self.push(name, Some(since), upserts, removals);
+        self.push(name, Handoff::Changes(since), upserts, removals);
     }
 
     /// Records where partition `partition` of source `source` stood at the checkpoint's frontier.
@@ -91,7 +116,7 @@ impl WorkerSnapshot {
     fn push<K, V>(
         &mut self,
         name: &str,
-        since: Option<CheckpointId>,
+        handoff: Handoff,
         upserts: Vec<(u64, K, V)>,
         removals: Vec<(u64, K)>,
     ) where
@@ -100,7 +125,7 @@ impl WorkerSnapshot {
     {
         self.sections.push(SectionSnapshot {
             name: name.into(),
-            since,
+            handoff,
             entries: Box::new(Changes { upserts, removals }),
         });
     }
@@ -108,12 +133,35 @@ impl WorkerSnapshot {
 
 /// Entries that can be written as a run's body, whatever their types.
 pub(super) trait Encode: Send {
-    /// Upserts plus removals.
-    fn len(&self) -> u64;
-    /// Whether every entry's hash is owned by `worker` of `peers`.
-    fn aligned(&self, worker: usize, peers: usize) -> bool;
-    /// Appends the body to `frame`.
-    fn encode(&self, frame: &mut Frame) -> Result<(), FormatError>;
+    /// Appends the body to `frame`: the upserts and removals as handed off or, against
+    /// `previous` (the digest of the last state written), only the upserts whose value changed
+    /// and the removals of the keys `previous` has and the upserts do not; then the digest of the
+    /// upserts as a state.
+    fn encode(
+        &self,
+        previous: Option<&Digest>,
+        frame: &mut Frame,
+        worker: (usize, usize),
+    ) -> Result<Encoded, FormatError>;
+}
+
+/// What [`Encode::encode`] wrote.
+pub(super) struct Encoded {
+    /// Upserts plus removals written.
+    pub(super) entries: u64,
+    /// Whether every entry written has a hash owned by the worker.
+    pub(super) aligned: bool,
+    /// The digest of the upserts, taken as the section's whole state on the worker.
+    pub(super) digest: Digest,
+}
+
+/// What a writer keeps of a section's state as it last wrote it on one worker: per key (its
+/// encoding), the key's hash and a 64-bit SipHash of its value's encoding (see [`siphash`]). Comparing the next
+/// state's values against it finds what changed; two values of one key taken as equal when they
+/// differ would take a collision of the 64-bit hash.
+#[derive(Default)]
+pub(super) struct Digest {
+    keys: rustc_hash::FxHashMap<Box<[u8]>, (u64, u64)>,
 }
 
 struct Changes<K, V> {
@@ -122,20 +170,77 @@ struct Changes<K, V> {
 }
 
 impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
-    fn len(&self) -> u64 {
-        (self.upserts.len() + self.removals.len()) as u64
+    fn encode(
+        &self,
+        previous: Option<&Digest>,
+        frame: &mut Frame,
+        (worker, peers): (usize, usize),
+    ) -> Result<Encoded, FormatError> {
+        let mut digest = Digest::default();
+        digest.keys.reserve(self.upserts.len());
+        // The body is bincode of (Vec<(u64, K, V)>, Vec<(u64, K)>): each vector a length, then its
+        // elements' encodings one after another, so it can be put together from the parts.
+        let (mut upserts, mut count) = (Vec::new(), 0u64);
+        let mut aligned = true;
+        // The entry's key, then its value.
+        let mut entry = Vec::new();
+        for (hash, key, value) in &self.upserts {
+            entry.clear();
+            format::encode_into(&mut entry, key)?;
+            let key_len = entry.len();
+            format::encode_into(&mut entry, value)?;
+            let sum = siphash(&entry[key_len..]);
+            let key: Box<[u8]> = entry[..key_len].into();
+            let unchanged = previous
+                .and_then(|p| p.keys.get(&key))
+                .is_some_and(|&(_, was)| was == sum);
+            if !unchanged {
+                format::encode_into(&mut upserts, hash)?;
+                upserts.extend_from_slice(&entry);
+                count += 1;
+                aligned &= owner(*hash, peers) == worker;
+            }
+            digest.keys.insert(key, (*hash, sum));
+        }
+        let (mut removals, mut removed) = (Vec::new(), 0u64);
+        let mut remove = |hash: u64, key: &[u8]| -> Result<(), FormatError> {
+            format::encode_into(&mut removals, &hash)?;
+            removals.extend_from_slice(key);
+            removed += 1;
+            aligned &= owner(hash, peers) == worker;
+            Ok(())
+        };
+        for (hash, key) in &self.removals {
+            entry.clear();
+            format::encode_into(&mut entry, key)?;
+            remove(*hash, &entry)?;
+        }
+        if let Some(previous) = previous {
+            for (key, &(hash, _)) in &previous.keys {
+                if !digest.keys.contains_key(key) {
+                    remove(hash, key)?;
+                }
+            }
+        }
+        frame.encode(&count)?;
+        frame.append(&upserts);
+        frame.encode(&removed)?;
+        frame.append(&removals);
+        Ok(Encoded {
+            entries: count + removed,
+            aligned,
+            digest,
+        })
     }
+}
 
-    fn aligned(&self, worker: usize, peers: usize) -> bool {
-        let hashes = self.upserts.iter().map(|e| e.0);
-        hashes
-            .chain(self.removals.iter().map(|e| e.0))
-            .all(|hash| owner(hash, peers) == worker)
-    }
-
-    fn encode(&self, frame: &mut Frame) -> Result<(), FormatError> {
-        frame.encode(&(&self.upserts, &self.removals))
-    }
+/// A digest of `bytes`: the standard library's SipHash with its fixed keys, the same for the same
+/// bytes throughout a process (digests are never stored).
+fn siphash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 /// A run's body read back: its upserts and removals.

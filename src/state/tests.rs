@@ -405,3 +405,84 @@ fn checkpoints_a_restore_passed_over_are_retired_by_the_next_one() {
     assert_eq!(ids, [c3.id, c1.id]);
     assert_eq!(f.data_ids(), [c1.id, c3.id]);
 }
+
+/// Each of `peers` workers hands off its share of `state` whole, for the writer to diff.
+fn hand_off_state(writer: &Writer, peers: usize, state: &Model) -> Report {
+    let plan = writer.handle().begin(100).expect("no checkpoint in flight");
+    for worker in 0..peers {
+        let entries: Vec<_> = state
+            .iter()
+            .filter(|(k, _)| owner(hash(**k), peers) == worker)
+            .map(|(&k, &v)| (hash(k), k, v))
+            .collect();
+        let mut snapshot = WorkerSnapshot::new(&plan, worker);
+        snapshot.state("counts", entries);
+        writer.handle().submit(snapshot);
+    }
+    writer.reports().recv().unwrap()
+}
+
+#[test]
+fn a_state_handed_off_whole_is_written_as_its_changes() {
+    let f = Fixture::new();
+    let writer = f.writer(2, 3, None);
+    let mut state = model(0..10_000, 3);
+    let first = complete(hand_off_state(&writer, 2, &state));
+    // 1 % of the keys change: 50 updated, 40 removed, and 10 new ones.
+    for k in 0..50 {
+        state.insert(k, 7);
+    }
+    for k in 100..140 {
+        state.remove(&k);
+    }
+    state.extend(model(20_000..20_010, 1));
+    let second = complete(hand_off_state(&writer, 2, &state));
+    assert!(
+        second.written * 20 < first.written,
+        "{} bytes for 1 % of the keys, {} for all",
+        second.written,
+        first.written
+    );
+    let third = complete(hand_off_state(&writer, 2, &state));
+    assert_eq!(third.written, 0, "nothing changed, nothing written");
+    writer.finish();
+    let restored = f.restored();
+    let chain = &restored.manifest().sections["counts"];
+    assert_eq!(
+        chain.len(),
+        4,
+        "two full runs, then the changes of one checkpoint"
+    );
+    assert_eq!(chain.iter().map(|r| r.entries).sum::<u64>(), 10_000 + 100);
+    assert_eq!(restore_all(&restored, 2), state);
+    assert_eq!(restore_all(&restored, 3), state, "redistributed by key");
+}
+
+#[test]
+fn a_failed_checkpoint_leaves_the_base_to_diff_against_and_a_restore_writes_whole() {
+    let f = Fixture::new();
+    let writer = f.writer(1, 3, None);
+    let state = model(0..100, 2);
+    complete(hand_off_state(&writer, 1, &state));
+    // A failed checkpoint: the section handed off twice.
+    let plan = writer.handle().begin(200).unwrap();
+    let mut snapshot = WorkerSnapshot::new(&plan, 0);
+    snapshot.state("counts", vec![(hash(1), 1u64, 5u64)]);
+    snapshot.state("counts", vec![(hash(1), 1u64, 5u64)]);
+    writer.handle().submit(snapshot);
+    assert!(matches!(
+        writer.reports().recv().unwrap(),
+        Report::Failed { .. }
+    ));
+    // Its digests are dropped: the next one diffs against the first, still the base.
+    let next = complete(hand_off_state(&writer, 1, &state));
+    assert_eq!(next.written, 0, "nothing changed since the base");
+    writer.finish();
+    let restored = f.restored();
+    let writer = f.writer(1, 3, Some(&restored));
+    let after = complete(hand_off_state(&writer, 1, &state));
+    assert!(after.written > 0, "written whole after the restore");
+    assert_eq!(after.written, after.size);
+    writer.finish();
+    assert_eq!(restore_all(&f.restored(), 1), state);
+}

@@ -14,8 +14,10 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 
 use super::format::{Frame, Kind};
-use super::manifest::{self, CheckpointId, Manifest, Plan, Run, SectionPart, WorkerPart};
-use super::snapshot::WorkerSnapshot;
+use super::manifest::{
+    self, CheckpointId, Manifest, Plan, Run, SectionPart, SectionSettings, WorkerPart,
+};
+use super::snapshot::{Digest, Handoff, WorkerSnapshot};
 use super::store::{CheckpointStore, manifest_key, run_key};
 
 /// How a writer runs.
@@ -34,6 +36,8 @@ pub struct WriterConfig {
     pub commit: bool,
     /// Snapshots queued before [`WriterHandle::submit`] waits.
     pub queue: usize,
+    /// The state-relevant settings of the job's stateful sections, recorded in every manifest.
+    pub settings: BTreeMap<String, SectionSettings>,
 }
 
 impl WriterConfig {
@@ -45,6 +49,7 @@ impl WriterConfig {
             keep: keep.max(1),
             commit: true,
             queue: peers.max(1),
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -166,6 +171,8 @@ impl Writer {
             report,
             known: base.into_iter().map(|m| (m.id, m)).collect(),
             parts: BTreeMap::new(),
+            digests: HashMap::new(),
+            pending: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("eddy-checkpoint-writer".into())
@@ -242,6 +249,13 @@ struct Thread {
     known: HashMap<CheckpointId, Manifest>,
     /// The parts in so far, of the checkpoint in flight.
     parts: BTreeMap<usize, WorkerPart>,
+    /// Per (section, worker), the digest of the state last written, and the checkpoint it is
+    /// of: the state a [`Handoff::State`] is compared with, when the plan's base is that
+    /// checkpoint.
+    digests: HashMap<(String, usize), (CheckpointId, Digest)>,
+    /// The digests of the checkpoint in flight (`None`: the section's state on the worker is not
+    /// known from this handoff), which replace those above once it is complete.
+    pending: Vec<((String, usize), Option<Digest>)>,
 }
 
 impl Thread {
@@ -285,8 +299,9 @@ impl Thread {
     }
 
     /// Encodes and writes a snapshot's runs, concurrently with each other.
-    fn write(&self, snapshot: WorkerSnapshot) -> Result<WorkerPart> {
+    fn write(&mut self, snapshot: WorkerSnapshot) -> Result<WorkerPart> {
         let (id, worker, peers) = (snapshot.checkpoint, snapshot.worker, self.config.peers);
+        let plan = self.in_flight().filter(|plan| plan.id == id);
         let mut sections = BTreeMap::new();
         let mut puts = Vec::new();
         let encode = || -> Result<()> {
@@ -297,11 +312,26 @@ impl Thread {
                         section.name
                     );
                 }
-                let run = if section.entries.len() == 0 {
-                    None
-                } else {
-                    let mut frame = Frame::new(Kind::Run);
-                    section.entries.encode(&mut frame)?;
+                let digest_key = (section.name.clone(), worker);
+                let (since, previous) = match section.handoff {
+                    Handoff::Whole => (None, None),
+                    Handoff::Changes(since) => (Some(since), None),
+                    Handoff::State => {
+                        let previous = self.digests.get(&digest_key).filter(|(of, _)| {
+                            plan.as_ref()
+                                .is_some_and(|p| p.delta_base(&section.name, Some(*of)).is_some())
+                        });
+                        (previous.map(|p| p.0), previous.map(|p| &p.1))
+                    }
+                };
+                let mut frame = Frame::new(Kind::Run);
+                let encoded = section
+                    .entries
+                    .encode(previous, &mut frame, (worker, peers))?;
+                // Only a state handed off whole is known whole from its digest.
+                let digest = (section.handoff == Handoff::State).then_some(encoded.digest);
+                self.pending.push((digest_key, digest));
+                let run = (encoded.entries > 0).then(|| {
                     let bytes = frame.finish();
                     let path = run_key(id, &section.name, worker, peers);
                     let run = Run {
@@ -309,15 +339,14 @@ impl Thread {
                         checkpoint: id,
                         worker,
                         peers,
-                        full: section.since.is_none(),
-                        aligned: section.entries.aligned(worker, peers),
+                        full: since.is_none(),
+                        aligned: encoded.aligned,
                         bytes: bytes.len() as u64,
-                        entries: section.entries.len(),
+                        entries: encoded.entries,
                     };
                     puts.push(self.store.spawn(self.store.put_future(path, bytes)));
-                    Some(run)
-                };
-                let since = section.since;
+                    run
+                });
                 sections.insert(section.name, SectionPart { since, run });
             }
             Ok(())
@@ -358,7 +387,8 @@ impl Thread {
             self.config.peers,
             &parts,
         )
-        .and_then(|m| {
+        .and_then(|mut m| {
+            m.settings = self.config.settings.clone();
             let bytes =
                 crate::state::format::write(Kind::Manifest, &m).map_err(|e| e.to_string())?;
             self.store
@@ -388,6 +418,12 @@ impl Thread {
             retired: Vec::new(),
         };
         let rewrite = manifest.rewrites();
+        for (key, digest) in std::mem::take(&mut self.pending) {
+            match digest {
+                Some(digest) => self.digests.insert(key, (plan.id, digest)),
+                None => self.digests.remove(&key),
+            };
+        }
         self.known.insert(manifest.id, manifest);
         let retired = self.retain(plan.id).unwrap_or_else(|e| {
             tracing::warn!("checkpoint retention in {}: {e:#}", self.store);
@@ -454,6 +490,7 @@ impl Thread {
     /// Reports checkpoint `id` failed, removes its files, and lets the next one begin.
     fn fail(&mut self, id: CheckpointId, reason: String) {
         self.parts.clear();
+        self.pending.clear();
         let files = self.store.data().map(|data| {
             data.into_iter()
                 .filter(|(_, of, _)| *of == id)

@@ -881,6 +881,7 @@ fn run_with_views(
         stop,
         stats,
         views,
+        reset_state: Vec::new(),
     };
     let outcome = run_job(job, &cluster, options, Duration::from_secs(1), |_, _| {});
     finished.store(true, Ordering::Relaxed);

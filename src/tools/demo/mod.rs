@@ -212,6 +212,7 @@ pub fn demo(
         stop: Arc::clone(&job_stop),
         stats: Arc::clone(&stats),
         views,
+        reset_state: Vec::new(),
     };
     let tails = (!options.stdout).then(|| Tails {
         alerts: options.out.join(FILES[0]),
