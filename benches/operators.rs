@@ -481,7 +481,7 @@ fn recent(c: &mut Criterion) {
                         let t = event.time.max(event.frontier);
                         (key, (event.time, amount), t - t % 10 + 9)
                     })
-                    .keep_recent(|_| 5)
+                    .keep_recent(|_| 5, None)
                     .probe()
                     .0
             })

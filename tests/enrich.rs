@@ -8,9 +8,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::kafka::run_views_to_end;
 use eddy::job::Job;
+use eddy::sources::kafka::StartFrom;
+use eddy::state::{CheckpointStore, Location};
+use eddy::stats::Counter;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -190,7 +194,7 @@ fn purchases_carry_the_profile_as_of_their_time_on_one_and_two_workers() {
         );
         let job = Job::parse(Path::new("enrich.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
         let views = job.view_stores();
-        run_views_to_end(job, workers, views);
+        run_views_to_end(job, workers, StartFrom::Earliest, views);
 
         let (left, inner) = (rows_by_txn(&left), rows_by_txn(&inner));
         assert_eq!(left.len(), expected.len(), "{workers} worker(s): purchases");
@@ -311,5 +315,74 @@ source = "events"
         let at = format!("bad.toml:{line}: {field}: ");
         assert!(errors.contains(&at), "names `{at}`: {errors}");
         assert!(errors.contains(says), "says `{says}`: {errors}");
+    }
+}
+
+/// An enrichment job killed with SIGKILL after a checkpoint (on one worker, then two), then
+/// restored and run to its end: the view comes back with its rows, the purchases read before the
+/// checkpoint that had not looked it up yet come back with the checkpoint, and each purchase is
+/// written once, with what an uninterrupted run gives it.
+#[test]
+fn a_restored_enrichment_writes_what_an_uninterrupted_run_writes() {
+    let (profiles, purchases) = inputs(40_000, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("profiles.jsonl"), file_text(&profiles, 3)).unwrap();
+    std::fs::write(path("purchases.jsonl"), file_text(&purchases, 4)).unwrap();
+    let job_text = |run: &str| {
+        enrich_job(
+            &path("profiles.jsonl"),
+            &path("purchases.jsonl"),
+            &path(&format!("left-{run}.jsonl")),
+            &path(&format!("inner-{run}.jsonl")),
+        )
+    };
+    let plain = Job::parse(Path::new("enrich.toml"), &job_text("plain")).unwrap();
+    let views = plain.view_stores();
+    run_views_to_end(plain, 2, StartFrom::Earliest, views);
+
+    let store = path("store");
+    let text = format!(
+        "{}\n[checkpoints]\nstore = \"{}\"\ninterval = \"20ms\"\n",
+        job_text("restored"),
+        store.display()
+    );
+    let job_path = path("enrich.toml");
+    std::fs::write(&job_path, &text).unwrap();
+    let newest = || {
+        CheckpointStore::open(&Location::Dir(store.clone()))
+            .and_then(|s| s.checkpoints())
+            .map_or(0, |listed| listed.iter().map(|c| c.0).max().unwrap_or(0))
+    };
+    for workers in ["1", "2"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["run", job_path.to_str().unwrap(), "-w", workers])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting eddy");
+        let target = newest() + 2;
+        while child.try_wait().unwrap().is_none() && newest() < target {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(newest() > 0, "checkpoints were taken");
+    let job = Job::load(&job_path).unwrap_or_else(|e| panic!("{e}"));
+    let views = job.view_stores();
+    let stats = run_views_to_end(job, 2, StartFrom::Checkpoint, views);
+    let read = stats.get(Counter::EventsIn);
+    assert!(
+        read < (profiles.len() + purchases.len()) as u64,
+        "the restored run reads only what follows the checkpoint ({read} events)"
+    );
+    for output in ["left", "inner"] {
+        let expected = rows_by_txn(&path(&format!("{output}-plain.jsonl")));
+        let restored = rows_by_txn(&path(&format!("{output}-restored.jsonl")));
+        assert_eq!(restored.len(), expected.len(), "{output}: rows");
+        for (id, row) in &expected {
+            assert_eq!(restored.get(id), Some(row), "{output}: purchase {id}");
+        }
     }
 }

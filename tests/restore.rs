@@ -618,9 +618,15 @@ fn a_job_restores_exactly_from_an_s3_store() {
     );
 }
 
-/// Runs `job` (with `env`) until the store holds a checkpoint newer than `before`, and kills it.
-fn killed_after_a_checkpoint(job: &Path, env: &[(&str, &OsStr)], store: &Store, before: u64) {
-    let mut child = common::eddy_run(job, 2, &[], env)
+/// Runs `job` (with `args` and `env`) until the store holds a checkpoint newer than `before`,
+/// and kills it.
+fn killed_after_a_checkpoint(
+    job: &Path,
+    (args, env): (&[&str], &[(&str, &OsStr)]),
+    store: &Store,
+    before: u64,
+) {
+    let mut child = common::eddy_run(job, 2, args, env)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -651,7 +657,7 @@ fn a_changed_job_keeps_the_state_it_can_and_refuses_the_rest() {
     common::run_job_file(&plain, 2, &[], &writing(&expected, &env));
 
     let job = with_checkpoints(&q1, &store, dir.path(), "q1.toml");
-    killed_after_a_checkpoint(&job, &writing(&output, &env), &store, 0);
+    killed_after_a_checkpoint(&job, (&[], &writing(&output, &env)), &store, 0);
     let having = q1.replace(
         "sinks = [\"csv\"]",
         "having = \"count > 0\"\nsinks = [\"csv\"]",
@@ -672,8 +678,10 @@ fn a_changed_job_keeps_the_state_it_can_and_refuses_the_rest() {
         .replace("columns = [\"account_id\"", "columns = [\"amount_cents\"")
         .replace("order_by = [\"account_id\"", "order_by = [\"amount_cents\"");
     let job = with_checkpoints(&q1, &store, dir.path(), "q1.toml");
+    // Afresh (the last run ended past its last checkpoint): a checkpoint of this job soon.
+    let afresh: &[&str] = &["--from", "earliest"];
     let before = store.newest();
-    killed_after_a_checkpoint(&job, &writing(&output, &env), &store, before);
+    killed_after_a_checkpoint(&job, (afresh, &writing(&output, &env)), &store, before);
     let job = with_checkpoints(&regrouped, &store, dir.path(), "regrouped.toml");
     let refused = common::eddy_run(&job, 2, &[], &writing(&output, &env))
         .output()

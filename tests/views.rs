@@ -9,10 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::kafka::run_views_to_end;
 use eddy::job::Job;
 use eddy::sinks::view::{Change, Row};
+use eddy::sources::kafka::StartFrom;
+use eddy::state::{CheckpointStore, Location};
+use eddy::stats::Counter;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -193,7 +197,7 @@ fn user_view_equals_the_reference_on_one_and_two_workers_and_its_changes_rebuild
         let views = job.view_stores();
         let users = views.get("users").expect("the users view").clone();
         let mut changes = users.subscribe();
-        run_views_to_end(job, workers, views);
+        run_views_to_end(job, workers, StartFrom::Earliest, views);
 
         let page = users.page("", None, 10_000);
         let got: BTreeMap<String, Row> = page.rows.into_iter().map(|r| (r.key, r.row)).collect();
@@ -309,5 +313,64 @@ columns = {{ {columns} }}
         assert!(errors.contains("bad.toml:"), "names the file: {errors}");
         assert!(errors.contains(field), "names `{field}`: {errors}");
         assert!(errors.contains(says), "says `{says}`: {errors}");
+    }
+}
+
+/// The user view of a job killed with SIGKILL after a checkpoint (on one worker, then two), then
+/// restored and run to its end: the counts, sums, last values and recent lists come back with the
+/// checkpoint, and the rows equal the reference, as if the job had never stopped.
+#[test]
+fn a_restored_user_view_equals_the_reference() {
+    let (events, outcomes) = inputs(60_000, 11);
+    let expected = reference(&events, &outcomes);
+    let dir = tempfile::tempdir().unwrap();
+    let (events_path, outcomes_path) = (
+        dir.path().join("events.jsonl"),
+        dir.path().join("outcomes.jsonl"),
+    );
+    std::fs::write(&events_path, file_text(&events, 2_000, 3)).unwrap();
+    std::fs::write(&outcomes_path, file_text(&outcomes, 2_000, 4)).unwrap();
+    let store = dir.path().join("store");
+    let text = format!(
+        "{}\n[checkpoints]\nstore = \"{}\"\ninterval = \"20ms\"\n",
+        view_job(&events_path, &outcomes_path),
+        store.display()
+    );
+    let path = dir.path().join("views.toml");
+    std::fs::write(&path, &text).unwrap();
+    let newest = || {
+        CheckpointStore::open(&Location::Dir(store.clone()))
+            .and_then(|s| s.checkpoints())
+            .map_or(0, |listed| listed.iter().map(|c| c.0).max().unwrap_or(0))
+    };
+    for workers in ["1", "2"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["run", path.to_str().unwrap(), "-w", workers])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting eddy");
+        let target = newest() + 2;
+        while child.try_wait().unwrap().is_none() && newest() < target {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(newest() > 0, "checkpoints were taken");
+    let job = Job::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let views = job.view_stores();
+    let users = views.get("users").expect("the users view").clone();
+    let stats = run_views_to_end(job, 2, StartFrom::Checkpoint, views);
+    let read = stats.get(Counter::EventsIn);
+    assert!(
+        read < (events.len() + outcomes.len()) as u64,
+        "the restored run reads only what follows the checkpoint ({read} events)"
+    );
+    let page = users.page("", None, 10_000);
+    let got: BTreeMap<String, Row> = page.rows.into_iter().map(|r| (r.key, r.row)).collect();
+    assert_eq!(got.len(), expected.len(), "users in the view");
+    for (key, row) in &expected {
+        assert_eq!(got.get(key), Some(row), "row of user {key}");
     }
 }

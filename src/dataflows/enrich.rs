@@ -12,8 +12,9 @@ use super::views::ViewTable;
 use super::write_rows;
 use crate::job::{EnrichSpec, Job};
 use crate::operators::enrich::Enrich;
+use crate::operators::in_flight::HoldInFlight;
 use crate::record::{Event, Record, Value};
-use crate::state::WorkerCheckpoint;
+use crate::state::{SectionCheckpoint, WorkerCheckpoint};
 use crate::stats::Stats;
 
 /// Builds enrichment `spec` over its source's `events` and its view's `table`; returns the
@@ -27,27 +28,33 @@ pub fn build_enrich<'scope>(
     checkpoints: Option<&WorkerCheckpoint>,
 ) -> anyhow::Result<Vec<StreamVec<'scope, u64, ()>>> {
     let (key, added, inner) = (spec.key, spec.added.clone(), spec.inner);
-    let rows = events.enrich_with(
-        table,
-        move |event: &Event<Record>| {
-            let value = &event.data[key];
-            (!matches!(value, Value::Null)).then(|| value.to_text().into())
-        },
-        |event| event.time.max(event.frontier),
-        move |event, cells: &[((usize, String), isize)]| {
-            if inner && cells.is_empty() {
-                return None;
-            }
-            let mut record = event.data.into_vec();
-            record.extend(added.iter().map(|column| {
-                cells
-                    .iter()
-                    .find(|((c, _), count)| c == column && *count > 0)
-                    .map_or(Value::Null, |((_, json), _)| value_of_json(json))
-            }));
-            Some(record.into_boxed_slice())
-        },
-    );
+    // The events read before a checkpoint that look the view up at or after its frontier are
+    // kept by the checkpoint; the view comes back with its own sections.
+    let in_flight =
+        checkpoints.map(|w| SectionCheckpoint::new(w, format!("{}/in flight", spec.name)));
+    let rows = events
+        .in_flight(|e| e.time.max(e.frontier), in_flight)
+        .enrich_with(
+            table,
+            move |event: &Event<Record>| {
+                let value = &event.data[key];
+                (!matches!(value, Value::Null)).then(|| value.to_text().into())
+            },
+            |event| event.time.max(event.frontier),
+            move |event, cells: &[((usize, String), isize)]| {
+                if inner && cells.is_empty() {
+                    return None;
+                }
+                let mut record = event.data.into_vec();
+                record.extend(added.iter().map(|column| {
+                    cells
+                        .iter()
+                        .find(|((c, _), count)| c == column && *count > 0)
+                        .map_or(Value::Null, |((_, json), _)| value_of_json(json))
+                }));
+                Some(record.into_boxed_slice())
+            },
+        );
     write_rows(
         &rows,
         job,

@@ -241,12 +241,19 @@ pub fn build_job(
                 spec.name
             )
         })?;
-        let cells = views::view_cells(scope, &streams, spec);
-        flushed.push(
-            cells
-                .clone()
-                .write_view(Arc::clone(store), spec.columns.clone().into()),
-        );
+        let checkpoint = progress.section(&spec.name);
+        let restored = match &checkpoint {
+            Some(c) => c
+                .restore::<String, String>(scope.peers())
+                .map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        };
+        let cells = views::view_cells(scope, &streams, spec, &restored, &progress)?;
+        flushed.push(cells.clone().write_view(
+            Arc::clone(store),
+            spec.columns.clone().into(),
+            checkpoint,
+        ));
         let joined = job.enrich.iter().any(|e| e.view == index);
         tables.push(joined.then(|| cells.arrange_by_key_named("ViewRows")));
     }

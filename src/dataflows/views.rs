@@ -15,15 +15,17 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, ToStream};
 use timely::dataflow::{Scope, StreamVec};
 
+use super::Progress;
 use crate::job::{ColumnValue, ViewInput, ViewSpec};
 use crate::operators::enrich::Table;
+use crate::operators::in_flight::HoldInFlight;
 use crate::operators::recent::KeepRecent;
 use crate::record::{Event, Record, Value};
-use crate::sinks::view::Cell;
+use crate::sinks::view::{Cell, Row};
 
 /// A cell of a view: `(key, column)`.
 type CellKey = (String, usize);
@@ -37,12 +39,21 @@ type Latest = (u64, String);
 pub type ViewTable<'scope> = Table<'scope, String, (usize, String)>;
 
 /// The cells of view `spec` over the streams of the job's sources: what its store is written
-/// from (with [`crate::sinks::view::WriteView::write_view`]) and, arranged by key, what enrichments join with.
+/// from (with [`crate::sinks::view::WriteView::write_view`]) and, arranged by key, what
+/// enrichments join with.
+///
+/// A restored view starts from `restored`, this worker's share of the rows a checkpoint holds
+/// (key, row as JSON text): each `last` value is upserted and each `count` and `sum` added at
+/// time 0, into the input that writes the column; `recent` lists come back with the
+/// [`KeepRecent`] operators' own sections, `VIEW/recent N` for input N; and the updates in
+/// flight at the checkpoint with `VIEW/last N`, `VIEW/recent values N` and `VIEW/counts N`.
 pub fn view_cells<'scope>(
     scope: Scope<'scope, u64>,
     sources: &[StreamVec<'scope, u64, Event<Record>>],
     spec: &ViewSpec,
-) -> VecCollection<'scope, u64, Cell> {
+    restored: &[(u64, String, String)],
+    progress: &Progress<'scope>,
+) -> anyhow::Result<VecCollection<'scope, u64, Cell>> {
     let mut cells = Vec::new();
     // How many values each column keeps, for its `recent` lists.
     let mut limits = vec![0; spec.columns.len()];
@@ -54,7 +65,8 @@ pub fn view_cells<'scope>(
         }
     }
     let limits: Arc<[usize]> = limits.into();
-    for input in &spec.inputs {
+    let mut restored = Restored::of(spec, restored)?;
+    for (i, input) in spec.inputs.iter().enumerate() {
         // Key, filter and time each event once; every kind of column reads the result.
         let (tick, keyed) = (spec.tick, input.clone());
         let updates = sources[input.source].clone().flat_map(move |event| {
@@ -64,11 +76,16 @@ pub fn view_cells<'scope>(
                 event,
             })
         });
+        // Each input's updates that happen at or past a checkpoint's frontier but were read
+        // before it are kept by the checkpoint (see `HoldInFlight`), in these sections.
+        let in_flight = |what: &str| progress.section(&format!("{}/{what} {i}", spec.name));
         let upserts = input.clone();
         let mut latest = updates
             .clone()
             .flat_map(move |update| kept_values(&upserts, &update, Kept::Last))
-            .map(|(cell, value, at)| (cell, Some(value), at));
+            .map(|(cell, value, at)| (cell, Some(value), at))
+            .in_flight(|(_, _, at)| *at, in_flight("last"))
+            .concat(std::mem::take(&mut restored.latest[i]).to_stream(scope));
         if input
             .columns
             .iter()
@@ -78,7 +95,11 @@ pub fn view_cells<'scope>(
             let recent = updates
                 .clone()
                 .flat_map(move |update| kept_values(&listed, &update, Kept::Recent))
-                .keep_recent(move |(_, column): &CellKey| limits[*column])
+                .in_flight(|(_, _, at)| *at, in_flight("recent values"))
+                .keep_recent(
+                    move |(_, column): &CellKey| limits[*column],
+                    in_flight("recent"),
+                )
                 .map(|(cell, list, at)| (cell, Some(json_list(&list)), at));
             latest = latest.concat(recent);
         }
@@ -95,12 +116,72 @@ pub fn view_cells<'scope>(
         cells.push(
             updates
                 .flat_map(move |update| counts(&counted, update))
+                .in_flight(|(_, at, _)| *at, in_flight("counts"))
+                .concat(std::mem::take(&mut restored.counts[i]).to_stream(scope))
                 .as_collection()
                 .count_total()
                 .map(|((key, column), total)| (key, (column, total.to_string()))),
         );
     }
-    differential_dataflow::collection::concatenate(scope, cells)
+    Ok(differential_dataflow::collection::concatenate(scope, cells))
+}
+
+/// A restored view's `last` values and totals, per input: the updates that put them back.
+struct Restored {
+    latest: Vec<Vec<(CellKey, Option<Latest>, u64)>>,
+    counts: Vec<Vec<(CellKey, u64, isize)>>,
+}
+
+impl Restored {
+    /// The updates of `rows` (key hash, key, row as JSON text) by the input that writes each
+    /// column (the first, where several do); an error names the view and the row that does not
+    /// read back.
+    fn of(spec: &ViewSpec, rows: &[(u64, String, String)]) -> anyhow::Result<Restored> {
+        let mut restored = Restored {
+            latest: vec![Vec::new(); spec.inputs.len()],
+            counts: vec![Vec::new(); spec.inputs.len()],
+        };
+        let mut writer = vec![None; spec.columns.len()];
+        for (i, input) in spec.inputs.iter().enumerate().rev() {
+            for c in &input.columns {
+                writer[c.index] = Some((i, c.value));
+            }
+        }
+        for (_, key, json) in rows {
+            let row: Row = serde_json::from_str(json).map_err(|e| {
+                anyhow::anyhow!(
+                    "view `{}`: the checkpoint's row `{key}` does not read back: {e}",
+                    spec.name
+                )
+            })?;
+            for (name, value) in row {
+                let Some(column) = spec.columns.iter().position(|c| *c == name) else {
+                    continue;
+                };
+                let Some((input, kind)) = writer[column] else {
+                    continue;
+                };
+                let cell = (key.clone(), column);
+                match kind {
+                    ColumnValue::Last(_) => {
+                        restored.latest[input].push((cell, Some((0, value.to_string())), 0));
+                    }
+                    ColumnValue::Count | ColumnValue::Sum(_) => {
+                        let total = value.as_i64().ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "view `{}`: the checkpoint's `{name}` of `{key}` is {value}, not a \
+                                 total",
+                                spec.name
+                            )
+                        })?;
+                        restored.counts[input].push((cell, 0, total as isize));
+                    }
+                    ColumnValue::Recent { .. } => {}
+                }
+            }
+        }
+        Ok(restored)
+    }
 }
 
 /// The time an event's updates happen at: the last millisecond of the view tick holding its

@@ -84,9 +84,6 @@ impl Checker<'_> {
     }
 }
 
-/// The kinds of section whose state checkpoints do not hold yet, as a job file names them.
-const NOT_CHECKPOINTED: [&str; 2] = ["views", "enrich"];
-
 impl Checker<'_> {
     /// With `[checkpoints]`, refuses what checkpoints cannot restore yet, naming it: a restore
     /// would otherwise come back with part of the job's state and a source read from a
@@ -95,24 +92,13 @@ impl Checker<'_> {
         if file.checkpoints.is_none() {
             return;
         }
-        let why = "is not restored from checkpoints yet; remove [checkpoints] to run it";
-        let sections = [
-            file.views.iter().map(Spanned::span).collect::<Vec<_>>(),
-            file.enrich.iter().map(Spanned::span).collect(),
-        ];
-        for (kind, spans) in NOT_CHECKPOINTED.iter().zip(sections) {
-            for (i, span) in spans.into_iter().enumerate() {
-                let message = format!("the state of [[{kind}]] {why}");
-                self.error(span, format!("{kind}[{i}]"), message);
-            }
-        }
         for (i, sink) in file.sinks.iter().enumerate() {
             if matches!(sink.get_ref().kind.get_ref(), SinkSettings::Notify(_)) {
-                let message = format!("a notify sink's undecided requests {why}");
                 self.error(
                     sink.get_ref().kind.span(),
                     format!("sinks[{i}].kind"),
-                    message,
+                    "a notify sink's undecided requests are not restored from checkpoints yet; \
+                     remove [checkpoints] to run it",
                 );
             }
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::Job;
+use super::{ColumnValue, Job};
 use crate::record::Schema;
 use crate::sinks::SinkKind;
 use crate::sinks::file::FileTarget;
@@ -13,7 +13,7 @@ use crate::state::SectionSettings;
 
 impl Job {
     /// Per stateful section (`metrics.NAME`, `fraud.NAME`, `commands.NAME`,
-    /// `orchestrators.NAME`, `sinks.NAME`), the settings its state depends on: what it is keyed
+    /// `orchestrators.NAME`, `views.NAME`, `sinks.NAME`), the settings its state depends on: what it is keyed
     /// by and what each key's state holds. A change of any other setting (a sink added, a
     /// command type's rules, a `having`) keeps the state.
     pub fn state_settings(&self) -> BTreeMap<String, SectionSettings> {
@@ -72,6 +72,28 @@ impl Job {
         for o in &self.orchestrators {
             let user = fields(o.events.source, &[o.events.user_id]);
             section("orchestrators", &o.name, vec![("user", user)]);
+        }
+        for v in &self.views {
+            let mut columns = Vec::new();
+            for input in &v.inputs {
+                let source = &self.sources[input.source];
+                let name = |field: usize| source.schema.fields()[field].name.as_str();
+                for c in &input.columns {
+                    let value = match c.value {
+                        ColumnValue::Count => "count".to_string(),
+                        ColumnValue::Sum(f) => format!("sum({})", name(f)),
+                        ColumnValue::Last(f) => format!("last({})", name(f)),
+                        ColumnValue::Recent { field, n } => format!("recent({}, {n})", name(field)),
+                    };
+                    let by = format!("{value} by {} of {}", name(input.key), source.name);
+                    columns.push((v.columns[c.index].clone(), by));
+                }
+            }
+            let settings = columns
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            section("views", &v.name, settings);
         }
         for s in &self.sinks {
             if let SinkKind::File(FileTarget::Path(path)) = &s.kind {

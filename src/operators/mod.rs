@@ -6,6 +6,7 @@ pub mod aside;
 pub mod decode;
 pub mod delivery;
 pub mod enrich;
+pub mod in_flight;
 pub mod key;
 pub mod pattern;
 pub mod recent;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::{Hashable, VecCollection};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -17,6 +17,7 @@ use timely::dataflow::operators::generic::Operator;
 use tokio::sync::broadcast;
 
 use crate::operators::Stash;
+use crate::state::SectionCheckpoint;
 
 /// One row of a view: its columns by name, in the order the job declares them.
 pub type Row = serde_json::Map<String, serde_json::Value>;
@@ -127,6 +128,21 @@ impl ViewStore {
     pub fn get(&self, key: &str) -> (Option<Row>, u64) {
         let state = self.state.read().expect("view lock");
         (state.rows.get(key).cloned(), state.frontier)
+    }
+
+    /// Every row, in key order, each as its JSON text: what a checkpoint keeps of the view.
+    fn rows_as_json(&self) -> Vec<(String, String)> {
+        let state = self.state.read().expect("view lock");
+        state
+            .rows
+            .iter()
+            .map(|(key, row)| {
+                (
+                    key.clone(),
+                    serde_json::Value::Object(row.clone()).to_string(),
+                )
+            })
+            .collect()
     }
 
     /// Up to `limit` rows whose keys start with `prefix` and come after `after`, in key order.
@@ -260,10 +276,16 @@ pub trait WriteView<'scope> {
     /// Applies the cells' changes to `store` a time at a time, once the frontier has passed
     /// that time, on worker 0 (so one change batch holds every key a time changed); `columns`
     /// names the columns. The returned stream's frontier passes a time once it is applied.
+    ///
+    /// With `checkpoint`, the rows take part in the job's checkpoints as [`SectionCheckpoint`]
+    /// says: a time at or past a pending checkpoint's frontier is applied only once the rows of
+    /// the times before it are handed off, as (key, the row's JSON text) entries (see
+    /// [`crate::dataflows::views`] for how they are restored).
     fn write_view(
         self,
         store: Arc<ViewStore>,
         columns: Arc<[String]>,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> StreamVec<'scope, u64, ()>;
 }
 
@@ -272,7 +294,10 @@ impl<'scope> WriteView<'scope> for VecCollection<'scope, u64, Cell, isize> {
         self,
         store: Arc<ViewStore>,
         columns: Arc<[String]>,
+        mut checkpoint: Option<SectionCheckpoint>,
     ) -> StreamVec<'scope, u64, ()> {
+        // Worker 0 holds every row; the others hand off empty shares.
+        let writes = self.inner.scope().index() == 0;
         self.inner
             .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Exchange::new(|_: &(Cell, u64, isize)| 0),
@@ -281,15 +306,34 @@ impl<'scope> WriteView<'scope> for VecCollection<'scope, u64, Cell, isize> {
                     // Updates by the time they happen at.
                     let mut pending = Stash::default();
                     move |(input, frontier), _output| {
+                        let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
                         input.for_each(|cap, data| {
                             for (cell, time, diff) in data.drain(..) {
                                 pending.push(time, (cell, diff), || cap.delayed(&time, 0));
                             }
                         });
-                        while let Some((time, _cap, updates)) =
-                            pending.pop_done(|t| !frontier.less_equal(&t))
+                        let mut apply = |before: Option<u64>| {
+                            while let Some((time, _cap, updates)) = pending.pop_done(|t| {
+                                !frontier.less_equal(&t) && before.is_none_or(|before| t < before)
+                            }) {
+                                store.apply_cells(time, updates, &columns);
+                            }
+                        };
+                        apply(plan);
+                        if let Some(at) = plan
+                            && !frontier.less_than(&at)
+                            && let Some(c) = checkpoint.as_mut()
                         {
-                            store.apply_cells(time, updates, &columns);
+                            let rows = match writes {
+                                true => store.rows_as_json(),
+                                false => Vec::new(),
+                            };
+                            let entries = rows
+                                .into_iter()
+                                .map(|(key, row)| (key.hashed(), key, row))
+                                .collect::<Vec<_>>();
+                            c.hand_off(entries);
+                            apply(None);
                         }
                     }
                 },

@@ -107,14 +107,14 @@ impl CheckpointStore {
 }
 
 impl Restored {
-    /// Forgets the state of section `name` (and of the sinks' sections `… → name`), which then
-    /// restores empty; says whether it had any.
+    /// Forgets the state of section `name` (with its parts `name/…`, and of the sinks'
+    /// sections `… → name`), which then restores empty; says whether it had any.
     pub fn forget(&mut self, name: &str) -> bool {
         let before = self.manifest.sections.len();
-        let suffix = format!(" → {name}");
-        self.manifest
-            .sections
-            .retain(|section, _| section != name && !section.ends_with(&suffix));
+        let (suffix, prefix) = (format!(" → {name}"), format!("{name}/"));
+        self.manifest.sections.retain(|section, _| {
+            section != name && !section.ends_with(&suffix) && !section.starts_with(&prefix)
+        });
         self.manifest.sections.len() < before
     }
 

@@ -155,13 +155,70 @@ pub(super) struct Encoded {
     pub(super) digest: Digest,
 }
 
-/// What a writer keeps of a section's state as it last wrote it on one worker: per key (its
-/// encoding), the key's hash and a 64-bit SipHash of its value's encoding (see [`siphash`]). Comparing the next
-/// state's values against it finds what changed; two values of one key taken as equal when they
-/// differ would take a collision of the 64-bit hash.
+/// What a writer keeps of a section's state as it last wrote it on one worker: per key, its
+/// encoding, its hash and a 64-bit SipHash of its value's encoding (see [`siphash`]). Comparing
+/// the next state's values against it finds what changed; two values of one key taken as equal
+/// when they differ would take a collision of the 64-bit hash. The keys' encodings lie one after
+/// another in one buffer, indexed by their own SipHash (and compared in full on lookup).
 #[derive(Default)]
 pub(super) struct Digest {
-    keys: rustc_hash::FxHashMap<Box<[u8]>, (u64, u64)>,
+    index: rustc_hash::FxHashMap<u64, Kept>,
+    keys: Vec<u8>,
+    /// False when two keys of the state share their index hash: the digest cannot hold both,
+    /// and the next state is written whole.
+    pub(super) exact: bool,
+}
+
+/// A key in a [`Digest`].
+#[derive(Clone, Copy)]
+struct Kept {
+    /// The entry's key hash.
+    hash: u64,
+    /// The SipHash of its value's encoding.
+    value: u64,
+    /// Where its encoding lies in the digest's buffer.
+    at: usize,
+    len: usize,
+}
+
+impl Digest {
+    fn with_capacity(keys: usize) -> Digest {
+        let mut index = rustc_hash::FxHashMap::default();
+        index.reserve(keys);
+        Digest {
+            index,
+            keys: Vec::new(),
+            exact: true,
+        }
+    }
+
+    /// The key encoded as `key`, if the digest has it.
+    fn get(&self, key: &[u8]) -> Option<Kept> {
+        self.index
+            .get(&siphash(key))
+            .filter(|kept| &self.keys[kept.at..kept.at + kept.len] == key)
+            .copied()
+    }
+
+    fn insert(&mut self, key: &[u8], hash: u64, value: u64) {
+        let kept = Kept {
+            hash,
+            value,
+            at: self.keys.len(),
+            len: key.len(),
+        };
+        self.keys.extend_from_slice(key);
+        if self.index.insert(siphash(key), kept).is_some() {
+            self.exact = false;
+        }
+    }
+
+    /// Every key as (its encoding, its entry's hash).
+    fn keys(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.index
+            .values()
+            .map(|kept| (&self.keys[kept.at..kept.at + kept.len], kept.hash))
+    }
 }
 
 struct Changes<K, V> {
@@ -176,8 +233,7 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
         frame: &mut Frame,
         (worker, peers): (usize, usize),
     ) -> Result<Encoded, FormatError> {
-        let mut digest = Digest::default();
-        digest.keys.reserve(self.upserts.len());
+        let mut digest = Digest::with_capacity(self.upserts.len());
         // The body is bincode of (Vec<(u64, K, V)>, Vec<(u64, K)>): each vector a length, then its
         // elements' encodings one after another, so it can be put together from the parts.
         let (mut upserts, mut count) = (Vec::new(), 0u64);
@@ -190,17 +246,16 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
             let key_len = entry.len();
             format::encode_into(&mut entry, value)?;
             let sum = siphash(&entry[key_len..]);
-            let key: Box<[u8]> = entry[..key_len].into();
             let unchanged = previous
-                .and_then(|p| p.keys.get(&key))
-                .is_some_and(|&(_, was)| was == sum);
+                .and_then(|p| p.get(&entry[..key_len]))
+                .is_some_and(|was| was.value == sum);
             if !unchanged {
                 format::encode_into(&mut upserts, hash)?;
                 upserts.extend_from_slice(&entry);
                 count += 1;
                 aligned &= owner(*hash, peers) == worker;
             }
-            digest.keys.insert(key, (*hash, sum));
+            digest.insert(&entry[..key_len], *hash, sum);
         }
         let (mut removals, mut removed) = (Vec::new(), 0u64);
         let mut remove = |hash: u64, key: &[u8]| -> Result<(), FormatError> {
@@ -216,8 +271,8 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
             remove(*hash, &entry)?;
         }
         if let Some(previous) = previous {
-            for (key, &(hash, _)) in &previous.keys {
-                if !digest.keys.contains_key(key) {
+            for (key, hash) in previous.keys() {
+                if digest.get(key).is_none() {
                     remove(hash, key)?;
                 }
             }

@@ -329,7 +329,8 @@ impl Thread {
                     .entries
                     .encode(previous, &mut frame, (worker, peers))?;
                 // Only a state handed off whole is known whole from its digest.
-                let digest = (section.handoff == Handoff::State).then_some(encoded.digest);
+                let digest = (section.handoff == Handoff::State && encoded.digest.exact)
+                    .then_some(encoded.digest);
                 self.pending.push((digest_key, digest));
                 let run = (encoded.entries > 0).then(|| {
                     let bytes = frame.finish();

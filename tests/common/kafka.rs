@@ -834,11 +834,11 @@ pub fn run_parsed(
     run_with_views(job, workers, start, until_end, stop, stats, views);
 }
 
-/// Runs `job` from the beginning of its input to its end, keeping its views in `views`.
-pub fn run_views_to_end(job: Job, workers: usize, views: Views) -> Arc<Stats> {
+/// Runs `job` from `start` to the end of its input, keeping its views in `views`.
+pub fn run_views_to_end(job: Job, workers: usize, start: StartFrom, views: Views) -> Arc<Stats> {
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let (start, stats_of_run) = (StartFrom::Earliest, Arc::clone(&stats));
+    let stats_of_run = Arc::clone(&stats);
     run_with_views(job, workers, start, true, stop, stats_of_run, views);
     stats
 }
