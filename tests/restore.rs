@@ -461,19 +461,9 @@ fn commands(n: u64) -> Vec<common::kafka::Input> {
     inputs
 }
 
-/// The command processor reading Kafka (the mock cluster, 4 partitions), killed and restored:
-/// each run resumes at the checkpoint's offsets with the users and recent command ids it had, so
-/// the registered users' purchases are accepted, a repeated id still causes nothing, and the
-/// events are an uninterrupted run's. The consumer group's offsets advance meanwhile, for lag
-/// monitoring.
-#[test]
-fn a_command_processor_over_kafka_restores_exactly() {
-    use common::kafka::{Cluster, GroupOffsets, Tier};
-    let cluster = Cluster::start(Tier::Mock, "restore", &[("commands", 4)])
-        .expect("the mock cluster is never skipped");
-    let inputs = commands(60_000);
-    cluster.produce("commands", &inputs, None, &Default::default());
-    let job = r#"
+/// A command processor over Kafka (`BROKERS`, group `commands-EDDY_RUN`), its events sorted into
+/// a file.
+const COMMANDS_JOB: &str = r#"
 [job]
 name = "commands"
 dead_letter = "dlq"
@@ -504,6 +494,20 @@ order_by = ["event_id"]
 name = "dlq"
 kind = "discard"
 "#;
+
+/// The command processor reading Kafka (the mock cluster, 4 partitions), killed and restored:
+/// each run resumes at the checkpoint's offsets with the users and recent command ids it had, so
+/// the registered users' purchases are accepted, a repeated id still causes nothing, and the
+/// events are an uninterrupted run's. The consumer group's offsets advance meanwhile, for lag
+/// monitoring.
+#[test]
+fn a_command_processor_over_kafka_restores_exactly() {
+    use common::kafka::{Cluster, GroupOffsets, Tier};
+    let cluster = Cluster::start(Tier::Mock, "restore", &[("commands", 4)])
+        .expect("the mock cluster is never skipped");
+    let inputs = commands(60_000);
+    cluster.produce("commands", &inputs, None, &Default::default());
+    let job = COMMANDS_JOB;
     let dir = tempfile::tempdir().unwrap();
     let offsets = GroupOffsets::new(cluster.brokers(), "commands-restored", "commands", 4);
     let env = [("BROKERS", OsStr::new(cluster.brokers()))];
@@ -718,4 +722,42 @@ fn a_changed_job_keeps_the_state_it_can_and_refuses_the_rest() {
     assert!(!unknown.status.success());
     let said = String::from_utf8_lossy(&unknown.stderr);
     assert!(said.contains("no stateful section named `nope`"), "{said}");
+}
+
+/// SIGTERM to a job whose Kafka source has read all there is: the checkpoint in flight cannot
+/// complete until input comes, so the source stops at once instead of waiting for a final
+/// checkpoint, and the job exits well within its stop timeout.
+#[test]
+fn a_stop_of_an_idle_kafka_job_does_not_wait_for_a_checkpoint() {
+    use common::kafka::{Cluster, Tier};
+    let cluster = Cluster::start(Tier::Mock, "idle", &[("commands", 2)])
+        .expect("the mock cluster is never skipped");
+    cluster.produce("commands", &commands(2_000), None, &Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::dir(dir.path().join("store"));
+    let job = with_checkpoints(COMMANDS_JOB, &store, dir.path(), "commands.toml");
+    let output = dir.path().join("events.jsonl");
+    let env = [
+        ("BROKERS", OsStr::new(cluster.brokers())),
+        ("EDDY_RUN", OsStr::new("idle")),
+    ];
+    let child = common::eddy_run(&job, 2, &["--stop-timeout", "30s"], &writing(&output, &env))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting eddy");
+    // Until the source has read the topic and is idle (a delay, not a measurement).
+    thread::sleep(Duration::from_secs(3));
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let stopped = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(130), "{said}");
+    assert!(
+        !said.contains("did not finish within the stop timeout"),
+        "{said}"
+    );
 }

@@ -213,6 +213,9 @@ where
         );
         let mut last_commit = Instant::now();
         let mut halted = false;
+        // Whether the last read found nothing: an idle source's watermark stays where it is, so
+        // a checkpoint begun past it cannot complete until input comes.
+        let mut read_nothing = false;
         // Per partition, the time of its latest event: its dead letters go at it.
         let mut latest_at = vec![0u64; reader.partitions()];
         move |_frontiers| {
@@ -220,14 +223,16 @@ where
                 return false;
             }
             if options.stop.load(Ordering::Relaxed)
-                && positions
-                    .as_ref()
-                    .is_none_or(SourcePositions::final_checkpoint_done)
+                && (read_nothing
+                    || positions
+                        .as_ref()
+                        .is_none_or(SourcePositions::final_checkpoint_done))
             {
                 // Stop without closing the stream, which would fire open windows with part of
                 // their input: commit what has settled (with checkpoints, once a final one is
-                // complete: until then the source reads on) and let the worker drop the
-                // dataflow. A restart resumes from there and recomputes the rest in full.
+                // complete, or at once when idle, as no checkpoint can complete until input
+                // comes; until then the source reads on) and let the worker drop the dataflow.
+                // A restart resumes from there and recomputes the rest in full.
                 commits.commit(&mut reader, true);
                 halted = true;
                 options.halted.set(options.halted.get() + 1);
@@ -267,6 +272,7 @@ where
                 return true;
             }
             let status = reader.read(&mut batch);
+            read_nothing = batch.events.is_empty() && batch.dead.is_empty();
             let time = *cap.time();
             outbox.reserve(batch.events.len());
             for read in batch.events.drain(..) {
