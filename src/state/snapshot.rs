@@ -159,7 +159,7 @@ pub(super) struct Encoded {
 /// encoding, its hash and a 64-bit SipHash of its value's encoding (see [`siphash`]). Comparing
 /// the next state's values against it finds what changed; two values of one key taken as equal
 /// when they differ would take a collision of the 64-bit hash. The keys' encodings lie one after
-/// another in one buffer, indexed by their own SipHash (and compared in full on lookup).
+/// another in one buffer, indexed by a fast hash of them (and compared in full on lookup).
 #[derive(Default)]
 pub(super) struct Digest {
     index: rustc_hash::FxHashMap<u64, Kept>,
@@ -192,15 +192,15 @@ impl Digest {
         }
     }
 
-    /// The key encoded as `key`, if the digest has it.
-    fn get(&self, key: &[u8]) -> Option<Kept> {
+    /// The key encoded as `key`, whose index hash is `at` ([`index_hash`]), if the digest has it.
+    fn get(&self, key: &[u8], at: u64) -> Option<Kept> {
         self.index
-            .get(&siphash(key))
+            .get(&at)
             .filter(|kept| &self.keys[kept.at..kept.at + kept.len] == key)
             .copied()
     }
 
-    fn insert(&mut self, key: &[u8], hash: u64, value: u64) {
+    fn insert(&mut self, key: &[u8], at: u64, hash: u64, value: u64) {
         let kept = Kept {
             hash,
             value,
@@ -208,7 +208,7 @@ impl Digest {
             len: key.len(),
         };
         self.keys.extend_from_slice(key);
-        if self.index.insert(siphash(key), kept).is_some() {
+        if self.index.insert(at, kept).is_some() {
             self.exact = false;
         }
     }
@@ -246,8 +246,9 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
             let key_len = entry.len();
             format::encode_into(&mut entry, value)?;
             let sum = siphash(&entry[key_len..]);
+            let at = index_hash(&entry[..key_len]);
             let unchanged = previous
-                .and_then(|p| p.get(&entry[..key_len]))
+                .and_then(|p| p.get(&entry[..key_len], at))
                 .is_some_and(|was| was.value == sum);
             if !unchanged {
                 format::encode_into(&mut upserts, hash)?;
@@ -255,7 +256,7 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
                 count += 1;
                 aligned &= owner(*hash, peers) == worker;
             }
-            digest.insert(&entry[..key_len], *hash, sum);
+            digest.insert(&entry[..key_len], at, *hash, sum);
         }
         let (mut removals, mut removed) = (Vec::new(), 0u64);
         let mut remove = |hash: u64, key: &[u8]| -> Result<(), FormatError> {
@@ -272,7 +273,7 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
         }
         if let Some(previous) = previous {
             for (key, hash) in previous.keys() {
-                if digest.get(key).is_none() {
+                if digest.get(key, index_hash(key)).is_none() {
                     remove(hash, key)?;
                 }
             }
@@ -287,6 +288,15 @@ impl<K: Serialize + Send, V: Serialize + Send> Encode for Changes<K, V> {
             digest,
         })
     }
+}
+
+/// Where a key's encoding is indexed in a [`Digest`]: a fast hash, as a lookup compares the
+/// encoding in full.
+fn index_hash(key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(key);
+    hasher.finish()
 }
 
 /// A digest of `bytes`: the standard library's SipHash with its fixed keys, the same for the same
