@@ -8,12 +8,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::kafka::run_views_to_end;
 use eddy::job::Job;
 use eddy::sources::kafka::StartFrom;
-use eddy::state::{CheckpointStore, Location};
 use eddy::stats::Counter;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -341,34 +339,8 @@ fn a_restored_enrichment_writes_what_an_uninterrupted_run_writes() {
     let views = plain.view_stores();
     run_views_to_end(plain, 2, StartFrom::Earliest, views);
 
-    let store = path("store");
-    let text = format!(
-        "{}\n[checkpoints]\nstore = \"{}\"\ninterval = \"20ms\"\n",
-        job_text("restored"),
-        store.display()
-    );
     let job_path = path("enrich.toml");
-    std::fs::write(&job_path, &text).unwrap();
-    let newest = || {
-        CheckpointStore::open(&Location::Dir(store.clone()))
-            .and_then(|s| s.checkpoints())
-            .map_or(0, |listed| listed.iter().map(|c| c.0).max().unwrap_or(0))
-    };
-    for workers in ["1", "2"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["run", job_path.to_str().unwrap(), "-w", workers])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting eddy");
-        let target = newest() + 2;
-        while child.try_wait().unwrap().is_none() && newest() < target {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    assert!(newest() > 0, "checkpoints were taken");
+    common::killed_twice_after_checkpoints(&job_text("restored"), &path("store"), &job_path);
     let job = Job::load(&job_path).unwrap_or_else(|e| panic!("{e}"));
     let views = job.view_stores();
     let stats = run_views_to_end(job, 2, StartFrom::Checkpoint, views);

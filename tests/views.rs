@@ -9,13 +9,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::kafka::run_views_to_end;
 use eddy::job::Job;
 use eddy::sinks::view::{Change, Row};
 use eddy::sources::kafka::StartFrom;
-use eddy::state::{CheckpointStore, Location};
 use eddy::stats::Counter;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -330,34 +328,9 @@ fn a_restored_user_view_equals_the_reference() {
     );
     std::fs::write(&events_path, file_text(&events, 2_000, 3)).unwrap();
     std::fs::write(&outcomes_path, file_text(&outcomes, 2_000, 4)).unwrap();
-    let store = dir.path().join("store");
-    let text = format!(
-        "{}\n[checkpoints]\nstore = \"{}\"\ninterval = \"20ms\"\n",
-        view_job(&events_path, &outcomes_path),
-        store.display()
-    );
     let path = dir.path().join("views.toml");
-    std::fs::write(&path, &text).unwrap();
-    let newest = || {
-        CheckpointStore::open(&Location::Dir(store.clone()))
-            .and_then(|s| s.checkpoints())
-            .map_or(0, |listed| listed.iter().map(|c| c.0).max().unwrap_or(0))
-    };
-    for workers in ["1", "2"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["run", path.to_str().unwrap(), "-w", workers])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting eddy");
-        let target = newest() + 2;
-        while child.try_wait().unwrap().is_none() && newest() < target {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    assert!(newest() > 0, "checkpoints were taken");
+    let job = view_job(&events_path, &outcomes_path);
+    common::killed_twice_after_checkpoints(&job, &dir.path().join("store"), &path);
     let job = Job::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let views = job.view_stores();
     let users = views.get("users").expect("the users view").clone();

@@ -49,6 +49,37 @@ pub fn eddy_run(job: &Path, workers: usize, args: &[&str], env: &[(&str, &OsStr)
     command
 }
 
+/// Writes `job` with `[checkpoints]` every 20 ms into the directory `store` to `path`, and runs
+/// it with `eddy run` on one worker and then on two, each run killed with SIGKILL once the store
+/// holds two checkpoints more than before (or left to end); asserts that checkpoints were taken.
+/// The job is then to be restored from the store.
+pub fn killed_twice_after_checkpoints(job: &str, store: &Path, path: &Path) {
+    let text = format!(
+        "{job}\n[checkpoints]\nstore = \"{}\"\ninterval = \"20ms\"\n",
+        store.display()
+    );
+    std::fs::write(path, text).unwrap();
+    let newest = || {
+        eddy::state::CheckpointStore::open(&eddy::state::Location::Dir(store.into()))
+            .and_then(|s| s.checkpoints())
+            .map_or(0, |listed| listed.iter().map(|c| c.0).max().unwrap_or(0))
+    };
+    for workers in [1, 2] {
+        let mut child = eddy_run(path, workers, &[], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting eddy");
+        let target = newest() + 2;
+        while child.try_wait().unwrap().is_none() && newest() < target {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(newest() > 0, "checkpoints were taken");
+}
+
 /// [`eddy_run`], which must succeed.
 pub fn run_job_file(job: &Path, workers: usize, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let output = eddy_run(job, workers, args, env)
