@@ -16,7 +16,7 @@ use crate::cluster::{self, ControlPlane, Peers, Settings};
 
 use crate::dataflows::{JobProbes, RunOptions, build_job};
 use crate::failure;
-use crate::job::{Job, SourceKind, StateChange, state_changes};
+use crate::job::{Job, SourceKind, StateChange, section_name, state_changes};
 use crate::sinks::SinkKind;
 use crate::sinks::file::FileTarget;
 use crate::sources::kafka::StartFrom;
@@ -557,11 +557,10 @@ impl CheckpointRun {
             return Ok(None);
         };
         let settings = job.state_settings();
-        if let Some(name) = reset.iter().find(|name| {
-            !settings
-                .keys()
-                .any(|s| s.split_once('.').is_some_and(|(_, n)| n == *name))
-        }) {
+        if let Some(name) = reset
+            .iter()
+            .find(|name| !settings.keys().any(|key| section_name(key) == *name))
+        {
             bail!(
                 "--reset-state {name}: job `{}` has no stateful section named `{name}`",
                 job.name

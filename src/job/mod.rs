@@ -43,7 +43,7 @@ pub use notify::NotifySpec;
 pub use routes::{RouteSpec, Selection};
 pub use sinks::SinkSpec;
 pub use sources::{SourceKind, SourceSpec};
-pub use state::{StateChange, state_changes};
+pub use state::{StateChange, section_name, state_changes};
 pub use values::MAX_DURATION;
 pub use views::{ColumnValue, DEFAULT_LISTEN, ServerSpec, ViewColumn, ViewInput, ViewSpec};
 

@@ -134,10 +134,13 @@ impl StateChange {
         let section = match self {
             StateChange::Removed(section) | StateChange::Changed { section, .. } => section,
         };
-        section
-            .split_once('.')
-            .map_or(section.as_str(), |(_, name)| name)
+        section_name(section)
     }
+}
+
+/// The name a section key of [`Job::state_settings`] (`kind.NAME`) has in the job file.
+pub fn section_name(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(_, name)| name)
 }
 
 impl fmt::Display for StateChange {
