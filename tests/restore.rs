@@ -293,6 +293,26 @@ fn fraud_rules_restore_exactly() {
     assert_restores_exactly(dir.path(), "fraud.toml", &text, (&[], &[]), (None, intact));
 }
 
+/// Starts `eddy`, sends it SIGTERM after `delay`, and gives its standard error once it has
+/// exited with the status of a stop after a signal (130).
+fn stopped_after(mut eddy: std::process::Command, delay: Duration) -> String {
+    let child = eddy
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting eddy");
+    thread::sleep(delay);
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let stopped = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&stopped.stderr).into_owned();
+    assert_eq!(stopped.status.code(), Some(130), "{said}");
+    said
+}
+
 /// SIGTERM takes a final checkpoint before the job exits, though none was due: the next run
 /// goes on from it, and the output is an uninterrupted run's.
 #[test]
@@ -311,22 +331,12 @@ fn a_stop_takes_a_final_checkpoint() {
     let store = Store::dir(dir.path().join("store"));
     let job = with_checkpoints_every(&text, "1h", &store, dir.path(), "stopped.toml");
     let output = dir.path().join("restored.csv");
-    let child = common::eddy_run(&job, 2, &[], &writing(&output, &[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting eddy");
     // Some way into the input (a delay, not a measurement: the checks below hold whenever the
     // signal comes after the first payments are read and before the last).
-    thread::sleep(Duration::from_millis(1_500));
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let stopped = child.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&stopped.stderr);
-    assert_eq!(stopped.status.code(), Some(130), "{said}");
+    let said = stopped_after(
+        common::eddy_run(&job, 2, &[], &writing(&output, &[])),
+        Duration::from_millis(1_500),
+    );
     let listed = store.opened.checkpoints().unwrap();
     assert_eq!(listed.len(), 1, "only the final checkpoint: {said}");
     let manifest = store.opened.manifest(store.newest()).unwrap();
@@ -741,21 +751,11 @@ fn a_stop_of_an_idle_kafka_job_does_not_wait_for_a_checkpoint() {
         ("BROKERS", OsStr::new(cluster.brokers())),
         ("EDDY_RUN", OsStr::new("idle")),
     ];
-    let child = common::eddy_run(&job, 2, &["--stop-timeout", "30s"], &writing(&output, &env))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting eddy");
     // Until the source has read the topic and is idle (a delay, not a measurement).
-    thread::sleep(Duration::from_secs(3));
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let stopped = child.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&stopped.stderr);
-    assert_eq!(stopped.status.code(), Some(130), "{said}");
+    let said = stopped_after(
+        common::eddy_run(&job, 2, &["--stop-timeout", "30s"], &writing(&output, &env)),
+        Duration::from_secs(3),
+    );
     assert!(
         !said.contains("did not finish within the stop timeout"),
         "{said}"
