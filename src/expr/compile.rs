@@ -32,6 +32,17 @@ impl Typed {
             Typed::List(_) => "list",
         }
     }
+
+    /// A null of this expression's type: what `c ? a : null` is where `c` does not hold.
+    fn null_like(&self) -> Typed {
+        match self {
+            Typed::Bool(_) => Typed::Bool(computed(|_| None)),
+            Typed::Int(_) => Typed::Int(computed(|_| None)),
+            Typed::Double(_) => Typed::Double(computed(|_| None)),
+            Typed::Str(_) => Typed::Str(Text::Null),
+            Typed::Null | Typed::List(_) => Typed::Null,
+        }
+    }
 }
 
 /// A comparison operator.
@@ -272,6 +283,9 @@ impl Compiler<'_> {
             operators::IN => self.membership(id, &args[0], &args[1]),
             operators::CONDITIONAL => self.conditional(&args[0], &args[1], &args[2]),
             "size" => self.size(id, args),
+            "upper" => self.case_mapped(id, name, args, str::to_uppercase),
+            "lower" => self.case_mapped(id, name, args, str::to_lowercase),
+            "coalesce" => self.coalesce(id, args),
             _ => {
                 if let Some(op) = Comparison::of(name) {
                     let (a, b) = (self.compile(&args[0])?, self.compile(&args[1])?);
@@ -287,7 +301,7 @@ impl Compiler<'_> {
     }
 
     /// `condition ? then : otherwise`: both branches of one type, and a condition that errs
-    /// picks `otherwise`.
+    /// picks `otherwise`. A `null` branch takes the other's type (SQL's `CASE` without `ELSE`).
     fn conditional(
         &self,
         condition: &cel::IdedExpr,
@@ -295,7 +309,16 @@ impl Compiler<'_> {
         otherwise: &cel::IdedExpr,
     ) -> Result<Typed, PredicateError> {
         let condition = self.boolean(condition, operators::CONDITIONAL)?;
-        Ok(match (self.compile(then)?, self.compile(otherwise)?) {
+        let branches = match (self.compile(then)?, self.compile(otherwise)?) {
+            (Typed::Null, b) => (b.null_like(), b),
+            (a, Typed::Null) => {
+                let null = a.null_like();
+                (a, null)
+            }
+            both => both,
+        };
+        Ok(match branches {
+            (Typed::Null, Typed::Null) => Typed::Null,
             (Typed::Bool(a), Typed::Bool(b)) => Typed::Bool(choose(condition, a, b)),
             (Typed::Int(a), Typed::Int(b)) => Typed::Int(choose(condition, a, b)),
             (Typed::Double(a), Typed::Double(b)) => Typed::Double(choose(condition, a, b)),
@@ -336,6 +359,61 @@ impl Compiler<'_> {
                 ),
             )),
         }
+    }
+
+    /// `upper(s)` or `lower(s)` (`name`): the string with its letters' case changed by `map`,
+    /// Unicode's full mapping (`"ß"` is `"SS"` upper-cased).
+    fn case_mapped(
+        &self,
+        id: u64,
+        name: &str,
+        args: &[cel::IdedExpr],
+        map: fn(&str) -> String,
+    ) -> Result<Typed, PredicateError> {
+        let [arg] = args else {
+            return Err(self.error(id, format!("`{name}` takes one string argument")));
+        };
+        match self.compile(arg)? {
+            Typed::Str(s) => Ok(Typed::Str(Text::Mapped(Box::new(s), map))),
+            other => Err(self.error(
+                arg.id,
+                format!(
+                    "`{name}` takes a string, but this is of type {}",
+                    other.type_name()
+                ),
+            )),
+        }
+    }
+
+    /// `coalesce(a, b, …)`: the first argument that is not null (nor errs), all of one type;
+    /// `null` arguments are left out.
+    fn coalesce(&self, id: u64, args: &[cel::IdedExpr]) -> Result<Typed, PredicateError> {
+        let Some((last, rest)) = args.split_last() else {
+            return Err(self.error(id, "`coalesce` takes at least one argument"));
+        };
+        let mut first = self.compile(last)?;
+        for arg in rest.iter().rev() {
+            first = match (self.compile(arg)?, first) {
+                (Typed::Null, b) => b,
+                (a, Typed::Null) => a,
+                (Typed::Bool(a), Typed::Bool(b)) => Typed::Bool(or(a, b)),
+                (Typed::Int(a), Typed::Int(b)) => Typed::Int(or(a, b)),
+                (Typed::Double(a), Typed::Double(b)) => Typed::Double(or(a, b)),
+                (Typed::Str(a), Typed::Str(b)) => Typed::Str(Text::Or(Box::new([a, b]))),
+                (a, b) => {
+                    return Err(self.error(
+                        arg.id,
+                        format!(
+                            "the arguments of `coalesce` must have one type, but this is of \
+                             type {} and a later one {}",
+                            a.type_name(),
+                            b.type_name()
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(first)
     }
 
     /// A sub-expression that must be a bool, as an operand of `op`.
@@ -383,7 +461,7 @@ impl Compiler<'_> {
         };
         let (s, p) = (text(target)?, text(arg)?);
         Ok(Typed::Bool(computed(move |r| {
-            Some(test(s.get(r)?, p.get(r)?))
+            Some(test(&s.get(r)?, &p.get(r)?))
         })))
     }
 
@@ -407,10 +485,10 @@ impl Compiler<'_> {
             // Equality tests lengths first: cheaper than ordering the strings.
             (Typed::Str(a), Typed::Str(b)) if matches!(op, Comparison::Eq | Comparison::Ne) => {
                 let equal = op == Comparison::Eq;
-                computed(move |r| Some(same(a.get(r)?, b.get(r)?) == equal))
+                computed(move |r| Some(same(&a.get(r)?, &b.get(r)?) == equal))
             }
             (Typed::Str(a), Typed::Str(b)) => {
-                computed(move |r| Some(op.test(Some(a.get(r)?.cmp(b.get(r)?)))))
+                computed(move |r| Some(op.test(Some(a.get(r)?.cmp(&b.get(r)?)))))
             }
             (Typed::Null, Typed::Null) if matches!(op, Comparison::Eq | Comparison::Ne) => {
                 Operand::Const(op == Comparison::Eq)
@@ -502,7 +580,7 @@ impl Compiler<'_> {
                 })?;
                 computed(move |r| {
                     let s = item.get(r)?;
-                    Some(strings.iter().any(|x| same(x, s)))
+                    Some(strings.iter().any(|x| same(x, &s)))
                 })
             }
             Typed::Int(item) => {
@@ -589,16 +667,39 @@ fn compare<A: Scalar, B: Scalar>(
     computed(move |r| Some(op.test(order(a.get(r)?, b.get(r)?))))
 }
 
-/// `x == null` (`is_null`) or `x != null`: true only for a null field.
+/// `x == null` (`is_null`) or `x != null`: true for a null field, and for a computed value
+/// that is null (an operand is null, no branch of a conditional holds) or errs, as SQL's
+/// `IS NULL` holds for an expression over a NULL; a literal is never null.
 fn null_test(is_null: bool, x: Typed) -> Operand<bool> {
-    let field = match x {
-        Typed::Bool(Operand::Field(i))
-        | Typed::Int(Operand::Field(i))
-        | Typed::Double(Operand::Field(i))
-        | Typed::Str(Text::Field(i)) => i,
-        _ => return Operand::Const(!is_null),
-    };
+    match x {
+        Typed::Bool(a) => scalar_null_test(is_null, a),
+        Typed::Int(a) => scalar_null_test(is_null, a),
+        Typed::Double(a) => scalar_null_test(is_null, a),
+        Typed::Str(Text::Field(i)) => field_null_test(is_null, i),
+        Typed::Str(Text::Const(_)) => Operand::Const(!is_null),
+        Typed::Str(t) => computed(move |r| Some(t.get(r).is_none() == is_null)),
+        Typed::Null => Operand::Const(is_null),
+        Typed::List(_) => Operand::Const(!is_null),
+    }
+}
+
+/// [`null_test`] of a scalar operand.
+fn scalar_null_test<T: Scalar>(is_null: bool, a: Operand<T>) -> Operand<bool> {
+    match a {
+        Operand::Field(i) => field_null_test(is_null, i),
+        Operand::Const(_) => Operand::Const(!is_null),
+        computed_value => computed(move |r| Some(computed_value.get(r).is_none() == is_null)),
+    }
+}
+
+/// [`null_test`] of the field at index `field`.
+fn field_null_test(is_null: bool, field: usize) -> Operand<bool> {
     computed(move |r| Some(matches!(r[field], Value::Null) == is_null))
+}
+
+/// `a`, or `b` where `a` is null or errs.
+fn or<T: Scalar>(a: Operand<T>, b: Operand<T>) -> Operand<T> {
+    computed(move |r| a.get(r).or_else(|| b.get(r)))
 }
 
 /// A parser message, shortened where ANTLR lists every token that may start an operand.
@@ -622,7 +723,8 @@ fn unsupported(function: &str) -> String {
         operators::INDEX | operators::OPT_INDEX => "indexing is not supported".into(),
         _ => format!(
             "unsupported function `{}`: predicates use && || ! == != < <= > >= in + - * / % ? :, \
-             size and the string methods startsWith, endsWith and contains",
+             size, upper, lower, coalesce and the string methods startsWith, endsWith and \
+             contains",
             symbol(function)
         ),
     }

@@ -1,6 +1,8 @@
 //! The operands of compiled expressions: record fields read in place, constants, and closures
 //! over them, with CEL's evaluation errors as `None`.
 
+use std::borrow::Cow;
+
 use crate::record::Value;
 
 /// A closure evaluating a sub-expression; `None` is a CEL evaluation error.
@@ -57,13 +59,20 @@ impl<T: Scalar> Operand<T> {
     }
 }
 
-/// A string operand: a field, a literal, or one of two strings chosen by a condition (strings
-/// are never built, so reading one never allocates). Literals are plain boxed strings: reading
-/// one needs no decoding.
+/// A string operand: a field, a literal, null, one of two strings chosen by a condition, the
+/// first string of two, or a string with its letters' case changed. Only a case change
+/// builds a string: reading any other borrows it. Literals are plain boxed strings: reading one
+/// needs no decoding.
 pub(super) enum Text {
     Field(usize),
     Const(Box<str>),
+    /// `null` where a string may be: never a string.
+    Null,
     Choice(Box<Choice<Text>>),
+    /// `coalesce(a, b)`: `a` if it is a string, else `b`.
+    Or(Box<[Text; 2]>),
+    /// `upper(s)` or `lower(s)`: `s` mapped by the function.
+    Mapped(Box<Text>, fn(&str) -> String),
 }
 
 /// `condition ? then : otherwise`, where a condition that errs counts as false, as a predicate
@@ -87,16 +96,19 @@ impl<T> Choice<T> {
 }
 
 impl Text {
-    /// The string in `record`; `None` when the field is not a string.
+    /// The string in `record`; `None` when the field is not a string (it is null).
     #[inline]
-    pub(super) fn get<'r>(&'r self, record: &'r [Value]) -> Option<&'r str> {
+    pub(super) fn get<'r>(&'r self, record: &'r [Value]) -> Option<Cow<'r, str>> {
         match self {
             Text::Field(i) => match &record[*i] {
-                Value::Str(s) => Some(s),
+                Value::Str(s) => Some(Cow::Borrowed(s)),
                 _ => None,
             },
-            Text::Const(s) => Some(s),
+            Text::Const(s) => Some(Cow::Borrowed(s)),
+            Text::Null => None,
             Text::Choice(choice) => choice.pick(record).get(record),
+            Text::Or(pair) => pair[0].get(record).or_else(|| pair[1].get(record)),
+            Text::Mapped(text, map) => Some(Cow::Owned(map(&text.get(record)?))),
         }
     }
 }

@@ -9,15 +9,19 @@
 //! `<=`, `>`, `>=` between numbers (int and double compare numerically, as in CEL), strings,
 //! bools, and `== null` / `!= null`; `x in [literals]`; the string methods `startsWith`,
 //! `endsWith` and `contains`; `size(string)` (its characters); arithmetic `+ - * / %` on ints and
-//! `+ - * /` on doubles; the conditional `c ? a : b`, whose branches have one type. Types are
-//! checked when compiling: comparing a string field with a number is an error, as in CEL's type
-//! checker. Anything else is rejected with its position in the expression.
+//! `+ - * /` on doubles; the conditional `c ? a : b`, whose branches have one type (or one is
+//! `null`). Types are checked when compiling: comparing a string field with a number is an
+//! error, as in CEL's type checker. Anything else is rejected with its position in the
+//! expression. Three functions are Eddy's, not CEL's, for SQL's: `upper(s)` and `lower(s)`
+//! (Unicode case mapping) and `coalesce(a, b, …)` (the first argument that is not null).
 //!
 //! Evaluation follows CEL: an error (a null or mistyped value where a number is needed, integer
 //! overflow, division by zero) makes the predicate not hold, but `&&` and `||` absorb it when
-//! their other side decides (`false && error` is false, `true || error` is true). A conditional
-//! whose condition errs takes its second branch, as SQL's `CASE` does with an unknown condition
-//! (CEL would make the whole conditional an error).
+//! their other side decides (`false && error` is false, `true || error` is true). Where SQL's
+//! NULL semantics need it, an error counts as null instead: a conditional whose condition errs
+//! takes its second branch, as SQL's `CASE` does with an unknown condition (CEL would make the
+//! whole conditional an error); `coalesce` passes over an argument that errs; and
+//! `x == null` holds for a computed `x` that errs (a null operand), as SQL's `IS NULL` does.
 //!
 //! The module is in three parts: `limits` bounds what is parsed, `compile` types the syntax
 //! tree and builds the closures, `eval` holds the closures' operands.

@@ -245,3 +245,68 @@ fn columns_count_characters() {
     let e = error(r#"type == "é€" &&"#);
     assert_eq!(e.column, 16, "{e}");
 }
+
+#[test]
+fn a_null_branch_takes_the_other_branch_type() {
+    let r = record("purchase", 60_000, "FR", 0.5, false);
+    assert!(holds("(vip ? 1 : null) == null", &r));
+    assert!(!holds("(vip ? 1 : null) < 2", &r));
+    assert!(!holds("!((vip ? 1 : null) < 2)", &r));
+    assert!(holds("(vip ? null : amount_cents) == 60000", &r));
+    assert!(holds(
+        r#"(vip ? "a" : null) == null && (!vip ? "a" : null) != null"#,
+        &r
+    ));
+    assert!(holds("(vip ? null : null) == null", &r));
+}
+
+#[test]
+fn computed_values_are_null_where_an_operand_is() {
+    let mut r = record("purchase", 500, "FR", 2.5, true);
+    assert!(holds(
+        "(amount_cents + 1) != null && size(country) != null",
+        &r
+    ));
+    r[1] = Value::Null;
+    r[2] = Value::Null;
+    assert!(holds(
+        "(amount_cents + 1) == null && size(country) == null",
+        &r
+    ));
+    assert!(holds("upper(country) == null && 1 != null", &r));
+}
+
+#[test]
+fn upper_and_lower_map_letters_case() {
+    let r = record("Straße", 1, "fr", 0.5, false);
+    assert!(holds(
+        r#"upper(country) == "FR" && lower(upper(country)) == "fr""#,
+        &r
+    ));
+    assert!(holds(
+        r#"upper(type) == "STRASSE" && lower(type) == "straße""#,
+        &r
+    ));
+    assert!(holds(
+        r#"upper(country) in ["DE", "FR"] && upper(type).startsWith("STR")"#,
+        &r
+    ));
+    let e = error("upper(amount_cents) == \"1\"");
+    assert!(e.message.contains("`upper` takes a string"), "{e}");
+}
+
+#[test]
+fn coalesce_takes_the_first_argument_that_is_not_null() {
+    let mut r = record("purchase", 500, "FR", 2.5, true);
+    r[1] = Value::Null;
+    r[2] = Value::Null;
+    assert!(holds("coalesce(amount_cents, 7) == 7", &r));
+    assert!(holds("coalesce(null, amount_cents, 10 / 0, 8) == 8", &r));
+    assert!(holds(r#"coalesce(country, type) == "purchase""#, &r));
+    assert!(holds("coalesce(amount_cents) == null", &r));
+    assert!(holds("coalesce(score, 1.0) == 2.5", &r));
+    let e = error(r#"coalesce(amount_cents, "x") == 1"#);
+    assert!(e.message.contains("must have one type"), "{e}");
+    let e = error("coalesce() == 1");
+    assert!(e.message.contains("at least one argument"), "{e}");
+}
