@@ -1,8 +1,9 @@
 //! SQL jobs run through the binary as a user runs them: the benchmark queries and the routing
 //! statement set written in Flink SQL give what their TOML jobs give, late records go where the
 //! source table says, a job over Kafka (the mock cluster) writes what it writes over files, and
-//! `eddy check` on the bad jobs of `tests/sql/` prints what their golden files hold
-//! (`EDDY_BLESS=1 cargo test --test sql` rewrites them). Kafka options and `WHERE` are checked
+//! `eddy check` on the bad jobs of `tests/sql/` prints what their golden files hold, and the
+//! jobs of `tests/sql/run/` write what theirs hold (`EDDY_BLESS=1 cargo test --test sql`
+//! rewrites them). Kafka options and `WHERE` are checked
 //! in process, on the job the SQL compiles to.
 
 mod common;
@@ -86,6 +87,65 @@ fn the_benchmark_queries_in_sql_give_the_rows_of_their_toml_jobs() {
 fn check_messages_of_bad_sql_match_their_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
     common::golden::assert_check_messages(&dir, "sql", &[("EDDY_INPUT", "in.jsonl")]);
+}
+
+/// Each job of `tests/sql/run/` runs over `input.jsonl` there, on one worker and on two, and
+/// writes the rows its golden file holds: each file of its output directory, its lines sorted.
+#[test]
+fn jobs_of_tests_sql_run_write_what_their_golden_files_hold() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/run");
+    let mut jobs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    jobs.sort();
+    let outputs: Vec<(String, String)> = jobs
+        .iter()
+        .map(|job| {
+            let written: Vec<String> = [1, 2].map(|workers| written_by(job, workers)).into();
+            assert_eq!(
+                written[0],
+                written[1],
+                "{}: one worker and two differ",
+                job.display()
+            );
+            let expected = job.with_extension("expected");
+            let name = expected.file_name().unwrap().to_str().unwrap().to_string();
+            (name, written[0].clone())
+        })
+        .collect();
+    common::golden::assert_golden(&dir, &outputs);
+}
+
+/// What `job` writes into the directory `EDDY_OUTPUT` names, run on `workers`: each file's
+/// name, then its lines sorted, files in name order.
+fn written_by(job: &Path, workers: usize) -> String {
+    let out = tempfile::tempdir().unwrap();
+    run(
+        job,
+        workers,
+        &[],
+        &[("EDDY_OUTPUT", out.path().as_os_str())],
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort_unstable();
+            let name = file.file_name().unwrap().to_string_lossy();
+            format!(
+                "== {name}\n{}",
+                lines.iter().map(|l| format!("{l}\n")).collect::<String>()
+            )
+        })
+        .collect()
 }
 
 /// The routes of `examples/jobs/routing.toml` over a file instead of the generator: the TOML
@@ -413,6 +473,14 @@ fn where_conditions_hold_for_the_records_sql_means() {
             &[("DE", 60), ("FR", 70)],
         ),
         ("ABS(-amount) = 5", &[("UK", 5)]),
+        (
+            "CASE WHEN country = 'US' THEN amount END IS NULL",
+            &[("DE", 60), ("FR", 70), ("UK", 5)],
+        ),
+        (
+            "CASE WHEN amount > 50 THEN TRUE END",
+            &[("DE", 60), ("FR", 70)],
+        ),
     ];
     let records = [("US", 10), ("DE", 60), ("FR", 70), ("UK", 5)];
     for (condition, expected) in cases {

@@ -141,9 +141,9 @@ impl Translator<'_> {
         }
     }
 
-    /// `CASE [operand] WHEN … THEN … ELSE … END` as nested CEL conditionals. Every result has
-    /// one type, and `ELSE` is required: a CASE that falls through would be NULL, which no
-    /// condition on it holds for.
+    /// `CASE [operand] WHEN … THEN … [ELSE …] END` as nested CEL conditionals. Every result
+    /// has one type (integers together), the `ELSE`'s if it has one; without `ELSE` the CASE is
+    /// NULL where no condition holds, as in Flink.
     fn case(
         &mut self,
         expr: &Expr,
@@ -151,34 +151,54 @@ impl Translator<'_> {
         conditions: &[CaseWhen],
         else_result: Option<&Expr>,
     ) -> Result<Translated, Problem> {
-        let Some(else_result) = else_result else {
-            return Err(self.problem(expr, "CASE needs an ELSE"));
-        };
-        let (mut text, ty) = self.cel(else_result)?;
-        let Some(ty) = ty else {
-            return Err(self.problem(else_result, "a CASE result cannot be NULL"));
-        };
-        for when in conditions.iter().rev() {
+        let mut branches = Vec::new();
+        for when in conditions {
             let test = match operand {
                 Some(operand) => self.compare(expr, operand, "==", &when.condition)?,
                 None => self.condition(&when.condition)?,
             };
-            let (then, then_ty) = self.cel(&when.result)?;
-            let same = then_ty.is_some_and(|t| t == ty || (t.is_integer() && ty.is_integer()));
-            if !same {
-                return Err(self.problem(
-                    &when.result,
-                    format!(
-                        "type mismatch: the results of a CASE have one type, but `{}` is {} and \
-                         `{else_result}` is {ty}",
-                        when.result,
-                        then_ty.map_or("NULL".to_string(), |t| t.to_string())
-                    ),
-                ));
-            }
+            let (then, ty) = self.cel(&when.result)?;
+            branches.push((test, then, ty, &when.result));
+        }
+        let (mut text, else_ty) = match else_result {
+            Some(e) => self.cel(e)?,
+            None => ("null".to_string(), None),
+        };
+        let typed = else_result.zip(else_ty).or_else(|| {
+            branches
+                .iter()
+                .find_map(|(_, _, ty, result)| Some((*result, (*ty)?)))
+        });
+        let Some((first, ty)) = typed else {
+            return Err(self.problem(expr, "every result of this CASE is NULL"));
+        };
+        for (test, then, then_ty, result) in branches.into_iter().rev() {
+            self.same_type(result, then_ty, first, ty, "the results of a CASE")?;
             text = format!("({test} ? {then} : {text})");
         }
         Ok((text, Some(ty)))
+    }
+
+    /// Checks that `expr`, of type `ty` (`None`: NULL, which has any type), has the type `of`
+    /// that `first` has, among the values of `what`.
+    fn same_type(
+        &self,
+        expr: &Expr,
+        ty: Option<SqlType>,
+        first: &Expr,
+        of: SqlType,
+        what: &str,
+    ) -> Result<(), Problem> {
+        match ty {
+            Some(t) if t != of && !(t.is_integer() && of.is_integer()) => Err(self.problem(
+                expr,
+                format!(
+                    "type mismatch: {what} have one type, but `{expr}` is {t} and `{first}` is \
+                     {of}"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The scalar functions: `CHAR_LENGTH` (`CHARACTER_LENGTH`) of a STRING and `ABS` of a

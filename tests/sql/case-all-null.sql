@@ -1,4 +1,4 @@
--- A CASE without ELSE.
+-- A CASE whose every result is NULL.
 CREATE TABLE payments (
   txn_id STRING,
   account_id BIGINT,
@@ -9,4 +9,4 @@ CREATE TABLE payments (
   WATERMARK FOR rt AS rt - INTERVAL '2' SECOND
 ) WITH ('connector' = 'filesystem', 'path' = '${EDDY_INPUT}', 'format' = 'json');
 CREATE TABLE out_t (txn_id STRING, amount_cents BIGINT) WITH ('connector' = 'blackhole');
-INSERT INTO out_t SELECT txn_id, amount_cents FROM payments WHERE CASE WHEN country = 'US' THEN TRUE END;
+INSERT INTO out_t SELECT txn_id, amount_cents FROM payments WHERE CASE WHEN country = 'US' THEN NULL END IS NULL;
