@@ -481,6 +481,9 @@ fn where_conditions_hold_for_the_records_sql_means() {
             "CASE WHEN amount > 50 THEN TRUE END",
             &[("DE", 60), ("FR", 70)],
         ),
+        ("COALESCE(merchant, country) = 'UK'", &[("UK", 5)]),
+        ("UPPER(merchant) IS NULL", &[("UK", 5)]),
+        ("LOWER(country) IN ('us', 'uk')", &[("US", 10), ("UK", 5)]),
     ];
     let records = [("US", 10), ("DE", 60), ("FR", 70), ("UK", 5)];
     for (condition, expected) in cases {

@@ -201,17 +201,46 @@ impl Translator<'_> {
         }
     }
 
-    /// The scalar functions: `CHAR_LENGTH` (`CHARACTER_LENGTH`) of a STRING and `ABS` of a
-    /// number.
+    /// `COALESCE(a, b, …)`: the first argument that is not NULL, all of one type (integers
+    /// together).
+    fn coalesce(&mut self, expr: &Expr, args: &[&Expr]) -> Result<Translated, Problem> {
+        let mut translated = Vec::new();
+        for arg in args {
+            translated.push(self.cel(arg)?);
+        }
+        let typed = args
+            .iter()
+            .zip(&translated)
+            .find_map(|(arg, (_, ty))| Some((*arg, (*ty)?)));
+        let Some((first, ty)) = typed else {
+            return Err(self.problem(expr, "COALESCE needs an argument that is not NULL"));
+        };
+        for (arg, (_, arg_ty)) in args.iter().zip(&translated) {
+            self.same_type(arg, *arg_ty, first, ty, "the arguments of COALESCE")?;
+        }
+        let texts: Vec<String> = translated.into_iter().map(|(t, _)| t).collect();
+        let ty = if ty.is_integer() { SqlType::BigInt } else { ty };
+        Ok((format!("coalesce({})", texts.join(", ")), Some(ty)))
+    }
+
+    /// The scalar functions: `CHAR_LENGTH` (`CHARACTER_LENGTH`), `UPPER` and `LOWER` of a
+    /// STRING, `ABS` of a number, and `COALESCE`. Each but `COALESCE` is NULL where its argument
+    /// is.
     fn function(&mut self, expr: &Expr, f: &Function) -> Result<Translated, Problem> {
         let name = f.name.to_string().to_uppercase();
         let args = call_args(&f.args).unwrap_or_default();
+        if name == "COALESCE" {
+            if args.is_empty() {
+                return Err(self.problem(expr, "COALESCE takes at least one argument"));
+            }
+            return self.coalesce(expr, &args);
+        }
+        let one_argument = ["CHAR_LENGTH", "CHARACTER_LENGTH", "UPPER", "LOWER", "ABS"];
         let [arg] = args.as_slice() else {
-            return Err(match name.as_str() {
-                "CHAR_LENGTH" | "CHARACTER_LENGTH" | "ABS" => {
-                    self.problem(expr, format!("{name} takes one argument"))
-                }
-                _ => self.unknown_function(expr, f),
+            return Err(if one_argument.contains(&name.as_str()) {
+                self.problem(expr, format!("{name} takes one argument"))
+            } else {
+                self.unknown_function(expr, f)
             });
         };
         let (text, ty) = self.cel(arg)?;
@@ -219,11 +248,15 @@ impl Translator<'_> {
             ("CHAR_LENGTH" | "CHARACTER_LENGTH", Some(SqlType::String)) => {
                 Ok((format!("size({text})"), Some(SqlType::BigInt)))
             }
+            ("UPPER" | "LOWER", Some(SqlType::String)) => Ok((
+                format!("{}({text})", name.to_lowercase()),
+                Some(SqlType::String),
+            )),
             ("ABS", Some(t)) if t.is_numeric() => {
                 let ty = if t.is_integer() { SqlType::BigInt } else { t };
                 Ok((format!("({text} < 0 ? -({text}) : {text})"), Some(ty)))
             }
-            ("CHAR_LENGTH" | "CHARACTER_LENGTH" | "ABS", _) => Err(self.problem(
+            (known, _) if one_argument.contains(&known) => Err(self.problem(
                 expr,
                 format!(
                     "type mismatch: {name} takes a {}, but `{arg}` is {}",
@@ -239,8 +272,8 @@ impl Translator<'_> {
         self.problem(
             expr,
             format!(
-                "function `{}` is not supported in a filter: the functions are CHAR_LENGTH and \
-                 ABS (aggregates need a window TVF)",
+                "function `{}` is not supported in a filter: the functions are CHAR_LENGTH, \
+                 UPPER, LOWER, COALESCE and ABS (aggregates need a window TVF)",
                 f.name
             ),
         )

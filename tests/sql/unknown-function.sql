@@ -9,4 +9,4 @@ CREATE TABLE payments (
   WATERMARK FOR rt AS rt - INTERVAL '2' SECOND
 ) WITH ('connector' = 'filesystem', 'path' = '${EDDY_INPUT}', 'format' = 'json');
 CREATE TABLE out_t (txn_id STRING, amount_cents BIGINT) WITH ('connector' = 'blackhole');
-INSERT INTO out_t SELECT txn_id, amount_cents FROM payments WHERE UPPER(country) = 'US';
+INSERT INTO out_t SELECT txn_id, amount_cents FROM payments WHERE INITCAP(country) = 'Us';
