@@ -66,6 +66,14 @@ impl Watermarks {
         before.max(self.emitted)
     }
 
+    /// The stamp a record of `partition` would carry now, without accounting for one: what its
+    /// dead letters carry.
+    #[inline]
+    pub fn current(&self, partition: usize) -> u64 {
+        let clock = &self.clocks[partition];
+        self.partition_frontier(clock).max(self.emitted)
+    }
+
     /// The highest event time seen + 1 on `partition` (0 before any record): what a checkpoint
     /// keeps so that a restart stamps replayed records as this run did.
     #[inline]

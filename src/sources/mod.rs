@@ -156,9 +156,10 @@ pub struct SourceStreams<'scope, D> {
 /// With `checkpoint`, the source takes part in the job's checkpoints as
 /// [`crate::state::Checkpointing`] describes: it publishes the times it sends at, and hands off
 /// each partition's position (and clock) after the last record it sent before a checkpoint's
-/// frontier. A partition's records go at non-decreasing times, dead letters included (they go
-/// at the time of the partition's latest event), so that position divides what was sent before
-/// the frontier from what was sent after it.
+/// frontier. A partition's records go at non-decreasing times, dead letters included (each in
+/// its place among the partition's events, at the stamp an event there would get), so that
+/// position divides what was sent before the frontier from what was sent after it, and a
+/// record's time follows from its partition's input alone.
 pub fn event_source<'scope, D, R>(
     scope: Scope<'scope, u64>,
     name: &str,
@@ -216,8 +217,10 @@ where
         // Whether the last read found nothing: an idle source's watermark stays where it is, so
         // a checkpoint begun past it cannot complete until input comes.
         let mut read_nothing = false;
-        // Per partition, the time of its latest event: its dead letters go at it.
-        let mut latest_at = vec![0u64; reader.partitions()];
+        // Per partition, the indexes of this batch's dead letters not placed yet; and the time
+        // each dead letter goes at.
+        let mut dead_queues = vec![VecDeque::new(); reader.partitions()];
+        let mut dead_at = Vec::new();
         move |_frontiers| {
             if halted {
                 return false;
@@ -275,13 +278,53 @@ where
             read_nothing = batch.events.is_empty() && batch.dead.is_empty();
             let time = *cap.time();
             outbox.reserve(batch.events.len());
+            dead_at.clear();
+            dead_at.resize(batch.dead.len(), 0);
+            for (i, read) in batch.dead.iter().enumerate() {
+                dead_queues[read.partition].push_back(i);
+            }
+            let mut place_dead =
+                |upto: Option<(usize, i64)>,
+                 watermarks: &Watermarks,
+                 commits: &mut Commits,
+                 positions: &mut Option<SourcePositions>| {
+                    let partitions = match upto {
+                        Some((partition, _)) => partition..partition + 1,
+                        None => 0..dead_queues.len(),
+                    };
+                    for partition in partitions {
+                        while let Some(&i) = dead_queues[partition].front()
+                            && upto.is_none_or(|(_, next)| batch.dead[i].next < next)
+                        {
+                            dead_queues[partition].pop_front();
+                            let read = &batch.dead[i];
+                            let frontier = watermarks.current(partition);
+                            let at = frontier - frontier % options.tick;
+                            let clock = watermarks.clock(partition);
+                            commits.record(partition, at, read.next, clock);
+                            if let Some(positions) = positions.as_mut() {
+                                positions.sent(partition, at, read.next, clock);
+                            }
+                            dead_at[i] = at;
+                        }
+                    }
+                };
             for read in batch.events.drain(..) {
+                // A dead letter takes its place among its partition's events: it goes at the
+                // partition's stamp after the events before it, with the position and clock
+                // there, so its time follows from the partition's input alone, not from how
+                // reads cut that into batches.
+                place_dead(
+                    Some((read.partition, read.next)),
+                    &watermarks,
+                    &mut commits,
+                    &mut positions,
+                );
                 let (t, data) = read.item;
                 let frontier = watermarks.stamp(read.partition, t, now);
                 let at = frontier - frontier % options.tick;
                 let clock = watermarks.clock(read.partition);
                 commits.record(read.partition, at, read.next, clock);
-                latest_at[read.partition] = at;
                 if let Some(positions) = positions.as_mut() {
                     positions.sent(read.partition, at, read.next, clock);
                 }
@@ -294,14 +337,7 @@ where
                     },
                 );
             }
-            for read in &batch.dead {
-                let at = latest_at[read.partition].max(time);
-                let clock = watermarks.clock(read.partition);
-                commits.record(read.partition, at, read.next, clock);
-                if let Some(positions) = positions.as_mut() {
-                    positions.sent(read.partition, at, read.next, clock);
-                }
-            }
+            place_dead(None, &watermarks, &mut commits, &mut positions);
             if let Some(positions) = positions.as_mut() {
                 // Before anything of this batch is sent: a checkpoint that begins now has its
                 // frontier past all of it.
@@ -316,10 +352,9 @@ where
             if !batch.dead.is_empty() {
                 let dead_cap = dead_cap.as_ref().expect("held with the events capability");
                 let mut dead = dead.activate();
-                for read in batch.dead.drain(..) {
-                    let at = latest_at[read.partition].max(time);
+                for (read, at) in batch.dead.drain(..).zip(&dead_at) {
                     dead_letters.push(read.item);
-                    dead.session(&dead_cap.delayed(&at))
+                    dead.session(&dead_cap.delayed(at))
                         .give_container(&mut dead_letters);
                 }
             }
