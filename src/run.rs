@@ -605,6 +605,7 @@ impl CheckpointRun {
         let peers = cluster.workers * cluster.processes;
         let config = WriterConfig {
             settings,
+            history: base.as_ref().map_or_else(rand::random, |m| m.history),
             ..WriterConfig::new(&job.name, peers, spec.keep)
         };
         let writer = Writer::start(store, config, base)?;

@@ -106,6 +106,9 @@ struct LastRun {
     log: String,
 }
 
+/// What a test does to the store (and beside it) before the last run.
+type Damage<'a> = &'a dyn Fn(&Store);
+
 /// Does nothing to a store.
 fn intact(_: &Store) {}
 
@@ -118,7 +121,7 @@ fn killed_and_restored(
     (args, env): (&[&str], &[(&str, &OsStr)]),
     output: &Path,
     store: &Store,
-    (seed, damage): (u64, fn(&Store)),
+    (seed, damage): (u64, Damage),
 ) -> LastRun {
     let mut rng = Rng(seed | 1);
     let mut env = writing(output, env);
@@ -192,7 +195,7 @@ fn assert_restores_exactly(
     example: &str,
     text: &str,
     run: (&[&str], &[(&str, &OsStr)]),
-    (store, damage): (Option<Store>, fn(&Store)),
+    (store, damage): (Option<Store>, Damage),
 ) -> LastRun {
     let (args, env) = run;
     let plain = dir.join(format!("plain-{example}"));
@@ -239,7 +242,7 @@ fn assert_restores_exactly(
 fn assert_restores_exactly_over_the_input(
     example: &str,
     text: &str,
-    store: (Option<Store>, fn(&Store)),
+    store: (Option<Store>, Damage),
 ) -> LastRun {
     let dir = tempfile::tempdir().unwrap();
     let input = input(dir.path());
@@ -253,12 +256,12 @@ fn example(name: &str) -> String {
 
 #[test]
 fn q1_tumbling_windows_restore_exactly() {
-    assert_restores_exactly_over_the_input("q1.toml", &example("q1.toml"), (None, intact));
+    assert_restores_exactly_over_the_input("q1.toml", &example("q1.toml"), (None, &intact));
 }
 
 #[test]
 fn q2_hopping_windows_restore_exactly() {
-    assert_restores_exactly_over_the_input("q2.toml", &example("q2.toml"), (None, intact));
+    assert_restores_exactly_over_the_input("q2.toml", &example("q2.toml"), (None, &intact));
 }
 
 /// The fraud example with its alerts sorted into a file and its generator's `count` and `rate`
@@ -290,7 +293,7 @@ fn fraud_rules_restore_exactly() {
     // 600 000 payments: a few hundred incidents, each one alert.
     let text = fraud_job("count = 600000\nrate = 10000\n");
     let dir = tempfile::tempdir().unwrap();
-    assert_restores_exactly(dir.path(), "fraud.toml", &text, (&[], &[]), (None, intact));
+    assert_restores_exactly(dir.path(), "fraud.toml", &text, (&[], &[]), (None, &intact));
 }
 
 /// Starts `eddy`, sends it SIGTERM after `delay`, and gives its standard error once it has
@@ -408,7 +411,8 @@ columns = ["account_id", "window_start", "window_end", "count", "sum"]
     let job = with_checkpoints(job, &store, dir.path(), "sessions.toml");
     let output = dir.path().join("restored.csv");
     let run = (&[][..], &env[..]);
-    let restored = sorted(killed_and_restored(&job, run, &output, &store, (seed(), intact)).output);
+    let restored =
+        sorted(killed_and_restored(&job, run, &output, &store, (seed(), &intact)).output);
     assert_eq!(restored.len(), expected.len(), "every row once");
     assert!(restored == expected, "the restored run's rows differ");
 }
@@ -526,7 +530,7 @@ fn a_command_processor_over_kafka_restores_exactly() {
         "commands.toml",
         job,
         (&["--until-end"], &env),
-        (None, intact),
+        (None, &intact),
     );
     // Only what follows the checkpoint's offsets is read again.
     let checkpointed: u64 = restored.from.positions["commands"]
@@ -544,6 +548,171 @@ fn a_command_processor_over_kafka_restores_exactly() {
         inputs.len() as i64,
         "the consumer group has committed every offset"
     );
+}
+
+/// [`COMMANDS_JOB`] with its outputs also written to Kafka topics named for `EDDY_RUN`: the
+/// command processor's events, a route of the purchase commands, a count of the commands of each
+/// type per second, and the dead letters.
+fn commands_to_kafka() -> String {
+    let job = COMMANDS_JOB
+        .replace(r#"sinks = ["events"]"#, r#"sinks = ["events", "events-topic"]"#)
+        .replace(
+            "name = \"dlq\"\nkind = \"discard\"",
+            "name = \"dlq\"\nkind = \"kafka\"\nbrokers = \"${BROKERS}\"\ntopic = \"dlq-${EDDY_RUN}\"",
+        );
+    let topic = |name: &str, key: &str| {
+        format!(
+            "\n[[sinks]]\nname = \"{name}-topic\"\nkind = \"kafka\"\nbrokers = \"${{BROKERS}}\"\n\
+             topic = \"{name}-${{EDDY_RUN}}\"\n{key}"
+        )
+    };
+    format!(
+        r#"{job}
+[[routes]]
+name = "purchases"
+source = "commands"
+when = 'type == "InitiatePurchase"'
+sinks = ["purchases-topic"]
+
+[[metrics]]
+name = "per-type"
+source = "commands"
+group_by = ["type"]
+window = {{ kind = "tumbling", size = "1s" }}
+aggregates = {{ n = "count" }}
+sinks = ["counts-topic"]
+{}{}{}"#,
+        topic("events", ""),
+        topic("purchases", "key = \"user_id\"\n"),
+        topic("counts", "key = \"type\"\n"),
+    )
+}
+
+/// The topics [`commands_to_kafka`] writes, and their partitions.
+const COMMAND_OUTPUTS: [(&str, i32); 4] =
+    [("events", 3), ("purchases", 4), ("counts", 2), ("dlq", 1)];
+
+/// What `got` holds more and less than `expected` (as multisets of key and value, which is all a
+/// consumer of results looks at): the counts, and an example of each.
+fn difference(got: &[common::kafka::Msg], expected: &[common::kafka::Msg]) -> String {
+    let mut counts = std::collections::BTreeMap::<_, i64>::new();
+    for m in got {
+        *counts
+            .entry((m.key.clone(), m.payload.clone()))
+            .or_default() += 1;
+    }
+    for m in expected {
+        *counts
+            .entry((m.key.clone(), m.payload.clone()))
+            .or_default() -= 1;
+    }
+    let text = |(key, value): &(Option<Vec<u8>>, Vec<u8>)| {
+        format!(
+            "{:?} {}",
+            key.as_deref().map(String::from_utf8_lossy),
+            String::from_utf8_lossy(value)
+        )
+    };
+    let extra: Vec<_> = counts.iter().filter(|(_, n)| **n > 0).collect();
+    let missing: Vec<_> = counts.iter().filter(|(_, n)| **n < 0).collect();
+    if extra.is_empty() && missing.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{} messages too many (e.g. {:?}), {} missing (e.g. {:?})",
+        extra.iter().map(|(_, n)| **n).sum::<i64>(),
+        extra.first().map(|(m, _)| text(m)),
+        -missing.iter().map(|(_, n)| **n).sum::<i64>(),
+        missing.first().map(|(m, _)| text(m)),
+    )
+}
+
+/// Messages another producer writes into every partition of `topic`: more than a restored
+/// sink reads back at first, so that it has to look further for its own last message.
+fn foreign_messages(cluster: &common::kafka::Cluster, topic: &str, partitions: i32) {
+    use common::kafka::{Input, Payload};
+    let inputs: Vec<Input> = (0..partitions * 300)
+        .map(|i| Input {
+            key: None,
+            partition: Some(i % partitions),
+            timestamp: None,
+            payload: Payload::Raw(format!("{{\"foreign\": {i}}}")),
+        })
+        .collect();
+    cluster.produce(topic, &inputs, None, &Default::default());
+}
+
+/// Exactly-once Kafka sinks: the command processor's events, a route, a windowed count and the
+/// dead letters, all written to Kafka by a job killed three times and restored (on one worker,
+/// then two), hold exactly what an uninterrupted run writes: every message once, none missing.
+/// Before the last run another producer writes into every partition of the events topic, so
+/// the restored sink must look back past those for its own last message.
+#[test]
+fn kafka_sinks_write_each_result_once_across_kills() {
+    use common::kafka::{Cluster, Tier, read_topic};
+    let mut topics = vec![("commands".to_string(), 4)];
+    for (name, partitions) in COMMAND_OUTPUTS {
+        for run in ["plain", "restored"] {
+            topics.push((format!("{name}-{run}"), partitions));
+        }
+    }
+    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let cluster = Cluster::start(Tier::Mock, "exactly-once", &topics)
+        .expect("the mock cluster is never skipped");
+    let mut inputs = commands(12_000);
+    for i in (0..inputs.len()).step_by(500) {
+        inputs[i].payload = common::kafka::Payload::Raw(format!("{{\"command_id\": \"bad{i}\""));
+    }
+    cluster.produce("commands", &inputs, None, &Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("BROKERS", OsStr::new(cluster.brokers()))];
+    let foreign = |_: &Store| foreign_messages(&cluster, "events-restored", 3);
+    assert_restores_exactly(
+        dir.path(),
+        "commands.toml",
+        &commands_to_kafka(),
+        (&["--until-end"], &env),
+        (None, &foreign),
+    );
+    for (name, _) in COMMAND_OUTPUTS {
+        let plain = read_topic(cluster.brokers(), &format!("{name}-plain"));
+        let restored = read_topic(cluster.brokers(), &format!("{name}-restored"));
+        let (others, own): (Vec<_>, Vec<_>) = restored
+            .into_iter()
+            .partition(|m| m.payload.starts_with(b"{\"foreign\""));
+        assert!(
+            !plain.is_empty(),
+            "{name}: the uninterrupted run wrote some"
+        );
+        let expected_others = if name == "events" { 900 } else { 0 };
+        assert_eq!(
+            others.len(),
+            expected_others,
+            "{name}: the other producer's"
+        );
+        assert_eq!(
+            difference(&own, &plain),
+            "",
+            "{name}: the restored runs write every message once"
+        );
+        // Each partition's places increase: nothing written twice, in any history.
+        let mut last = std::collections::BTreeMap::new();
+        for m in &own {
+            let jobs = m.headers.iter().filter(|(k, _)| k == "eddy.job").count();
+            assert_eq!(jobs, 1, "{name}: one `eddy.job` header");
+            let place: (u64, u64) = (
+                m.header("eddy.time").unwrap().parse().unwrap(),
+                m.header("eddy.seq").unwrap().parse().unwrap(),
+            );
+            if let Some(before) = last.insert(m.partition, place) {
+                assert!(
+                    before < place,
+                    "{name}/{}: {place:?} after {before:?}",
+                    m.partition
+                );
+            }
+        }
+    }
 }
 
 /// Cuts the newest complete checkpoint's largest file to half its length, and flips a byte in
@@ -583,7 +752,7 @@ fn corrupt_checkpoints_are_passed_over_for_an_older_one() {
     let restored = assert_restores_exactly_over_the_input(
         "q1.toml",
         &example("q1.toml"),
-        (None, corrupt_the_newest_two),
+        (None, &corrupt_the_newest_two),
     );
     assert_eq!(restored.skipped.len(), 2, "the two newest are skipped");
     for skipped in &restored.skipped {
@@ -620,7 +789,7 @@ fn a_job_restores_exactly_from_an_s3_store() {
     let restored = assert_restores_exactly_over_the_input(
         "q1.toml",
         &example("q1.toml"),
-        (Some(store), intact),
+        (Some(store), &intact),
     );
     assert!(
         restored.from.id > 1,

@@ -8,7 +8,6 @@ use toml::Spanned;
 
 use super::values::Limit;
 use super::{Checker, raw};
-use crate::sinks::SinkSettings;
 use crate::state::Location;
 
 /// `[checkpoints]` as written.
@@ -85,21 +84,19 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
-    /// With `[checkpoints]`, refuses what checkpoints cannot restore yet, naming it: a restore
-    /// would otherwise come back with part of the job's state and a source read from a
-    /// position its state does not follow from.
+    /// Refuses the sink settings that cannot work with (or without) `[checkpoints]`, naming
+    /// them: with them, what checkpoints cannot restore yet (a restore would otherwise come back
+    /// with part of the job's state and a source read from a position its state does not follow
+    /// from); without them, what needs a restore.
     pub(super) fn only_checkpointed(&mut self, file: &raw::JobFile) {
-        if file.checkpoints.is_none() {
-            return;
-        }
+        let checkpoints = file.checkpoints.is_some();
         for (i, sink) in file.sinks.iter().enumerate() {
-            if matches!(sink.get_ref().kind.get_ref(), SinkSettings::Notify(_)) {
-                self.error(
-                    sink.get_ref().kind.span(),
-                    format!("sinks[{i}].kind"),
-                    "a notify sink's undecided requests are not restored from checkpoints yet; \
-                     remove [checkpoints] to run it",
-                );
+            let kind = &sink.get_ref().kind;
+            if let Some((span, field, message)) = kind
+                .get_ref()
+                .checkpoints_conflict(checkpoints, kind.span())
+            {
+                self.error(span, format!("sinks[{i}].{field}"), message);
             }
         }
     }

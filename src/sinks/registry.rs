@@ -41,6 +41,17 @@ pub trait Settings {
     /// The sink these settings make, the problems reported to `check` under `field` (the
     /// section's `kind` standing at `kind`); `None` when there is no sink to speak of.
     fn check<C: Check>(&self, check: &mut C, kind: Range<usize>, field: &str) -> Option<SinkKind>;
+
+    /// What these settings cannot do in a job with `checkpoints` (or without): the span, the
+    /// field (under the section) and why, the section's `kind` standing at `kind`. `None`: they
+    /// work either way.
+    fn checkpoints_conflict(
+        &self,
+        _checkpoints: bool,
+        _kind: Range<usize>,
+    ) -> Option<(Range<usize>, &'static str, String)> {
+        None
+    }
 }
 
 /// A kind of sink, from its checked settings: an operator that writes any stream whose items
@@ -149,6 +160,19 @@ macro_rules! sink_settings {
             pub fn rows(&self) -> Rows<'_> {
                 match self {
                     $(SinkSettings::$kind(settings) => settings.rows(),)*
+                }
+            }
+
+            /// See [`Settings::checkpoints_conflict`].
+            pub fn checkpoints_conflict(
+                &self,
+                checkpoints: bool,
+                kind: Range<usize>,
+            ) -> Option<(Range<usize>, &'static str, String)> {
+                match self {
+                    $(SinkSettings::$kind(settings) => {
+                        settings.checkpoints_conflict(checkpoints, kind)
+                    })*
                 }
             }
 

@@ -1015,6 +1015,7 @@ impl<'a> Planner<'a> {
                         SinkKind::Kafka(KafkaSinkConfig {
                             properties: properties.clone(),
                             topic: topic.clone(),
+                            delivery: None,
                         }),
                         *format,
                         key.clone(),

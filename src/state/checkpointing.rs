@@ -99,6 +99,16 @@ impl Checkpointing {
         }
     }
 
+    /// The job's name.
+    pub fn job(&self) -> &str {
+        self.inner.writer.job()
+    }
+
+    /// The history the job's checkpoints belong to (see [`super::Manifest::history`]).
+    pub fn history(&self) -> u64 {
+        self.inner.writer.history()
+    }
+
     /// The checkpoint the job resumes from, if any.
     pub fn restored(&self) -> Option<&Restored> {
         self.inner.restored.as_deref()

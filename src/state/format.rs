@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The version written; a reader refuses any other, so a format change bumps it.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 const MAGIC: &[u8; 6] = b"EDDYST";
 const HEADER: usize = 24;

@@ -18,6 +18,7 @@ use super::store::Listed;
 ///     id: 7,
 ///     parent: None,
 ///     job: "q1".into(),
+///     history: 1,
 ///     frontier: 1_700_000_000_000,
 ///     created_ms: 1_700_000_005_000,
 ///     peers: 2,

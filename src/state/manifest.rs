@@ -77,6 +77,10 @@ pub struct Manifest {
     pub parent: Option<CheckpointId>,
     /// The job's name.
     pub job: String,
+    /// The history it belongs to: a number drawn when the job starts afresh and kept by every
+    /// checkpoint restored from it, so that outputs written by an earlier, abandoned history are
+    /// told apart from this one's (see [`crate::sinks::kafka`]).
+    pub history: u64,
     /// The frontier time T: state is that of all times before T, positions those at T.
     pub frontier: u64,
     /// When it was taken (wall clock, ms since the Unix epoch).
@@ -292,6 +296,7 @@ pub fn commit(
         id: plan.id,
         parent: plan.base,
         job: job.into(),
+        history: 0,
         frontier: plan.frontier,
         created_ms,
         peers,

@@ -25,6 +25,8 @@ use super::store::{CheckpointStore, manifest_key, run_key};
 pub struct WriterConfig {
     /// The job's name, recorded in manifests.
     pub job: String,
+    /// The history its checkpoints belong to (see [`Manifest::history`]).
+    pub history: u64,
     /// The number of workers of the job, in all processes: a checkpoint is complete once each has
     /// handed off.
     pub peers: usize,
@@ -45,6 +47,7 @@ impl WriterConfig {
     pub fn new(job: &str, peers: usize, keep: usize) -> WriterConfig {
         WriterConfig {
             job: job.into(),
+            history: 0,
             peers,
             keep: keep.max(1),
             commit: true,
@@ -143,6 +146,8 @@ pub struct Writer {
 pub struct WriterHandle {
     sender: SyncSender<Message>,
     status: Arc<Mutex<Status>>,
+    job: Arc<str>,
+    history: u64,
 }
 
 impl Writer {
@@ -163,6 +168,7 @@ impl Writer {
             rewrite: base.as_ref().map(Manifest::rewrites).unwrap_or_default(),
         }));
         let (sender, messages) = mpsc::sync_channel(config.queue);
+        let (job, history) = (Arc::from(config.job.as_str()), config.history);
         let (report, reports) = mpsc::channel();
         let mut thread = Thread {
             store,
@@ -179,7 +185,12 @@ impl Writer {
             .spawn(move || thread.run(messages))
             .context("starting the checkpoint writer")?;
         Ok(Writer {
-            handle: WriterHandle { sender, status },
+            handle: WriterHandle {
+                sender,
+                status,
+                job,
+                history,
+            },
             reports,
             thread,
         })
@@ -205,6 +216,16 @@ impl Writer {
 }
 
 impl WriterHandle {
+    /// The job's name.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The history its checkpoints belong to (see [`Manifest::history`]).
+    pub fn history(&self) -> u64 {
+        self.history
+    }
+
     /// The plan of the next checkpoint at frontier `frontier`, or `None` while one is in flight.
     pub fn begin(&self, frontier: u64) -> Option<Plan> {
         let mut status = self.status.lock().unwrap();
@@ -390,6 +411,7 @@ impl Thread {
         )
         .and_then(|mut m| {
             m.settings = self.config.settings.clone();
+            m.history = self.config.history;
             let bytes =
                 crate::state::format::write(Kind::Manifest, &m).map_err(|e| e.to_string())?;
             self.store

@@ -1,22 +1,28 @@
-//! A Kafka topic as a sink: an idempotent, batching producer per worker. The sink holds a
-//! capability for every time with messages not yet acknowledged by the broker, so its flushed
-//! stream only passes a time once the broker has them all.
+//! A Kafka topic as a sink. Messages are encoded where their rows are made, then written by an
+//! idempotent, batching producer per worker, in one of two deliveries ([`Guarantee`]):
+//! at-least-once, each worker writing what it has as it comes, or exactly-once, each partition
+//! written by one worker in a deterministic order and a restored sink skipping what the
+//! partition already holds (see [`exactly_once`]). The sink holds a capability for every time
+//! with messages not yet acknowledged by the broker, so its flushed stream only passes a time
+//! once the broker has them all, and it hands off its (empty) part of a checkpoint at T only
+//! once every message before T is acknowledged: a complete checkpoint never follows output
+//! that could still be lost.
+
+pub mod exactly_once;
+pub mod message;
+pub mod producer;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::rc::Rc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use indexmap::IndexMap;
-use rdkafka::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde::Deserialize;
+use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use toml::Spanned;
@@ -26,9 +32,11 @@ use super::file::Order;
 use super::format::RowEncoder;
 use super::registry::{Rows, Settings, Sink, SinkKind};
 use super::topic::TopicTemplate;
-use crate::kafka::client_config;
 use crate::settings::{Check, Text};
 use crate::state::SectionCheckpoint;
+use exactly_once::{Identity, Ordered};
+use message::{EncodeMessages, Outbound, Partitions};
+use producer::{SinkProducer, in_flight, send, serve};
 
 /// `kind = "kafka"`: a Kafka sink's settings, as the job file writes them.
 #[derive(Debug, Deserialize)]
@@ -47,6 +55,8 @@ pub struct KafkaSettings {
     pub key: Option<Text>,
     /// `columns`: the columns written.
     pub columns: Option<Spanned<Vec<Text>>>,
+    /// `delivery`: `"exactly-once"` or `"at-least-once"` (see [`Guarantee`]).
+    pub delivery: Option<Text>,
 }
 
 impl Settings for KafkaSettings {
@@ -79,7 +89,65 @@ impl Settings for KafkaSettings {
                 String::new()
             }
         };
-        Some(SinkKind::Kafka(KafkaSinkConfig { properties, topic }))
+        let delivery = self.delivery.as_ref().and_then(|d| {
+            Guarantee::parse(d.get_ref())
+                .map_err(|message| check.error(d.span(), format!("{field}.delivery"), message))
+                .ok()
+        });
+        Some(SinkKind::Kafka(KafkaSinkConfig {
+            properties,
+            topic,
+            delivery,
+        }))
+    }
+
+    /// Exactly-once delivery rests on restoring checkpoints.
+    fn checkpoints_conflict(
+        &self,
+        checkpoints: bool,
+        _kind: Range<usize>,
+    ) -> Option<(Range<usize>, &'static str, String)> {
+        let delivery = self.delivery.as_ref()?;
+        (!checkpoints && Guarantee::parse(delivery.get_ref()) == Ok(Guarantee::ExactlyOnce)).then(
+            || {
+                (
+                    delivery.span(),
+                    "delivery",
+                    "exactly-once delivery needs [checkpoints]: without them a restart reads \
+                     again from the consumer group's offsets and cannot tell what was written"
+                        .to_string(),
+                )
+            },
+        )
+    }
+}
+
+/// What a Kafka sink promises about the messages it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Every result at least once: after a crash, what followed the restored checkpoint (or
+    /// the consumer group's offsets) may be written again. Messages go as soon as they come.
+    AtLeastOnce,
+    /// Every result exactly once across crashes and restores, for any consumer: messages of a
+    /// time go once the time is complete, in a deterministic order, and a restored sink skips
+    /// what its partitions already hold (see [`exactly_once`]). Needs checkpoints.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// Reads a `delivery` setting.
+    pub fn parse(text: &str) -> Result<Guarantee, String> {
+        match text {
+            "at-least-once" => Ok(Guarantee::AtLeastOnce),
+            "exactly-once" => Ok(Guarantee::ExactlyOnce),
+            "transactional" => Err("delivery = \"transactional\" (Kafka transactions) is not \
+                                    supported; \"exactly-once\", the default with \
+                                    [checkpoints], needs no transactions"
+                .into()),
+            other => Err(format!(
+                "unknown delivery `{other}`: expected \"exactly-once\" or \"at-least-once\""
+            )),
+        }
     }
 }
 
@@ -90,6 +158,9 @@ pub struct KafkaSinkConfig {
     pub properties: Vec<(String, String)>,
     /// The topic written; it may name columns in braces, filled per row (see [`super::topic`]).
     pub topic: String,
+    /// The delivery asked for; `None`: exactly-once in a job with checkpoints, at-least-once
+    /// in one without.
+    pub delivery: Option<Guarantee>,
 }
 
 impl Sink for KafkaSinkConfig {
@@ -105,161 +176,176 @@ impl Sink for KafkaSinkConfig {
         Ok(encoder.with_topic(topic))
     }
 
-    fn write<'scope, D: timely::ExchangeData, E: Encode<D>>(
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
+    fn write<'scope, D: ExchangeData, E: Encode<D>>(
         &self,
         stream: StreamVec<'scope, u64, D>,
         encoder: E,
         _order: Option<Order<D>>,
-        _checkpoint: Option<SectionCheckpoint>,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
-        stream.write_kafka(self, encoder)
+        stream.write_kafka(self, encoder, checkpoint)
     }
-}
-
-/// Counts unacknowledged messages per timely time; delivery reports arrive on `poll`.
-#[derive(Default)]
-pub struct DeliveryTracker {
-    in_flight: Mutex<BTreeMap<u64, usize>>,
-    failures: Mutex<Vec<String>>,
-}
-
-impl ClientContext for DeliveryTracker {}
-
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, time: usize) {
-        if let Err((e, _)) = result {
-            self.failures.lock().unwrap().push(e.to_string());
-        }
-        let mut in_flight = self.in_flight.lock().unwrap();
-        if let Some(n) = in_flight.get_mut(&(time as u64)) {
-            *n -= 1;
-            if *n == 0 {
-                in_flight.remove(&(time as u64));
-            }
-        }
-    }
-}
-
-/// Creates the idempotent producer a Kafka sink uses.
-pub fn producer(config: &KafkaSinkConfig) -> anyhow::Result<BaseProducer<DeliveryTracker>> {
-    client_config(
-        &[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("batch.num.messages", "10000"),
-            ("queue.buffering.max.messages", "500000"),
-        ],
-        &config.properties,
-    )
-    .create_with_context(DeliveryTracker::default())
-    .with_context(|| format!("creating the producer for topic `{}`", config.topic))
 }
 
 /// Writes a stream to a Kafka topic.
 pub trait WriteKafka<'scope, D> {
     /// Produces every item as one message of `config.topic` (or of the topic the encoder
-    /// chooses for it); the returned stream's frontier
-    /// passes a time once the broker has acknowledged every message of that time.
+    /// chooses for it), with the delivery `config` asks for; `checkpoint`, in a job that takes
+    /// checkpoints, is the sink's part of them. The returned stream's frontier passes a time
+    /// once the broker has acknowledged every message of that time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eddy::sinks::kafka::{Guarantee, KafkaSinkConfig, WriteKafka};
+    /// use eddy::sinks::Encode;
+    /// use rdkafka::mocking::MockCluster;
+    /// use timely::dataflow::operators::{Probe, ToStream};
+    ///
+    /// struct Text;
+    /// impl Encode<String> for Text {
+    ///     fn value(&self, item: &String, out: &mut Vec<u8>) {
+    ///         out.extend_from_slice(item.as_bytes());
+    ///     }
+    /// }
+    ///
+    /// let cluster = MockCluster::new(1).unwrap();
+    /// cluster.create_topic("greetings", 2, 1).unwrap();
+    /// let config = KafkaSinkConfig {
+    ///     properties: vec![("bootstrap.servers".into(), cluster.bootstrap_servers())],
+    ///     topic: "greetings".into(),
+    ///     delivery: Some(Guarantee::AtLeastOnce),
+    /// };
+    /// timely::execute_directly(move |worker| {
+    ///     let probe = worker.dataflow::<u64, _, _>(|scope| {
+    ///         let words = vec!["hello".to_string(), "world".to_string()].to_stream(scope);
+    ///         words.write_kafka(&config, Text, None).unwrap().probe().0
+    ///     });
+    ///     // The probe passes once the broker has acknowledged both messages.
+    ///     while !probe.done() {
+    ///         worker.step();
+    ///     }
+    /// });
+    /// ```
     fn write_kafka<E: Encode<D>>(
         self,
         config: &KafkaSinkConfig,
         encoder: E,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>>;
 }
 
-impl<'scope, D: 'static> WriteKafka<'scope, D> for StreamVec<'scope, u64, D> {
+impl<'scope, D: ExchangeData> WriteKafka<'scope, D> for StreamVec<'scope, u64, D> {
     fn write_kafka<E: Encode<D>>(
         self,
         config: &KafkaSinkConfig,
         encoder: E,
+        checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
-        let producer = producer(config)?;
+        let producer = Rc::new(producer::producer(config)?);
         let topic = config.topic.clone();
-        let scope = self.scope();
-        Ok(self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Pipeline,
-            "KafkaSink",
-            move |_cap, info| {
-                let activator = scope.activator_for(info.address);
-                let mut held = BTreeMap::<u64, Capability<u64>>::new();
-                let (mut key, mut value, mut item_topic) = (Vec::new(), Vec::new(), String::new());
-                move |(input, _frontier), _output| {
-                    input.for_each(|cap, data| {
-                        let Some(time) = cap.least().copied() else {
-                            return;
-                        };
-                        held.entry(time).or_insert_with(|| cap.delayed(&time, 0));
-                        *producer
-                            .context()
-                            .in_flight
-                            .lock()
-                            .unwrap()
-                            .entry(time)
-                            .or_default() += data.len();
-                        for item in data.drain(..) {
-                            key.clear();
-                            value.clear();
-                            let has_key = encoder.key(&item, &mut key);
-                            encoder.value(&item, &mut value);
-                            let headers = encoder.headers(&item);
-                            let topic = if encoder.topic(&item, &mut item_topic) {
-                                &item_topic
-                            } else {
-                                &topic
-                            };
-                            send(&producer, topic, has_key.then_some(&key[..]), &value, &headers, time);
-                        }
-                    });
-                    producer.poll(Duration::ZERO);
-                    if let Some(failure) = producer.context().failures.lock().unwrap().first() {
-                        panic!(
-                            "Kafka sink: delivery to `{topic}` failed after retries: {failure}; \
-                             stopping before any offset past it is committed"
-                        );
-                    }
-                    let in_flight = producer.context().in_flight.lock().unwrap();
-                    held.retain(|time, _| in_flight.contains_key(time));
-                    if !held.is_empty() {
-                        activator.activate_after(Duration::from_millis(1));
-                    }
-                }
-            },
+        let delivery = match (config.delivery, &checkpoint) {
+            (Some(delivery), _) => delivery,
+            (None, Some(_)) => Guarantee::ExactlyOnce,
+            (None, None) => Guarantee::AtLeastOnce,
+        };
+        if delivery == Guarantee::AtLeastOnce {
+            let messages = self.encode_messages(encoder, None);
+            return Ok(write_messages(
+                messages,
+                Pipeline,
+                (producer, topic),
+                None,
+                checkpoint,
+            ));
+        }
+        let Some(part) = &checkpoint else {
+            anyhow::bail!("exactly-once delivery needs [checkpoints]");
+        };
+        let checkpointing = part.part.checkpointing();
+        let identity = Identity {
+            job: checkpointing.job().to_string(),
+            sink: part.name.clone(),
+            history: format!("{:016x}", checkpointing.history()),
+        };
+        let restored = checkpointing.restored().is_some();
+        let ordered = Ordered::new(identity, &topic, &config.properties, restored)?;
+        let partitions = Partitions::new(Rc::clone(&producer), &topic);
+        let messages = self.encode_messages(encoder, Some(partitions));
+        Ok(write_messages(
+            messages,
+            Exchange::new(Outbound::route),
+            (producer, topic),
+            Some(ordered),
+            checkpoint,
         ))
     }
 }
 
-/// Sends one message, waiting (while serving delivery reports) when the local queue is full.
-fn send(
-    producer: &BaseProducer<DeliveryTracker>,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: &[u8],
-    headers: &[(&str, String)],
-    time: u64,
-) {
-    loop {
-        let mut record = BaseRecord::with_opaque_to(topic, time as usize).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if !headers.is_empty() {
-            let mut owned = OwnedHeaders::new_with_capacity(headers.len());
-            for (name, v) in headers {
-                owned = owned.insert(Header {
-                    key: name,
-                    value: Some(v.as_bytes()),
+/// The writing operator: sends each message through `producer` to `topic` (unless it names
+/// its own) as it comes, or, with `ordered`, once its time is complete and in order. It holds
+/// a capability for each time with messages waiting or unacknowledged, and hands off to a
+/// checkpoint at T once its input has passed T and every message before T is acknowledged.
+fn write_messages<'scope, P>(
+    messages: StreamVec<'scope, u64, Outbound>,
+    pact: P,
+    (producer, topic): (Rc<SinkProducer>, String),
+    mut ordered: Option<Ordered>,
+    mut checkpoint: Option<SectionCheckpoint>,
+) -> StreamVec<'scope, u64, ()>
+where
+    P: ParallelizationContract<u64, Vec<Outbound>>,
+{
+    let scope = messages.scope();
+    messages.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        pact,
+        "KafkaSink",
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut held = BTreeMap::<u64, Capability<u64>>::new();
+            // With `ordered`: the messages of each time not complete yet.
+            let mut waiting = BTreeMap::<u64, Vec<Outbound>>::new();
+            move |(input, frontier), _output| {
+                let plan = checkpoint.as_mut().and_then(SectionCheckpoint::pending);
+                input.for_each(|cap, data| {
+                    let Some(time) = cap.least().copied() else {
+                        return;
+                    };
+                    held.entry(time).or_insert_with(|| cap.delayed(&time, 0));
+                    if ordered.is_some() {
+                        waiting.entry(time).or_default().append(data);
+                    } else {
+                        for message in data.drain(..) {
+                            send(&producer, &topic, &message, &[], time);
+                        }
+                    }
                 });
+                if let Some(ordered) = ordered.as_mut() {
+                    while let Some(entry) = waiting.first_entry()
+                        && !frontier.less_equal(entry.key())
+                    {
+                        let (time, messages) = entry.remove_entry();
+                        ordered.write(time, messages, |message, headers| {
+                            send(&producer, &topic, message, headers, time)
+                        });
+                    }
+                }
+                serve(&producer, &topic);
+                held.retain(|time, _| waiting.contains_key(time) || in_flight(&producer, *time));
+                if let (Some(at), Some(checkpoint)) = (plan, checkpoint.as_mut())
+                    && frontier.frontier().iter().all(|t| *t >= at)
+                    && held.keys().next().is_none_or(|t| *t >= at)
+                {
+                    checkpoint.hand_off::<(), ()>(Vec::new());
+                }
+                if !held.is_empty() {
+                    activator.activate_after(Duration::from_millis(1));
+                }
             }
-            record = record.headers(owned);
-        }
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => panic!("Kafka sink: producing to `{topic}` failed: {e}"),
-        }
-    }
+        },
+    )
 }

@@ -88,6 +88,22 @@ pub struct ChannelSettings {
 }
 
 impl Settings for NotifySettings {
+    fn checkpoints_conflict(
+        &self,
+        checkpoints: bool,
+        kind: Range<usize>,
+    ) -> Option<(Range<usize>, &'static str, String)> {
+        checkpoints.then(|| {
+            (
+                kind,
+                "kind",
+                "a notify sink's undecided requests are not restored from checkpoints yet; \
+                 remove [checkpoints] to run it"
+                    .to_string(),
+            )
+        })
+    }
+
     fn check<C: Check>(&self, check: &mut C, kind: Range<usize>, field: &str) -> Option<SinkKind> {
         let required = |check: &mut C, value: &'_ Option<Text>, name: &str, what: &str| {
             if value.is_none() {
