@@ -90,3 +90,50 @@ pub fn produce(
         "produce.py into `{topic}` delivered a different number of messages"
     );
 }
+
+const READER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/consume.py");
+
+/// Every message of `topic` up to its high watermarks, read by `consume.py` with the independent
+/// client as a plain consumer, in (partition, offset) order.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<super::kafka::Msg> {
+    #[derive(serde::Deserialize)]
+    struct Read {
+        partition: i32,
+        offset: i64,
+        key: Option<String>,
+        value: String,
+        headers: Vec<(String, Option<String>)>,
+    }
+    let output = Command::new("python3")
+        .arg(READER)
+        .arg(brokers)
+        .arg(topic)
+        .stdin(Stdio::null())
+        .output()
+        .expect("starting consume.py");
+    assert!(
+        output.status.success(),
+        "consume.py reading `{topic}` on {brokers} failed with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("consume.py prints UTF-8")
+        .lines()
+        .map(|line| {
+            let read: Read = serde_json::from_str(line).expect("a line of consume.py");
+            super::kafka::Msg {
+                partition: read.partition,
+                offset: read.offset,
+                timestamp: None,
+                key: read.key.map(String::into_bytes),
+                payload: read.value.into_bytes(),
+                headers: read
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k, v.unwrap_or_default().into_bytes()))
+                    .collect(),
+            }
+        })
+        .collect()
+}
