@@ -327,6 +327,110 @@ fn main() {
     rows("routing (10 predicates)", path, |w| {
         routing_job(&kafka("bench", &format!("bench-routing-{w}")), DISCARD)
     });
+
+    // Delivery to Kafka: every payment routed to a topic, and Q1's rows, each written
+    // at-least-once without checkpoints, and at-least-once and exactly-once with checkpoints.
+    let every_payment = r#"
+[[routes]]
+name = "all"
+source = "transactions"
+otherwise = true
+sinks = ["kafka"]
+"#;
+    let q1 = r#"
+[[metrics]]
+name = "per_account"
+source = "transactions"
+group_by = ["account_id"]
+window = { kind = "tumbling", size = "60s" }
+aggregates = { count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }
+sinks = ["kafka"]
+"#;
+    let stores = std::env::temp_dir().join(format!("eddy-bench-stores-{}", std::process::id()));
+    for (i, delivery) in DELIVERIES.iter().enumerate() {
+        for (dataflow, sections, fields) in [
+            (
+                "routing to Kafka (every payment)",
+                every_payment,
+                ALL_FIELDS,
+            ),
+            ("metrics (Q1) to Kafka", q1, FEW_FIELDS),
+        ] {
+            let path = format!("Kafka → Kafka, {}", delivery.name);
+            rows(dataflow, &path, |w| {
+                let topic = format!("bench-out-{}-{i}-{w}", &dataflow[..4]);
+                mock.create_topic(&topic, KAFKA_PARTITIONS, 1)
+                    .expect("topic created");
+                let source = kafka(
+                    "bench",
+                    &format!("bench-delivery-{}-{i}-{w}", &dataflow[..4]),
+                );
+                let job = transactions_job("bench-delivery", &source, fields, sections);
+                delivering(&job, (&brokers, &topic), delivery, &stores)
+            });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&stores);
+}
+
+/// How a Kafka sink delivers, as the delivery rows compare it: its `delivery` setting, and the
+/// store of the checkpoints taken every second, if any.
+struct Delivery {
+    name: &'static str,
+    delivery: &'static str,
+    checkpoints: bool,
+}
+
+const DELIVERIES: [Delivery; 3] = [
+    Delivery {
+        name: "at-least-once",
+        delivery: "at-least-once",
+        checkpoints: false,
+    },
+    Delivery {
+        name: "at-least-once, checkpoints every 1 s",
+        delivery: "at-least-once",
+        checkpoints: true,
+    },
+    Delivery {
+        name: "exactly-once, checkpoints every 1 s",
+        delivery: "exactly-once",
+        checkpoints: true,
+    },
+];
+
+/// `job` with its sink `name` writing `topic` on `brokers` as `delivery` says, and the
+/// checkpoints it says in a store under `dir`, one per run.
+fn delivering(
+    job: &str,
+    (brokers, topic): (&str, &str),
+    delivery: &Delivery,
+    dir: &Path,
+) -> String {
+    let mut job = format!(
+        "{job}
+[[sinks]]
+name = \"kafka\"
+kind = \"kafka\"
+brokers = \"{brokers}\"
+\
+         topic = \"{topic}\"
+delivery = \"{}\"
+",
+        delivery.delivery
+    );
+    if delivery.checkpoints {
+        let store = dir.join(topic);
+        job += &format!(
+            "
+[checkpoints]
+store = \"{}\"
+interval = \"1s\"
+",
+            store.display()
+        );
+    }
+    job
 }
 
 /// Runs the job `text(workers)` on 1 and 2 workers, a row each.
