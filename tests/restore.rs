@@ -112,7 +112,7 @@ type Damage<'a> = &'a dyn Fn(&Store);
 /// Does nothing to a store.
 fn intact(_: &Store) {}
 
-/// Runs `job` (with `args` and `env`, writing `output`, checkpointing into `store`) three
+/// Runs `job` (with `args` and `env`, writing `output`, checkpointing into `store`) five
 /// times, each killed with SIGKILL once the store holds a checkpoint newer than before and a
 /// random moment later, alternating between one worker and two; then does `damage` to the
 /// store, and runs the job to its end on two workers.
@@ -126,7 +126,7 @@ fn killed_and_restored(
     let mut rng = Rng(seed | 1);
     let mut env = writing(output, env);
     env.extend(store.env.iter().map(|(k, v)| (k.as_str(), OsStr::new(v))));
-    for round in 0..3 {
+    for round in 0..5 {
         let mut child = common::eddy_run(job, 1 + round % 2, args, &env)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -184,7 +184,7 @@ fn writing<'a>(output: &'a Path, env: &[(&'a str, &'a OsStr)]) -> Vec<(&'a str, 
         .collect()
 }
 
-/// A job killed three times and restored, each time on another number of workers, writes byte
+/// A job killed five times and restored, each time on another number of workers, writes byte
 /// for byte what it writes uninterrupted. `text` is the job, named `example`, run in `dir` with
 /// `run`'s arguments and environment, and `EDDY_RUN` set to `plain` for the uninterrupted run
 /// and to `restored` for the others (a Kafka job names its consumer group by it); the
@@ -752,7 +752,7 @@ const COMMAND_OUTPUTS: [(&str, i32); 4] =
     [("events", 3), ("purchases", 4), ("counts", 2), ("dlq", 1)];
 
 /// The command processor's events, a route, a windowed count and the dead letters, all written
-/// to Kafka by a job reading Kafka (on `tier`), killed three times and restored: exactly once.
+/// to Kafka by a job reading Kafka (on `tier`), killed five times and restored: exactly once.
 /// Before the last run another producer writes into every partition of the events topic, so
 /// the restored sink must look back past those for its own last message.
 fn commands_write_each_result_once(tier: common::kafka::Tier) {
@@ -796,7 +796,7 @@ fn tansu_kafka_sinks_write_each_result_once_across_kills() {
 }
 
 /// Q1 (tumbling windows over a file, some records late) writing its rows and its late records
-/// to Kafka, killed three times and restored: each row and each late record once.
+/// to Kafka, killed five times and restored: each row and each late record once.
 #[test]
 fn window_rows_and_late_records_are_written_to_kafka_once() {
     use common::kafka::{Cluster, Tier};
@@ -827,7 +827,7 @@ late_sink = "late-topic""#,
     );
 }
 
-/// The fraud example's alerts written to Kafka by a job killed three times and restored: each
+/// The fraud example's alerts written to Kafka by a job killed five times and restored: each
 /// alert once.
 #[test]
 fn fraud_alerts_are_written_to_kafka_once() {
