@@ -86,6 +86,11 @@ impl Predicate {
         })
     }
 
+    /// The text it was compiled from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Whether the predicate holds for `record` (a record of the scope it was compiled against).
     /// An evaluation error counts as not holding.
     pub fn holds(&self, record: &[Value]) -> bool {

@@ -117,6 +117,7 @@ pub struct FraudMixSection {
 pub struct MetricSection {
     pub name: Text,
     pub source: Text,
+    pub when: Option<Text>,
     #[serde(default)]
     pub group_by: Vec<Text>,
     pub window: Spanned<WindowSection>,
