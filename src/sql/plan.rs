@@ -92,6 +92,8 @@ struct SinkUse {
 struct MetricPlan {
     name: String,
     source: usize,
+    /// The `WHERE`, as CEL text, and its span.
+    when: Option<(String, Span)>,
     group_by: Vec<usize>,
     window: WindowSpec,
     /// Each aggregate, over a physical column (`None`: `COUNT(*)`).
@@ -682,12 +684,16 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        if let Some(e) = &select.selection {
-            return Err(problem(
-                e.span(),
-                "WHERE in a windowed query is not supported".into(),
-            ));
-        }
+        let mut translator = Translator {
+            table,
+            construct: &construct,
+            used: Vec::new(),
+        };
+        let when = match &select.selection {
+            Some(e) => Some((translator.condition(e)?, e.span())),
+            None => None,
+        };
+        let filtered = translator.used;
         let mut plan = Windowed {
             table,
             construct: construct.clone(),
@@ -828,12 +834,14 @@ impl<'a> Planner<'a> {
         } = plan;
         let mut used: Vec<usize> = keys.clone();
         used.extend(aggregates.iter().filter_map(|a| a.1));
+        used.extend(filtered);
         let sink = self.sink(sink_table, insert.at, &construct)?;
         self.use_columns(source, &used);
         let late_sink = self.late_sink(source_table, source, &construct)?;
         self.metrics.push(MetricPlan {
             name,
             source,
+            when,
             group_by: keys,
             window,
             aggregates: aggregates.into_iter().map(|(k, f, _)| (k, f)).collect(),
@@ -944,12 +952,19 @@ impl<'a> Planner<'a> {
         let field = |source: usize, column: usize| {
             record_index[source][column].expect("every column a query reads is in its schema")
         };
-        let metrics = self
-            .metrics
-            .iter()
-            .map(|m| MetricSpec {
+        let mut metrics = Vec::new();
+        for m in &self.metrics {
+            let when = match filter(m.when.as_ref(), &sources[m.source].schema, &m.name) {
+                Ok(when) => when,
+                Err(p) => {
+                    self.problems.push(p);
+                    continue;
+                }
+            };
+            metrics.push(MetricSpec {
                 name: m.name.clone(),
                 source: m.source,
+                when,
                 group_by: m.group_by.iter().map(|&c| field(m.source, c)).collect(),
                 window: m.window,
                 lateness: 0,
@@ -969,23 +984,17 @@ impl<'a> Planner<'a> {
                 sinks: vec![m.sink],
                 late_sink: m.late_sink,
                 columns: m.columns.clone(),
-            })
-            .collect();
+            });
+        }
         let mut routes = Vec::new();
         for r in &self.routes {
-            let select = match &r.when {
-                None => Selection::Every,
-                Some((text, at)) => match Predicate::compile(text, &sources[r.source].schema) {
-                    Ok(p) => Selection::When(p),
-                    Err(e) => {
-                        self.problems.push(Problem::new(
-                            *at,
-                            format!("INSERT INTO {}", r.name),
-                            format!("the filter does not compile: {}", e.message),
-                        ));
-                        continue;
-                    }
-                },
+            let select = match filter(r.when.as_ref(), &sources[r.source].schema, &r.name) {
+                Ok(None) => Selection::Every,
+                Ok(Some(p)) => Selection::When(p),
+                Err(p) => {
+                    self.problems.push(p);
+                    continue;
+                }
             };
             routes.push(RouteSpec {
                 name: r.name.clone(),
@@ -1089,6 +1098,25 @@ fn select_of<'q>(query: &'q Query, construct: &str) -> Result<&'q Select, Proble
             "UNION, INTERSECT, EXCEPT and VALUES are not supported: write one SELECT",
         )),
     }
+}
+
+/// The predicate of a query's `WHERE` (its CEL text and span) over the records of `schema`; a
+/// text that does not compile is a problem of `INSERT INTO sink`.
+fn filter(
+    when: Option<&(String, Span)>,
+    schema: &Schema,
+    sink: &str,
+) -> Result<Option<Predicate>, Problem> {
+    let Some((text, at)) = when else {
+        return Ok(None);
+    };
+    Predicate::compile(text, schema).map(Some).map_err(|e| {
+        Problem::new(
+            *at,
+            format!("INSERT INTO {sink}"),
+            format!("the filter does not compile: {}", e.message),
+        )
+    })
 }
 
 /// The expressions of `GROUP BY` (`GROUP BY ALL` is refused before).
