@@ -1000,6 +1000,7 @@ impl<'a> Planner<'a> {
                 name: r.name.clone(),
                 source: r.source,
                 select,
+                projection: None,
                 sinks: vec![r.sink],
             });
         }
