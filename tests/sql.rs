@@ -669,6 +669,51 @@ columns = ["txn_id"]
     );
 }
 
+/// A TOML route's `select` computes the columns it writes: the route of `tiers` in
+/// `tests/sql/run/projections.sql`, written in TOML, writes what that SQL writes.
+#[test]
+fn a_route_select_writes_the_columns_the_sql_projection_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/run");
+    let toml = dir.path().join("tiers.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            r#"
+[job]
+name = "tiers"
+
+[[sources]]
+name = "payments"
+kind = "file"
+paths = ["{input}"]
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int?", merchant = "string?", country = "string?", ts = "timestamp" }}
+
+[[routes]]
+name = "tiers"
+source = "payments"
+when = "account_id != 4"
+select = {{ account_id = "account_id", doubled = "amount_cents * 2", tier = 'amount_cents > 1000 ? "big" : "small"', c = "upper(country)" }}
+sinks = ["tiers"]
+
+[[sinks]]
+name = "tiers"
+kind = "file"
+path = "${{EDDY_OUTPUT}}/tiers.jsonl"
+"#,
+            input = run_dir.join("input.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let golden = std::fs::read_to_string(run_dir.join("projections.expected")).unwrap();
+    let sql = &golden[golden
+        .find("== tiers.jsonl")
+        .expect("the golden run of tiers")..];
+    assert_eq!(written_by(&toml, 2), sql);
+}
+
 /// A windowed query over Kafka: the file job's source and sink become Kafka tables.
 const OVER_KAFKA: &str = r#"
 CREATE TABLE txns (
