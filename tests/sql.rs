@@ -600,6 +600,120 @@ GROUP BY window_start, window_end, account_id;
     assert_eq!(got[0], got[1], "TOML and SQL late records differ");
 }
 
+/// A TOML metric's `when` filters the records before the windows, as `WHERE` does in
+/// `tests/sql/run/windowed-where.sql`: of the two records that come after the watermark passed
+/// their window, the one `when` drops (w6) is not late, and without `when` it is.
+#[test]
+fn a_metric_when_filters_before_the_windows_so_what_it_drops_is_never_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/run/windows.jsonl");
+    let job = |when: &str| {
+        format!(
+            r#"
+[job]
+name = "filtered"
+
+[[sources]]
+name = "payments"
+kind = "file"
+paths = ["{input}"]
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int", ts = "timestamp" }}
+
+[[metrics]]
+name = "counts"
+source = "payments"
+{when}
+group_by = ["account_id"]
+window = {{ kind = "tumbling", size = "10s" }}
+aggregates = {{ n = "count", total = "sum(amount_cents)" }}
+sinks = ["counts"]
+late_sink = "late"
+
+[[sinks]]
+name = "counts"
+kind = "file"
+path = "${{EDDY_OUTPUT}}/counts.csv"
+format = "csv"
+
+[[sinks]]
+name = "late"
+kind = "file"
+path = "${{EDDY_OUTPUT}}/late.jsonl"
+columns = ["txn_id"]
+"#,
+            input = input.display()
+        )
+    };
+    let written = |name: &str, when: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, job(when)).unwrap();
+        written_by(&path, 2)
+    };
+    assert_eq!(
+        written("filtered", "when = \"amount_cents > 100\""),
+        "== counts.csv\n\
+         1,100000,110000,1,500\n\
+         1,110000,120000,1,900\n\
+         1,120000,130000,1,300\n\
+         2,100000,110000,1,700\n\
+         account_id,window_start,window_end,n,total\n\
+         == late.jsonl\n\
+         {\"txn_id\":\"w7\"}\n"
+    );
+    let unfiltered = written("unfiltered", "");
+    assert!(
+        unfiltered.ends_with("== late.jsonl\n{\"txn_id\":\"w6\"}\n{\"txn_id\":\"w7\"}\n"),
+        "{unfiltered}"
+    );
+}
+
+/// A TOML route's `select` computes the columns it writes: the route of `tiers` in
+/// `tests/sql/run/projections.sql`, written in TOML, writes what that SQL writes.
+#[test]
+fn a_route_select_writes_the_columns_the_sql_projection_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/run");
+    let toml = dir.path().join("tiers.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            r#"
+[job]
+name = "tiers"
+
+[[sources]]
+name = "payments"
+kind = "file"
+paths = ["{input}"]
+event_time = "ts"
+out_of_orderness = "2s"
+schema = {{ txn_id = "string", account_id = "int", amount_cents = "int?", merchant = "string?", country = "string?", ts = "timestamp" }}
+
+[[routes]]
+name = "tiers"
+source = "payments"
+when = "account_id != 4"
+select = {{ account_id = "account_id", doubled = "amount_cents * 2", tier = 'amount_cents > 1000 ? "big" : "small"', c = "upper(country)" }}
+sinks = ["tiers"]
+
+[[sinks]]
+name = "tiers"
+kind = "file"
+path = "${{EDDY_OUTPUT}}/tiers.jsonl"
+"#,
+            input = run_dir.join("input.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let golden = std::fs::read_to_string(run_dir.join("projections.expected")).unwrap();
+    let sql = &golden[golden
+        .find("== tiers.jsonl")
+        .expect("the golden run of tiers")..];
+    assert_eq!(written_by(&toml, 2), sql);
+}
+
 /// A windowed query over Kafka: the file job's source and sink become Kafka tables.
 const OVER_KAFKA: &str = r#"
 CREATE TABLE txns (

@@ -1,10 +1,10 @@
-//! Windowed metrics of a job file: group, window, aggregate, filter, and write each metric's rows
-//! (and its late events) to its sinks.
+//! Windowed metrics of a job file: filter the events, group, window, aggregate, filter the rows,
+//! and write each metric's rows (and its late events) to its sinks.
 
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Filter, Map};
 
 use super::Progress;
 use super::write_rows;
@@ -33,6 +33,12 @@ pub fn build_metric<'scope>(
             .map(|a| (a.kind, a.field))
             .collect(),
     );
+    // `when` drops records before the windows see them, as SQL's `WHERE` does: a dropped record
+    // is never late.
+    let events = match metric.when.clone() {
+        Some(when) => events.filter(move |event| when.holds(&event.data)),
+        None => events,
+    };
     let windows = Windows {
         spec: metric.window,
         lateness: metric.lateness,

@@ -1,7 +1,7 @@
-//! Routes of a job file: each source's events, as rows of the source's fields, to the sinks of
-//! every route that takes them. All `when` routes of a source share one route operator; a route
-//! without `when` takes the source's stream as it is, and the `otherwise` route the operator's
-//! unmatched output.
+//! Routes of a job file: each source's events, as rows of the source's fields or of the columns
+//! a route computes, to the sinks of every route that takes them. All `when` routes of a source
+//! share one route operator; a route without `when` takes the source's stream as it is, and the
+//! `otherwise` route the operator's unmatched output.
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
@@ -47,7 +47,6 @@ pub fn build_routes<'scope>(
         (matched.into_iter(), Some(unmatched))
     };
     let schema = &job.sources[source].schema;
-    let columns: Vec<String> = schema.fields().iter().map(|f| f.name.to_string()).collect();
     let mut flushed = Vec::new();
     for route in routes {
         let taken = match route.select {
@@ -55,11 +54,17 @@ pub fn build_routes<'scope>(
             Selection::When(_) => matched.next().expect("an output per `when` route"),
             Selection::Otherwise => unmatched.clone().expect("a route operator"),
         };
+        let taken = match route.projection.clone() {
+            Some(projection) => taken.map(move |row| -> Record {
+                projection.iter().map(|(_, e)| e.value(&row)).collect()
+            }),
+            None => taken,
+        };
         flushed.extend(write_rows(
             &taken,
             job,
             &route.sinks,
-            &columns,
+            &route.columns(schema),
             &route.name,
             stats,
             checkpoints,

@@ -11,7 +11,7 @@ use super::{PredicateError, Scope};
 use crate::record::{FieldType, Value};
 
 /// A compiled sub-expression, by its CEL type.
-enum Typed {
+pub(super) enum Typed {
     Bool(Operand<bool>),
     Int(Operand<i64>),
     Double(Operand<f64>),
@@ -31,6 +31,19 @@ impl Typed {
             Typed::Null => "null",
             Typed::List(_) => "list",
         }
+    }
+
+    /// The value in `record`; an evaluation error is null, as SQL's NULL (a list, never a
+    /// value, is refused when compiling).
+    pub(super) fn value(&self, record: &[Value]) -> Value {
+        let value = match self {
+            Typed::Bool(b) => b.get(record).map(Value::Bool),
+            Typed::Int(i) => i.get(record).map(Value::Int),
+            Typed::Double(d) => d.get(record).map(Value::Float),
+            Typed::Str(t) => t.get(record).map(|s| Value::Str(s.as_ref().into())),
+            Typed::Null | Typed::List(_) => None,
+        };
+        value.unwrap_or(Value::Null)
     }
 
     /// A null of this expression's type: what `c ? a : null` is where `c` does not hold.
@@ -144,6 +157,37 @@ fn string_method(name: &str) -> Option<fn(&str, &str) -> bool> {
 /// Parses `text` and compiles it against `scope` into a bool operand, on the calling thread's
 /// stack.
 pub(super) fn predicate(text: &str, scope: &dyn Scope) -> Result<Operand<bool>, PredicateError> {
+    root(text, scope, |compiler, id, typed| match typed {
+        Typed::Bool(test) => Ok(test),
+        other => Err(compiler.error(
+            id,
+            format!(
+                "a predicate must be a bool, but this expression is of type {}",
+                other.type_name()
+            ),
+        )),
+    })
+}
+
+/// Parses `text` and compiles it against `scope` into a value of any type but a list, on the
+/// calling thread's stack.
+pub(super) fn value(text: &str, scope: &dyn Scope) -> Result<Typed, PredicateError> {
+    root(text, scope, |compiler, id, typed| match typed {
+        Typed::List(_) => Err(compiler.error(
+            id,
+            "a value must be a bool, int, double, string or null, but this expression is a list",
+        )),
+        value => Ok(value),
+    })
+}
+
+/// Parses `text`, compiles it against `scope` and hands the result, with the root's id, to
+/// `take`, which checks its type.
+fn root<T>(
+    text: &str,
+    scope: &dyn Scope,
+    take: impl FnOnce(&Compiler, u64, Typed) -> Result<T, PredicateError>,
+) -> Result<T, PredicateError> {
     let (expr, info) = Parser::new()
         .parse_with_source_info(text)
         .map_err(|errors| {
@@ -160,16 +204,8 @@ pub(super) fn predicate(text: &str, scope: &dyn Scope) -> Result<Operand<bool>, 
         info: &info,
         text,
     };
-    match compiler.compile(&expr)? {
-        Typed::Bool(test) => Ok(test),
-        other => Err(compiler.error(
-            expr.id,
-            format!(
-                "a predicate must be a bool, but this expression is of type {}",
-                other.type_name()
-            ),
-        )),
-    }
+    let typed = compiler.compile(&expr)?;
+    take(&compiler, expr.id, typed)
 }
 
 /// Compiles a parsed expression against a scope.

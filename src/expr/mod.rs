@@ -2,8 +2,9 @@
 //! (`amount_cents > 50000 && country != "US"`), parsed by the `cel` crate and compiled once,
 //! against the names and types of the record's columns (a [`Scope`]: a source's [`Schema`], or
 //! the output columns of a metric), into closures over column indexes: evaluating one reads the
-//! record's values in place, with no interpreter, no name lookups and no allocation. Routes and
-//! views filter with it (`when`), metrics filter their rows with it (`having`).
+//! record's values in place, with no interpreter, no name lookups and no allocation. Routes,
+//! views and metrics filter with it (`when`), metrics filter their rows with it (`having`), and
+//! routes compute their columns with it (`select`: an [`Expression`], of any type).
 //!
 //! The subset compiled is what filtering needs: `&&`, `||`, `!`, parentheses; `==`, `!=`, `<`,
 //! `<=`, `>`, `>=` between numbers (int and double compare numerically, as in CEL), strings,
@@ -46,6 +47,14 @@ pub struct Predicate {
     test: Arc<Operand<bool>>,
 }
 
+/// A compiled expression of any type but a list: a computed column; cheap to clone and
+/// shareable between workers.
+#[derive(Clone)]
+pub struct Expression {
+    text: Arc<str>,
+    value: Arc<compile::Typed>,
+}
+
 /// The variables an expression may name: the columns of the records it is evaluated on.
 pub trait Scope {
     /// The record index and type of the column `name`, or, when there is none, what to say.
@@ -86,10 +95,43 @@ impl Predicate {
         })
     }
 
+    /// The text it was compiled from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Whether the predicate holds for `record` (a record of the scope it was compiled against).
     /// An evaluation error counts as not holding.
     pub fn holds(&self, record: &[Value]) -> bool {
         self.test.get(record) == Some(true)
+    }
+}
+
+impl Expression {
+    /// Parses `text` as CEL and compiles it against `scope`, as [`Predicate::compile_in`] does,
+    /// into an expression of any type but a list.
+    pub fn compile_in(
+        text: &str,
+        scope: &(dyn Scope + Sync),
+    ) -> Result<Expression, PredicateError> {
+        limits::check(text)?;
+        let value = limits::on_compile_stack(|| compile::value(text, scope))?;
+        Ok(Expression {
+            text: text.into(),
+            value: Arc::new(value),
+        })
+    }
+
+    /// Its value in `record` (a record of the scope it was compiled against). An evaluation
+    /// error (a null operand, overflow, division by zero) is null, as SQL's NULL.
+    pub fn value(&self, record: &[Value]) -> Value {
+        self.value.value(record)
+    }
+}
+
+impl fmt::Debug for Expression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Expression").field(&self.text).finish()
     }
 }
 

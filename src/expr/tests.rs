@@ -310,3 +310,53 @@ fn coalesce_takes_the_first_argument_that_is_not_null() {
     let e = error("coalesce() == 1");
     assert!(e.message.contains("at least one argument"), "{e}");
 }
+
+fn value(text: &str, record: &[Value]) -> Value {
+    Expression::compile_in(text, &schema())
+        .unwrap_or_else(|e| panic!("`{text}`: {e}"))
+        .value(record)
+}
+
+#[test]
+fn expressions_compute_values_of_every_type_and_null_where_evaluation_errs() {
+    let r = record("purchase", 1_500, "fr", 0.5, true);
+    let int = |text| match value(text, &r) {
+        Value::Int(i) => i,
+        other => panic!("`{text}`: {other:?}"),
+    };
+    let string = |text| match value(text, &r) {
+        Value::Str(s) => s.to_string(),
+        other => panic!("`{text}`: {other:?}"),
+    };
+    assert_eq!(int("amount_cents * 2"), 3_000);
+    assert_eq!(int("ts"), 1_700_000_000_000);
+    assert_eq!(string(r#"amount_cents > 1000 ? "big" : "small""#), "big");
+    assert_eq!(string("upper(country)"), "FR");
+    assert!(matches!(value("score * 2.0", &r), Value::Float(f) if f == 1.0));
+    assert!(matches!(value("!vip", &r), Value::Bool(false)));
+    assert!(matches!(value("amount_cents / 0", &r), Value::Null));
+    assert!(matches!(value(r#"vip ? null : "x""#, &r), Value::Null));
+    assert!(matches!(value("null", &r), Value::Null));
+    let nulls = [
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Int(0),
+    ];
+    assert!(matches!(value("amount_cents + 1", &nulls), Value::Null));
+    assert!(matches!(value("upper(country)", &nulls), Value::Null));
+}
+
+#[test]
+fn an_expression_is_not_a_list_and_its_errors_have_their_columns() {
+    let e = Expression::compile_in("[1, 2]", &schema()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "a value must be a bool, int, double, string or null, but this expression is a list at \
+         column 1 of the expression"
+    );
+    let e = Expression::compile_in("amount_cents + country", &schema()).unwrap_err();
+    assert_eq!(e.column, 14, "{e}");
+}

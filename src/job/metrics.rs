@@ -1,4 +1,5 @@
-//! Validation of `[[metrics]]`: group-by fields, the window, aggregates and `having`.
+//! Validation of `[[metrics]]`: the input filter `when`, group-by fields, the window, aggregates
+//! and `having`.
 
 use super::outputs::Wiring;
 use super::{Checker, raw};
@@ -7,13 +8,16 @@ use crate::operators::aggregate::AggregateKind;
 use crate::operators::window::WindowSpec;
 use crate::record::{FieldType, Schema};
 
-/// A windowed metric: group, window, aggregate, filter, write.
+/// A windowed metric: filter, group, window, aggregate, filter, write.
 #[derive(Clone, Debug)]
 pub struct MetricSpec {
     /// Its name.
     pub name: String,
     /// The source index.
     pub source: usize,
+    /// The condition on the source's records that a record must meet to enter the windows
+    /// (`when`): applied before them, as SQL's `WHERE`, so a record it drops is never late.
+    pub when: Option<Predicate>,
     /// Record indexes of the group-by fields.
     pub group_by: Vec<usize>,
     /// The windows.
@@ -92,6 +96,11 @@ impl Checker<'_> {
         wiring: Wiring,
     ) -> Option<MetricSpec> {
         let errors_before = self.errors.len();
+        let when = m.when.as_ref().and_then(|text| {
+            Predicate::compile(text.get_ref(), schema)
+                .map_err(|e| self.error(text.span(), format!("{field}.when"), e.to_string()))
+                .ok()
+        });
         let mut columns = Vec::new();
         let mut types = Vec::new();
         let mut group_by = Vec::new();
@@ -169,6 +178,7 @@ impl Checker<'_> {
         (self.errors.len() == errors_before).then(|| MetricSpec {
             name: m.name.get_ref().clone(),
             source: wiring.source,
+            when,
             group_by,
             window,
             lateness,

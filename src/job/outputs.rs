@@ -232,7 +232,8 @@ impl<'a> Outputs<'a> {
         }
         for r in self.routes {
             let what = format!("route `{}`", r.name);
-            all.push(plain(what, schema_columns(r.source), &r.sinks, r.source));
+            let columns = r.columns(&sources[r.source].schema);
+            all.push(plain(what, columns, &r.sinks, r.source));
         }
         for e in self.enrich {
             let what = format!("enrichment `{}`", e.name);

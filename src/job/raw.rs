@@ -117,6 +117,7 @@ pub struct FraudMixSection {
 pub struct MetricSection {
     pub name: Text,
     pub source: Text,
+    pub when: Option<Text>,
     #[serde(default)]
     pub group_by: Vec<Text>,
     pub window: Spanned<WindowSection>,
@@ -234,7 +235,8 @@ pub struct CardTestingSection {
 }
 
 /// One `[[routes]]`: the events of a source that meet `when` (every event without it; with
-/// `otherwise = true`, those meeting no `when` of that source's routes) go to `sinks`.
+/// `otherwise = true`, those meeting no `when` of that source's routes) go to `sinks`, as the
+/// columns `select` computes (the source's fields without it).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
@@ -242,6 +244,7 @@ pub struct RouteSection {
     pub source: Text,
     pub when: Option<Text>,
     pub otherwise: Option<Spanned<bool>>,
+    pub select: Option<Spanned<IndexMap<String, Text>>>,
     #[serde(default)]
     pub sinks: Vec<Text>,
 }

@@ -1,14 +1,18 @@
 //! Validation of `[[routes]]` sections: the source, the CEL predicate (compiled here, so a bad one
 //! is an `eddy check` error with its column), `otherwise` (at most one per source, never with
-//! `when`) and the sinks.
+//! `when`), the computed columns (`select`, CEL expressions compiled the same way) and the
+//! sinks.
 
+use indexmap::IndexMap;
 use toml::Spanned;
 
 use super::outputs::Names;
 use super::{Checker, SourceSpec, raw};
-use crate::expr::Predicate;
+use crate::expr::{Expression, Predicate};
+use crate::record::Schema;
 
-/// A route: which events of a source go to its sinks, as rows of the source's fields.
+/// A route: which events of a source go to its sinks, as rows of the source's fields or of the
+/// columns it computes.
 #[derive(Clone, Debug)]
 pub struct RouteSpec {
     /// Its name (the `eddy.output` header of its Kafka messages).
@@ -17,8 +21,21 @@ pub struct RouteSpec {
     pub source: usize,
     /// Which of the source's events it takes.
     pub select: Selection,
+    /// The columns it writes, each computed from an event (`select`); `None`: the source's
+    /// fields as they are.
+    pub projection: Option<Vec<(String, Expression)>>,
     /// Sink indexes.
     pub sinks: Vec<usize>,
+}
+
+impl RouteSpec {
+    /// The names of the columns it writes, from a source of `schema`.
+    pub fn columns(&self, schema: &Schema) -> Vec<String> {
+        match &self.projection {
+            Some(projection) => projection.iter().map(|(name, _)| name.clone()).collect(),
+            None => schema.fields().iter().map(|f| f.name.to_string()).collect(),
+        }
+    }
 }
 
 /// Which events a route takes.
@@ -99,6 +116,12 @@ impl Checker<'_> {
                 }),
                 (None, false) => Some(Selection::Every),
             };
+            let projection = match (&r.select, source) {
+                (Some(select), Some(s)) => {
+                    self.projection(select, &sources[s].schema, &format!("{field}.select"))
+                }
+                _ => None,
+            };
             if let (Some(source), Some(select), true) =
                 (source, select, self.errors.len() == errors_before)
             {
@@ -106,6 +129,7 @@ impl Checker<'_> {
                     name: r.name.get_ref().clone(),
                     source,
                     select,
+                    projection,
                     sinks,
                 });
             }
@@ -124,5 +148,30 @@ impl Checker<'_> {
             }
         }
         routes
+    }
+
+    /// The columns `select` computes, each a CEL expression over the fields of `schema`, at
+    /// `field`.
+    fn projection(
+        &mut self,
+        select: &Spanned<IndexMap<String, raw::Text>>,
+        schema: &Schema,
+        field: &str,
+    ) -> Option<Vec<(String, Expression)>> {
+        if select.get_ref().is_empty() {
+            self.error(
+                select.span(),
+                field.to_string(),
+                "name at least one column, e.g. select = { doubled = \"amount * 2\" }",
+            );
+        }
+        let mut columns = Vec::new();
+        for (name, text) in select.get_ref() {
+            match Expression::compile_in(text.get_ref(), schema) {
+                Ok(value) => columns.push((name.clone(), value)),
+                Err(e) => self.error(text.span(), format!("{field}.{name}"), e.to_string()),
+            }
+        }
+        Some(columns)
     }
 }

@@ -14,8 +14,9 @@ use crate::state::SectionSettings;
 impl Job {
     /// Per stateful section (`metrics.NAME`, `fraud.NAME`, `commands.NAME`,
     /// `orchestrators.NAME`, `views.NAME`, `sinks.NAME`), the settings its state depends on: what it is keyed
-    /// by and what each key's state holds. A change of any other setting (a sink added, a
-    /// command type's rules, a `having`) keeps the state.
+    /// by and what each key's state holds (a metric's `when`: which records its panes hold). A
+    /// change of any other setting (a sink added, a command type's rules, a `having`) keeps the
+    /// state.
     pub fn state_settings(&self) -> BTreeMap<String, SectionSettings> {
         let fields = |source: usize, indexes: &[usize]| -> String {
             let schema: &Schema = &self.sources[source].schema;
@@ -46,6 +47,12 @@ impl Job {
                 "metrics",
                 &m.name,
                 vec![
+                    (
+                        "when",
+                        m.when
+                            .as_ref()
+                            .map_or("(none)".to_string(), |w| format!("{:?}", w.text())),
+                    ),
                     ("group_by", fields(m.source, &m.group_by)),
                     ("window", format!("{:?}", m.window)),
                     ("aggregates", format!("{aggregates:?}")),
@@ -253,6 +260,28 @@ format = "csv"
              now has group_by = [\"c\"], which that state cannot follow; run with --reset-state \
              per-key to start its state empty"
         );
+    }
+
+    #[test]
+    fn a_changed_or_added_metric_when_changes_what_the_panes_hold() {
+        let filtered = |when: &str| {
+            settings(&JOB.replace(
+                "group_by = [\"k\"]",
+                &format!("when = {when:?}\ngroup_by = [\"k\"]"),
+            ))
+        };
+        let changes = state_changes(&settings(JOB), &filtered("amount > 1"));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            changes[0].to_string(),
+            "metrics.per-key: its state was checkpointed with when = (none), and the job now has \
+             when = \"amount > 1\", which that state cannot follow; run with --reset-state \
+             per-key to start its state empty"
+        );
+        let was = filtered("amount > 1");
+        assert_eq!(state_changes(&was, &filtered("amount > 1")), []);
+        assert_eq!(state_changes(&was, &filtered("amount > 2")).len(), 1);
+        assert_eq!(state_changes(&was, &settings(JOB)).len(), 1);
     }
 
     #[test]

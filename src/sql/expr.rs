@@ -1,6 +1,7 @@
-//! Row expressions of `WHERE`: type-checked against the table and written as the CEL text that
-//! [`crate::operators::predicate::Predicate`] compiles, so SQL filters run on the same predicate
-//! machinery as the TOML jobs' `when`.
+//! Row expressions of `WHERE` and of computed SELECT items: type-checked against the table and
+//! written as the CEL text that [`crate::expr::Predicate`] and [`crate::expr::Expression`]
+//! compile, so SQL filters and projections run on the same machinery as the TOML jobs' `when`
+//! and `select`.
 
 use sqlparser::ast::{
     BinaryOperator, CaseWhen, Expr, Function, InTarget, Spanned as _, UnaryOperator, Value,
@@ -40,6 +41,17 @@ impl Translator<'_> {
                     "type mismatch: a condition must be BOOLEAN, but `{expr}` is {}",
                     other.map_or("NULL".to_string(), |t| t.to_string())
                 ),
+            )),
+        }
+    }
+
+    /// `expr` as a CEL value, with its type; a bare NULL, which has none, is refused.
+    pub(super) fn value(&mut self, expr: &Expr) -> Result<(String, SqlType), Problem> {
+        match self.cel(expr)? {
+            (text, Some(ty)) => Ok((text, ty)),
+            (_, None) => Err(self.problem(
+                expr,
+                "a column of NULL has no type: write a value of the sink column's type",
             )),
         }
     }

@@ -17,7 +17,7 @@ use super::parse::{Insert, call_args};
 use super::time::interval_millis;
 use super::types::SqlType;
 use super::window::{Item, Unit, Windowed};
-use crate::expr::{Predicate, Scope};
+use crate::expr::{Expression, Predicate, Scope};
 use crate::job::{
     AggregateSpec, MAX_PANES, MetricSpec, RouteSpec, Selection, SinkSpec, SourceKind, SourceSpec,
 };
@@ -92,6 +92,8 @@ struct SinkUse {
 struct MetricPlan {
     name: String,
     source: usize,
+    /// The `WHERE`, as CEL text, and its span.
+    when: Option<(String, Span)>,
     group_by: Vec<usize>,
     window: WindowSpec,
     /// Each aggregate, over a physical column (`None`: `COUNT(*)`).
@@ -108,7 +110,18 @@ struct RoutePlan {
     name: String,
     source: usize,
     when: Option<(String, Span)>,
+    /// When a SELECT item is computed, every sink column: its name, its value as CEL text, and
+    /// the item's span.
+    projection: Option<Vec<(String, String, Span)>>,
     sink: usize,
+}
+
+/// A SELECT item of a query without a window.
+enum Selected {
+    /// A physical column of the table, as it is.
+    Column(usize),
+    /// A value computed from the record: CEL text and its type.
+    Computed(String, SqlType),
 }
 
 impl<'a> Planner<'a> {
@@ -432,53 +445,18 @@ impl<'a> Planner<'a> {
             ));
         }
         let source = self.source(source_table, select.from[0].relation.span(), &construct)?;
-        let mut columns: Vec<(usize, Span)> = Vec::new();
+        let mut translator = Translator {
+            table,
+            construct: &construct,
+            used: Vec::new(),
+        };
+        let mut items: Vec<(Selected, Span)> = Vec::new();
         for item in &select.projection {
             match item {
-                SelectItem::Wildcard(_) => {
-                    columns.extend((0..table.columns.len()).map(|i| (i, item.span())))
-                }
+                SelectItem::Wildcard(_) => items
+                    .extend((0..table.columns.len()).map(|i| (Selected::Column(i), item.span()))),
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                    let name = match e {
-                        Expr::Identifier(id) => &id.value,
-                        Expr::Function(f) if f.over.is_some() => {
-                            return Err(Problem::new(
-                                e.span(),
-                                &construct,
-                                "OVER windows are not supported",
-                            ));
-                        }
-                        _ => {
-                            return Err(Problem::new(
-                                e.span(),
-                                &construct,
-                                format!(
-                                    "`{e}`: without a window a query selects columns as they \
-                                     are; computed projections are not supported"
-                                ),
-                            ));
-                        }
-                    };
-                    match table.column(name) {
-                        Some(ColumnRef::Physical(i)) => columns.push((i, e.span())),
-                        Some(ColumnRef::Computed(_)) => {
-                            return Err(Problem::new(
-                                e.span(),
-                                &construct,
-                                format!(
-                                    "writing the time attribute `{name}` is not supported: \
-                                     select the column it is computed from"
-                                ),
-                            ));
-                        }
-                        None => {
-                            return Err(Problem::new(
-                                e.span(),
-                                &construct,
-                                table.unknown_column(name),
-                            ));
-                        }
-                    }
+                    items.push((selected(&mut translator, e)?, e.span()))
                 }
                 other => {
                     return Err(Problem::new(
@@ -489,40 +467,61 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let types: Vec<(SqlType, Span)> = columns
+        let types: Vec<(SqlType, Span)> = items
             .iter()
-            .map(|&(i, span)| (table.columns[i].ty, span))
+            .map(|(item, span)| match item {
+                Selected::Column(i) => (table.columns[*i].ty, *span),
+                Selected::Computed(_, ty) => (*ty, *span),
+            })
             .collect();
         self.fit(sink, &types, insert.at, &construct)?;
-        for (column, &(i, span)) in sink.columns.iter().zip(&columns) {
-            if column.name != table.columns[i].name {
+        for (column, (item, span)) in sink.columns.iter().zip(&items) {
+            if let Selected::Column(i) = item
+                && column.name != table.columns[*i].name
+            {
                 return Err(Problem::new(
-                    span,
+                    *span,
                     &construct,
                     format!(
                         "without a window a query writes columns under their own names: column \
                          `{}` of `{}` is given `{}`",
-                        column.name, sink.name, table.columns[i].name
+                        column.name, sink.name, table.columns[*i].name
                     ),
                 ));
             }
         }
-        let mut translator = Translator {
-            table,
-            construct: &construct,
-            used: columns.iter().map(|&(i, _)| i).collect(),
-        };
+        let computes = items
+            .iter()
+            .any(|(item, _)| matches!(item, Selected::Computed(..)));
+        let projection = computes.then(|| {
+            sink.columns
+                .iter()
+                .zip(&items)
+                .map(|(column, (item, span))| {
+                    let text = match item {
+                        Selected::Column(i) => table.columns[*i].name.clone(),
+                        Selected::Computed(text, _) => text.clone(),
+                    };
+                    (column.name.clone(), text, *span)
+                })
+                .collect()
+        });
         let when = match &select.selection {
             Some(e) => Some((translator.condition(e)?, e.span())),
             None => None,
         };
-        let used = translator.used;
+        let mut used = translator.used;
+        used.extend(items.iter().filter_map(|(item, _)| match item {
+            Selected::Column(i) => Some(*i),
+            Selected::Computed(..) => None,
+        }));
         let sink = self.sink(sink_table, insert.at, &construct)?;
         self.use_columns(source, &used);
         self.routes.push(RoutePlan {
             name: self.tables[sink_table].name.clone(),
             source,
             when,
+            projection,
             sink,
         });
         Ok(())
@@ -682,12 +681,16 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        if let Some(e) = &select.selection {
-            return Err(problem(
-                e.span(),
-                "WHERE in a windowed query is not supported".into(),
-            ));
-        }
+        let mut translator = Translator {
+            table,
+            construct: &construct,
+            used: Vec::new(),
+        };
+        let when = match &select.selection {
+            Some(e) => Some((translator.condition(e)?, e.span())),
+            None => None,
+        };
+        let filtered = translator.used;
         let mut plan = Windowed {
             table,
             construct: construct.clone(),
@@ -828,12 +831,14 @@ impl<'a> Planner<'a> {
         } = plan;
         let mut used: Vec<usize> = keys.clone();
         used.extend(aggregates.iter().filter_map(|a| a.1));
+        used.extend(filtered);
         let sink = self.sink(sink_table, insert.at, &construct)?;
         self.use_columns(source, &used);
         let late_sink = self.late_sink(source_table, source, &construct)?;
         self.metrics.push(MetricPlan {
             name,
             source,
+            when,
             group_by: keys,
             window,
             aggregates: aggregates.into_iter().map(|(k, f, _)| (k, f)).collect(),
@@ -944,12 +949,19 @@ impl<'a> Planner<'a> {
         let field = |source: usize, column: usize| {
             record_index[source][column].expect("every column a query reads is in its schema")
         };
-        let metrics = self
-            .metrics
-            .iter()
-            .map(|m| MetricSpec {
+        let mut metrics = Vec::new();
+        for m in &self.metrics {
+            let when = match filter(m.when.as_ref(), &sources[m.source].schema, &m.name) {
+                Ok(when) => when,
+                Err(p) => {
+                    self.problems.push(p);
+                    continue;
+                }
+            };
+            metrics.push(MetricSpec {
                 name: m.name.clone(),
                 source: m.source,
+                when,
                 group_by: m.group_by.iter().map(|&c| field(m.source, c)).collect(),
                 window: m.window,
                 lateness: 0,
@@ -969,28 +981,31 @@ impl<'a> Planner<'a> {
                 sinks: vec![m.sink],
                 late_sink: m.late_sink,
                 columns: m.columns.clone(),
-            })
-            .collect();
+            });
+        }
         let mut routes = Vec::new();
         for r in &self.routes {
-            let select = match &r.when {
-                None => Selection::Every,
-                Some((text, at)) => match Predicate::compile(text, &sources[r.source].schema) {
-                    Ok(p) => Selection::When(p),
-                    Err(e) => {
-                        self.problems.push(Problem::new(
-                            *at,
-                            format!("INSERT INTO {}", r.name),
-                            format!("the filter does not compile: {}", e.message),
-                        ));
+            let select = match filter(r.when.as_ref(), &sources[r.source].schema, &r.name) {
+                Ok(None) => Selection::Every,
+                Ok(Some(p)) => Selection::When(p),
+                Err(p) => {
+                    self.problems.push(p);
+                    continue;
+                }
+            };
+            let projection =
+                match project(r.projection.as_deref(), &sources[r.source].schema, &r.name) {
+                    Ok(projection) => projection,
+                    Err(p) => {
+                        self.problems.push(p);
                         continue;
                     }
-                },
-            };
+                };
             routes.push(RouteSpec {
                 name: r.name.clone(),
                 source: r.source,
                 select,
+                projection,
                 sinks: vec![r.sink],
             });
         }
@@ -1088,6 +1103,77 @@ fn select_of<'q>(query: &'q Query, construct: &str) -> Result<&'q Select, Proble
             construct,
             "UNION, INTERSECT, EXCEPT and VALUES are not supported: write one SELECT",
         )),
+    }
+}
+
+/// The predicate of a query's `WHERE` (its CEL text and span) over the records of `schema`; a
+/// text that does not compile is a problem of `INSERT INTO sink`.
+fn filter(
+    when: Option<&(String, Span)>,
+    schema: &Schema,
+    sink: &str,
+) -> Result<Option<Predicate>, Problem> {
+    let Some((text, at)) = when else {
+        return Ok(None);
+    };
+    Predicate::compile(text, schema).map(Some).map_err(|e| {
+        Problem::new(
+            *at,
+            format!("INSERT INTO {sink}"),
+            format!("the filter does not compile: {}", e.message),
+        )
+    })
+}
+
+/// The columns a route computes (each sink column's name, CEL text and span) over the records of
+/// `schema`; a text that does not compile is a problem of `INSERT INTO sink`.
+fn project(
+    projection: Option<&[(String, String, Span)]>,
+    schema: &Schema,
+    sink: &str,
+) -> Result<Option<Vec<(String, Expression)>>, Problem> {
+    let Some(projection) = projection else {
+        return Ok(None);
+    };
+    let compiled = projection.iter().map(|(name, text, at)| {
+        let value = Expression::compile_in(text, schema).map_err(|e| {
+            Problem::new(
+                *at,
+                format!("INSERT INTO {sink}"),
+                format!("the column does not compile: {}", e.message),
+            )
+        })?;
+        Ok((name.clone(), value))
+    });
+    compiled.collect::<Result<_, _>>().map(Some)
+}
+
+/// What the SELECT item `e` of a query without a window takes from the record: a physical column
+/// as it is, or a value it computes.
+fn selected(translator: &mut Translator, e: &Expr) -> Result<Selected, Problem> {
+    let (table, construct) = (translator.table, translator.construct);
+    match e {
+        Expr::Identifier(id) => match table.column(&id.value) {
+            Some(ColumnRef::Physical(i)) => Ok(Selected::Column(i)),
+            Some(ColumnRef::Computed(_)) => Err(Problem::new(
+                e.span(),
+                construct,
+                format!(
+                    "writing the time attribute `{}` is not supported: select the column it is \
+                     computed from",
+                    id.value
+                ),
+            )),
+            None => Err(Problem::new(
+                e.span(),
+                construct,
+                table.unknown_column(&id.value),
+            )),
+        },
+        _ => {
+            let (text, ty) = translator.value(e)?;
+            Ok(Selected::Computed(text, ty))
+        }
     }
 }
 
