@@ -334,7 +334,6 @@ fn main() {
 [[routes]]
 name = "all"
 source = "transactions"
-otherwise = true
 sinks = ["kafka"]
 "#;
     let q1 = r#"
