@@ -335,7 +335,11 @@ where
                     }
                 }
                 serve(&producer, &topic);
-                held.retain(|time, _| waiting.contains_key(time) || in_flight(&producer, *time));
+                let unacknowledged = in_flight(&producer);
+                held.retain(|time, _| {
+                    waiting.contains_key(time) || unacknowledged.contains_key(time)
+                });
+                drop(unacknowledged);
                 if let (Some(at), Some(checkpoint)) = (plan, checkpoint.as_mut())
                     && frontier.frontier().iter().all(|t| *t >= at)
                     && held.keys().next().is_none_or(|t| *t >= at)

@@ -2,7 +2,7 @@
 //! each timely time the broker has not acknowledged yet.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -72,14 +72,9 @@ pub fn serve(producer: &SinkProducer, topic: &str) {
     }
 }
 
-/// Whether messages of `time` are still unacknowledged.
-pub fn in_flight(producer: &SinkProducer, time: u64) -> bool {
-    producer
-        .context()
-        .in_flight
-        .lock()
-        .unwrap()
-        .contains_key(&time)
+/// The times with messages still unacknowledged, and how many each.
+pub fn in_flight(producer: &SinkProducer) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+    producer.context().in_flight.lock().unwrap()
 }
 
 /// Sends `message` (to `topic` unless it names its own) at timely time `time`, with `extra`
