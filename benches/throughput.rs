@@ -148,6 +148,10 @@ sinks = ["default"]
     job
 }
 
+/// A generator emitting 50 000 payments a second of wall-clock time, for 6 s.
+const LIVE: &str = "kind = \"generator\"\npartitions = 2\ncount = 300000\nrate = 50000\npaced = true\n\
+                    accounts = 100000\ndisorder = \"2s\"";
+
 /// Routing sinks that drop the rows: the engine's routing alone.
 const DISCARD: &str = "kind = \"discard\"";
 /// Routing sinks that write CSV to /dev/null: one writer per file sink, on worker 0.
@@ -368,6 +372,16 @@ sinks = ["kafka"]
                 delivering(&job, (&brokers, &topic), delivery, &stores)
             });
         }
+        // A live feed: the latency of a sink that keeps up (a backlog read as fast as it can
+        // be measures its queue instead).
+        let path = format!("live generator (50 k/s) → Kafka, {}", delivery.name);
+        rows("routing to Kafka (every payment)", &path, |w| {
+            let topic = format!("bench-out-live-{i}-{w}");
+            mock.create_topic(&topic, KAFKA_PARTITIONS, 1)
+                .expect("topic created");
+            let job = transactions_job("bench-delivery", LIVE, ALL_FIELDS, every_payment);
+            delivering(&job, (&brokers, &topic), delivery, &stores)
+        });
     }
     let _ = std::fs::remove_dir_all(&stores);
 }
