@@ -475,24 +475,16 @@ impl<'a> Planner<'a> {
             })
             .collect();
         self.fit(sink, &types, insert.at, &construct)?;
-        for (column, (item, span)) in sink.columns.iter().zip(&items) {
-            if let Selected::Column(i) = item
-                && column.name != table.columns[*i].name
-            {
-                return Err(Problem::new(
-                    *span,
-                    &construct,
-                    format!(
-                        "without a window a query writes columns under their own names: column \
-                         `{}` of `{}` is given `{}`",
-                        column.name, sink.name, table.columns[*i].name
-                    ),
-                ));
-            }
-        }
-        let computes = items
+        // A route writes the source's columns under their own names; a computed item, or a
+        // column the sink names otherwise (Flink inserts by position), needs a projection.
+        let computes = sink
+            .columns
             .iter()
-            .any(|(item, _)| matches!(item, Selected::Computed(..)));
+            .zip(&items)
+            .any(|(column, (item, _))| match item {
+                Selected::Column(i) => column.name != table.columns[*i].name,
+                Selected::Computed(..) => true,
+            });
         let projection = computes.then(|| {
             sink.columns
                 .iter()
