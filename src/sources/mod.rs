@@ -301,10 +301,7 @@ where
                             let frontier = watermarks.current(partition);
                             let at = frontier - frontier % options.tick;
                             let clock = watermarks.clock(partition);
-                            commits.record(partition, at, read.next, clock);
-                            if let Some(positions) = positions.as_mut() {
-                                positions.sent(partition, at, read.next, clock);
-                            }
+                            sent(commits, positions, (partition, at, read.next, clock));
                             dead_at[i] = at;
                         }
                     }
@@ -314,20 +311,19 @@ where
                 // partition's stamp after the events before it, with the position and clock
                 // there, so its time follows from the partition's input alone, not from how
                 // reads cut that into batches.
-                place_dead(
-                    Some((read.partition, read.next)),
-                    &watermarks,
-                    &mut commits,
-                    &mut positions,
-                );
+                if !batch.dead.is_empty() {
+                    let upto = Some((read.partition, read.next));
+                    place_dead(upto, &watermarks, &mut commits, &mut positions);
+                }
                 let (t, data) = read.item;
                 let frontier = watermarks.stamp(read.partition, t, now);
                 let at = frontier - frontier % options.tick;
                 let clock = watermarks.clock(read.partition);
-                commits.record(read.partition, at, read.next, clock);
-                if let Some(positions) = positions.as_mut() {
-                    positions.sent(read.partition, at, read.next, clock);
-                }
+                sent(
+                    &mut commits,
+                    &mut positions,
+                    (read.partition, at, read.next, clock),
+                );
                 outbox.push(
                     at,
                     Event {
@@ -657,6 +653,20 @@ impl SourcePositions {
                 }
             }
         });
+    }
+}
+
+/// Notes that a record of `partition` went at time `at`, the partition at `next` (with `clock`)
+/// after it: for the commits, and for the checkpoints if the source takes part.
+#[inline]
+fn sent(
+    commits: &mut Commits,
+    positions: &mut Option<SourcePositions>,
+    (partition, at, next, clock): (usize, u64, i64, u64),
+) {
+    commits.record(partition, at, next, clock);
+    if let Some(positions) = positions.as_mut() {
+        positions.sent(partition, at, next, clock);
     }
 }
 
