@@ -149,7 +149,8 @@ impl Ordered {
     ) {
         messages.sort_unstable();
         let time_text = time.to_string();
-        let mut seq = 0u64;
+        // Per run of one partition's messages: the next index, and where it left off before.
+        let (mut seq, mut last) = (0u64, None);
         for (i, message) in messages.iter().enumerate() {
             let first = i == 0 || {
                 let before = &messages[i - 1];
@@ -157,13 +158,11 @@ impl Ordered {
             };
             if first {
                 seq = 0;
+                last = self.last_written(&message.topic, message.partition.unwrap_or(0));
             }
             let place = Place { time, seq };
             seq += 1;
-            if self
-                .last_written(&message.topic, message.partition.unwrap_or(0))
-                .is_some_and(|last| place <= last)
-            {
+            if last.is_some_and(|last| place <= last) {
                 self.skipped += 1;
                 continue;
             }
