@@ -88,7 +88,7 @@ impl Checker<'_> {
     /// them: with them, what checkpoints cannot restore yet (a restore would otherwise come back
     /// with part of the job's state and a source read from a position its state does not follow
     /// from); without them, what needs a restore.
-    pub(super) fn only_checkpointed(&mut self, file: &raw::JobFile) {
+    pub(super) fn checkpoint_conflicts(&mut self, file: &raw::JobFile) {
         let checkpoints = file.checkpoints.is_some();
         for (i, sink) in file.sinks.iter().enumerate() {
             let kind = &sink.get_ref().kind;

@@ -400,7 +400,7 @@ impl Checker<'_> {
         let enrich = self.enrich(&file.enrich, &names, &sources, &views);
         let server = self.server(&file.server, &views);
         let checkpoints = self.checkpoints(&file.checkpoints);
-        self.only_checkpointed(&file);
+        self.checkpoint_conflicts(&file);
         self.computes_something(&file);
         self.unique_names(&file);
         self.distinct_files(&file);
