@@ -53,29 +53,33 @@ schema = {{ {fields} }}
     )
 }
 
-/// The metrics job of the common workload's Q1 (tumbling 60 s per account: count, sum, max),
-/// reading `source` and writing CSV to /dev/null.
-fn metrics_job(source: &str) -> String {
-    transactions_job(
-        "bench-metrics",
-        source,
-        FEW_FIELDS,
+/// The metrics section of the common workload's Q1 (tumbling 60 s per account: count, sum,
+/// max), writing to the sink `sink`.
+fn q1_metrics(sink: &str) -> String {
+    format!(
         r#"
 [[metrics]]
 name = "per_account"
 source = "transactions"
 group_by = ["account_id"]
-window = { kind = "tumbling", size = "60s" }
-aggregates = { count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }
-sinks = ["null"]
+window = {{ kind = "tumbling", size = "60s" }}
+aggregates = {{ count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }}
+sinks = ["{sink}"]
+"#
+    )
+}
 
+/// The metrics job of Q1 ([`q1_metrics`]), reading `source` and writing CSV to /dev/null.
+fn metrics_job(source: &str) -> String {
+    let sections = q1_metrics("null")
+        + r#"
 [[sinks]]
 name = "null"
 kind = "file"
 path = "/dev/null"
 format = "csv"
-"#,
-    )
+"#;
+    transactions_job("bench-metrics", source, FEW_FIELDS, &sections)
 }
 
 /// The fraud job with all five rules (spans of 10 s), reading `source` and writing alerts as
@@ -340,15 +344,7 @@ name = "all"
 source = "transactions"
 sinks = ["kafka"]
 "#;
-    let q1 = r#"
-[[metrics]]
-name = "per_account"
-source = "transactions"
-group_by = ["account_id"]
-window = { kind = "tumbling", size = "60s" }
-aggregates = { count = "count", sum = "sum(amount_cents)", max = "max(amount_cents)" }
-sinks = ["kafka"]
-"#;
+    let q1 = q1_metrics("kafka");
     let stores = std::env::temp_dir().join(format!("eddy-bench-stores-{}", std::process::id()));
     for (i, delivery) in DELIVERIES.iter().enumerate() {
         for (dataflow, sections, fields) in [
@@ -357,7 +353,7 @@ sinks = ["kafka"]
                 every_payment,
                 ALL_FIELDS,
             ),
-            ("metrics (Q1) to Kafka", q1, FEW_FIELDS),
+            ("metrics (Q1) to Kafka", &q1, FEW_FIELDS),
         ] {
             let path = format!("Kafka → Kafka, {}", delivery.name);
             rows(dataflow, &path, |w| {
@@ -386,8 +382,8 @@ sinks = ["kafka"]
     let _ = std::fs::remove_dir_all(&stores);
 }
 
-/// How a Kafka sink delivers, as the delivery rows compare it: its `delivery` setting, and the
-/// store of the checkpoints taken every second, if any.
+/// How a Kafka sink delivers, as the delivery rows compare it: its `delivery` setting, and
+/// whether the job takes checkpoints every second.
 struct Delivery {
     name: &'static str,
     delivery: &'static str,
