@@ -390,7 +390,7 @@ struct Delivery {
     checkpoints: bool,
 }
 
-const DELIVERIES: [Delivery; 3] = [
+const DELIVERIES: [Delivery; 4] = [
     Delivery {
         name: "at-least-once",
         delivery: "at-least-once",
@@ -404,6 +404,11 @@ const DELIVERIES: [Delivery; 3] = [
     Delivery {
         name: "exactly-once, checkpoints every 1 s",
         delivery: "exactly-once",
+        checkpoints: true,
+    },
+    Delivery {
+        name: "transactional, checkpoints every 1 s",
+        delivery: "transactional",
         checkpoints: true,
     },
 ];

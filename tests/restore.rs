@@ -199,7 +199,13 @@ fn assert_restores_exactly(
 ) -> LastRun {
     let (args, env) = run;
     let plain = dir.join(format!("plain-{example}"));
-    std::fs::write(&plain, text).unwrap();
+    // Uninterrupted, without checkpoints: with the delivery a job without them has.
+    let uninterrupted: String = text
+        .lines()
+        .filter(|line| !line.starts_with("delivery = "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&plain, uninterrupted).unwrap();
     let expected = dir.join("expected.csv");
     let plain_env: Vec<_> = [("EDDY_RUN", OsStr::new("plain"))]
         .into_iter()
@@ -751,11 +757,18 @@ sinks = ["counts-topic"]
 const COMMAND_OUTPUTS: [(&str, i32); 4] =
     [("events", 3), ("purchases", 4), ("counts", 2), ("dlq", 1)];
 
+/// `job` with every Kafka sink of [`kafka_sink`]'s writing with `delivery`.
+fn with_delivery(job: &str, delivery: &str) -> String {
+    let sink = "-topic\"\nkind = \"kafka\"\n";
+    assert!(job.contains(sink), "the job has Kafka sinks");
+    job.replace(sink, &format!("{sink}delivery = \"{delivery}\"\n"))
+}
+
 /// The command processor's events, a route, a windowed count and the dead letters, all written
-/// to Kafka by a job reading Kafka (on `tier`), killed five times and restored: exactly once.
-/// Before the last run another producer writes into every partition of the events topic, so
-/// the restored sink must look back past those for its own last message.
-fn commands_write_each_result_once(tier: common::kafka::Tier) {
+/// to Kafka by a job reading Kafka (on `tier`) with `delivery`, killed five times and restored:
+/// exactly once. Before the last run another producer writes into every partition of the
+/// events topic, so the restored sink must look back past those for its own last message.
+fn commands_write_each_result_once(tier: common::kafka::Tier, delivery: &str) {
     use common::kafka::{Cluster, Payload};
     let mut topics = run_topics(&COMMAND_OUTPUTS);
     topics.push(("commands".to_string(), 4));
@@ -778,7 +791,11 @@ fn commands_write_each_result_once(tier: common::kafka::Tier) {
     let foreign = |_: &Store| foreign_messages(&cluster, &events, 3);
     assert_kafka_outputs_once(
         &cluster,
-        (dir.path(), "commands.toml", &commands_to_kafka()),
+        (
+            dir.path(),
+            "commands.toml",
+            &with_delivery(&commands_to_kafka(), delivery),
+        ),
         (&["--until-end"], &[]),
         &COMMAND_OUTPUTS,
         (&foreign, 900),
@@ -787,12 +804,70 @@ fn commands_write_each_result_once(tier: common::kafka::Tier) {
 
 #[test]
 fn kafka_sinks_write_each_result_once_across_kills() {
-    commands_write_each_result_once(common::kafka::Tier::Mock);
+    commands_write_each_result_once(common::kafka::Tier::Mock, "exactly-once");
 }
 
 #[test]
 fn tansu_kafka_sinks_write_each_result_once_across_kills() {
-    commands_write_each_result_once(common::kafka::Tier::Tansu);
+    commands_write_each_result_once(common::kafka::Tier::Tansu, "exactly-once");
+}
+
+/// Transactional delivery on the mock cluster, which commits transactions (but writes no
+/// commit or abort markers, so its `read_committed` consumers see every message): each result
+/// once, through the fencing and the commits of five killed runs.
+#[test]
+fn transactional_kafka_sinks_write_each_result_once_across_kills() {
+    commands_write_each_result_once(common::kafka::Tier::Mock, "transactional");
+}
+
+/// tansu 0.6 has no transactions (no EndTxn): a transactional sink there stops the job with an
+/// error that says so, before any checkpoint could follow output it could not commit.
+#[test]
+fn tansu_stops_a_transactional_sink_with_a_clear_error() {
+    use common::kafka::{Cluster, Tier};
+    let topics = [("events-restored", 3), ("commands", 4)];
+    let Some(cluster) = Cluster::start(Tier::Tansu, "transactional", &topics) else {
+        return;
+    };
+    cluster.produce(
+        &cluster.topic("commands"),
+        &commands(2_000),
+        None,
+        &Default::default(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let job = COMMANDS_JOB
+        .replace(
+            r#"topics = ["commands"]"#,
+            r#"topics = ["${TOPICS}commands"]"#,
+        )
+        .replace(r#"sinks = ["events"]"#, r#"sinks = ["events-topic"]"#);
+    let text = with_delivery(
+        &format!("{job}{}", kafka_sink("events", None)),
+        "transactional",
+    );
+    let store = Store::dir(dir.path().join("store"));
+    let job = with_checkpoints(&text, &store, dir.path(), "commands.toml");
+    let topics = cluster.topic("");
+    let output = dir.path().join("unused.jsonl");
+    let env = writing(
+        &output,
+        &[
+            ("EDDY_RUN", OsStr::new("restored")),
+            ("BROKERS", OsStr::new(cluster.brokers())),
+            ("TOPICS", OsStr::new(&topics)),
+        ],
+    );
+    let run = common::eddy_run(&job, 1, &["--until-end"], &env)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "the job fails: {said}");
+    assert!(
+        said.contains("transaction"),
+        "the error names the transactions: {said}"
+    );
+    assert_eq!(store.newest(), 0, "no checkpoint completes: {said}");
 }
 
 /// Q1 (tumbling windows over a file, some records late) writing its rows and its late records

@@ -362,6 +362,10 @@ fn source_stream<'scope>(
                 &options.stop,
             )
             .with_context(|| format!("source `{name}`"))?;
+            let reader = match &progress.checkpoints {
+                Some(worker) => reader.offer_offsets(name, worker.shared()),
+                None => reader,
+            };
             say_if_idle(name, &reader, slot, processes);
             event_source(scope, name, reader, source_options, settled, checkpoint)
         }

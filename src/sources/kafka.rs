@@ -3,6 +3,7 @@
 //! and offsets committed only once the sinks have flushed what was derived from them.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Checkpoint, Positioned, ReadBatch, ReadStatus, Reader, too_long};
-use crate::kafka::client_config;
+use crate::kafka::{OffsetsOffer, TransactionOffsets, client_config};
 use crate::record::{DeadLetter, Payload, Record, Schema};
 use crate::state::Position;
 use crate::stats::Stats;
@@ -136,6 +137,9 @@ pub struct KafkaReader {
     /// The checkpoint committed with the offsets this reader resumed from.
     restored: Option<Checkpoint>,
     finished: Vec<bool>,
+    /// Where the offsets handed off for a checkpoint are offered to the worker's transactional
+    /// sinks, under the source's name (see [`KafkaReader::offer_offsets`]).
+    offers: Option<(String, Rc<TransactionOffsets>)>,
 }
 
 impl KafkaReader {
@@ -200,7 +204,15 @@ impl KafkaReader {
             partitions,
             ends,
             restored,
+            offers: None,
         })
+    }
+
+    /// Offers the offsets this reader hands off for each checkpoint, as source `source`, to
+    /// `offers`: the transactional sinks of the same worker commit them with their output.
+    pub fn offer_offsets(mut self, source: &str, offers: Rc<TransactionOffsets>) -> Self {
+        self.offers = Some((source.to_string(), offers));
+        self
     }
 }
 
@@ -464,6 +476,28 @@ impl Reader<Record> for KafkaReader {
             }
         }
         status
+    }
+
+    fn checkpointed(&self, positions: &[Option<i64>]) {
+        let Some((source, offers)) = &self.offers else {
+            return;
+        };
+        let Some(group) = self.consumer.group_metadata() else {
+            return;
+        };
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in self.partitions.iter().zip(positions) {
+            if let Some(next) = next.filter(|n| *n >= 0) {
+                offsets
+                    .add_partition_offset(topic, *partition, Offset::Offset(next))
+                    .expect("a valid offset");
+            }
+        }
+        offers.offer(OffsetsOffer {
+            source: source.clone(),
+            group,
+            offsets,
+        });
     }
 
     /// The topic and the partition's number.

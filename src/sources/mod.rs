@@ -100,6 +100,10 @@ pub trait Reader<D>: 'static {
     fn resumed(&self, _partition: usize) -> Option<i64> {
         None
     }
+    /// Told, per partition, the next position (`None`: nothing read yet) this reader hands off
+    /// for a checkpoint, as it hands it off: a Kafka reader offers these offsets to the
+    /// transactions of its worker's sinks.
+    fn checkpointed(&self, _positions: &[Option<i64>]) {}
 }
 
 /// The event-time and delivery settings of a source.
@@ -642,6 +646,12 @@ impl SourcePositions {
         name: &str,
         reader: &impl Reader<D>,
     ) {
+        reader.checkpointed(
+            &positions
+                .iter()
+                .map(|p| p.map(|(next, _)| next))
+                .collect::<Vec<_>>(),
+        );
         self.checkpoint.part.hand_off(plan, |snapshot| {
             for (partition, position) in positions.iter().enumerate() {
                 if let Some((next, clock)) = *position {

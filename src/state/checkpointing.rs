@@ -23,6 +23,7 @@
 //!
 //! [`Writer`]: super::Writer
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::hash::Hash;
 use std::rc::Rc;
@@ -109,6 +110,11 @@ impl Checkpointing {
         self.inner.writer.history()
     }
 
+    /// The wall-clock time between checkpoints.
+    pub fn interval(&self) -> Duration {
+        self.inner.interval
+    }
+
     /// The checkpoint the job resumes from, if any.
     pub fn restored(&self) -> Option<&Restored> {
         self.inner.restored.as_deref()
@@ -137,6 +143,7 @@ impl Checkpointing {
                 parts: 0,
                 current: None,
             })),
+            shared: Rc::default(),
         }
     }
 
@@ -172,6 +179,8 @@ impl Checkpointing {
 pub struct WorkerCheckpoint {
     checkpointing: Checkpointing,
     collect: Rc<RefCell<Collect>>,
+    /// Values the worker's parts share, one per type (see [`WorkerCheckpoint::shared`]).
+    shared: Rc<RefCell<Vec<Rc<dyn Any>>>>,
 }
 
 struct Collect {
@@ -203,6 +212,22 @@ impl WorkerCheckpoint {
         }
     }
 
+    /// The worker's one value of type `T`, made on first ask: how parts of one worker that
+    /// know each other's kind exchange what a checkpoint needs beyond its snapshot (a source's
+    /// positions offered to the transactions of the sinks on the same worker).
+    pub fn shared<T: Default + 'static>(&self) -> Rc<T> {
+        let mut shared = self.shared.borrow_mut();
+        if let Some(value) = shared
+            .iter()
+            .find_map(|v| Rc::clone(v).downcast::<T>().ok())
+        {
+            return value;
+        }
+        let value = Rc::new(T::default());
+        shared.push(Rc::clone(&value) as Rc<dyn Any>);
+        value
+    }
+
     /// The checkpointing of one source instance on this worker, as a part.
     pub fn source(&self) -> SourceCheckpoint {
         SourceCheckpoint {
@@ -228,6 +253,11 @@ impl Part {
     /// The job's checkpointing.
     pub fn checkpointing(&self) -> &Checkpointing {
         self.worker.checkpointing()
+    }
+
+    /// The worker this part belongs to.
+    pub fn worker(&self) -> &WorkerCheckpoint {
+        &self.worker
     }
 
     /// Hands off this part of `plan`: `add` adds its sections or positions to the worker's

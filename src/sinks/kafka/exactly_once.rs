@@ -122,6 +122,9 @@ impl Ordered {
                         ("group.id", "eddy-sink-tail"),
                         ("enable.auto.commit", "false"),
                         ("enable.partition.eof", "true"),
+                        // Only committed messages were written (transactional delivery): an
+                        // aborted transaction's are to be written again.
+                        ("isolation.level", "read_committed"),
                         ("fetch.queue.backoff.ms", "5"),
                     ],
                     properties,

@@ -1,8 +1,9 @@
 //! A Kafka topic as a sink. Messages are encoded where their rows are made, then written by an
-//! idempotent, batching producer per worker, in one of two deliveries ([`Guarantee`]):
-//! at-least-once, each worker writing what it has as it comes, or exactly-once, each partition
+//! idempotent, batching producer per worker, in one of three deliveries ([`Guarantee`]):
+//! at-least-once, each worker writing what it has as it comes; exactly-once, each partition
 //! written by one worker in a deterministic order and a restored sink skipping what the
-//! partition already holds (see [`exactly_once`]). The sink holds a capability for every time
+//! partition already holds (see [`exactly_once`]); or transactional, exactly-once with each
+//! checkpoint's output in one Kafka transaction (see [`transaction`]). The sink holds a capability for every time
 //! with messages not yet acknowledged by the broker, so its flushed stream only passes a time
 //! once the broker has them all, and it hands off its (empty) part of a checkpoint at T only
 //! once every message before T is acknowledged: a complete checkpoint never follows output
@@ -11,6 +12,7 @@
 pub mod exactly_once;
 pub mod message;
 pub mod producer;
+pub mod transaction;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -37,6 +39,7 @@ use crate::state::SectionCheckpoint;
 use exactly_once::{Identity, Ordered};
 use message::{EncodeMessages, Outbound, Partitions};
 use producer::{SinkProducer, in_flight, send, serve};
+use transaction::Transaction;
 
 /// `kind = "kafka"`: a Kafka sink's settings, as the job file writes them.
 #[derive(Debug, Deserialize)]
@@ -55,7 +58,8 @@ pub struct KafkaSettings {
     pub key: Option<Text>,
     /// `columns`: the columns written.
     pub columns: Option<Spanned<Vec<Text>>>,
-    /// `delivery`: `"exactly-once"` or `"at-least-once"` (see [`Guarantee`]).
+    /// `delivery`: `"exactly-once"`, `"at-least-once"` or `"transactional"` (see
+    /// [`Guarantee`]).
     pub delivery: Option<Text>,
 }
 
@@ -72,6 +76,15 @@ impl Settings for KafkaSettings {
     fn check<C: Check>(&self, check: &mut C, kind: Range<usize>, field: &str) -> Option<SinkKind> {
         let properties =
             check.kafka_properties(kind.clone(), &self.brokers, &self.properties, field);
+        if let Some((key, value)) = self.properties.get_key_value("transactional.id") {
+            check.error(
+                value.span(),
+                format!("{field}.properties.{key}"),
+                "a sink's transactional.id is Eddy's to choose: with delivery = \"transactional\" \
+                 each worker's producer gets its own (job, sink and worker)"
+                    .into(),
+            );
+        }
         let topic = match &self.topic {
             Some(t) => {
                 let topic = t.get_ref().clone();
@@ -101,24 +114,25 @@ impl Settings for KafkaSettings {
         }))
     }
 
-    /// Exactly-once delivery rests on restoring checkpoints.
+    /// Exactly-once and transactional delivery rest on restoring checkpoints.
     fn checkpoints_conflict(
         &self,
         checkpoints: bool,
         _kind: Range<usize>,
     ) -> Option<(Range<usize>, &'static str, String)> {
         let delivery = self.delivery.as_ref()?;
-        (!checkpoints && Guarantee::parse(delivery.get_ref()) == Ok(Guarantee::ExactlyOnce)).then(
-            || {
-                (
-                    delivery.span(),
-                    "delivery",
-                    "exactly-once delivery needs [checkpoints]: without them a restart reads \
-                     again from the consumer group's offsets and cannot tell what was written"
-                        .to_string(),
-                )
-            },
-        )
+        let guarantee = Guarantee::parse(delivery.get_ref()).ok()?;
+        (!checkpoints && guarantee != Guarantee::AtLeastOnce).then(|| {
+            (
+                delivery.span(),
+                "delivery",
+                format!(
+                    "{} delivery needs [checkpoints]: without them a restart reads again from \
+                     the consumer group's offsets and cannot tell what was written",
+                    guarantee.name()
+                ),
+            )
+        })
     }
 }
 
@@ -132,6 +146,10 @@ pub enum Guarantee {
     /// time go once the time is complete, in a deterministic order, and a restored sink skips
     /// what its partitions already hold (see [`exactly_once`]). Needs checkpoints.
     ExactlyOnce,
+    /// Exactly-once, with each checkpoint's output committed in one Kafka transaction, with
+    /// the sources' offsets (see [`transaction`]): a `read_committed` consumer sees only output
+    /// before a checkpoint, once. Needs checkpoints, and brokers with transactions.
+    Transactional,
 }
 
 impl Guarantee {
@@ -140,13 +158,20 @@ impl Guarantee {
         match text {
             "at-least-once" => Ok(Guarantee::AtLeastOnce),
             "exactly-once" => Ok(Guarantee::ExactlyOnce),
-            "transactional" => Err("delivery = \"transactional\" (Kafka transactions) is not \
-                                    supported; \"exactly-once\", the default with \
-                                    [checkpoints], needs no transactions"
-                .into()),
+            "transactional" => Ok(Guarantee::Transactional),
             other => Err(format!(
-                "unknown delivery `{other}`: expected \"exactly-once\" or \"at-least-once\""
+                "unknown delivery `{other}`: expected \"exactly-once\", \"at-least-once\" or \
+                 \"transactional\""
             )),
+        }
+    }
+
+    /// The setting's text.
+    pub fn name(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+            Guarantee::Transactional => "transactional",
         }
     }
 }
@@ -246,7 +271,6 @@ impl<'scope, D: ExchangeData> WriteKafka<'scope, D> for StreamVec<'scope, u64, D
         encoder: E,
         checkpoint: Option<SectionCheckpoint>,
     ) -> anyhow::Result<StreamVec<'scope, u64, ()>> {
-        let producer = Rc::new(producer::producer(config)?);
         let topic = config.topic.clone();
         let delivery = match (config.delivery, &checkpoint) {
             (Some(delivery), _) => delivery,
@@ -254,17 +278,18 @@ impl<'scope, D: ExchangeData> WriteKafka<'scope, D> for StreamVec<'scope, u64, D
             (None, None) => Guarantee::AtLeastOnce,
         };
         if delivery == Guarantee::AtLeastOnce {
+            let producer = Rc::new(producer::producer(config, None)?);
             let messages = self.encode_messages(encoder, None);
             return Ok(write_messages(
                 messages,
                 Pipeline,
                 (producer, topic),
-                None,
+                (None, None),
                 checkpoint,
             ));
         }
         let Some(part) = &checkpoint else {
-            anyhow::bail!("exactly-once delivery needs [checkpoints]");
+            anyhow::bail!("{} delivery needs [checkpoints]", delivery.name());
         };
         let checkpointing = part.part.checkpointing();
         let identity = Identity {
@@ -272,6 +297,25 @@ impl<'scope, D: ExchangeData> WriteKafka<'scope, D> for StreamVec<'scope, u64, D
             sink: part.name.clone(),
             history: format!("{:016x}", checkpointing.history()),
         };
+        let (producer, transaction) = if delivery == Guarantee::Transactional {
+            let (worker, peers) = (part.part.worker().index(), self.scope().peers());
+            let timeout = transaction::transaction_timeout(checkpointing.interval());
+            let id = transaction::transactional_id(&identity, worker);
+            let producer = producer::producer(config, Some((&id, timeout)))?;
+            // The ids of a former run's workers beyond this run's that this worker takes over.
+            let former = checkpointing.restored().map_or(0, |r| r.manifest().peers);
+            let taken_over: Vec<String> = (peers..former)
+                .filter(|w| w % peers == worker)
+                .map(|w| transaction::transactional_id(&identity, w))
+                .collect();
+            let offers = part.part.worker().shared();
+            let transaction =
+                Transaction::begin(&producer, (config, timeout), &taken_over, offers)?;
+            (producer, Some(transaction))
+        } else {
+            (producer::producer(config, None)?, None)
+        };
+        let producer = Rc::new(producer);
         let restored = checkpointing.restored().is_some();
         let ordered = Ordered::new(identity, &topic, &config.properties, restored)?;
         let partitions = Partitions::new(Rc::clone(&producer), &topic);
@@ -280,21 +324,22 @@ impl<'scope, D: ExchangeData> WriteKafka<'scope, D> for StreamVec<'scope, u64, D
             messages,
             Exchange::new(Outbound::route),
             (producer, topic),
-            Some(ordered),
+            (Some(ordered), transaction),
             checkpoint,
         ))
     }
 }
 
 /// The writing operator: sends each message through `producer` to `topic` (unless it names
-/// its own) as it comes, or, with `ordered`, once its time is complete and in order. It holds
-/// a capability for each time with messages waiting or unacknowledged, and hands off to a
-/// checkpoint at T once its input has passed T and every message before T is acknowledged.
+/// its own) as it comes, or, with `ordered`, once its time is complete and in order, and with
+/// `transaction` in transactions committed at each checkpoint. It holds a capability for each
+/// time with messages waiting, unacknowledged or uncommitted, and hands off to a checkpoint at
+/// T once its input has passed T and every message before T is acknowledged (and committed).
 fn write_messages<'scope, P>(
     messages: StreamVec<'scope, u64, Outbound>,
     pact: P,
     (producer, topic): (Rc<SinkProducer>, String),
-    mut ordered: Option<Ordered>,
+    (mut ordered, mut transaction): (Option<Ordered>, Option<Transaction>),
     mut checkpoint: Option<SectionCheckpoint>,
 ) -> StreamVec<'scope, u64, ()>
 where
@@ -329,19 +374,30 @@ where
                         && !frontier.less_equal(entry.key())
                     {
                         let (time, messages) = entry.remove_entry();
+                        if let Some(transaction) = transaction.as_mut() {
+                            transaction.wrote(time);
+                        }
                         ordered.write(time, messages, |message, headers| {
                             send(&producer, &topic, message, headers, time)
                         });
                     }
                 }
+                let passed = |at: u64| frontier.frontier().iter().all(|t| *t >= at);
+                if let Some(transaction) = transaction.as_mut()
+                    && (plan.is_some_and(passed) || frontier.is_empty())
+                {
+                    transaction.commit(&producer, &topic);
+                }
                 serve(&producer, &topic);
                 let unacknowledged = in_flight(&producer);
                 held.retain(|time, _| {
-                    waiting.contains_key(time) || unacknowledged.contains_key(time)
+                    waiting.contains_key(time)
+                        || unacknowledged.contains_key(time)
+                        || transaction.as_ref().is_some_and(|t| t.holds(*time))
                 });
                 drop(unacknowledged);
                 if let (Some(at), Some(checkpoint)) = (plan, checkpoint.as_mut())
-                    && frontier.frontier().iter().all(|t| *t >= at)
+                    && passed(at)
                     && held.keys().next().is_none_or(|t| *t >= at)
                 {
                     checkpoint.hand_off::<(), ()>(Vec::new());

@@ -45,9 +45,13 @@ impl ProducerContext for DeliveryTracker {
 /// A Kafka sink's producer.
 pub type SinkProducer = BaseProducer<DeliveryTracker>;
 
-/// Creates the idempotent producer a Kafka sink uses.
-pub fn producer(config: &KafkaSinkConfig) -> anyhow::Result<SinkProducer> {
-    client_config(
+/// Creates the idempotent producer a Kafka sink uses; with `transactional`, a transactional
+/// one of that `transactional.id` and transaction timeout.
+pub fn producer(
+    config: &KafkaSinkConfig,
+    transactional: Option<(&str, Duration)>,
+) -> anyhow::Result<SinkProducer> {
+    let mut client = client_config(
         &[
             ("enable.idempotence", "true"),
             ("linger.ms", "5"),
@@ -55,9 +59,15 @@ pub fn producer(config: &KafkaSinkConfig) -> anyhow::Result<SinkProducer> {
             ("queue.buffering.max.messages", "500000"),
         ],
         &config.properties,
-    )
-    .create_with_context(DeliveryTracker::default())
-    .with_context(|| format!("creating the producer for topic `{}`", config.topic))
+    );
+    if let Some((id, timeout)) = transactional {
+        client
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", timeout.as_millis().to_string());
+    }
+    client
+        .create_with_context(DeliveryTracker::default())
+        .with_context(|| format!("creating the producer for topic `{}`", config.topic))
 }
 
 /// Serves delivery reports, and ends the worker if a message could not be delivered: nothing
