@@ -7,6 +7,8 @@ mod common;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -112,33 +114,111 @@ type Damage<'a> = &'a dyn Fn(&Store);
 /// Does nothing to a store.
 fn intact(_: &Store) {}
 
+/// A topic fed at a steady rate while a job is killed and restored (by a thread producing into
+/// it): the killed runs follow the topic, and the last run drains it once the feed is done.
+struct Feed {
+    /// Everything has been produced.
+    done: Arc<AtomicBool>,
+    /// The kills are over: the rest goes at once.
+    hurry: Arc<AtomicBool>,
+    feeder: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// How often a [`Feed`] produces, and what share of its input each time.
+const FEED_EVERY: Duration = Duration::from_millis(250);
+const FEED_SHARE: usize = 100;
+
+impl Feed {
+    /// Feeds `inputs` into `topic` of `cluster`: a hundredth every quarter of a second, until
+    /// [`Feed::join`] asks for the rest.
+    fn start(
+        cluster: &common::kafka::Cluster,
+        topic: &str,
+        inputs: Vec<common::kafka::Input>,
+    ) -> Feed {
+        let done = Arc::new(AtomicBool::new(false));
+        let hurry = Arc::new(AtomicBool::new(false));
+        let endpoint = (**cluster).clone();
+        let topic = topic.to_string();
+        let (finished, hurried) = (Arc::clone(&done), Arc::clone(&hurry));
+        let feeder = thread::spawn(move || {
+            let chunk = inputs.len().div_ceil(FEED_SHARE).max(1);
+            let mut rest = &inputs[..];
+            while !rest.is_empty() {
+                let now = if hurried.load(Ordering::SeqCst) {
+                    rest.len()
+                } else {
+                    chunk.min(rest.len())
+                };
+                endpoint.produce(&topic, &rest[..now], None, &Default::default());
+                rest = &rest[now..];
+                if !hurried.load(Ordering::SeqCst) {
+                    thread::sleep(FEED_EVERY);
+                }
+            }
+            finished.store(true, Ordering::SeqCst);
+        });
+        Feed {
+            done,
+            hurry,
+            feeder: Mutex::new(Some(feeder)),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Produces the rest at once, and waits until it is in.
+    fn join(&self) {
+        self.hurry.store(true, Ordering::SeqCst);
+        if let Some(feeder) = self.feeder.lock().unwrap().take() {
+            feeder.join().expect("the feed ends");
+        }
+    }
+}
+
 /// Runs `job` (with `args` and `env`, writing `output`, checkpointing into `store`) five
 /// times, each killed with SIGKILL once the store holds a checkpoint newer than before and a
 /// random moment later, alternating between one worker and two; then does `damage` to the
-/// store, and runs the job to its end on two workers.
+/// store, and runs the job to its end on two workers. With `feed`, the killed runs follow the
+/// topic (without `--until-end`; one whose feed has ended is killed at once), and the last
+/// starts once the feed is done.
 fn killed_and_restored(
     job: &Path,
     (args, env): (&[&str], &[(&str, &OsStr)]),
     output: &Path,
     store: &Store,
-    (seed, damage): (u64, Damage),
+    (seed, damage, feed): (u64, Damage, Option<&Feed>),
 ) -> LastRun {
     let mut rng = Rng(seed | 1);
     let mut env = writing(output, env);
     env.extend(store.env.iter().map(|(k, v)| (k.as_str(), OsStr::new(v))));
+    let killed_args: Vec<&str> = match feed {
+        Some(_) => args
+            .iter()
+            .copied()
+            .filter(|a| *a != "--until-end")
+            .collect(),
+        None => args.to_vec(),
+    };
+    let fed = || feed.is_some_and(Feed::done);
     for round in 0..5 {
-        let mut child = common::eddy_run(job, 1 + round % 2, args, &env)
+        let mut child = common::eddy_run(job, 1 + round % 2, &killed_args, &env)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting eddy");
         let target = store.newest() + 1 + rng.next(3);
-        while child.try_wait().unwrap().is_none() && store.newest() < target {
+        while child.try_wait().unwrap().is_none() && store.newest() < target && !fed() {
             thread::sleep(Duration::from_millis(5));
         }
         thread::sleep(Duration::from_millis(rng.next(40)));
         let _ = child.kill();
         let _ = child.wait();
+    }
+    if let Some(feed) = feed {
+        feed.join();
     }
     damage(store);
     let restore = store.opened.restore().unwrap();
@@ -189,15 +269,30 @@ fn writing<'a>(output: &'a Path, env: &[(&'a str, &'a OsStr)]) -> Vec<(&'a str, 
 /// `run`'s arguments and environment, and `EDDY_RUN` set to `plain` for the uninterrupted run
 /// and to `restored` for the others (a Kafka job names its consumer group by it); the
 /// checkpoints go to `store` (by default a directory in `dir`), which gets `damage` before the
-/// last run.
+/// last run; with `feed`, the input comes in meanwhile (see [`killed_and_restored`]). The
+/// uninterrupted run comes last, with the whole input.
 fn assert_restores_exactly(
     dir: &Path,
     example: &str,
     text: &str,
     run: (&[&str], &[(&str, &OsStr)]),
-    (store, damage): (Option<Store>, Damage),
+    (store, damage, feed): (Option<Store>, Damage, Option<&Feed>),
 ) -> LastRun {
     let (args, env) = run;
+    let store = store.unwrap_or_else(|| Store::dir(dir.join("store")));
+    let job = with_checkpoints(text, &store, dir, example);
+    let output = dir.join("restored.csv");
+    let restored_env: Vec<_> = [("EDDY_RUN", OsStr::new("restored"))]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    let restored = killed_and_restored(
+        &job,
+        (args, &restored_env),
+        &output,
+        &store,
+        (seed(), damage, feed),
+    );
     let plain = dir.join(format!("plain-{example}"));
     // Uninterrupted, without checkpoints: with the delivery a job without them has.
     let uninterrupted: String = text
@@ -217,14 +312,6 @@ fn assert_restores_exactly(
         expected.lines().count() > 100,
         "{example}: a sizeable output"
     );
-    let store = store.unwrap_or_else(|| Store::dir(dir.join("store")));
-    let job = with_checkpoints(text, &store, dir, example);
-    let output = dir.join("restored.csv");
-    let env: Vec<_> = [("EDDY_RUN", OsStr::new("restored"))]
-        .into_iter()
-        .chain(env.iter().copied())
-        .collect();
-    let restored = killed_and_restored(&job, (args, &env), &output, &store, (seed(), damage));
     if restored.output != expected {
         let restored = &restored.output;
         let first = restored
@@ -253,7 +340,13 @@ fn assert_restores_exactly_over_the_input(
     let dir = tempfile::tempdir().unwrap();
     let input = input(dir.path());
     let env = [("EDDY_INPUT", input.as_os_str())];
-    assert_restores_exactly(dir.path(), example, text, (&[], &env), store)
+    assert_restores_exactly(
+        dir.path(),
+        example,
+        text,
+        (&[], &env),
+        (store.0, store.1, None),
+    )
 }
 
 fn example(name: &str) -> String {
@@ -299,7 +392,13 @@ fn fraud_rules_restore_exactly() {
     // 600 000 payments: a few hundred incidents, each one alert.
     let text = fraud_job("count = 600000\nrate = 10000\n");
     let dir = tempfile::tempdir().unwrap();
-    assert_restores_exactly(dir.path(), "fraud.toml", &text, (&[], &[]), (None, &intact));
+    assert_restores_exactly(
+        dir.path(),
+        "fraud.toml",
+        &text,
+        (&[], &[]),
+        (None, &intact, None),
+    );
 }
 
 /// Starts `eddy`, sends it SIGTERM after `delay`, and gives its standard error once it has
@@ -418,7 +517,7 @@ columns = ["account_id", "window_start", "window_end", "count", "sum"]
     let output = dir.path().join("restored.csv");
     let run = (&[][..], &env[..]);
     let restored =
-        sorted(killed_and_restored(&job, run, &output, &store, (seed(), &intact)).output);
+        sorted(killed_and_restored(&job, run, &output, &store, (seed(), &intact, None)).output);
     assert_eq!(restored.len(), expected.len(), "every row once");
     assert!(restored == expected, "the restored run's rows differ");
 }
@@ -536,7 +635,7 @@ fn a_command_processor_over_kafka_restores_exactly() {
         "commands.toml",
         job,
         (&["--until-end"], &env),
-        (None, &intact),
+        (None, &intact, None),
     );
     // Only what follows the checkpoint's offsets is read again.
     let checkpointed: u64 = restored.from.positions["commands"]
@@ -639,7 +738,7 @@ fn assert_kafka_outputs_once(
     (dir, example, text): (&Path, &str, &str),
     (args, env): (&[&str], &[(&str, &OsStr)]),
     outputs: &[(&str, i32)],
-    (damage, foreign): (Damage, usize),
+    (damage, foreign, feed): (Damage, usize, Option<&Feed>),
 ) {
     let topics = cluster.topic("");
     let env: Vec<_> = [
@@ -649,7 +748,7 @@ fn assert_kafka_outputs_once(
     .into_iter()
     .chain(env.iter().copied())
     .collect();
-    assert_restores_exactly(dir, example, text, (args, &env), (None, damage));
+    assert_restores_exactly(dir, example, text, (args, &env), (None, damage, feed));
     let mut others_seen = 0;
     for &(name, _) in outputs {
         let plain =
@@ -765,9 +864,10 @@ fn with_delivery(job: &str, delivery: &str) -> String {
 }
 
 /// The command processor's events, a route, a windowed count and the dead letters, all written
-/// to Kafka by a job reading Kafka (on `tier`) with `delivery`, killed five times and restored:
-/// exactly once. Before the last run another producer writes into every partition of the
-/// events topic, so the restored sink must look back past those for its own last message.
+/// to Kafka by a job reading Kafka (on `tier`) with `delivery`, killed five times while its
+/// topic is fed at a steady rate, and restored: exactly once. Before the last run another
+/// producer writes into every partition of the events topic, so the restored sink must look
+/// back past those for its own last message.
 fn commands_write_each_result_once(tier: common::kafka::Tier, delivery: &str) {
     use common::kafka::{Cluster, Payload};
     let mut topics = run_topics(&COMMAND_OUTPUTS);
@@ -780,12 +880,7 @@ fn commands_write_each_result_once(tier: common::kafka::Tier, delivery: &str) {
     for i in (0..inputs.len()).step_by(500) {
         inputs[i].payload = Payload::Raw(format!("{{\"command_id\": \"bad{i}\""));
     }
-    cluster.produce(
-        &cluster.topic("commands"),
-        &inputs,
-        None,
-        &Default::default(),
-    );
+    let feed = Feed::start(&cluster, &cluster.topic("commands"), inputs);
     let dir = tempfile::tempdir().unwrap();
     let events = cluster.topic("events-restored");
     let foreign = |_: &Store| foreign_messages(&cluster, &events, 3);
@@ -798,7 +893,7 @@ fn commands_write_each_result_once(tier: common::kafka::Tier, delivery: &str) {
         ),
         (&["--until-end"], &[]),
         &COMMAND_OUTPUTS,
-        (&foreign, 900),
+        (&foreign, 900, Some(&feed)),
     );
 }
 
@@ -898,7 +993,7 @@ late_sink = "late-topic""#,
         (dir.path(), "q1.toml", &text),
         (&[], &env),
         &outputs,
-        (&intact, 0),
+        (&intact, 0, None),
     );
 }
 
@@ -923,7 +1018,7 @@ fn fraud_alerts_are_written_to_kafka_once() {
         (dir.path(), "fraud.toml", &text),
         (&[], &[]),
         &outputs,
-        (&intact, 0),
+        (&intact, 0, None),
     );
 }
 
